@@ -1,0 +1,200 @@
+"""The ``symbolon`` command line: serve, worker, migrate, superuser, token."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from symbolon.accounts import tokens as token_store
+from symbolon.accounts.users import (
+    AccountError,
+    get_or_create_user,
+    make_superuser,
+    permission_codename,
+)
+from symbolon.conf import Settings, SettingsError, load_settings
+from symbolon.db import migrate as migrations
+from symbolon.server import lifecycle
+
+T = TypeVar("T")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _with_database(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``fn`` on a migrated database: the configured one, or the embedded one."""
+    settings = _settings()
+    lifecycle.configure_process(settings.replace(log_format="text"))
+    with lifecycle.services(settings) as live:
+
+        async def main() -> T:
+            conn = await asyncpg.connect(live.database_url)
+            try:
+                await migrations.migrate(conn)
+                return await fn(conn)
+            finally:
+                await conn.close()
+
+        try:
+            return asyncio.run(main())
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def cli() -> None:
+    """Symbolon: symbols, symbolication and crash collection in one server."""
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: HOST or 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default: PORT or 8000).")
+@click.option("--worker-threads", type=int, help="Embedded task-worker threads; 0 disables.")
+def serve(host: str | None, port: int | None, worker_threads: int | None) -> None:
+    """Serve the web app, with an embedded task worker, until Ctrl-C."""
+    settings = _settings(host=host, port=port, worker_threads=worker_threads)
+    lifecycle.configure_process(settings)
+    try:
+        with lifecycle.services(settings) as live:
+            asyncio.run(lifecycle.serve_forever(live))
+    except lifecycle.StartupError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from exc
+
+
+@cli.command()
+@click.option("--threads", type=int, default=None, help="Worker threads (default WORKER_THREADS).")
+def worker(threads: int | None) -> None:
+    """Run task workers only (no web server), until Ctrl-C."""
+    from symbolon.tasks.broker import setup_broker, start_worker
+
+    settings = _settings()
+    lifecycle.configure_process(settings)
+    with lifecycle.services(settings) as live:
+        broker = setup_broker(live)
+        running = start_worker(broker, max(1, threads or live.worker_threads))
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        running.stop()
+        broker.close()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations (start-up does this too)."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        pending = await migrations.pending(conn)
+        click.echo(f"{len(pending)} migration(s) were pending; the database is up to date.")
+
+    settings = _settings()
+    lifecycle.configure_process(settings.replace(log_format="text"))
+    with lifecycle.services(settings) as live:
+
+        async def main() -> list[migrations.Migration]:
+            conn = await asyncpg.connect(live.database_url)
+            try:
+                return await migrations.migrate(conn)
+            finally:
+                await conn.close()
+
+        applied = asyncio.run(main())
+    for m in applied:
+        click.echo(f"applied {m.version:04d}_{m.name}")
+    click.echo(f"{len(applied)} migration(s) applied; the database is up to date.")
+
+
+@cli.command()
+@click.argument("email")
+def superuser(email: str) -> None:
+    """Make EMAIL a superuser, creating the user if missing."""
+
+    async def run(conn: asyncpg.Connection) -> list[str]:
+        _, notes = await make_superuser(conn, email)
+        return notes
+
+    for line in _with_database(run):
+        click.echo(line)
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@click.argument("email")
+@click.option(
+    "--permission",
+    "permissions",
+    multiple=True,
+    help="upload_symbols, upload_try_symbols, view_all_uploads or manage_tokens (repeatable).",
+)
+@click.option("--expires-days", type=click.IntRange(min=1), default=None)
+@click.option("--notes", default="")
+def token_create(
+    email: str, permissions: tuple[str, ...], expires_days: int | None, notes: str
+) -> None:
+    """Create a token for EMAIL (created if missing); prints the secret last, once."""
+    try:
+        wanted = {permission_codename(p) for p in permissions}
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    days = expires_days or _settings().tokens_default_expiration_days
+
+    async def run(conn: asyncpg.Connection) -> tuple[token_store.Token, str, bool]:
+        async with conn.transaction():
+            user, created = await get_or_create_user(conn, email)
+            made, key = await token_store.create_token(conn, user, wanted, days, notes.strip())
+        return made, key, created
+
+    made, key, created = _with_database(run)
+    if created:
+        click.echo(f"created user {made.email}")
+    click.echo(f"token {made.id} for {made.email}, expires {made.expires_at:%Y-%m-%d}")
+    click.echo(f"permissions: {', '.join(made.permissions) or '(none)'}")
+    click.echo("the key below is shown only now; it is stored hashed:")
+    click.echo(key)
+
+
+@token.command("list")
+@click.argument("email", required=False)
+def token_list(email: str | None) -> None:
+    """List tokens (all, or EMAIL's): id, key prefix, owner, expiry, permissions, notes."""
+    found = _with_database(lambda conn: token_store.list_tokens(conn, email))
+    if not found:
+        click.echo("no tokens")
+    for t in found:
+        state = "EXPIRED" if t.is_expired else f"expires {t.expires_at:%Y-%m-%d}"
+        perms = ",".join(p.split(".", 1)[1] for p in t.permissions) or "-"
+        click.echo(f"{t.id}\t{t.key_prefix}…\t{t.email}\t{state}\t{perms}\t{t.notes}")
+
+
+@token.command("revoke")
+@click.argument("token_or_id")
+def token_revoke(token_or_id: str) -> None:
+    """Delete a token, named by its id or its key."""
+    gone = _with_database(lambda conn: token_store.revoke_token(conn, token_or_id))
+    click.echo(f"revoked token {gone.id} ({gone.key_prefix}…) of {gone.email}")
+
+
+def main() -> None:
+    cli(prog_name="symbolon")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The Redis caches: the general cache (``REDIS_URL``) and the LRU store (``REDIS_STORE_URL``).
+
+Both exist only to make things faster, so by default every error is logged and swallowed: a Redis
+that is down, or paused with ``CLIENT PAUSE``, makes requests slower, never failed (the seeds'
+rule). ``REDIS_IGNORE_EXCEPTIONS=false`` lets the errors through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from symbolon.conf import Settings
+from symbolon.metrics import metrics
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+CACHE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def redis_client(url: str, settings: Settings) -> aioredis.Redis:
+    """A client with the seeds' socket timeouts (1 s connect, 2 s read by default)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=settings.redis_socket_connect_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        # Retry a dropped connection once; never retry a timeout, or a paused Redis
+        # would hold every request for several timeouts instead of one.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=30,
+    )
+
+
+class Cache:
+    """A thin, error-swallowing layer over one Redis client."""
+
+    def __init__(self, client: aioredis.Redis, name: str, ignore_exceptions: bool = True):
+        self.client = client
+        self.name = name
+        self.ignore_exceptions = ignore_exceptions
+
+    async def _guard(self, op: str, default: T, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except CACHE_ERRORS as exc:
+            if not self.ignore_exceptions:
+                raise
+            logger.warning("redis %s: %s failed, carrying on without it: %r", self.name, op, exc)
+            metrics.incr("redis.error", tags=[f"cache:{self.name}", f"op:{op}"])
+            return default
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._guard("get", None, lambda: self.client.get(key))
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._guard("mget", [None] * len(keys), lambda: self.client.mget(keys))
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        px = int(ttl * 1000) if ttl else None
+
+        async def call() -> bool:
+            return bool(await self.client.set(key, value, px=px))
+
+        return await self._guard("set", False, call)
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        return await self._guard("delete", 0, lambda: self.client.delete(*keys))
+
+    async def incr(self, key: str, ttl: float | None = None) -> int | None:
+        async def call() -> int:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                if ttl:
+                    pipe.pexpire(key, int(ttl * 1000))
+                result = await pipe.execute()
+            return int(result[0])
+
+        return await self._guard("incr", None, call)
+
+    async def ping(self) -> None:
+        """For health checks: raises instead of swallowing."""
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()

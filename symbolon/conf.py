@@ -1,0 +1,307 @@
+"""Settings: environment variables (optionally from ``.env``) parsed once into a typed object.
+
+Names follow the seed documents without the ``DJANGO_``/``ELIOT_`` prefixes; the prefixed
+spellings are accepted too, so an old deployment's environment keeps working. A bad value stops
+start-up with a message that names the variable and says what was expected.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+LEGACY_PREFIXES = ("DJANGO_", "ELIOT_")
+TRUE_WORDS = {"true", "yes", "1", "on"}
+FALSE_WORDS = {"false", "no", "0", "off"}
+LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class SettingsError(Exception):
+    """One or more environment variables have values we cannot use."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where and how to serve.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".data")
+    base_dir: Path = Path(".")
+    debug: bool = False
+    local_dev_env: bool = False
+    secret_key: str | None = None
+
+    # Backing services. None means "start the embedded one".
+    database_url: str | None = None
+    database_pool_max: int = 10
+    redis_url: str | None = None
+    redis_store_url: str | None = None
+    redis_ignore_exceptions: bool = True
+    redis_socket_connect_timeout: float = 1.0
+    redis_socket_timeout: float = 2.0
+
+    # Symbol storage (spec/symbols.md §3).
+    symbol_urls: tuple[str, ...] = ()
+    upload_default_url: str | None = None
+    upload_try_symbols_url: str | None = None
+    upload_url_exceptions: Mapping[str, str] = field(default_factory=dict)
+    symbol_file_prefix: str = "v1"
+    s3_lookup_connect_timeout: float = 2.0
+    s3_lookup_read_timeout: float = 4.0
+    s3_put_connect_timeout: float = 10.0
+    s3_put_read_timeout: float = 30.0
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_default_region: str | None = None
+    # Set when SYMBOL_URLS point at the embedded S3 server, the only one we create buckets in.
+    storage_is_embedded: bool = False
+
+    # Accounts.
+    tokens_default_expiration_days: int = 365
+
+    # Task queue: worker threads embedded in `serve` (0 disables them).
+    worker_threads: int = 2
+
+    # Observability.
+    logging_level: str = "INFO"
+    log_format: str = "auto"
+    statsd_host: str | None = None
+    statsd_port: int = 8125
+    statsd_namespace: str = ""
+    sentry_dsn: str | None = None
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None or self.redis_store_url is None
+
+    @property
+    def embedded_s3(self) -> bool:
+        return not self.symbol_urls
+
+    @property
+    def fully_embedded(self) -> bool:
+        return self.embedded_postgres and self.redis_url is None and self.embedded_s3
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+class _Reader:
+    """Reads variables by name (or legacy alias), collecting every problem before failing."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str, aliases: tuple[str, ...] = ()) -> tuple[str, str] | None:
+        names = (name, *(p + name for p in LEGACY_PREFIXES), *aliases)
+        for candidate in names:
+            value = self.environ.get(candidate)
+            if value is not None and value.strip() != "":
+                return candidate, value.strip()
+        return None
+
+    def get(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], Any] = str,
+        expected: str = "",
+        aliases: tuple[str, ...] = (),
+    ) -> Any:
+        found = self.raw(name, aliases)
+        if found is None:
+            return default
+        used, value = found
+        try:
+            return parse(value)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            self.problems.append(f"{used}={value!r}: expected {expected}{detail}")
+            return default
+
+    def text(self, name: str, default: str | None = None, **kw: Any) -> Any:
+        return self.get(name, default, str, "text", **kw)
+
+    def integer(self, name: str, default: int, minimum: int = 0, **kw: Any) -> int:
+        return self.get(name, default, _bounded(int, minimum), f"a whole number >= {minimum}", **kw)
+
+    def number(self, name: str, default: float, **kw: Any) -> float:
+        return self.get(name, default, _bounded(float, 0.0), "a number of seconds > 0", **kw)
+
+    def boolean(self, name: str, default: bool, **kw: Any) -> bool:
+        return self.get(name, default, _parse_bool, "true or false", **kw)
+
+    def url_list(self, name: str, **kw: Any) -> tuple[str, ...]:
+        return self.get(name, (), _parse_url_list, "comma-separated http(s) URLs", **kw)
+
+    def url(self, name: str, **kw: Any) -> str | None:
+        return self.get(name, None, _parse_url, "an http(s) URL", **kw)
+
+    def literal_dict(self, name: str, **kw: Any) -> dict[str, str]:
+        return self.get(name, {}, _parse_str_dict, 'a dict literal like {"key": "value"}', **kw)
+
+    def choice(self, name: str, default: str, choices: set[str], **kw: Any) -> str:
+        expected = "one of " + ", ".join(sorted(choices))
+        return self.get(name, default, _one_of(choices), expected, **kw)
+
+
+def _bounded(kind: type, minimum: float) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if number < minimum or (kind is float and number <= 0):
+            raise ValueError("out of range")
+        return number
+
+    return parse
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise ValueError("")
+
+
+def _parse_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} does not start with http:// or https://")
+    return value
+
+
+def _parse_url_list(value: str) -> tuple[str, ...]:
+    return tuple(_parse_url(part.strip()) for part in value.split(",") if part.strip())
+
+
+def _parse_str_dict(value: str) -> dict[str, str]:
+    parsed = ast.literal_eval(value)
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise ValueError("not a dict of strings")
+    return parsed
+
+
+def _one_of(choices: set[str]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.upper() in choices:
+            return value.upper()
+        if value.lower() in choices:
+            return value.lower()
+        raise ValueError("")
+
+    return parse
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Parse the environment (plus ``.env`` for names the environment lacks) into Settings."""
+    env: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    r = _Reader(env)
+
+    settings = Settings(
+        host=r.text("HOST", "127.0.0.1"),
+        port=r.integer("PORT", 8000),
+        data_dir=Path(r.text("SYMBOLON_DATA_DIR", ".data")),
+        base_dir=Path(r.text("BASEDIR", ".")),
+        debug=r.boolean("DEBUG", False),
+        local_dev_env=r.boolean("LOCAL_DEV_ENV", False),
+        secret_key=r.text("SECRET_KEY"),
+        database_url=r.get("DATABASE_URL", None, _parse_pg_url, "a postgresql:// URL"),
+        database_pool_max=r.integer("DATABASE_POOL_MAX", 10, minimum=1),
+        redis_url=r.get(
+            "REDIS_URL", None, _parse_redis_url, "a redis://, rediss:// or unix:// URL"
+        ),
+        redis_store_url=r.get(
+            "REDIS_STORE_URL", None, _parse_redis_url, "a redis://, rediss:// or unix:// URL"
+        ),
+        redis_ignore_exceptions=r.boolean("REDIS_IGNORE_EXCEPTIONS", True),
+        redis_socket_connect_timeout=r.number("REDIS_SOCKET_CONNECT_TIMEOUT", 1.0),
+        redis_socket_timeout=r.number("REDIS_SOCKET_TIMEOUT", 2.0),
+        symbol_urls=r.url_list("SYMBOL_URLS"),
+        upload_default_url=r.url("UPLOAD_DEFAULT_URL"),
+        upload_try_symbols_url=r.url("UPLOAD_TRY_SYMBOLS_URL"),
+        upload_url_exceptions=r.literal_dict("UPLOAD_URL_EXCEPTIONS"),
+        symbol_file_prefix=r.text("SYMBOL_FILE_PREFIX", "v1").strip("/"),
+        s3_lookup_connect_timeout=r.number("S3_LOOKUP_CONNECT_TIMEOUT", 2.0),
+        s3_lookup_read_timeout=r.number("S3_LOOKUP_READ_TIMEOUT", 4.0),
+        s3_put_connect_timeout=r.number("S3_PUT_CONNECT_TIMEOUT", 10.0),
+        s3_put_read_timeout=r.number("S3_PUT_READ_TIMEOUT", 30.0),
+        aws_access_key_id=r.text("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=r.text("AWS_SECRET_ACCESS_KEY"),
+        aws_default_region=r.text("AWS_DEFAULT_REGION"),
+        tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
+        worker_threads=r.integer("WORKER_THREADS", 2),
+        logging_level=r.choice(
+            "LOGGING_LEVEL", "INFO", LOG_LEVELS, aliases=("LOGGING_DEFAULT_LEVEL",)
+        ),
+        log_format=r.choice("LOG_FORMAT", "auto", {"auto", "json", "text"}),
+        statsd_host=r.text("STATSD_HOST"),
+        statsd_port=r.integer("STATSD_PORT", 8125, minimum=1),
+        statsd_namespace=r.text("STATSD_NAMESPACE", ""),
+        sentry_dsn=r.text("SENTRY_DSN", aliases=("SECRET_SENTRY_DSN",)),
+    )
+    _check_combinations(settings, r)
+    if r.problems:
+        raise SettingsError(r.problems)
+    if settings.symbol_urls:
+        # Imported here: the storage module depends on Settings.
+        from symbolon.storage.sources import StorageConfig
+
+        StorageConfig.from_settings(settings)
+    return settings
+
+
+def _check_combinations(s: Settings, r: _Reader) -> None:
+    if (s.redis_url is None) != (s.redis_store_url is None):
+        r.problems.append(
+            "REDIS_URL and REDIS_STORE_URL: set both (two separate Redis servers; the store "
+            "needs maxmemory-policy allkeys-lru) or neither (embedded Redis)"
+        )
+    if not s.symbol_urls and (s.upload_default_url or s.upload_try_symbols_url):
+        r.problems.append(
+            "UPLOAD_DEFAULT_URL/UPLOAD_TRY_SYMBOLS_URL are set but SYMBOL_URLS is not: "
+            "set SYMBOL_URLS too, or unset them to use the embedded S3 server"
+        )
+    if s.symbol_urls and not s.upload_default_url:
+        r.problems.append("UPLOAD_DEFAULT_URL: required when SYMBOL_URLS is set")
+    if s.secret_key is None and not s.fully_embedded and not s.local_dev_env:
+        r.problems.append(
+            "SECRET_KEY: required outside the embedded development setup "
+            '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+
+
+def _parse_pg_url(value: str) -> str:
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("")
+    return value
+
+
+def _parse_redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("")
+    return value

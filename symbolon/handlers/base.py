@@ -1,0 +1,62 @@
+"""What every handler shares: JSON errors in the reference's shapes (spec/symbols.md §2)."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+import tornado.web
+
+from symbolon.server.runtime import Runtime
+
+
+class ApiError(tornado.web.HTTPError):
+    """A 4xx whose message is shown to the client as ``{"error": message}``."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(status_code)
+        self.message = message
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    @property
+    def runtime(self) -> Runtime:
+        return self.application.settings["runtime"]
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def allowed_methods(self) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in self.SUPPORTED_METHODS
+            if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+            message = f"Method Not Allowed ({self.request.method}): {self.request.path}"
+        elif isinstance(exc, ApiError):
+            message = exc.message
+        elif status_code >= 500:
+            message = "Internal Server Error"
+        else:
+            try:
+                message = HTTPStatus(status_code).phrase
+            except ValueError:
+                message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message}))
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths: ``404 {"error": "Not Found", "path": ...}``."""
+
+    def prepare(self) -> None:
+        self.write_json({"error": "Not Found", "path": self.request.path}, status=404)

@@ -1,0 +1,47 @@
+"""Dockerflow endpoints: lbheartbeat, heartbeat, version and broken."""
+
+from __future__ import annotations
+
+from symbolon import health
+from symbolon.handlers.base import BaseHandler
+from symbolon.metrics import metrics
+
+
+class LBHeartbeatHandler(BaseHandler):
+    """The load balancer's probe: answers while the process serves, touches nothing else."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish()
+
+    head = get
+
+
+class HeartbeatHandler(BaseHandler):
+    async def get(self) -> None:
+        metrics.incr("health_resource.heartbeat.count")
+        healthy, body = await health.heartbeat(self.runtime)
+        self.write_json(body, status=200 if healthy else 500)
+
+
+class VersionHandler(BaseHandler):
+    def initialize(self) -> None:
+        self._version = self.application.settings["version_info"]
+
+    def get(self) -> None:
+        self.write_json(self._version)
+
+
+class BrokenHandler(BaseHandler):
+    """Raises on purpose so that operators can see error reporting work."""
+
+    def get(self) -> None:
+        raise RuntimeError("/__broken__ raises on purpose, to test error reporting")
+
+
+ROUTES = [
+    (r"/__lbheartbeat__", LBHeartbeatHandler),
+    (r"/__heartbeat__", HeartbeatHandler),
+    (r"/__version__", VersionHandler),
+    (r"/__broken__", BrokenHandler),
+]

@@ -1,0 +1,42 @@
+"""The Tornado application: routes and the settings handlers share."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tornado.web
+
+from symbolon.handlers import health as health_handlers
+from symbolon.handlers.base import NotFoundHandler
+from symbolon.health import version_info
+from symbolon.server.runtime import Runtime
+
+access_log = logging.getLogger("symbolon.access")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if handler.request.path == "/__lbheartbeat__" and status == 200:
+        level = logging.DEBUG  # the load balancer asks every few seconds
+    access_log.log(
+        level,
+        "%s %s %d %.1fms",
+        handler.request.method,
+        handler.request.uri,
+        status,
+        1000.0 * handler.request.request_time(),
+    )
+
+
+def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:
+    routes: list[Any] = [*health_handlers.ROUTES, *(extra_routes or [])]
+    return tornado.web.Application(
+        routes,
+        runtime=runtime,
+        version_info=version_info(runtime.settings.base_dir),
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        debug=False,
+    )

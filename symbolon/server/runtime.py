@@ -1,0 +1,58 @@
+"""The per-process resources every handler and actor needs, created once and closed once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from symbolon.cache import Cache, redis_client
+from symbolon.conf import Settings
+from symbolon.db import migrate
+from symbolon.storage.s3 import S3Clients
+from symbolon.storage.sources import StorageConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: StorageConfig
+    db: asyncpg.Pool
+    cache: Cache
+    store: Cache
+    s3: S3Clients
+
+    @classmethod
+    async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
+        """Connect to everything; settings must already point at real services."""
+        assert settings.database_url and settings.redis_url and settings.redis_store_url
+        storage = StorageConfig.from_settings(settings)
+        db = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=settings.database_pool_max
+        )
+        try:
+            if apply_migrations:
+                async with db.acquire() as conn:
+                    for migration in await migrate.migrate(conn):
+                        logger.info("applied migration %04d_%s", migration.version, migration.name)
+        except BaseException:
+            await db.close()
+            raise
+        ignore = settings.redis_ignore_exceptions
+        return cls(
+            settings=settings,
+            storage=storage,
+            db=db,
+            cache=Cache(redis_client(settings.redis_url, settings), "cache", ignore),
+            store=Cache(redis_client(settings.redis_store_url, settings), "store", ignore),
+            s3=S3Clients(settings),
+        )
+
+    async def close(self) -> None:
+        await self.s3.close()
+        await self.cache.close()
+        await self.store.close()
+        await self.db.close()

@@ -1,0 +1,193 @@
+"""Symbol sources and upload destinations, parsed from URLs (spec/symbols.md §3).
+
+A URL such as ``https://s3-us-west-2.amazonaws.com/bucket/pfx?access=public`` names a bucket
+(first path segment), an optional prefix (the rest of the path), whether objects are public, the
+AWS region (from the host) or, for any non-AWS host, the endpoint of an S3-compatible server.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from symbolon.conf import Settings, SettingsError
+
+AWS_HOST = re.compile(r"^(?:.+\.)?s3[.-](?P<region>[a-z0-9-]+)\.amazonaws\.com$")
+
+
+@functools.cache
+def _known_regions() -> frozenset[str]:
+    import botocore.session
+
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("s3", partition_name=partition))
+    return frozenset(regions)
+
+
+@dataclass(frozen=True)
+class SymbolSource:
+    """One storage location that symbols can be read from or written to."""
+
+    url: str
+    scheme: str
+    netloc: str
+    bucket: str
+    prefix: str
+    object_prefix: str
+    public: bool
+    region: str | None
+    endpoint_url: str | None
+
+    @classmethod
+    def parse(cls, url: str, file_prefix: str = "v1") -> SymbolSource:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+        segments = parts.path.lstrip("/").split("/", 1)
+        bucket = segments[0]
+        if not bucket:
+            raise ValueError(f"{url!r} names no bucket (the first path segment)")
+        prefix = segments[1] if len(segments) > 1 else ""
+        if prefix.endswith("/"):
+            prefix = prefix[:-1]
+        object_prefix = f"{prefix}/{file_prefix}" if prefix else file_prefix
+        host = (parts.hostname or "").lower()
+        region: str | None = None
+        endpoint_url: str | None = None
+        if host.endswith(".amazonaws.com"):
+            match = AWS_HOST.match(host)
+            if match:
+                region = match.group("region")
+                if region not in _known_regions():
+                    raise ValueError(f"{url!r} names an unknown AWS region {region!r}")
+        else:
+            endpoint_url = f"{parts.scheme}://{parts.netloc}"
+        return cls(
+            url=url,
+            scheme=parts.scheme,
+            netloc=parts.netloc,
+            bucket=bucket,
+            prefix=prefix,
+            object_prefix=object_prefix,
+            public="access=public" in parts.query,
+            region=region,
+            endpoint_url=endpoint_url,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.netloc}/{self.bucket}"
+
+    def object_key(self, key: str) -> str:
+        """The bucket key of a logical key ``<debug_file>/<debug_id>/<symbol_file>``."""
+        return f"{self.object_prefix}/{key}"
+
+    def public_url(self, key: str) -> str:
+        return f"{self.base_url}/{self.object_key(key)}"
+
+
+def derive_try_url(upload_url: str) -> str:
+    """Insert a ``try`` segment right after the bucket: ``/bucket/pfx`` → ``/bucket/try/pfx``."""
+    parts = urlsplit(upload_url)
+    segments = parts.path.lstrip("/").split("/", 1)
+    rest = f"/{segments[1]}" if len(segments) > 1 and segments[1] else ""
+    path = f"/{segments[0]}/try{rest}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def config_hash(symbol_urls: Iterable[str]) -> str:
+    """Five hex characters that change whenever the list of read locations changes (§3.3)."""
+    return hashlib.md5("".join(symbol_urls).encode(), usedforsecurity=False).hexdigest()[:5]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    sources: tuple[SymbolSource, ...]
+    upload_default: SymbolSource
+    upload_try: SymbolSource
+    upload_exceptions: tuple[tuple[str, SymbolSource], ...]
+    hash: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageConfig:
+        """Parse and cross-check the storage variables; problems name the variable."""
+        problems: list[str] = []
+        prefix = settings.symbol_file_prefix
+
+        def parse(name: str, url: str) -> SymbolSource | None:
+            try:
+                return SymbolSource.parse(url, prefix)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+                return None
+
+        sources = [parse("SYMBOL_URLS", url) for url in settings.symbol_urls]
+        default_url = settings.upload_default_url
+        if not default_url:
+            problems.append("UPLOAD_DEFAULT_URL: required")
+        elif default_url not in settings.symbol_urls:
+            problems.append(
+                f"UPLOAD_DEFAULT_URL={default_url!r} is not one of SYMBOL_URLS "
+                "(uploads would go to a location that downloads never read)"
+            )
+        default = parse("UPLOAD_DEFAULT_URL", default_url) if default_url else None
+        try_url = settings.upload_try_symbols_url or (
+            derive_try_url(default_url) if default_url else None
+        )
+        upload_try = parse("UPLOAD_TRY_SYMBOLS_URL", try_url) if try_url else None
+        exceptions = []
+        for pattern, url in settings.upload_url_exceptions.items():
+            if not url.startswith(("http://", "https://")):
+                problems.append(f"UPLOAD_URL_EXCEPTIONS: {url!r} (for {pattern!r}) is not a URL")
+                continue
+            source = parse("UPLOAD_URL_EXCEPTIONS", url)
+            if source is not None:
+                exceptions.append((pattern.lower(), source))
+        if problems:
+            raise SettingsError(problems)
+        assert default is not None and upload_try is not None
+        return cls(
+            sources=tuple(s for s in sources if s is not None),
+            upload_default=default,
+            upload_try=upload_try,
+            upload_exceptions=tuple(exceptions),
+            hash=config_hash(settings.symbol_urls),
+        )
+
+    def upload_destination(self, email: str, try_symbols: bool = False) -> SymbolSource:
+        """Where an upload by this user goes (§5.5): try, a matching exception, or the default."""
+        if try_symbols:
+            return self.upload_try
+        for pattern, source in self.upload_exceptions:
+            if fnmatch.fnmatchcase(email.lower(), pattern):
+                return source
+        return self.upload_default
+
+    def all_buckets(self) -> list[SymbolSource]:
+        """Every distinct (endpoint, bucket) the configuration touches, first occurrence kept."""
+        seen: set[tuple[str | None, str | None, str]] = set()
+        result = []
+        candidates = [*self.sources, self.upload_default, self.upload_try]
+        candidates += [source for _, source in self.upload_exceptions]
+        for source in candidates:
+            ident = (source.endpoint_url, source.region, source.bucket)
+            if ident not in seen:
+                seen.add(ident)
+                result.append(source)
+        return result
+
+    def writes_to(self, source: SymbolSource) -> bool:
+        """True if uploads may write into this source's bucket."""
+        writers = [self.upload_default, self.upload_try, *(s for _, s in self.upload_exceptions)]
+        return any(
+            (w.endpoint_url, w.region, w.bucket)
+            == (source.endpoint_url, source.region, source.bucket)
+            for w in writers
+        )
