@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from symbolon.conf import Settings
@@ -32,9 +31,10 @@ def redis_client(url: str, settings: Settings) -> aioredis.Redis:
         url,
         socket_connect_timeout=settings.redis_socket_connect_timeout,
         socket_timeout=settings.redis_socket_timeout,
-        # Retry a dropped connection once; never retry a timeout, or a paused Redis
-        # would hold every request for several timeouts instead of one.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        # No retries: a paused Redis would otherwise hold a request for several timeouts
+        # instead of one. Idle connections are pinged before reuse, so a connection the server
+        # dropped is noticed without a failed command.
+        retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
 

@@ -288,9 +288,11 @@ def _check_combinations(s: Settings, r: _Reader) -> None:
         )
     if s.symbol_urls and not s.upload_default_url:
         r.problems.append("UPLOAD_DEFAULT_URL: required when SYMBOL_URLS is set")
-    if s.secret_key is None and not s.fully_embedded and not s.local_dev_env:
+    # With the embedded database this is a development setup: a key is generated and kept in
+    # the data dir. A real database means a real deployment, which must set its own.
+    if s.secret_key is None and not s.embedded_postgres and not s.local_dev_env:
         r.problems.append(
-            "SECRET_KEY: required outside the embedded development setup "
+            "SECRET_KEY: required when DATABASE_URL is set "
             '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
         )
 

@@ -1,0 +1,41 @@
+"""Run the real ``symbolon`` command line in a subprocess, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from symbolon.conf import Settings
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_"))
+    }
+    env.update(
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        REDIS_STORE_URL=settings.redis_store_url or "",
+        SYMBOL_URLS=",".join(settings.symbol_urls),
+        UPLOAD_DEFAULT_URL=settings.upload_default_url or "",
+        AWS_ACCESS_KEY_ID=settings.aws_access_key_id or "",
+        AWS_SECRET_ACCESS_KEY=settings.aws_secret_access_key or "",
+        SECRET_KEY="test-secret",
+        LOG_FORMAT="text",
+    )
+    env.update(extra)
+    return env
+
+
+def symbolon(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "symbolon.admin_cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

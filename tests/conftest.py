@@ -1,0 +1,95 @@
+"""Fixtures: the embedded real services start once per test session; apps start per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import tornado.ioloop
+
+from symbolon.conf import Settings, load_settings
+from symbolon.server.app import make_app
+from symbolon.server.embedded import EmbeddedStack
+from symbolon.server.runtime import Runtime
+
+# Tests must not pick up the developer's own configuration.
+for _name in list(os.environ):
+    if _name.startswith(("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_")):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    data_dir = tmp_path_factory.mktemp("data")
+    stack = EmbeddedStack(data_dir)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def live_settings(stack: EmbeddedStack) -> Settings:
+    """Settings pointing at the session's embedded PostgreSQL, Redis and S3, migrated."""
+    base = load_settings({"SYMBOLON_DATA_DIR": str(stack.data_dir)}, dotenv_path=None)
+    settings = stack.start(base.replace(worker_threads=0))
+
+    async def prepare() -> None:
+        runtime = await Runtime.create(settings)
+        try:
+            await runtime.s3.ensure_buckets(runtime.storage)
+        finally:
+            await runtime.close()
+
+    asyncio.run(prepare())
+    return settings
+
+
+@pytest.fixture
+def settings(live_settings: Settings) -> Settings:
+    return live_settings
+
+
+@pytest.fixture
+def runtime(settings: Settings, io_loop: tornado.ioloop.IOLoop) -> Iterator[Runtime]:
+    rt = io_loop.run_sync(lambda: Runtime.create(settings))
+    yield rt
+    io_loop.run_sync(rt.close)
+
+
+@pytest.fixture
+def app(runtime: Runtime):
+    return make_app(runtime)
+
+
+@pytest.fixture
+def fresh_database(live_settings: Settings) -> Iterator[str]:
+    """A new, empty database on the embedded server; returns its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = live_settings.database_url.replace("/symbolon?", "/postgres?")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield live_settings.database_url.replace("/symbolon?", f"/{name}?")
+    asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def unique_email(label: str = "user") -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def s3_endpoint(settings: Settings) -> str:
+    return settings.symbol_urls[0].rsplit("/", 1)[0]
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

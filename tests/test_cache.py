@@ -1,0 +1,110 @@
+"""The cache makes things faster and must never make them fail: tested with a real paused Redis."""
+
+import time
+
+import pytest
+import redis.exceptions
+import tornado.httpclient
+import tornado.httpserver
+from tornado.testing import bind_unused_port
+
+from symbolon.cache import Cache, redis_client
+from symbolon.handlers.base import BaseHandler
+from symbolon.server.app import make_app
+from symbolon.server.embedded import EmbeddedRedis
+from symbolon.server.runtime import Runtime
+
+PAUSE_MS = 10_000  # longer than any test below waits on it
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own, so pausing it disturbs no other test."""
+    server = EmbeddedRedis(tmp_path, "paused", {"save": ""})
+    url = server.start()
+    yield url
+    server.stop()
+
+
+async def pause(url: str, settings) -> None:
+    admin = redis_client(url, settings)
+    await admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+    await admin.aclose()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_cache_works_normally(own_redis, settings):
+    cache = Cache(redis_client(own_redis, settings), "cache")
+    assert await cache.set("k", b"v", ttl=60) is True
+    assert await cache.get("k") == b"v"
+    assert await cache.get_many(["k", "missing"]) == [b"v", None]
+    assert await cache.incr("n", ttl=60) == 1
+    assert await cache.delete("k") == 1
+    await cache.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("connected_before_pause", [True, False])
+async def test_paused_redis_errors_are_swallowed_after_one_timeout(
+    own_redis, settings, connected_before_pause
+):
+    cache = Cache(redis_client(own_redis, settings), "cache")
+    if connected_before_pause:
+        await cache.set("k", b"v")
+    await pause(own_redis, settings)
+    started = time.monotonic()
+    assert await cache.get("k") is None
+    elapsed = time.monotonic() - started
+    assert await cache.set("k", b"w") is False
+    await cache.close()
+    # One read timeout (2 s), not one per retry.
+    assert elapsed < settings.redis_socket_timeout * 1.9
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_errors_surface_when_not_ignored(own_redis, settings):
+    cache = Cache(redis_client(own_redis, settings), "cache", ignore_exceptions=False)
+    await pause(own_redis, settings)
+    with pytest.raises(redis.exceptions.RedisError):
+        await cache.get("k")
+    await cache.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_redis_that_is_gone_is_swallowed(tmp_path, settings):
+    cache = Cache(redis_client(f"unix://{tmp_path}/gone.sock", settings), "cache")
+    assert await cache.get("k") is None
+    assert await cache.set("k", b"v") is False
+    assert await cache.delete("k") == 0
+    await cache.close()
+
+
+class CachedCounter(BaseHandler):
+    """A handler that leans on the cache, as download and session handlers will."""
+
+    async def get(self) -> None:
+        hits = await self.runtime.cache.incr("counter", ttl=60)
+        self.write_json({"hits": hits})
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_requests_succeed_while_redis_is_paused(own_redis, settings):
+    runtime = await Runtime.create(settings.replace(redis_url=own_redis))
+    sock, port = bind_unused_port()
+    server = tornado.httpserver.HTTPServer(
+        make_app(runtime, extra_routes=[(r"/counter", CachedCounter)])
+    )
+    server.add_sockets([sock])
+    client = tornado.httpclient.AsyncHTTPClient()
+    try:
+        first = await client.fetch(f"http://127.0.0.1:{port}/counter")
+        assert first.body == b'{"hits": 1}'
+        await pause(own_redis, settings)
+        paused = await client.fetch(
+            f"http://127.0.0.1:{port}/counter", raise_error=False, request_timeout=20
+        )
+        assert paused.code == 200
+        assert paused.body == b'{"hits": null}'
+    finally:
+        server.stop()
+        await runtime.close()

@@ -1,0 +1,154 @@
+from pathlib import Path
+
+import pytest
+
+from symbolon.conf import SettingsError, load_settings
+
+REAL = {
+    "DATABASE_URL": "postgresql://u:p@db/symbolon",
+    "REDIS_URL": "redis://cache:6379/0",
+    "REDIS_STORE_URL": "redis://store:6379/0",
+    "SYMBOL_URLS": "https://s3-us-west-2.amazonaws.com/pub/?access=public,https://minio:9000/priv",
+    "UPLOAD_DEFAULT_URL": "https://minio:9000/priv",
+    "SECRET_KEY": "x" * 32,
+}
+
+
+def load(env: dict[str, str]):
+    return load_settings(env, dotenv_path=None)
+
+
+def problems(env: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        load(env)
+    return info.value.problems
+
+
+def test_defaults_are_the_embedded_development_setup():
+    s = load({})
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.data_dir == Path(".data")
+    assert s.embedded_postgres and s.embedded_redis and s.embedded_s3 and s.fully_embedded
+    assert s.redis_ignore_exceptions is True
+    assert (s.redis_socket_connect_timeout, s.redis_socket_timeout) == (1.0, 2.0)
+    assert s.symbol_file_prefix == "v1"
+    assert s.tokens_default_expiration_days == 365
+
+
+def test_production_values_are_parsed_into_types():
+    s = load({**REAL, "PORT": "9000", "REDIS_IGNORE_EXCEPTIONS": "false", "WORKER_THREADS": "0"})
+    assert s.port == 9000 and s.worker_threads == 0
+    assert s.redis_ignore_exceptions is False
+    assert s.symbol_urls == (
+        "https://s3-us-west-2.amazonaws.com/pub/?access=public",
+        "https://minio:9000/priv",
+    )
+    assert not s.embedded_postgres and not s.embedded_redis and not s.embedded_s3
+
+
+@pytest.mark.parametrize("prefix", ["DJANGO_", "ELIOT_"])
+def test_prefixed_spellings_are_aliases(prefix):
+    env = {prefix + k: v for k, v in REAL.items()}
+    s = load(env)
+    assert s.database_url == REAL["DATABASE_URL"]
+    assert s.upload_default_url == REAL["UPLOAD_DEFAULT_URL"]
+
+
+def test_unprefixed_name_wins_over_alias():
+    s = load({**REAL, "PORT": "9001", "DJANGO_PORT": "9002"})
+    assert s.port == 9001
+
+
+def test_seed_names_for_logging_and_sentry():
+    s = load({"LOGGING_DEFAULT_LEVEL": "debug", "SECRET_SENTRY_DSN": "https://k@sentry/1"})
+    assert s.logging_level == "DEBUG"
+    assert s.sentry_dsn == "https://k@sentry/1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PORT", "eighty", "PORT='eighty': expected a whole number >= 0"),
+        (
+            "REDIS_IGNORE_EXCEPTIONS",
+            "maybe",
+            "REDIS_IGNORE_EXCEPTIONS='maybe': expected true or false",
+        ),
+        (
+            "REDIS_SOCKET_TIMEOUT",
+            "-1",
+            "REDIS_SOCKET_TIMEOUT='-1': expected a number of seconds > 0",
+        ),
+        ("LOGGING_LEVEL", "LOUD", "LOGGING_LEVEL='LOUD': expected one of"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected a postgresql:// URL"),
+        (
+            "UPLOAD_URL_EXCEPTIONS",
+            "[1, 2]",
+            "UPLOAD_URL_EXCEPTIONS='[1, 2]': expected a dict literal",
+        ),
+        (
+            "UPLOAD_URL_EXCEPTIONS",
+            "{oops",
+            "UPLOAD_URL_EXCEPTIONS='{oops': expected a dict literal",
+        ),
+        (
+            "SYMBOL_URLS",
+            "s3://bucket",
+            "SYMBOL_URLS='s3://bucket': expected comma-separated http(s)",
+        ),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_was_expected(name, value, expected):
+    found = problems({name: value})
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_prefixed_spelling_is_named_when_it_is_the_bad_one():
+    assert problems({"DJANGO_PORT": "x"})[0].startswith("DJANGO_PORT='x'")
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"PORT": "x", "WORKER_THREADS": "-2", "DEBUG": "perhaps"})
+    assert len(found) == 3
+
+
+def test_redis_urls_come_in_pairs():
+    found = problems({"REDIS_URL": "redis://cache"})
+    assert any("REDIS_STORE_URL" in p for p in found)
+
+
+def test_upload_default_url_must_be_a_read_location():
+    env = {**REAL, "UPLOAD_DEFAULT_URL": "https://minio:9000/elsewhere"}
+    assert any(p.startswith("UPLOAD_DEFAULT_URL=") and "SYMBOL_URLS" in p for p in problems(env))
+
+
+def test_upload_default_url_is_required_with_symbol_urls():
+    env = {k: v for k, v in REAL.items() if k != "UPLOAD_DEFAULT_URL"}
+    assert any(p.startswith("UPLOAD_DEFAULT_URL") for p in problems(env))
+
+
+def test_upload_url_without_symbol_urls_is_refused():
+    assert any("SYMBOL_URLS" in p for p in problems({"UPLOAD_DEFAULT_URL": "http://h/b"}))
+
+
+def test_unknown_aws_region_stops_start_up():
+    env = {
+        **REAL,
+        "SYMBOL_URLS": "https://s3-moon-1.amazonaws.com/b",
+        "UPLOAD_DEFAULT_URL": "https://s3-moon-1.amazonaws.com/b",
+    }
+    assert any("unknown AWS region 'moon-1'" in p for p in problems(env))
+
+
+def test_secret_key_is_required_outside_the_embedded_setup():
+    env = {k: v for k, v in REAL.items() if k != "SECRET_KEY"}
+    assert any(p.startswith("SECRET_KEY") for p in problems(env))
+    assert load({**env, "LOCAL_DEV_ENV": "true"}).secret_key is None
+
+
+def test_dotenv_file_fills_what_the_environment_lacks(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=9100\nHOST=0.0.0.0\n")
+    s = load_settings({"PORT": "9200"}, dotenv_path=dotenv)
+    assert s.port == 9200  # the environment wins
+    assert s.host == "0.0.0.0"

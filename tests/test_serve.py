@@ -1,0 +1,147 @@
+"""``symbolon serve`` end to end, as ``make run`` starts it: embedded services, then Ctrl-C."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from tests.cli import env_for, symbolon
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_"))
+    }
+    env.update(SYMBOLON_DATA_DIR=str(data_dir), PORT=str(port), LOG_FORMAT="text")
+    return env
+
+
+def start(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def heartbeat(port: int, proc: subprocess.Popen, seconds: float = 90) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/__heartbeat__", timeout=10) as r:
+                return {"code": r.status, **json.loads(r.read())}
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("serve did not answer /__heartbeat__ in time")
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 0, output
+    return output
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def embedded_pids(data_dir: Path) -> list[int]:
+    pids = [int((data_dir / "redis" / f"{n}.pid").read_text()) for n in ("cache", "store")]
+    pids.append(json.loads((data_dir / "s3" / "server.json").read_text())["pid"])
+    pids.append(int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]))
+    return pids
+
+
+def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = embedded_env(data_dir, port)
+    proc = start(env)
+    try:
+        body = heartbeat(port, proc)
+        assert body["code"] == 200 and body["status"] == "ok", body
+        pids = embedded_pids(data_dir)
+        assert all(pid_alive(p) for p in pids)
+
+        # A command on the same data dir attaches to the running services.
+        made = symbolon("superuser", "ops@example.com", env=env)
+        assert made.returncode == 0, made.stderr
+        assert "now a superuser" in made.stdout
+        assert all(pid_alive(p) for p in pids), "the command stopped servers it did not start"
+
+        s3_port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        )
+        s3.put_object(
+            Bucket="symbols", Key="v1/a.pdb/ID/a.sym", Body=b"MODULE", Metadata={"m": "1"}
+        )
+        assert heartbeat(port, proc)["code"] == 200
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output, output
+    deadline = time.monotonic() + 15
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids), "Ctrl-C left embedded servers running"
+
+    # A second start finds the user and the stored symbol again.
+    proc = start(env)
+    try:
+        assert heartbeat(port, proc)["code"] == 200
+        again = symbolon("superuser", "ops@example.com", env=env)
+        assert "already a superuser" in again.stdout
+        s3_port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        )
+        obj = s3.get_object(Bucket="symbols", Key="v1/a.pdb/ID/a.sym")
+        assert obj["Body"].read() == b"MODULE" and obj["Metadata"] == {"m": "1"}
+    finally:
+        stop(proc)
+
+
+def test_serve_refuses_to_start_when_a_configured_bucket_is_missing(live_settings):
+    endpoint = live_settings.symbol_urls[0].rsplit("/", 1)[0]
+    url = f"{endpoint}/no-such-bucket"
+    env = env_for(live_settings, SYMBOL_URLS=url, UPLOAD_DEFAULT_URL=url, PORT=str(free_port()))
+    proc = start(env)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1
+    assert "refusing to start" in output
+    assert (
+        f"Unable to connect to {url} (bucket='no-such-bucket'), because bucket not found" in output
+    )
