@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,20 +41,45 @@ def redis_client(url: str, settings: Settings) -> aioredis.Redis:
 
 
 class Cache:
-    """A thin, error-swallowing layer over one Redis client."""
+    """A thin, error-swallowing layer over one Redis client.
 
-    def __init__(self, client: aioredis.Redis, name: str, ignore_exceptions: bool = True):
+    After an error the cache is skipped for ``backoff`` seconds: a paused Redis then costs one
+    request one timeout, instead of costing every request a timeout.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        name: str,
+        ignore_exceptions: bool = True,
+        backoff: float = 5.0,
+    ):
         self.client = client
         self.name = name
         self.ignore_exceptions = ignore_exceptions
+        self.backoff = backoff
+        self._skip_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return not self.ignore_exceptions or time.monotonic() >= self._skip_until
 
     async def _guard(self, op: str, default: T, call: Callable[[], Awaitable[T]]) -> T:
+        if not self.available:
+            return default
         try:
             return await call()
         except CACHE_ERRORS as exc:
             if not self.ignore_exceptions:
                 raise
-            logger.warning("redis %s: %s failed, carrying on without it: %r", self.name, op, exc)
+            self._skip_until = time.monotonic() + self.backoff
+            logger.warning(
+                "redis %s: %s failed, carrying on without it for %.0fs: %r",
+                self.name,
+                op,
+                self.backoff,
+                exc,
+            )
             metrics.incr("redis.error", tags=[f"cache:{self.name}", f"op:{op}"])
             return default
 
@@ -72,6 +98,31 @@ class Cache:
             return bool(await self.client.set(key, value, px=px))
 
         return await self._guard("set", False, call)
+
+    async def set_many(self, mapping: dict[str, Any], ttl: float | None = None) -> bool:
+        if not mapping:
+            return True
+        px = int(ttl * 1000) if ttl else None
+
+        async def call() -> bool:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in mapping.items():
+                    pipe.set(key, value, px=px)
+                await pipe.execute()
+            return True
+
+        return await self._guard("set_many", False, call)
+
+    async def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        """Set only if absent: True if set, False if present, None if Redis did not answer."""
+
+        async def call() -> bool:
+            return bool(await self.client.set(key, value, px=int(ttl * 1000), nx=True))
+
+        return await self._guard("add", None, call)
+
+    async def publish(self, channel: str, message: str) -> int:
+        return await self._guard("publish", 0, lambda: self.client.publish(channel, message))
 
     async def delete(self, *keys: str) -> int:
         if not keys:

@@ -69,6 +69,21 @@ class Settings:
     # Set when SYMBOL_URLS point at the embedded S3 server, the only one we create buckets in.
     storage_is_embedded: bool = False
 
+    # Download (spec/symbols.md §4).
+    download_file_extensions_allowed: tuple[str, ...] = (
+        ".sym",
+        ".dl_",
+        ".ex_",
+        ".pd_",
+        ".dbg.gz",
+        ".tar.bz2",
+    )
+    symboldownload_exists_ttl_seconds: int = 21600
+    download_presigned_url_expiry_seconds: int = 3600
+    download_local_cache_size: int = 100_000
+    enable_store_missing_symbols: bool = True
+    memoize_log_missing_symbols_seconds: int = 86400
+
     # Accounts.
     tokens_default_expiration_days: int = 365
 
@@ -192,6 +207,13 @@ def _parse_url_list(value: str) -> tuple[str, ...]:
     return tuple(_parse_url(part.strip()) for part in value.split(",") if part.strip())
 
 
+def _parse_list(value: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not items:
+        raise ValueError("empty list")
+    return items
+
+
 def _parse_str_dict(value: str) -> dict[str, str]:
     parsed = ast.literal_eval(value)
     if not isinstance(parsed, dict) or not all(
@@ -253,6 +275,23 @@ def load_settings(
         aws_access_key_id=r.text("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=r.text("AWS_SECRET_ACCESS_KEY"),
         aws_default_region=r.text("AWS_DEFAULT_REGION"),
+        download_file_extensions_allowed=r.get(
+            "DOWNLOAD_FILE_EXTENSIONS_ALLOWED",
+            Settings.download_file_extensions_allowed,
+            _parse_list,
+            "comma-separated file endings such as .sym,.pd_",
+        ),
+        symboldownload_exists_ttl_seconds=r.integer(
+            "SYMBOLDOWNLOAD_EXISTS_TTL_SECONDS", 21600, minimum=1
+        ),
+        download_presigned_url_expiry_seconds=r.integer(
+            "DOWNLOAD_PRESIGNED_URL_EXPIRY_SECONDS", 3600, minimum=60
+        ),
+        download_local_cache_size=r.integer("DOWNLOAD_LOCAL_CACHE_SIZE", 100_000),
+        enable_store_missing_symbols=r.boolean("ENABLE_STORE_MISSING_SYMBOLS", True),
+        memoize_log_missing_symbols_seconds=r.integer(
+            "MEMOIZE_LOG_MISSING_SYMBOLS_SECONDS", 86400, minimum=1
+        ),
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
         worker_threads=r.integer("WORKER_THREADS", 2),
         logging_level=r.choice(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,10 +19,26 @@ from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
 from symbolon.server.runtime import Runtime
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # so that a killed run still stops the servers it started
+
+
+signal.signal(signal.SIGTERM, _interrupt)
+
 # Tests must not pick up the developer's own configuration.
 for _name in list(os.environ):
     if _name.startswith(("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_")):
         del os.environ[_name]
+
+
+def run_isolated(coro: Any) -> Any:
+    """Run a coroutine on a private loop. Unlike asyncio.run, this leaves the current event
+    loop alone, which pytest-tornado's io_loop fixture may already have set."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +62,7 @@ def live_settings(stack: EmbeddedStack) -> Settings:
         finally:
             await runtime.close()
 
-    asyncio.run(prepare())
+    run_isolated(prepare())
     return settings
 
 
@@ -78,9 +96,9 @@ def fresh_database(live_settings: Settings) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    run_isolated(run(f'CREATE DATABASE "{name}"'))
     yield live_settings.database_url.replace("/symbolon?", f"/{name}?")
-    asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    run_isolated(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def unique_email(label: str = "user") -> str:

@@ -1,5 +1,6 @@
 """The cache makes things faster and must never make them fail: tested with a real paused Redis."""
 
+import asyncio
 import time
 
 import pytest
@@ -55,10 +56,13 @@ async def test_paused_redis_errors_are_swallowed_after_one_timeout(
     started = time.monotonic()
     assert await cache.get("k") is None
     elapsed = time.monotonic() - started
-    assert await cache.set("k", b"w") is False
-    await cache.close()
     # One read timeout (2 s), not one per retry.
     assert elapsed < settings.redis_socket_timeout * 1.9
+    # After a failure the cache steps aside for a while: no second timeout.
+    started = time.monotonic()
+    assert await cache.set("k", b"w") is False
+    assert time.monotonic() - started < 0.2
+    await cache.close()
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -67,6 +71,20 @@ async def test_errors_surface_when_not_ignored(own_redis, settings):
     await pause(own_redis, settings)
     with pytest.raises(redis.exceptions.RedisError):
         await cache.get("k")
+    with pytest.raises(redis.exceptions.RedisError):  # and every time, no stepping aside
+        await cache.get("k")
+    await cache.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_cache_comes_back_after_its_backoff(tmp_path, settings, own_redis):
+    cache = Cache(redis_client(f"unix://{tmp_path}/gone.sock", settings), "cache", backoff=0.2)
+    assert await cache.set("k", b"v") is False
+    assert not cache.available
+    cache.client = redis_client(own_redis, settings)  # the server is back
+    await asyncio.sleep(0.25)
+    assert cache.available
+    assert await cache.set("k", b"v") is True
     await cache.close()
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import tornado.web
 
+from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
+from symbolon.handlers import missing as missing_handlers
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
 from symbolon.server.runtime import Runtime
@@ -30,8 +32,22 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
+def with_slash_redirects(routes: list[Any]) -> list[Any]:
+    """Paths listed with a trailing slash answer 301 to it without one, as the reference did."""
+    redirects = [
+        (route[0][:-1], tornado.web.RedirectHandler, {"url": route[0], "permanent": True})
+        for route in routes
+        if route[0].endswith("/") and len(route[0]) > 1
+    ]
+    return [*routes, *redirects]
+
+
 def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:
-    routes: list[Any] = [*health_handlers.ROUTES, *(extra_routes or [])]
+    routes: list[Any] = with_slash_redirects(
+        [*health_handlers.ROUTES, *missing_handlers.ROUTES, *(extra_routes or [])]
+    )
+    # The download routes match almost any three-segment path, so they come last.
+    routes += download_handlers.ROUTES
     return tornado.web.Application(
         routes,
         runtime=runtime,

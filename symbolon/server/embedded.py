@@ -187,7 +187,13 @@ class EmbeddedRedis:
         for key, value in self.config.items():
             args += [f"--{key}", value]
         self.socket.unlink(missing_ok=True)
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # it logs to its --logfile
+            start_new_session=True,
+        )
         self.owned_pid = proc.pid
         try:
             _wait_for(self._answers, 10, f"embedded Redis ({self.name})")
@@ -231,16 +237,22 @@ class EmbeddedS3:
         self.directory.mkdir(parents=True, exist_ok=True)
         port = self._running_port()
         if port is None:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "symbolon.server.embedded_s3", str(self.directory)],
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            # Its output goes to a log file: a server that outlives this process must not hold
+            # this process's stdout open (a pipe reader would wait for it forever).
+            with open(self.directory / "server.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "symbolon.server.embedded_s3", str(self.directory)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.owned_pid = proc.pid
 
             def ready() -> bool:
                 if proc.poll() is not None:
-                    raise EmbeddedError("embedded S3 server exited; see the log above")
+                    log = self.directory / "server.log"
+                    raise EmbeddedError(f"embedded S3 server exited; see {log}")
                 return self._running_port() is not None
 
             _wait_for(ready, 30, "embedded S3 server")

@@ -10,6 +10,7 @@ import asyncpg
 from symbolon.cache import Cache, redis_client
 from symbolon.conf import Settings
 from symbolon.db import migrate
+from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
 
@@ -24,6 +25,7 @@ class Runtime:
     cache: Cache
     store: Cache
     s3: S3Clients
+    lookup: SymbolLookup
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -42,16 +44,29 @@ class Runtime:
             await db.close()
             raise
         ignore = settings.redis_ignore_exceptions
+        cache = Cache(redis_client(settings.redis_url, settings), "cache", ignore)
+        s3 = S3Clients(settings)
+        lookup = SymbolLookup(
+            storage,
+            s3,
+            cache,
+            ttl=settings.symboldownload_exists_ttl_seconds,
+            local_size=settings.download_local_cache_size,
+            lookup_timeout=settings.s3_lookup_connect_timeout + settings.s3_lookup_read_timeout,
+        )
+        await lookup.start()
         return cls(
             settings=settings,
             storage=storage,
             db=db,
-            cache=Cache(redis_client(settings.redis_url, settings), "cache", ignore),
+            cache=cache,
             store=Cache(redis_client(settings.redis_store_url, settings), "store", ignore),
-            s3=S3Clients(settings),
+            s3=s3,
+            lookup=lookup,
         )
 
     async def close(self) -> None:
+        await self.lookup.close()
         await self.s3.close()
         await self.cache.close()
         await self.store.close()

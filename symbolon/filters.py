@@ -1,0 +1,154 @@
+"""The filter expressions of the JSON API (spec/symbols.md §7.2), turned into SQL conditions.
+
+Every parser returns SQL fragments with numbered placeholders, so user input never reaches SQL
+text. A value that cannot be parsed raises FilterError, answered as
+``400 {"errors": {field: [message]}}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+OPERATORS = ("<=", ">=", "<", ">", "=")
+SIZE_UNITS = {
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+}
+SIZE_TERM = re.compile(r"^(<=|>=|<|>|=)?\s*(\d+(?:\.\d+)?)\s*([a-z]*)$", re.IGNORECASE)
+COUNT_TERM = re.compile(r"^(<=|>=|<|>|=)?\s*(\d+)$")
+
+
+class FilterError(ValueError):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"errors": {self.field: [self.message]}}
+
+
+@dataclass
+class Query:
+    """WHERE conditions and their arguments, built up filter by filter."""
+
+    conditions: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+
+    def add(self, sql: str, *values: Any) -> None:
+        """``sql`` uses ``{}`` for each value; they become $n placeholders."""
+        placeholders = []
+        for value in values:
+            self.args.append(value)
+            placeholders.append(f"${len(self.args)}")
+        self.conditions.append(sql.format(*placeholders))
+
+    @property
+    def where(self) -> str:
+        return " AND ".join(self.conditions) if self.conditions else "TRUE"
+
+
+def _split_operator(term: str) -> tuple[str, str]:
+    for op in OPERATORS:
+        if term.startswith(op):
+            return op, term[len(op) :].strip()
+    return "=", term
+
+
+def _parse_moment(value: str, now: datetime) -> tuple[datetime, bool] | None:
+    """A datetime and whether it names a whole day; None for null/incomplete."""
+    lowered = value.lower()
+    if lowered in ("null", "incomplete"):
+        return None
+    today = datetime.combine(now.date(), time(), tzinfo=UTC)
+    if lowered == "today":
+        return today, True
+    if lowered == "yesterday":
+        return today - timedelta(days=1), True
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC), True
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(value) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    whole_day = parsed.time() == time() and parsed.microsecond == 0
+    return parsed, whole_day
+
+
+def date_filter(
+    query: Query, column: str, name: str, expression: str, now: datetime | None = None
+) -> None:
+    now = now or datetime.now(UTC)
+    for raw in expression.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        op, value = _split_operator(term)
+        try:
+            moment = _parse_moment(value, now)
+        except ValueError:
+            raise FilterError(name, f"Unable to parse '{raw.strip()}'") from None
+        if moment is None:
+            query.add(f"{column} IS NULL")
+            continue
+        when, whole_day = moment
+        if op == "=" and whole_day:
+            query.add(f"{column} >= {{}} AND {column} < {{}}", when, when + timedelta(days=1))
+        elif op == ">":
+            query.add(f"{column} >= {{}}", when + timedelta(seconds=1))
+        else:
+            query.add(f"{column} {op} {{}}", when)
+
+
+def count_filter(query: Query, column: str, name: str, expression: str) -> None:
+    for raw in expression.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        match = COUNT_TERM.match(term)
+        if not match:
+            raise FilterError(name, f"'{term}' is not a valid count")
+        query.add(f"{column} {match.group(1) or '='} {{}}", int(match.group(2)))
+
+
+def size_filter(query: Query, column: str, name: str, expression: str) -> None:
+    for raw in expression.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        match = SIZE_TERM.match(term)
+        unit = (match.group(3) or "b").lower() if match else ""
+        if not match or unit not in SIZE_UNITS:
+            raise FilterError(name, f"'{term}' is not a valid size")
+        value = int(float(match.group(2)) * SIZE_UNITS[unit])
+        query.add(f"{column} {match.group(1) or '='} {{}}", value)
+
+
+def page_number(value: str | None) -> int:
+    if value is None or value == "":
+        return 1
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise FilterError("page", f"Not a number '{value}'") from None
+
+
+def ordering(
+    sort: str | None, reverse: str | None, allowed: tuple[str, ...], default: str
+) -> tuple[str, bool]:
+    """(column, descending); the default sort is newest first."""
+    if sort is None:
+        return default, True
+    if sort not in allowed:
+        raise FilterError("sort", f"Invalid sort '{sort}'")
+    return sort, reverse == "true"

@@ -1,0 +1,176 @@
+"""Symbol download: ``GET|HEAD /[try/]<debug_file>/<debug_id>/<symbol_file>`` (spec §4).
+
+Answers are redirects to where the bytes live, never the bytes themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+from symbolon.handlers.base import BaseHandler
+from symbolon.metrics import metrics
+from symbolon.storage.lookup import StorageUnavailable
+from symbolon.symbols import missing, syminfo
+from symbolon.symbols.keys import has_invalid_characters, is_ignorable, make_key
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET",
+    "Access-Control-Allow-Headers": (
+        "accept,accept-encoding,authorization,content-type,dnt,origin,user-agent,"
+        "x-csrftoken,x-requested-with"
+    ),
+}
+LEGACY_PRODUCTS = "firefox|seamonkey|sunbird|thunderbird|xulrunner|fennec|b2g"
+SEGMENT = r"([^/]+)"
+DEBUG_ID = r"([0-9A-Fa-f]+)"
+TRUTHY = {"1", "true", "yes"}
+
+
+def segment(name: str) -> str:
+    return quote(name, safe="")
+
+
+def with_cors(handler: BaseHandler) -> None:
+    for name, value in CORS_HEADERS.items():
+        handler.set_header(name, value)
+
+
+class DownloadHandler(BaseHandler):
+    def initialize(self, try_route: bool = False) -> None:
+        self.try_route = try_route
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+
+    async def get(self, debug_file: str, debug_id: str, symbol_file: str) -> None:
+        await self._download(debug_file, debug_id, symbol_file, head=False)
+
+    async def head(self, debug_file: str, debug_id: str, symbol_file: str) -> None:
+        await self._download(debug_file, debug_id, symbol_file, head=True)
+
+    def _answer(self, status: int, body: str = "", debug_time: float | None = None) -> None:
+        with_cors(self)
+        if debug_time is not None and self.request.headers.get("Debug", "").lower() in TRUTHY:
+            self.set_header("Debug-Time", str(debug_time))
+        self.set_status(status)
+        self.finish(body)
+
+    async def _download(self, debug_file: str, debug_id: str, symbol_file: str, head: bool) -> None:
+        settings = self.runtime.settings
+        debug_id = debug_id.upper()
+        if is_ignorable(debug_id, symbol_file, settings.download_file_extensions_allowed):
+            return self._answer(404, "Symbol Not Found (and ignored)", debug_time=0)
+        if has_invalid_characters(debug_file, symbol_file):
+            return self._answer(
+                400,
+                "Symbol name lookup contains invalid characters and will never be found.",
+                debug_time=0,
+            )
+        args = self.request.query_arguments
+        include_try = self.try_route or "try" in args
+        refresh = "_refresh" in args
+        key = make_key(debug_file, debug_id, symbol_file)
+
+        started = time.perf_counter()
+        with metrics.timer("download_symbol"):
+            try:
+                found = await self.runtime.lookup.find(key, include_try, refresh)
+            except StorageUnavailable:
+                return self._answer(503, "Symbol storage is unavailable; try again later.")
+        elapsed = time.perf_counter() - started
+
+        if found is not None:
+            if head:
+                return self._answer(200, debug_time=elapsed)
+            self.set_header("Location", await self._location(found.source, key))
+            return self._answer(302, debug_time=elapsed)
+
+        code_redirect = await self._code_id_redirect(debug_file, debug_id, symbol_file, refresh)
+        if code_redirect is not None:
+            metrics.incr("download_symbol_code_id_lookup")
+            self.set_header("Location", code_redirect)
+            return self._answer(302, debug_time=elapsed)
+
+        if not head:
+            code_file = self.get_query_argument("code_file", None)
+            code_id = self.get_query_argument("code_id", None)
+            for name, value in (("code_file", code_file), ("code_id", code_id)):
+                if value and "\x00" in value:
+                    return self._answer(400, f"{name}: Null characters are not allowed.")
+            if settings.enable_store_missing_symbols:
+                with metrics.timer("download_store_missing_symbol"):
+                    await missing.record(
+                        self.runtime.db,
+                        self.runtime.cache,
+                        settings.memoize_log_missing_symbols_seconds,
+                        debug_file,
+                        debug_id,
+                        symbol_file,
+                        code_file,
+                        code_id,
+                    )
+        return self._answer(404, "Symbol Not Found", debug_time=elapsed)
+
+    async def _location(self, source: Any, key: str) -> str:
+        if source.public:
+            return f"{source.base_url}/{quote(source.object_key(key))}"
+        return await self.runtime.lookup.presigned_url(
+            source, key, self.runtime.settings.download_presigned_url_expiry_seconds
+        )
+
+    async def _code_id_redirect(
+        self, file: str, ident: str, symbol_file: str, refresh: bool
+    ) -> str | None:
+        if not syminfo.eligible(ident, symbol_file):
+            return None
+        info = await syminfo.lookup(self.runtime.db, self.runtime.cache, file, ident, refresh)
+        if info is None or (info.debug_filename, info.debug_id) == (file, ident):
+            return None  # the debug pair itself was just looked up and is not there
+        prefix = "/try" if self.try_route else ""
+        # Segments are quoted with no safe characters: a name must never become "//host".
+        target = f"{prefix}/{segment(info.debug_filename)}/{info.debug_id}/{segment(symbol_file)}"
+        query = self.request.query
+        return f"{target}?{query}" if query else target
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.clear_header("Content-Type")
+        super().write_error(status_code, **kwargs)
+
+
+class SymInfoHandler(BaseHandler):
+    """``GET /api/syminfo/<file>/<id>``: what an uploaded .sym header said about a module."""
+
+    async def get(self, file: str, ident: str) -> None:
+        with_cors(self)
+        ident = ident.upper()
+        refresh = "_refresh" in self.request.query_arguments
+        info = await syminfo.lookup(self.runtime.db, self.runtime.cache, file, ident, refresh)
+        if info is None:
+            self.set_status(404)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            return self.finish("Code file / id Not Found")
+        prefix = "/try" if info.try_symbols else ""
+        name = syminfo.symbol_filename(info.debug_filename)
+        path = f"{prefix}/{segment(info.debug_filename)}/{info.debug_id}/{segment(name)}"
+        self.write_json(
+            {
+                "debug_filename": info.debug_filename,
+                "debug_id": info.debug_id,
+                "code_file": info.code_file,
+                "code_id": info.code_id,
+                "generator": info.generator,
+                "url": f"{self.request.protocol}://{self.request.host}{path}",
+            }
+        )
+
+
+ROUTES = [
+    (rf"/api/syminfo/{SEGMENT}/{DEBUG_ID}", SymInfoHandler),
+    (rf"/try/{SEGMENT}/{DEBUG_ID}/{SEGMENT}", DownloadHandler, {"try_route": True}),
+    (rf"/(?:{LEGACY_PRODUCTS})/{SEGMENT}/{DEBUG_ID}/{SEGMENT}", DownloadHandler),
+    (rf"/{SEGMENT}/{DEBUG_ID}/{SEGMENT}", DownloadHandler),
+]

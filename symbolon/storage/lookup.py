@@ -1,0 +1,280 @@
+"""Where does a symbol file live? Existence checks across sources, with two cache layers.
+
+Each source's answer for a key (found / not found) is kept in Redis for
+``SYMBOLDOWNLOAD_EXISTS_TTL_SECONDS`` (spec/symbols.md §4.8), and in a per-process memo in front
+of Redis. The memo is only trusted while this process is subscribed to the invalidation channel:
+an upload (in any process) deletes the Redis entries of the keys it stored and publishes them, and
+every subscriber drops them from its memo, so a new upload is visible at once everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from contextlib import suppress
+from dataclasses import dataclass
+
+import aiohttp
+from botocore.exceptions import ClientError
+
+from symbolon.cache import Cache
+from symbolon.metrics import metrics
+from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
+from symbolon.storage.sources import StorageConfig, SymbolSource
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_HEAD_ATTEMPTS = 5
+PUBLIC_HEAD_RETRY_STATUSES = {429, 500, 503}
+PUBLIC_HEAD_BACKOFF_SECONDS = 0.2
+USER_AGENT = "symbolon/1.0"
+FOUND, MISSING = b"1", b"0"
+
+
+class StorageUnavailable(Exception):
+    """A source could not say whether it has a file, and no earlier source had it."""
+
+
+@dataclass(frozen=True)
+class Found:
+    source: SymbolSource
+    index: int
+
+
+class LocalMemo:
+    """A bounded, expiring dict, trusted only while invalidations reach this process."""
+
+    def __init__(self, maxsize: int, ttl: float):
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self.active = False
+        # Bumped by every invalidation: an answer read before one must not be remembered after.
+        self.generation = 0
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        if not self.active:
+            return None
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._data.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: bytes, generation: int) -> None:
+        if not self.active or self.maxsize <= 0 or generation != self.generation:
+            return
+        self._data[key] = (time.monotonic() + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def discard(self, keys: list[str]) -> None:
+        self.generation += 1
+        for key in keys:
+            self._data.pop(key, None)
+
+    def deactivate(self) -> None:
+        self.active = False
+        self.generation += 1
+        self._data.clear()
+
+
+class SymbolLookup:
+    def __init__(
+        self,
+        storage: StorageConfig,
+        s3: S3Clients,
+        cache: Cache,
+        ttl: float,
+        local_size: int,
+        lookup_timeout: float = 5.0,
+    ):
+        self.storage = storage
+        self.s3 = s3
+        self.cache = cache
+        self.ttl = ttl
+        self.lookup_timeout = lookup_timeout
+        self.memo = LocalMemo(local_size, ttl)
+        self.channel = f"symbolon:download:invalidate:{storage.hash}"
+        self.regular = storage.sources
+        self.with_try = (*storage.sources, storage.upload_try)
+        self._http: aiohttp.ClientSession | None = None
+        self._listener: asyncio.Task | None = None
+
+    # -- the cache keys ----------------------------------------------------------------------
+
+    def cache_key(self, source: SymbolSource, key: str) -> str:
+        # The configuration hash makes a changed SYMBOL_URLS start from an empty cache.
+        if source.public:
+            where = source.public_url(key)
+        else:
+            where = f"{source.endpoint_url}/{source.bucket}:{source.object_key(key)}"
+        return f"download:exists:{self.storage.hash}:{where}"
+
+    def cache_keys_for(self, key: str) -> list[str]:
+        return [self.cache_key(s, key) for s in self.with_try]
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def find(self, key: str, include_try: bool, refresh: bool = False) -> Found | None:
+        """The first source, in configured order, that has the key; try sources come last."""
+        sources = self.with_try if include_try else self.regular
+        cache_keys = [self.cache_key(s, key) for s in sources]
+        known: list[bytes | None] = [None] * len(sources)
+        generation = self.memo.generation
+        if not refresh:
+            for i, ck in enumerate(cache_keys):
+                known[i] = self.memo.get(ck)
+            hit = _first_found(known)
+            if hit is not None:
+                return Found(sources[hit], hit)
+            unknown = [i for i, v in enumerate(known) if v is None]
+            if unknown:
+                values = await self.cache.get_many([cache_keys[i] for i in unknown])
+                for i, value in zip(unknown, values, strict=True):
+                    if value is not None:
+                        known[i] = value
+                        self.memo.put(cache_keys[i], value, generation)
+                hit_or_miss = "hit" if None not in known else "miss"
+                metrics.incr(f"symboldownloader_exists_cache_{hit_or_miss}")
+        hit = _first_found(known)
+        if hit is not None:
+            return Found(sources[hit], hit)
+
+        # Ask every source that might still be first, all at once: a miss costs one round trip.
+        to_check = [i for i, v in enumerate(known) if v is None]
+        with metrics.timer("symboldownloader_exists"):
+            answers = await asyncio.gather(
+                *(self._exists(sources[i], key) for i in to_check), return_exceptions=True
+            )
+        fresh: dict[str, bytes] = {}
+        failed = False
+        for i, answer in zip(to_check, answers, strict=True):
+            if isinstance(answer, BaseException):
+                logger.error("existence check of %s in %s failed: %r", key, sources[i].url, answer)
+                failed = True
+                continue
+            known[i] = FOUND if answer else MISSING
+            fresh[cache_keys[i]] = known[i]
+        await self.cache.set_many(fresh, ttl=self.ttl)
+        for ck, value in fresh.items():
+            self.memo.put(ck, value, generation)
+        if refresh:
+            # Other processes may remember the old answer.
+            await self.cache.publish(self.channel, "\n".join(fresh))
+        hit = _first_found(known)
+        if hit is not None:
+            return Found(sources[hit], hit)
+        if failed:
+            raise StorageUnavailable(key)
+        return None
+
+    async def _exists(self, source: SymbolSource, key: str) -> bool:
+        if source.public:
+            return await self._public_exists(source.public_url(key))
+        client = await self.s3.client(source)
+        try:
+            await client.head_object(Bucket=source.bucket, Key=source.object_key(key))
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
+                return False
+            raise
+        return True
+
+    async def _public_exists(self, url: str) -> bool:
+        """An anonymous HTTP HEAD, retried on 429/500/503 (spec/symbols.md §4.4)."""
+        session = self._session()
+        for attempt in range(PUBLIC_HEAD_ATTEMPTS):
+            async with session.head(url, allow_redirects=False) as response:
+                if response.status == 200:
+                    return True
+                if response.status not in PUBLIC_HEAD_RETRY_STATUSES:
+                    if response.status not in (403, 404):
+                        logger.error("HEAD %s answered %d", url, response.status)
+                    return False
+            await asyncio.sleep(PUBLIC_HEAD_BACKOFF_SECONDS * (attempt + 1))
+        logger.error("HEAD %s kept failing after %d attempts", url, PUBLIC_HEAD_ATTEMPTS)
+        raise StorageUnavailable(url)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.lookup_timeout),
+                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=100),
+            )
+        return self._http
+
+    async def presigned_url(self, source: SymbolSource, key: str, expires: int) -> str:
+        client = await self.s3.client(source)
+        return await client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": source.bucket, "Key": source.object_key(key)},
+            ExpiresIn=expires,
+        )
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    async def invalidate(self, keys: list[str]) -> None:
+        """Forget what is known about these logical keys, here, in Redis and in every process."""
+        cache_keys = [ck for key in keys for ck in self.cache_keys_for(key)]
+        self.memo.discard(cache_keys)
+        await self.cache.delete(*cache_keys)
+        await self.cache.publish(self.channel, "\n".join(cache_keys))
+
+    async def start(self) -> None:
+        if self.memo.maxsize > 0 and self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            # A cancelled read can leave the subscription's connection stuck: do not wait long.
+            await asyncio.wait({self._listener}, timeout=2.0)
+            self._listener = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _listen(self) -> None:
+        """Keep the memo in step with invalidations; while not subscribed, do not use it."""
+        client = self.cache.client
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.memo.active = True
+                last_ping = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self.memo.discard(message["data"].decode().split("\n"))
+                    if time.monotonic() - last_ping > 10:
+                        await pubsub.ping()  # notice a dead connection while idle
+                        last_ping = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.memo.active:
+                    logger.warning("download invalidations unavailable, memo off: %r", exc)
+                self.memo.deactivate()
+                await asyncio.sleep(1.0)
+            finally:
+                self.memo.deactivate()
+                with suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+
+
+def _first_found(known: list[bytes | None]) -> int | None:
+    """Index of the first source that has the file, if no earlier source is still unknown."""
+    for i, value in enumerate(known):
+        if value is None:
+            return None
+        if value == FOUND:
+            return i
+    return None

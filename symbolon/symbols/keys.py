@@ -1,0 +1,28 @@
+"""Rules about symbol keys ``<debug_file>/<debug_id>/<symbol_file>`` (spec/symbols.md §4.3)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+NULL_DEBUG_ID = "0" * 33
+# Control characters, U+0080-U+00FF and characters that never occur in real symbol names.
+# The tilde is allowed: Debian package names contain it (libfoo-1.2-1~bpo12.so).
+INVALID_CHARACTERS = re.compile(r"[\x00-\x1f\x80-\xff\\^`<>{}\[\]#%\"'|]")
+IGNORED_FILES = frozenset({"file.ptr"})  # Microsoft debuggers always probe for it
+
+
+def make_key(debug_file: str, debug_id: str, symbol_file: str) -> str:
+    """The logical key; debug ids are always stored and looked up upper-cased."""
+    return f"{debug_file}/{debug_id.upper()}/{symbol_file}"
+
+
+def is_ignorable(debug_id: str, symbol_file: str, allowed_endings: Iterable[str]) -> bool:
+    """Requests known never to find anything: answered 404 without touching storage."""
+    if symbol_file in IGNORED_FILES or debug_id == NULL_DEBUG_ID:
+        return True
+    return not symbol_file.endswith(tuple(allowed_endings))
+
+
+def has_invalid_characters(*names: str) -> bool:
+    return any(INVALID_CHARACTERS.search(name) for name in names)
