@@ -19,6 +19,7 @@ from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
 from symbolon.server.runtime import Runtime
 
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt  # so that a killed run still stops the servers it started
 

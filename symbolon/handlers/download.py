@@ -95,8 +95,7 @@ class DownloadHandler(BaseHandler):
             return self._answer(302, debug_time=elapsed)
 
         if not head:
-            code_file = self.get_query_argument("code_file", None)
-            code_id = self.get_query_argument("code_id", None)
+            code_file, code_id = self._raw_argument("code_file"), self._raw_argument("code_id")
             for name, value in (("code_file", code_file), ("code_id", code_id)):
                 if value and "\x00" in value:
                     return self._answer(400, f"{name}: Null characters are not allowed.")
@@ -113,6 +112,11 @@ class DownloadHandler(BaseHandler):
                         code_id,
                     )
         return self._answer(404, "Symbol Not Found", debug_time=elapsed)
+
+    def _raw_argument(self, name: str) -> str | None:
+        """A query value as sent: Tornado's own accessors silently drop control characters."""
+        values = self.request.query_arguments.get(name)
+        return values[-1].decode("utf-8", "replace") if values else None
 
     async def _location(self, source: Any, key: str) -> str:
         if source.public:

@@ -105,6 +105,7 @@ class SymbolLookup:
         self.with_try = (*storage.sources, storage.upload_try)
         self._http: aiohttp.ClientSession | None = None
         self._listener: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     # -- the cache keys ----------------------------------------------------------------------
 
@@ -233,9 +234,12 @@ class SymbolLookup:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            # A cancelled read can leave the subscription's connection stuck: do not wait long.
-            await asyncio.wait({self._listener}, timeout=2.0)
+            # Asked to stop rather than cancelled: a cancelled read can leave redis-py's
+            # subscription connection half-closed and the task unfinished.
+            self._stopping.set()
+            await asyncio.wait({self._listener}, timeout=3.0)
+            if not self._listener.done():
+                self._listener.cancel()
             self._listener = None
         if self._http is not None:
             await self._http.close()
@@ -244,26 +248,25 @@ class SymbolLookup:
     async def _listen(self) -> None:
         """Keep the memo in step with invalidations; while not subscribed, do not use it."""
         client = self.cache.client
-        while True:
+        while not self._stopping.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 self.memo.active = True
                 last_ping = time.monotonic()
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=0.25)
                     if message is not None and message["type"] == "message":
                         self.memo.discard(message["data"].decode().split("\n"))
                     if time.monotonic() - last_ping > 10:
                         await pubsub.ping()  # notice a dead connection while idle
                         last_ping = time.monotonic()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 if self.memo.active:
                     logger.warning("download invalidations unavailable, memo off: %r", exc)
                 self.memo.deactivate()
-                await asyncio.sleep(1.0)
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
             finally:
                 self.memo.deactivate()
                 with suppress(Exception):

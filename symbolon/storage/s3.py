@@ -44,7 +44,8 @@ class S3Clients:
         return AioConfig(
             connect_timeout=timeouts[0],
             read_timeout=timeouts[1],
-            retries={"max_attempts": 3, "mode": "standard"},
+            # A download waits on lookups: one retry. Writes are worth more patience.
+            retries={"max_attempts": 2 if purpose == "lookup" else 5, "mode": "standard"},
             signature_version="s3v4",
             # S3-compatible servers (MinIO, the embedded one) want bucket names in the path.
             s3={"addressing_style": "path" if source.endpoint_url else "auto"},
