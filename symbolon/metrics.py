@@ -1,12 +1,26 @@
-"""Metrics through markus: statsd when ``STATSD_HOST`` is set, the log otherwise."""
+"""Metrics through markus: statsd when ``STATSD_HOST`` is set, the log otherwise.
+
+In the log, metrics are lines of the ``markus`` logger, shown with ``LOGGING_LEVEL=DEBUG``.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import markus
+from markus.backends.logging import LoggingMetrics
 
 from symbolon.conf import Settings
 
 metrics = markus.get_metrics("symbolon")
+
+
+class QuietLoggingMetrics(LoggingMetrics):
+    """Formats a metric only when it will be written: download's hot path emits on every request."""
+
+    def emit(self, record: markus.main.MetricsRecord) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().emit(record)
 
 
 def configure_metrics(settings: Settings) -> None:
@@ -20,5 +34,5 @@ def configure_metrics(settings: Settings) -> None:
             },
         }
     else:
-        backend = {"class": "markus.backends.logging.LoggingMetrics"}
+        backend = {"class": "symbolon.metrics.QuietLoggingMetrics"}
     markus.configure(backends=[backend])

@@ -456,3 +456,20 @@ async def test_metrics_for_lookups_cache_and_redirects(http_client, base_url, bu
     await get(http_client, base_url, f"/mm.pdb/{ident}/mm.sym?code_file=x")
     assert not metricsmock.filter_records("timing", "symbolon.symboldownloader_exists")
     metricsmock.assert_timing("symbolon.download_symbol")
+
+
+@pytest.mark.gen_test
+async def test_concurrent_lookups_of_one_key_share_one_storage_trip(runtime, buckets):
+    calls = []
+    real = runtime.lookup._exists
+
+    async def counting(source, key):
+        calls.append(source.bucket)
+        await asyncio.sleep(0.05)
+        return await real(source, key)
+
+    runtime.lookup._exists = counting
+    key = f"burst.pdb/{new_id()}/burst.sym"
+    results = await asyncio.gather(*(runtime.lookup.find(key, include_try=False) for _ in range(20)))
+    assert results == [None] * 20
+    assert sorted(calls) == ["dl-private", "dl-public", "dl-third"]  # once per source, not 20 times

@@ -53,6 +53,7 @@ async def test_count_grows_when_the_guard_has_expired(http_client, base_url, run
     path = f"/a.pdb/{debugid}/a.sym"
     await get(http_client, base_url, path)
     await runtime.cache.client.flushdb()  # the guard's day has passed
+    runtime.missing.forget_local()
     await get(http_client, base_url, path)
     row = (await rows(runtime, debugid))[0]
     assert row["count"] == 2

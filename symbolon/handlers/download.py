@@ -12,7 +12,7 @@ from urllib.parse import quote
 from symbolon.handlers.base import BaseHandler
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.symbols import missing, syminfo
+from symbolon.symbols import syminfo
 from symbolon.symbols.keys import has_invalid_characters, is_ignorable, make_key
 
 CORS_HEADERS = {
@@ -23,6 +23,7 @@ CORS_HEADERS = {
         "x-csrftoken,x-requested-with"
     ),
 }
+DOWNLOAD_HEADERS = {**CORS_HEADERS, "Content-Type": "text/html; charset=utf-8"}
 LEGACY_PRODUCTS = "firefox|seamonkey|sunbird|thunderbird|xulrunner|fennec|b2g"
 SEGMENT = r"([^/]+)"
 DEBUG_ID = r"([0-9A-Fa-f]+)"
@@ -42,8 +43,10 @@ class DownloadHandler(BaseHandler):
     def initialize(self, try_route: bool = False) -> None:
         self.try_route = try_route
 
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
+    def clear(self) -> None:
+        super().clear()
+        # Every download answer but the 405 carries these; set at once, they are constants.
+        self._headers.update(DOWNLOAD_HEADERS)
 
     async def get(self, debug_file: str, debug_id: str, symbol_file: str) -> None:
         await self._download(debug_file, debug_id, symbol_file, head=False)
@@ -52,7 +55,6 @@ class DownloadHandler(BaseHandler):
         await self._download(debug_file, debug_id, symbol_file, head=True)
 
     def _answer(self, status: int, body: str = "", debug_time: float | None = None) -> None:
-        with_cors(self)
         if debug_time is not None and self.request.headers.get("Debug", "").lower() in TRUTHY:
             self.set_header("Debug-Time", str(debug_time))
         self.set_status(status)
@@ -101,10 +103,7 @@ class DownloadHandler(BaseHandler):
                     return self._answer(400, f"{name}: Null characters are not allowed.")
             if settings.enable_store_missing_symbols:
                 with metrics.timer("download_store_missing_symbol"):
-                    await missing.record(
-                        self.runtime.db,
-                        self.runtime.cache,
-                        settings.memoize_log_missing_symbols_seconds,
+                    await self.runtime.missing.record(
                         debug_file,
                         debug_id,
                         symbol_file,
@@ -140,8 +139,8 @@ class DownloadHandler(BaseHandler):
         return f"{target}?{query}" if query else target
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:
-            self.clear_header("Content-Type")
+        for name in DOWNLOAD_HEADERS:
+            self.clear_header(name)
         super().write_error(status_code, **kwargs)
 
 

@@ -13,6 +13,7 @@ from symbolon.db import migrate
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
+from symbolon.symbols.missing import MissingRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Runtime:
     store: Cache
     s3: S3Clients
     lookup: SymbolLookup
+    missing: MissingRecorder
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -63,6 +65,7 @@ class Runtime:
             store=Cache(redis_client(settings.redis_store_url, settings), "store", ignore),
             s3=s3,
             lookup=lookup,
+            missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
         )
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ PUBLIC_HEAD_RETRY_STATUSES = {429, 500, 503}
 PUBLIC_HEAD_BACKOFF_SECONDS = 0.2
 USER_AGENT = "symbolon/1.0"
 FOUND, MISSING = b"1", b"0"
+PRESIGNED_MEMO_SIZE = 10_000
 
 
 class StorageUnavailable(Exception):
@@ -106,6 +107,8 @@ class SymbolLookup:
         self._http: aiohttp.ClientSession | None = None
         self._listener: asyncio.Task | None = None
         self._stopping = asyncio.Event()
+        self._presigned: OrderedDict[tuple, tuple[float, str]] = OrderedDict()
+        self._inflight: dict[tuple[str, bool, bool], asyncio.Future] = {}
 
     # -- the cache keys ----------------------------------------------------------------------
 
@@ -123,7 +126,29 @@ class SymbolLookup:
     # -- lookups -----------------------------------------------------------------------------
 
     async def find(self, key: str, include_try: bool, refresh: bool = False) -> Found | None:
-        """The first source, in configured order, that has the key; try sources come last."""
+        """The first source, in configured order, that has the key; try sources come last.
+
+        Concurrent lookups of the same key in this process share one: a burst of requests for
+        a file nobody asked for yet costs one trip to storage, not one per request.
+        """
+        if not refresh and self.memo.active:  # the hot path: answered without awaiting
+            sources = self.with_try if include_try else self.regular
+            known = [self.memo.get(self.cache_key(s, key)) for s in sources]
+            hit = _first_found(known)
+            if hit is not None:
+                return Found(sources[hit], hit)
+            if None not in known:
+                return None
+        flight = (key, include_try, refresh)
+        shared = self._inflight.get(flight)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        task = asyncio.ensure_future(self._find(key, include_try, refresh))
+        self._inflight[flight] = task
+        task.add_done_callback(lambda _: self._inflight.pop(flight, None))
+        return await asyncio.shield(task)
+
+    async def _find(self, key: str, include_try: bool, refresh: bool) -> Found | None:
         sources = self.with_try if include_try else self.regular
         cache_keys = [self.cache_key(s, key) for s in sources]
         known: list[bytes | None] = [None] * len(sources)
@@ -212,12 +237,26 @@ class SymbolLookup:
         return self._http
 
     async def presigned_url(self, source: SymbolSource, key: str, expires: int) -> str:
+        """A presigned GET URL, reused for a twelfth of its validity.
+
+        Signing costs more than everything else a cached hit does, and popular files are asked
+        for over and over; a reused URL still has over 90% of its validity left.
+        """
+        memo_key = (source.endpoint_url, source.bucket, source.object_key(key), expires)
+        now = time.monotonic()
+        entry = self._presigned.get(memo_key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
         client = await self.s3.client(source)
-        return await client.generate_presigned_url(
+        url = await client.generate_presigned_url(
             "get_object",
             Params={"Bucket": source.bucket, "Key": source.object_key(key)},
             ExpiresIn=expires,
         )
+        self._presigned[memo_key] = (now + expires / 12, url)
+        if len(self._presigned) > PRESIGNED_MEMO_SIZE:
+            self._presigned.popitem(last=False)
+        return url
 
     # -- invalidation ------------------------------------------------------------------------
 

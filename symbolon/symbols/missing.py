@@ -11,6 +11,8 @@ import csv
 import hashlib
 import io
 import logging
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,36 +32,64 @@ def missing_hash(values: list[str | None]) -> str:
     return hashlib.md5(joined.encode(), usedforsecurity=False).hexdigest()
 
 
-async def record(
-    db: asyncpg.Pool,
-    cache: Cache,
-    guard_seconds: int,
-    symbol: str,
-    debugid: str,
-    filename: str,
-    code_file: str | None = None,
-    code_id: str | None = None,
-) -> bool:
-    """Count one miss; returns True if the database was written. Never raises."""
-    values = [symbol, debugid, filename, code_file or None, code_id or None]
-    if any(v and len(v) > MAX_LENGTH for v in values):
-        return False
-    digest = missing_hash(values)
-    if await cache.add(f"download:missing:{digest}", b"1", ttl=guard_seconds) is False:
-        return False  # recorded recently; when Redis does not answer, record anyway
-    try:
-        await db.execute(
-            """INSERT INTO missing_symbols (hash, symbol, debugid, filename, code_file, code_id)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (hash) DO UPDATE
-               SET count = missing_symbols.count + 1, modified_at = now()""",
-            digest,
-            *values,
-        )
-    except (asyncpg.PostgresError, OSError) as exc:
-        logger.error("could not record missing symbol %s/%s/%s: %r", symbol, debugid, filename, exc)
-        return False
-    return True
+class MissingRecorder:
+    """Counts misses; remembers recent ones locally too, so a repeated 404 costs no I/O."""
+
+    def __init__(
+        self, db: asyncpg.Pool, cache: Cache, guard_seconds: int, local_size: int = 50_000
+    ):
+        self.db = db
+        self.cache = cache
+        self.guard_seconds = guard_seconds
+        self.local_size = local_size
+        self._recent: OrderedDict[str, float] = OrderedDict()
+
+    async def record(
+        self,
+        symbol: str,
+        debugid: str,
+        filename: str,
+        code_file: str | None = None,
+        code_id: str | None = None,
+    ) -> bool:
+        """Count one miss; returns True if the database was written. Never raises."""
+        values = [symbol, debugid, filename, code_file or None, code_id or None]
+        if any(v and len(v) > MAX_LENGTH for v in values):
+            return False
+        digest = missing_hash(values)
+        now = time.monotonic()
+        if self._recent.get(digest, 0.0) > now:
+            return False
+        guard = await self.cache.add(f"download:missing:{digest}", b"1", ttl=self.guard_seconds)
+        self._remember(digest, now)
+        if guard is False:
+            return False  # recorded recently; when Redis does not answer, record anyway
+        try:
+            await self.db.execute(
+                """INSERT INTO missing_symbols (hash, symbol, debugid, filename, code_file, code_id)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (hash) DO UPDATE
+                   SET count = missing_symbols.count + 1, modified_at = now()""",
+                digest,
+                *values,
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            logger.error(
+                "could not record missing symbol %s/%s/%s: %r", symbol, debugid, filename, exc
+            )
+            return False
+        return True
+
+    def _remember(self, digest: str, now: float) -> None:
+        if self.local_size <= 0:
+            return
+        self._recent[digest] = now + self.guard_seconds
+        self._recent.move_to_end(digest)
+        while len(self._recent) > self.local_size:
+            self._recent.popitem(last=False)
+
+    def forget_local(self) -> None:
+        self._recent.clear()
 
 
 async def csv_report(db: asyncpg.Pool, today: bool, now: datetime | None = None) -> tuple[str, str]:
@@ -165,4 +195,4 @@ async def api_listing(db: asyncpg.Pool, params: dict[str, str]) -> dict[str, Any
     }
 
 
-__all__ = ["FilterError", "api_listing", "csv_report", "listing", "record"]
+__all__ = ["FilterError", "MissingRecorder", "api_listing", "csv_report", "listing"]
