@@ -77,6 +77,17 @@ def embedded_pids(data_dir: Path) -> list[int]:
     return pids
 
 
+def embedded_s3(data_dir: Path):
+    port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+
+
 def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
@@ -94,14 +105,7 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_
         assert "now a superuser" in made.stdout
         assert all(pid_alive(p) for p in pids), "the command stopped servers it did not start"
 
-        s3_port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{s3_port}",
-            region_name="us-east-1",
-            aws_access_key_id="k",
-            aws_secret_access_key="s",
-        )
+        s3 = embedded_s3(data_dir)
         s3.put_object(
             Bucket="symbols", Key="v1/a.pdb/ID/a.sym", Body=b"MODULE", Metadata={"m": "1"}
         )
@@ -120,15 +124,7 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_
         assert heartbeat(port, proc)["code"] == 200
         again = symbolon("superuser", "ops@example.com", env=env)
         assert "already a superuser" in again.stdout
-        s3_port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{s3_port}",
-            region_name="us-east-1",
-            aws_access_key_id="k",
-            aws_secret_access_key="s",
-        )
-        obj = s3.get_object(Bucket="symbols", Key="v1/a.pdb/ID/a.sym")
+        obj = embedded_s3(data_dir).get_object(Bucket="symbols", Key="v1/a.pdb/ID/a.sym")
         assert obj["Body"].read() == b"MODULE" and obj["Metadata"] == {"m": "1"}
     finally:
         stop(proc)
