@@ -84,6 +84,18 @@ class Settings:
     enable_store_missing_symbols: bool = True
     memoize_log_missing_symbols_seconds: int = 86400
 
+    # Upload (spec/symbols.md §5).
+    upload_max_size: int = 2 * 1024**3
+    upload_tempdir: Path | None = None  # default: <data dir>/uploads
+    upload_wait_seconds: float = 300.0
+    upload_file_upload_max_workers: int = 8
+    upload_max_members: int = 100_000
+    upload_max_uncompressed_size: int = 20 * 1024**3
+    upload_max_compression_ratio: float = 200.0
+    disallowed_symbols_snippets: tuple[str, ...] = ("qcom/proprietary",)
+    compress_extensions: tuple[str, ...] = ("sym",)
+    mime_overrides: Mapping[str, str] = field(default_factory=lambda: {"sym": "text/plain"})
+
     # Accounts.
     tokens_default_expiration_days: int = 365
 
@@ -113,6 +125,10 @@ class Settings:
     @property
     def fully_embedded(self) -> bool:
         return self.embedded_postgres and self.redis_url is None and self.embedded_s3
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.upload_tempdir or self.data_dir / "uploads"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -292,6 +308,25 @@ def load_settings(
         memoize_log_missing_symbols_seconds=r.integer(
             "MEMOIZE_LOG_MISSING_SYMBOLS_SECONDS", 86400, minimum=1
         ),
+        upload_max_size=r.integer("UPLOAD_MAX_SIZE", 2 * 1024**3, minimum=1),
+        upload_tempdir=r.get("UPLOAD_TEMPDIR", None, Path, "a directory"),
+        upload_wait_seconds=r.number("UPLOAD_WAIT_SECONDS", 300.0),
+        upload_file_upload_max_workers=r.integer("UPLOAD_FILE_UPLOAD_MAX_WORKERS", 8, minimum=1),
+        upload_max_members=r.integer("UPLOAD_MAX_MEMBERS", 100_000, minimum=1),
+        upload_max_uncompressed_size=r.integer(
+            "UPLOAD_MAX_UNCOMPRESSED_SIZE", 20 * 1024**3, minimum=1
+        ),
+        upload_max_compression_ratio=r.number("UPLOAD_MAX_COMPRESSION_RATIO", 200.0),
+        disallowed_symbols_snippets=r.get(
+            "DISALLOWED_SYMBOLS_SNIPPETS",
+            ("qcom/proprietary",),
+            _parse_list,
+            "comma-separated text",
+        ),
+        compress_extensions=r.get(
+            "COMPRESS_EXTENSIONS", ("sym",), _parse_list, "comma-separated extensions such as sym"
+        ),
+        mime_overrides=r.literal_dict("MIME_OVERRIDES") or {"sym": "text/plain"},
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
         worker_threads=r.integer("WORKER_THREADS", 2),
         logging_level=r.choice(

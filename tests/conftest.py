@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +45,14 @@ def run_isolated(coro: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    data_dir = tmp_path_factory.mktemp("data")
+def stack() -> Iterator[EmbeddedStack]:
+    # Not under pytest's own temp dir: pytest makes that private (0700) at every start, and the
+    # embedded PostgreSQL runs as another user when tests run as root.
+    data_dir = Path(tempfile.mkdtemp(prefix="symbolon-test-"))
     stack = EmbeddedStack(data_dir)
     yield stack
     stack.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -470,6 +470,8 @@ async def test_concurrent_lookups_of_one_key_share_one_storage_trip(runtime, buc
 
     runtime.lookup._exists = counting
     key = f"burst.pdb/{new_id()}/burst.sym"
-    results = await asyncio.gather(*(runtime.lookup.find(key, include_try=False) for _ in range(20)))
+    results = await asyncio.gather(
+        *(runtime.lookup.find(key, include_try=False) for _ in range(20))
+    )
     assert results == [None] * 20
     assert sorted(calls) == ["dl-private", "dl-public", "dl-third"]  # once per source, not 20 times

@@ -10,6 +10,7 @@ import tornado.web
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
+from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
 from symbolon.server.runtime import Runtime
@@ -44,7 +45,12 @@ def with_slash_redirects(routes: list[Any]) -> list[Any]:
 
 def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:
     routes: list[Any] = with_slash_redirects(
-        [*health_handlers.ROUTES, *missing_handlers.ROUTES, *(extra_routes or [])]
+        [
+            *health_handlers.ROUTES,
+            *missing_handlers.ROUTES,
+            *upload_handlers.ROUTES,
+            *(extra_routes or []),
+        ]
     )
     # The download routes match almost any three-segment path, so they come last.
     routes += download_handlers.ROUTES

@@ -12,3 +12,12 @@ def ping(token: str) -> None:
     """Leaves a mark in the broker's Redis: proof that some worker consumes the queue."""
     broker = dramatiq.get_broker()
     broker.client.set(f"symbolon:ping:{token}", "pong", ex=PING_TTL_SECONDS)  # type: ignore[attr-defined]
+
+
+@dramatiq.actor(max_retries=5, min_backoff=1_000, max_backoff=60_000, time_limit=6 * 3_600_000)
+async def process_upload(upload_id: int) -> None:
+    """Store the members of a received archive; safe to run again after a crash."""
+    from symbolon.tasks.runtime import worker_runtime
+    from symbolon.uploads.process import process_upload as run
+
+    await run(await worker_runtime(), upload_id)

@@ -1,0 +1,42 @@
+"""Who is asking: ``Auth-Token`` authentication (spec/symbols.md §8.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from symbolon.accounts.tokens import Token, find_by_key
+from symbolon.accounts.users import USER_COLUMNS, User
+
+
+class AuthError(Exception):
+    """Answered ``403 {"error": message}``."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    # A token-authenticated request carries only the token's permissions, even a superuser's.
+    permissions: frozenset[str]
+    token: Token | None = None
+
+    def has(self, codename: str) -> bool:
+        return codename in self.permissions
+
+
+async def authenticate_token(db: asyncpg.Pool, presented: str) -> Principal:
+    token = await find_by_key(db, presented)  # type: ignore[arg-type]
+    if token is None:
+        raise AuthError("API Token not matched")
+    if token.is_expired:
+        raise AuthError("API Token found but expired")
+    row = await db.fetchrow(
+        f"""UPDATE users SET last_login = now() WHERE id = $1 RETURNING {USER_COLUMNS}""",
+        token.user_id,
+    )
+    user = User.from_row(row)
+    if not user.is_active:
+        raise AuthError("API Token matched but user not active")
+    await db.execute("UPDATE tokens SET last_used_at = now() WHERE id = $1", token.id)
+    return Principal(user=user, permissions=frozenset(token.permissions), token=token)

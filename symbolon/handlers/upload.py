@@ -1,0 +1,187 @@
+"""``POST /upload/``: a symbol archive, streamed to staging, processed by a task actor (spec §5).
+
+Authentication, permission and size are decided from the headers, before the body is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from symbolon.accounts.auth import AuthError, Principal, authenticate_token
+from symbolon.handlers.base import BaseHandler
+from symbolon.jsonutil import timestamp
+from symbolon.metrics import metrics
+from symbolon.symbols import archive
+from symbolon.tasks.broker import enqueue
+from symbolon.uploads import process
+from symbolon.uploads.multipart import FormError, UploadForm
+
+UPLOAD_PERMISSIONS = ("upload.upload_symbols", "upload.upload_try_symbols")
+POLL_SECONDS = 0.1
+
+
+def upload_json(row: Any, email: str) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "size": row["size"],
+        "filename": row["filename"],
+        "bucket": row["bucket_name"],
+        "region": row["bucket_region"],
+        "download_url": row["download_url"],
+        "try_symbols": row["try_symbols"],
+        "redirect_urls": list(row["redirect_urls"] or []),
+        "completed_at": timestamp(row["completed_at"]),
+        "created_at": timestamp(row["created_at"]),
+        "user": email,
+        "skipped_keys": list(row["skipped_keys"] or []),
+    }
+
+
+@tornado.web.stream_request_body
+class UploadHandler(BaseHandler):
+    principal: Principal | None = None
+    form: UploadForm | None = None
+    rejection: tuple[int, str] | None = None
+    staged: Path | None = None
+
+    async def prepare(self) -> None:
+        if self.request.method != "POST":
+            raise tornado.web.HTTPError(405)
+        settings = self.runtime.settings
+        presented = self.request.headers.get("Auth-Token")
+        try:
+            if not presented:
+                raise AuthError("This requires an Auth-Token to authenticate the request")
+            self.principal = await authenticate_token(self.runtime.db, presented)
+            if not any(self.principal.has(p) for p in UPLOAD_PERMISSIONS):
+                raise AuthError("Forbidden")
+        except AuthError as exc:
+            # Read and drop the body, so that a client streaming it receives the 403.
+            self.rejection = (403, str(exc))
+            self.request.connection.set_max_body_size(settings.upload_max_size)
+            return
+        length = int(self.request.headers.get("Content-Length", "0") or 0)
+        if length > settings.upload_max_size:
+            self.write_json(
+                {
+                    "error": f"Upload too large: {length} bytes, the limit is "
+                    f"{settings.upload_max_size} bytes. Split the archive and upload the parts."
+                },
+                status=413,
+            )
+            return
+        self.request.connection.set_max_body_size(settings.upload_max_size)
+        settings.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.staged = settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+        try:
+            self.form = UploadForm(self.request.headers.get("Content-Type", ""), self.staged)
+        except FormError as exc:
+            self.rejection = (400, str(exc))
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.rejection is not None or self.form is None:
+            return
+        try:
+            self.form.feed(chunk)
+        except FormError as exc:
+            self.rejection = (400, str(exc))
+
+    async def post(self) -> None:
+        try:
+            await self._post()
+        finally:
+            if self.staged is not None and self.staged.exists() and not self._handed_over:
+                self.staged.unlink()
+
+    _handed_over = False
+
+    async def _post(self) -> None:
+        if self.form is not None and self.rejection is None:
+            try:
+                self.form.close()
+            except FormError as exc:
+                self.rejection = (400, str(exc))
+        if self.rejection is not None:
+            status, message = self.rejection
+            return self.write_json({"error": message}, status=status)
+        assert self.principal is not None and self.form is not None and self.staged is not None
+        form = self.form
+        if form.file_field is None:
+            return self.write_json(
+                {"error": "Must be multipart form data with at least one file"}, status=400
+            )
+        name = form.file_field
+        if not name.lower().endswith(".zip"):
+            extension = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+            return self.write_json(
+                {"error": f'Unrecognized archive file extension "{extension}"'}, status=400
+            )
+        principal = self.principal
+        # A token that may only upload try symbols always uploads into try storage (§0.1).
+        if not principal.has("upload.upload_symbols"):
+            try_symbols = True
+        else:
+            try_symbols = bool(form.fields.get("try", ""))
+        rt = self.runtime
+        try:
+            zf, members = await asyncio.to_thread(process.inspect_file, rt, self.staged)
+            zf.close()
+        except archive.ArchiveError as exc:
+            return self.write_json({"error": str(exc)}, status=400)
+        destination = rt.storage.upload_destination(principal.user.email, try_symbols)
+        upload_id = await rt.db.fetchval(
+            """INSERT INTO uploads (user_id, filename, bucket_name, bucket_region,
+                                    bucket_endpoint_url, size, content_hash, try_symbols,
+                                    staging_ref, destination_url)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            principal.user.id,
+            name[:100],
+            destination.bucket,
+            destination.region,
+            destination.endpoint_url,
+            form.file_size,
+            archive.content_hash(members),
+            try_symbols,
+            str(self.staged),
+            destination.url,
+        )
+        self._handed_over = True
+        import symbolon.tasks.actors as actors
+
+        await enqueue(actors.process_upload, upload_id)
+        metrics.incr("upload_archive")
+        if "respond-async" in self.request.headers.get("Prefer", ""):
+            return self._accepted(upload_id)
+        await self._wait_and_answer(upload_id)
+
+    async def _wait_and_answer(self, upload_id: int) -> None:
+        rt = self.runtime
+        deadline = time.monotonic() + rt.settings.upload_wait_seconds
+        while True:
+            row = await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+            if row["completed_at"] is not None:
+                body = {"upload": upload_json(row, self.principal.user.email)}  # type: ignore[union-attr]
+                return self.write_json(body, status=201)
+            if row["failed_at"] is not None:
+                return self.write_json({"error": row["error"]}, status=400)
+            if time.monotonic() > deadline:
+                return self._accepted(upload_id)
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _accepted(self, upload_id: int) -> None:
+        location = f"/api/uploads/upload/{upload_id}"
+        self.set_header("Location", location)
+        self.set_header("Preference-Applied", "respond-async")
+        self.write_json({"upload": {"id": upload_id}, "status_url": location}, status=202)
+
+    def allowed_methods(self) -> list[str]:
+        return ["POST"]
+
+
+ROUTES = [(r"/upload/", UploadHandler)]

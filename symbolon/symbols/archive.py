@@ -1,0 +1,299 @@
+"""Validating an uploaded symbol archive and preparing its members for storage.
+
+Spec/symbols.md §5.2 (validation and its messages), §5.6 (compression, metadata, ``.sym``
+headers) and §5.7 (``content_hash``). Archives come from anyone holding an upload token, so on
+top of Tecken's rules this refuses what could hurt us: path tricks, encrypted or exotic members,
+and zip bombs (declared sizes are checked up front, and never trusted while inflating).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import posixpath
+import re
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from symbolon.symbols.keys import has_invalid_characters
+
+BAD_ZIP = "File is not a zip file"  # the zip library's message, which clients have seen for years
+UNRECOGNIZED = (
+    "Unrecognized file pattern. Should only be <module>/<hex>/<file> or <name>-symbols.txt "
+    "and nothing else. (First unrecognized pattern was {})"
+)
+HEX = re.compile(r"[0-9A-Fa-f]+")
+RATIO_FLOOR = 1 << 20  # small members can't hurt, whatever their ratio
+HEAD_SIZE = 64 << 10  # .sym headers are a few hundred bytes; this is plenty
+MAX_HEADER_FIELD = 1024  # longer values are garbage, and would not fit a database index
+# bzip2 and LZMA are inflated by zipfile without an output bound (one small read can expand
+# to gigabytes), and symbol upload tools only ever write stored or deflated members.
+SUPPORTED_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+# What a broken or hostile member raises while being inflated (bad CRC, bad deflate data…).
+READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+
+
+class ArchiveError(ValueError):
+    """A 400 for the uploader; str(exc) is the exact message the client gets."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_members: int = 100_000  # regular-file members
+    max_total_size: int = 20 * 1024**3  # sum of declared uncompressed sizes, bytes
+    max_ratio: float = 200.0  # declared uncompressed / compressed size, per member > 1 MiB
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # path exactly as in the zip
+    key: str  # the key to store under: the debug id directory upper-cased (§0 decision 4)
+    size: int  # declared uncompressed size
+    ignored: bool  # a -symbols.txt or a .DS_Store: not stored, reported in ignored_keys
+
+
+@dataclass(frozen=True)
+class SymHeader:
+    debug_filename: str | None = None
+    debug_id: str | None = None
+    code_file: str | None = None
+    code_id: str | None = None
+    generator: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    path: Path  # temp file holding the bytes to PUT; the caller deletes it
+    size: int  # bytes in path
+    compressed: bool
+    original_size: int
+    original_md5: str  # hex md5 of the uncompressed bytes
+    header: SymHeader | None  # parsed for .sym members, else None
+
+
+def open_archive(path: str | os.PathLike[str]) -> zipfile.ZipFile:
+    """Open an uploaded archive; anything the zip library can't read is the client's fault."""
+    try:
+        return zipfile.ZipFile(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # our own staging went wrong: a 500, not a 400
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error) as exc:
+        raise ArchiveError(BAD_ZIP) from exc  # a truncated or hand-made file can raise any of these
+
+
+def inspect(
+    zf: zipfile.ZipFile,
+    disallowed_snippets: Sequence[str] = ("qcom/proprietary",),
+    limits: Limits = Limits(),
+) -> list[Member]:
+    """The regular-file members of an archive, or ArchiveError for the first rule broken.
+
+    Safety checks run over all entries first (names, encryption, method, duplicates, limits),
+    then Tecken's per-member rules (snippets, invalid characters, accepted shapes).
+    """
+    sizes: dict[str, int] = {}
+    entries = total = 0
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        entries += 1
+        if entries > limits.max_members:
+            raise ArchiveError(
+                f"Archive contains more than {limits.max_members} files; "
+                "split it into several uploads"
+            )
+        name = info.filename
+        _check_entry(info, limits)
+        if name in sizes:
+            if info.file_size != sizes[name]:
+                raise ArchiveError(
+                    f"The zipfile buffer contains two files both called {name} and they have "
+                    f"difference sizes ({info.file_size} != {sizes[name]})"
+                )
+            continue
+        sizes[name] = info.file_size
+        total += info.file_size  # only distinct members are inflated: duplicates count once
+        if total > limits.max_total_size:
+            raise ArchiveError(
+                f"Archive contents are too large: more than {limits.max_total_size} bytes "
+                "uncompressed; split it into several uploads"
+            )
+    if not sizes:
+        raise ArchiveError("Archive contains no files")
+
+    members: list[Member] = []
+    keys: dict[str, str] = {}
+    for name, size in sizes.items():
+        member = _member(name, size, disallowed_snippets)
+        other = keys.setdefault(member.key, name)
+        if other != name:  # e.g. xul.pdb/abc/… and xul.pdb/ABC/…: one would overwrite the other
+            raise ArchiveError(
+                f"Archive members '{other}' and '{name}' would both be stored as '{member.key}'"
+            )
+        members.append(member)
+    return members
+
+
+def _check_entry(info: zipfile.ZipInfo, limits: Limits) -> None:
+    """Rules Tecken lacks: names that are tricks, members we can't or won't inflate."""
+    name = info.filename
+    if "\x00" in info.orig_filename:  # zipfile silently cuts the name at the NUL
+        shown = info.orig_filename.replace("\x00", "\\x00")
+        raise ArchiveError(f"Archive member name '{shown}' contains a NUL character")
+    if "\\" in name:
+        raise ArchiveError(f"Archive member '{name}' contains a backslash; use '/' in paths")
+    if name.startswith("/"):
+        raise ArchiveError(f"Archive member '{name}' is an absolute path; use relative paths")
+    if ".." in name.split("/"):
+        raise ArchiveError(f"Archive member '{name}' contains a '..' path segment")
+    if info.flag_bits & 0x1:
+        raise ArchiveError(f"Archive member '{name}' is encrypted; upload an unencrypted zip")
+    if info.compress_type not in SUPPORTED_METHODS:
+        raise ArchiveError(
+            f"Archive member '{name}' uses compression method {info.compress_type}; "
+            "only stored and deflated members are accepted"
+        )
+    if info.file_size > RATIO_FLOOR:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.max_ratio:
+            raise ArchiveError(
+                f"Archive member '{name}' inflates {ratio:.0f} times (the limit is "
+                f"{limits.max_ratio:g}); it looks like a zip bomb"
+            )
+
+
+def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
+    """Tecken's rules (§5.2 #5-#7) and the storage key."""
+    for snippet in disallowed_snippets:
+        if snippet in name:
+            raise ArchiveError(
+                f"Content of archive file contains the snippet '{snippet}' which is not allowed"
+            )
+    parts = name.split("/")
+    # §5.6: these are listed in ignored_keys; -symbols.txt wherever it is, as Tecken does.
+    ignored = parts[-1] == ".DS_Store" or name.lower().endswith("-symbols.txt")
+    if parts[-1] == ".DS_Store":
+        return Member(name, name, size, ignored)
+    if len(parts) == 3:
+        if has_invalid_characters(parts[0], parts[2]):
+            raise ArchiveError(f"Invalid character in filename '{name}'")
+        if not HEX.fullmatch(parts[1]):  # fullmatch: "ABC\n" must not pass, as it did with $
+            raise ArchiveError(UNRECOGNIZED.format(name))
+        key = name if ignored else f"{parts[0]}/{parts[1].upper()}/{parts[2]}"
+        return Member(name, key, size, ignored)
+    if len(parts) == 1 and ignored:
+        return Member(name, name, size, ignored)
+    raise ArchiveError(UNRECOGNIZED.format(name))
+
+
+def content_hash(members: Sequence[Member]) -> str:
+    """§5.7: finds re-uploads of the same archive; covers every member, ignored ones too."""
+    listing = "\n".join(f"{m.name}:{m.size}" for m in sorted(members, key=lambda m: m.name))
+    return hashlib.md5(listing.encode("utf-8")).hexdigest()[:30]
+
+
+def parse_sym_header(head: bytes) -> SymHeader:
+    """The MODULE and INFO lines at the top of a Breakpad .sym file (§5.6, last paragraph).
+
+    Stops at the first other line. Anything malformed yields an empty header: the file is
+    still stored, only the code-file lookup (§4.9) won't find it.
+    """
+    fields: dict[str, str | None] = {}
+    try:
+        for raw in head.split(b"\n"):
+            line = raw.decode("utf-8").strip()
+            if line.startswith("MODULE "):
+                # The debug file is the rest of the line: Windows names may contain spaces.
+                _, _os, _arch, debug_id, debug_filename = line.split(maxsplit=4)
+                fields.update(debug_filename=debug_filename, debug_id=debug_id.upper())
+            elif line.startswith("INFO CODE_ID "):
+                parts = line.split(maxsplit=3)
+                code_file = parts[3] if len(parts) == 4 else None  # only Windows has one
+                fields.update(code_id=parts[2].upper(), code_file=code_file)
+            elif line.startswith("INFO GENERATOR "):
+                fields["generator"] = line.split(maxsplit=2)[2]
+            elif not line.startswith("INFO "):
+                break
+    except (UnicodeDecodeError, ValueError, IndexError):
+        return SymHeader()
+    if any(v is not None and (len(v) > MAX_HEADER_FIELD or "\x00" in v) for v in fields.values()):
+        return SymHeader()  # a database can't store a NUL; huge values are not real names
+    return SymHeader(**fields)
+
+
+def prepare(
+    zf: zipfile.ZipFile,
+    member: Member,
+    compress_extensions: Collection[str] = ("sym",),
+    tmpdir: str | os.PathLike[str] | None = None,
+    chunk_size: int = 1 << 20,
+) -> Prepared:
+    """Inflate one member into a temp file, gzipped when its extension says so (§5.6).
+
+    Streams chunk_size bytes at a time; safe to call from several threads on one ZipFile.
+    """
+    extension = posixpath.splitext(member.name)[1].lower()[1:]
+    compressed = extension in compress_extensions
+    md5 = hashlib.md5()
+    head = bytearray()
+    original_size = 0
+    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past this function on success
+        dir=tmpdir, prefix="symbolon-", suffix=".gz" if compressed else "", delete=False
+    )
+    try:
+        with tmp:
+            # filename="" and mtime=0: the same input always gives the same bytes.
+            gz = None
+            if compressed:
+                gz = gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=tmp, mtime=0)
+            out = gz if gz is not None else tmp
+            for chunk in _inflate(zf, member, chunk_size):
+                md5.update(chunk)
+                original_size += len(chunk)
+                if len(head) < HEAD_SIZE:
+                    head += chunk[: HEAD_SIZE - len(head)]
+                out.write(chunk)
+            if gz is not None:
+                gz.close()  # writes the trailer; leaves tmp open
+            size = tmp.tell()
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+    header = None
+    if extension == "sym":
+        if original_size > HEAD_SIZE:  # don't parse a line cut in half
+            head = head[: head.rfind(b"\n") + 1]
+        header = parse_sym_header(bytes(head))
+    return Prepared(Path(tmp.name), size, compressed, original_size, md5.hexdigest(), header)
+
+
+def _inflate(zf: zipfile.ZipFile, member: Member, chunk_size: int) -> Iterator[bytes]:
+    """The member's bytes, never more than its declared size (zipfile trusts that header)."""
+    left = member.size
+    try:
+        with zf.open(member.name) as src:
+            while True:
+                # One byte past the declared end is enough to catch a lie.
+                chunk = src.read(min(chunk_size, left + 1))
+                if not chunk:
+                    break
+                if len(chunk) > left:
+                    raise ArchiveError(
+                        f"Archive member '{member.name}' is larger than its declared size "
+                        f"({member.size} bytes); it looks like a zip bomb"
+                    )
+                left -= len(chunk)
+                yield chunk
+    except READ_ERRORS as exc:
+        raise ArchiveError(f"Archive member '{member.name}' is corrupt: {exc}") from exc
+    if left:
+        raise ArchiveError(
+            f"Archive member '{member.name}' is shorter than its declared size "
+            f"({member.size} bytes); the archive is corrupt"
+        )

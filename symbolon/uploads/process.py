@@ -1,0 +1,187 @@
+"""Processing a received symbol archive: validate, store each member, record it (spec §5.2-5.7).
+
+Runs in a task actor. Every step can be repeated: a retry after a crash skips what is already
+recorded and finishes the rest, without duplicate rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from symbolon.metrics import metrics
+from symbolon.server.runtime import Runtime
+from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
+from symbolon.storage.sources import SymbolSource
+from symbolon.symbols import archive
+
+logger = logging.getLogger(__name__)
+
+
+def limits(rt: Runtime) -> archive.Limits:
+    s = rt.settings
+    return archive.Limits(
+        max_members=s.upload_max_members,
+        max_total_size=s.upload_max_uncompressed_size,
+        max_ratio=s.upload_max_compression_ratio,
+    )
+
+
+def inspect_file(rt: Runtime, path: Path) -> tuple[zipfile.ZipFile, list[archive.Member]]:
+    """Open and validate; raises ArchiveError with the client's message."""
+    zf = archive.open_archive(path)
+    try:
+        return zf, archive.inspect(zf, rt.settings.disallowed_symbols_snippets, limits(rt))
+    except BaseException:
+        zf.close()
+        raise
+
+
+async def process_upload(rt: Runtime, upload_id: int) -> None:
+    upload = await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+    if upload is None or upload["completed_at"] or upload["failed_at"]:
+        return  # already done (a duplicate delivery) or gone
+    staged = Path(upload["staging_ref"])
+    destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
+    try:
+        zf, members = await asyncio.to_thread(inspect_file, rt, staged)
+    except archive.ArchiveError as exc:
+        await fail(rt, upload_id, str(exc))
+        return
+    try:
+        rows = await rt.db.fetch("SELECT key FROM file_uploads WHERE upload_id = $1", upload_id)
+        done = {r["key"] for r in rows}
+        gate = asyncio.Semaphore(rt.settings.upload_file_upload_max_workers)
+
+        async def one(member: archive.Member) -> str | None:
+            async with gate:
+                return await store_member(rt, upload_id, zf, member, destination, done)
+
+        stored = [m for m in members if not m.ignored]
+        with metrics.timer("upload_file_upload"):
+            results = await asyncio.gather(*(one(m) for m in stored))
+    except archive.ArchiveError as exc:  # found while inflating: a lying or corrupt member
+        await fail(rt, upload_id, str(exc))
+        return
+    finally:
+        zf.close()
+    skipped = [key for key in results if key is not None]
+    ignored = [m.name for m in members if m.ignored]
+    await rt.db.execute(
+        """UPDATE uploads SET skipped_keys = $2, ignored_keys = $3, completed_at = now(),
+                              staging_ref = NULL
+           WHERE id = $1""",
+        upload_id,
+        skipped or None,
+        ignored or None,
+    )
+    tags = [f"try:{upload['try_symbols']}", f"bucket:{destination.bucket}"]
+    metrics.incr("upload_uploads", tags=tags)
+    await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+
+async def fail(rt: Runtime, upload_id: int, message: str) -> None:
+    staged = await rt.db.fetchval("SELECT staging_ref FROM uploads WHERE id = $1", upload_id)
+    await rt.db.execute(
+        "UPDATE uploads SET error = $2, failed_at = now(), staging_ref = NULL WHERE id = $1",
+        upload_id,
+        message,
+    )
+    if staged:
+        await asyncio.to_thread(Path(staged).unlink, missing_ok=True)
+
+
+async def store_member(
+    rt: Runtime,
+    upload_id: int,
+    zf: zipfile.ZipFile,
+    member: archive.Member,
+    destination: SymbolSource,
+    done: set[str],
+) -> str | None:
+    """Store one member unless an identical object is there; returns its key when skipped."""
+    object_key = destination.object_key(member.key)
+    if object_key in done:
+        return None  # stored by an earlier attempt of this upload
+    settings = rt.settings
+    prepared = await asyncio.to_thread(
+        archive.prepare, zf, member, settings.compress_extensions, settings.staging_dir
+    )
+    try:
+        client = await rt.s3.client(destination, "put")
+        existing = await head(client, destination.bucket, object_key)
+        if existing is not None and identical(existing, prepared):
+            metrics.incr("upload_file_upload_skip")
+            return object_key
+        extra: dict[str, Any] = {}
+        if prepared.compressed:
+            extra["ContentEncoding"] = "gzip"
+            extra["Metadata"] = {
+                "original_size": str(prepared.original_size),
+                "original_md5_hash": prepared.original_md5,
+            }
+        extension = member.key.rsplit(".", 1)[-1].lower() if "." in member.key else ""
+        if extension in settings.mime_overrides:
+            extra["ContentType"] = settings.mime_overrides[extension]
+        # A local temp file, read in chunks by the client as it sends: bounded memory.
+        with metrics.timer("upload_put_object"), open(prepared.path, "rb") as body:  # noqa: ASYNC230
+            await client.put_object(
+                Bucket=destination.bucket,
+                Key=object_key,
+                Body=body,
+                ContentLength=prepared.size,
+                **extra,
+            )
+        header = prepared.header
+        await rt.db.execute(
+            """INSERT INTO file_uploads
+                 (upload_id, bucket_name, key, update, compressed, size, completed_at,
+                  debug_filename, debug_id, code_file, code_id, generator)
+               VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11)
+               ON CONFLICT (upload_id, key) WHERE upload_id IS NOT NULL DO NOTHING""",
+            upload_id,
+            destination.bucket,
+            object_key,
+            existing is not None,
+            prepared.compressed,
+            prepared.size,
+            header.debug_filename if header else None,
+            header.debug_id if header else None,
+            header.code_file if header else None,
+            header.code_id if header else None,
+            header.generator if header else None,
+        )
+        metrics.incr("upload_file_upload_upload")
+        await rt.lookup.invalidate([member.key])
+        return None
+    finally:
+        await asyncio.to_thread(os.unlink, prepared.path)
+
+
+async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return await client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
+            return None
+        raise
+
+
+def identical(existing: dict[str, Any], prepared: archive.Prepared) -> bool:
+    """The skip rules of spec §5.6 step 3."""
+    metadata = existing.get("Metadata") or {}
+    size = existing.get("ContentLength")
+    if not prepared.compressed:
+        return size == prepared.size
+    if metadata:
+        return (
+            metadata.get("original_size") == str(prepared.original_size)
+            and metadata.get("original_md5_hash") == prepared.original_md5
+        )
+    return size == prepared.size  # objects stored before metadata was kept
