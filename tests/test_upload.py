@@ -449,3 +449,81 @@ async def test_a_retried_actor_finishes_without_duplicates(runtime, monkeypatch)
     assert upload["completed_at"] is not None
     assert upload["skipped_keys"] is None  # stored by the first attempt, not skipped
     assert not staged.exists()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_upload_status_endpoint(http_client, base_url, runtime, worker):
+    token, email = await token_for(runtime, UPLOAD, superuser=False)
+    ident = debug_id()
+    body, content_type = multipart({"s.zip": make_zip({f"s.pdb/{ident}/s.sym": b"MODULE"})})
+    upload_id = json.loads((await post(http_client, base_url, body, content_type, token)).body)[
+        "upload"
+    ]["id"]
+    path = f"/api/uploads/upload/{upload_id}"
+    response = await http_client.fetch(
+        base_url + path, headers={"Auth-Token": token}, raise_error=False
+    )
+    assert response.code == 200
+    upload = json.loads(response.body)["upload"]
+    assert upload["status"] == "completed" and upload["error"] is None
+    assert upload["user"]["email"] == email
+    assert [f["key"] for f in upload["file_uploads"]] == [f"v1/s.pdb/{ident.upper()}/s.sym"]
+    assert upload["related"] == []
+
+    again = json.loads((await post(http_client, base_url, body, content_type, token)).body)[
+        "upload"
+    ]["id"]
+    response = await http_client.fetch(
+        base_url + path, headers={"Auth-Token": token}, raise_error=False
+    )
+    assert [r["id"] for r in json.loads(response.body)["upload"]["related"]] == [again]
+
+    stranger, _ = await token_for(runtime, UPLOAD, superuser=False)
+    denied = await http_client.fetch(
+        base_url + path, headers={"Auth-Token": stranger}, raise_error=False
+    )
+    assert denied.code == 403
+    assert json.loads(denied.body) == {"error": "Insufficient access to view this upload"}
+    auditor, _ = await token_for(runtime, ["upload.view_all_uploads"])
+    seen = await http_client.fetch(
+        base_url + path, headers={"Auth-Token": auditor}, raise_error=False
+    )
+    assert seen.code == 200
+    missing = await http_client.fetch(
+        base_url + "/api/uploads/upload/999999999", headers={"Auth-Token": token}, raise_error=False
+    )
+    assert missing.code == 404
+    anonymous = await http_client.fetch(base_url + path, raise_error=False)
+    assert anonymous.code == 403
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_storage_failures_are_retried_then_reported_as_500(runtime, monkeypatch):
+    staged = runtime.settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+    staged.write_bytes(make_zip({f"f.pdb/{debug_id()}/f.sym": b"MODULE"}))
+    user_id = await runtime.db.fetchval(
+        "INSERT INTO users (email) VALUES ($1) RETURNING id", unique_email()
+    )
+    upload_id = await runtime.db.fetchval(
+        """INSERT INTO uploads (user_id, filename, bucket_name, staging_ref, destination_url)
+           VALUES ($1, 'f.zip', 'symbols', $2, $3) RETURNING id""",
+        user_id,
+        str(staged),
+        runtime.storage.upload_default.url,
+    )
+
+    async def broken(*args):
+        raise ConnectionError("S3 is down")
+
+    monkeypatch.setattr(process, "store_member", broken)
+    for _ in range(process.MAX_ATTEMPTS - 1):
+        with pytest.raises(ConnectionError):
+            await process.process_upload(runtime, upload_id)
+    await process.process_upload(runtime, upload_id)  # the last attempt records the failure
+    row = await runtime.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+    assert row["error_status"] == 500
+    assert row["error"] == "Storing the symbols failed: S3 is down"
+    assert row["completed_at"] is None and row["failed_at"] is not None
+    assert not staged.exists()
+    await process.process_upload(runtime, upload_id)  # later deliveries do nothing
+    assert (await runtime.db.fetchval("SELECT attempts FROM uploads WHERE id = $1", upload_id)) == 5

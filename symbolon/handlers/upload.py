@@ -169,7 +169,7 @@ class UploadHandler(BaseHandler):
                 body = {"upload": upload_json(row, self.principal.user.email)}  # type: ignore[union-attr]
                 return self.write_json(body, status=201)
             if row["failed_at"] is not None:
-                return self.write_json({"error": row["error"]}, status=400)
+                return self.write_json({"error": row["error"]}, status=row["error_status"] or 400)
             if time.monotonic() > deadline:
                 return self._accepted(upload_id)
             await asyncio.sleep(POLL_SECONDS)

@@ -14,7 +14,8 @@ def ping(token: str) -> None:
     broker.client.set(f"symbolon:ping:{token}", "pong", ex=PING_TTL_SECONDS)  # type: ignore[attr-defined]
 
 
-@dramatiq.actor(max_retries=5, min_backoff=1_000, max_backoff=60_000, time_limit=6 * 3_600_000)
+# process_upload gives up by itself after MAX_ATTEMPTS (recording why); retries beyond are no-ops.
+@dramatiq.actor(max_retries=6, min_backoff=1_000, max_backoff=60_000, time_limit=6 * 3_600_000)
 async def process_upload(upload_id: int) -> None:
     """Store the members of a received archive; safe to run again after a crash."""
     from symbolon.tasks.runtime import worker_runtime

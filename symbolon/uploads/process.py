@@ -43,10 +43,29 @@ def inspect_file(rt: Runtime, path: Path) -> tuple[zipfile.ZipFile, list[archive
         raise
 
 
+MAX_ATTEMPTS = 5
+
+
 async def process_upload(rt: Runtime, upload_id: int) -> None:
-    upload = await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
-    if upload is None or upload["completed_at"] or upload["failed_at"]:
+    """Process, or on the last of MAX_ATTEMPTS failures mark the upload failed (a 500)."""
+    upload = await rt.db.fetchrow(
+        """UPDATE uploads SET attempts = attempts + 1
+           WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL RETURNING *""",
+        upload_id,
+    )
+    if upload is None:
         return  # already done (a duplicate delivery) or gone
+    try:
+        await _process(rt, upload)
+    except Exception as exc:
+        if upload["attempts"] < MAX_ATTEMPTS:
+            raise  # the task queue tries again later
+        logger.exception("upload %d failed %d times; giving up", upload_id, MAX_ATTEMPTS)
+        await fail(rt, upload_id, f"Storing the symbols failed: {exc}", status=500)
+
+
+async def _process(rt: Runtime, upload: Any) -> None:
+    upload_id = upload["id"]
     staged = Path(upload["staging_ref"])
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     try:
@@ -86,12 +105,14 @@ async def process_upload(rt: Runtime, upload_id: int) -> None:
     await asyncio.to_thread(staged.unlink, missing_ok=True)
 
 
-async def fail(rt: Runtime, upload_id: int, message: str) -> None:
+async def fail(rt: Runtime, upload_id: int, message: str, status: int = 400) -> None:
     staged = await rt.db.fetchval("SELECT staging_ref FROM uploads WHERE id = $1", upload_id)
     await rt.db.execute(
-        "UPDATE uploads SET error = $2, failed_at = now(), staging_ref = NULL WHERE id = $1",
+        """UPDATE uploads SET error = $2, error_status = $3, failed_at = now(), staging_ref = NULL
+           WHERE id = $1""",
         upload_id,
         message,
+        status,
     )
     if staged:
         await asyncio.to_thread(Path(staged).unlink, missing_ok=True)
