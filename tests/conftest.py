@@ -115,5 +115,18 @@ def s3_endpoint(settings: Settings) -> str:
     return settings.symbol_urls[0].rsplit("/", 1)[0]
 
 
+def s3_client(endpoint: str) -> Any:
+    """A plain boto3 client for the embedded S3 server, to arrange and inspect objects."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -8,12 +8,11 @@ import time
 import urllib.parse
 import uuid
 
-import boto3
 import pytest
 import tornado.httpclient
 
 from symbolon.server.runtime import Runtime
-from tests.conftest import s3_endpoint
+from tests.conftest import s3_client, s3_endpoint
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"
 
@@ -26,13 +25,7 @@ def new_id() -> str:
 def buckets(live_settings):
     """Three sources: public, private (also the upload default, so try lives there), private."""
     endpoint = s3_endpoint(live_settings)
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-    )
+    client = s3_client(endpoint)
     for name in ("dl-public", "dl-private", "dl-third"):
         client.create_bucket(Bucket=name)
     # What makes a bucket public: anyone may read its objects, without credentials.

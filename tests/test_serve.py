@@ -10,9 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
-
 from tests.cli import env_for, symbolon
+from tests.conftest import s3_client
 
 
 def free_port() -> int:
@@ -79,13 +78,7 @@ def embedded_pids(data_dir: Path) -> list[int]:
 
 def embedded_s3(data_dir: Path):
     port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-    )
+    return s3_client(f"http://127.0.0.1:{port}")
 
 
 def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_path):

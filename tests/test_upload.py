@@ -14,14 +14,13 @@ import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.users import get_or_create_user
 from symbolon.tasks import broker as tasks
 from symbolon.uploads import process
-from tests.conftest import s3_endpoint, unique_email
+from tests.conftest import s3_client, s3_endpoint, unique_email
 from tests.test_download import get
 
 PARTNER_BUCKET = "partner-symbols"
@@ -63,14 +62,7 @@ def multipart(files: dict[str, bytes], fields: dict[str, str] | None = None) -> 
 @pytest.fixture(scope="module")
 def upload_settings(live_settings):
     endpoint = s3_endpoint(live_settings)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-    )
-    s3.create_bucket(Bucket=PARTNER_BUCKET)
+    s3_client(endpoint).create_bucket(Bucket=PARTNER_BUCKET)
     return live_settings.replace(
         upload_url_exceptions={"*@partner.example": f"{endpoint}/{PARTNER_BUCKET}"},
         upload_wait_seconds=30.0,
@@ -94,13 +86,7 @@ def worker(upload_settings):
 
 @pytest.fixture(scope="module")
 def s3(upload_settings):
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint(upload_settings),
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-    )
+    return s3_client(s3_endpoint(upload_settings))
 
 
 async def token_for(runtime, permissions, email=None, expires_days=30, superuser=True):
