@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,13 @@ class Settings:
     disallowed_symbols_snippets: tuple[str, ...] = ("qcom/proprietary",)
     compress_extensions: tuple[str, ...] = ("sym",)
     mime_overrides: Mapping[str, str] = field(default_factory=lambda: {"sym": "text/plain"})
+    allow_upload_by_download_domains: tuple[str, ...] = (
+        "queue.taskcluster.net",
+        "firefox-ci-tc.services.mozilla.com",
+        "stage.taskcluster.nonprod.cloudops.mozgcp.net",
+    )
+    allow_upload_by_any_domain: bool = False
+    upload_by_download_allowed_networks: tuple[str, ...] = ()
 
     # Accounts.
     tokens_default_expiration_days: int = 365
@@ -230,6 +238,13 @@ def _parse_list(value: str) -> tuple[str, ...]:
     return items
 
 
+def _parse_networks(value: str) -> tuple[str, ...]:
+    networks = _parse_list(value)
+    for network in networks:
+        ipaddress.ip_network(network)  # raises ValueError for a bad one
+    return networks
+
+
 def _parse_str_dict(value: str) -> dict[str, str]:
     parsed = ast.literal_eval(value)
     if not isinstance(parsed, dict) or not all(
@@ -327,6 +342,16 @@ def load_settings(
             "COMPRESS_EXTENSIONS", ("sym",), _parse_list, "comma-separated extensions such as sym"
         ),
         mime_overrides=r.literal_dict("MIME_OVERRIDES") or {"sym": "text/plain"},
+        allow_upload_by_download_domains=r.get(
+            "ALLOW_UPLOAD_BY_DOWNLOAD_DOMAINS",
+            Settings.allow_upload_by_download_domains,
+            _parse_list,
+            "comma-separated host names",
+        ),
+        allow_upload_by_any_domain=r.boolean("ALLOW_UPLOAD_BY_ANY_DOMAIN", False),
+        upload_by_download_allowed_networks=r.get(
+            "UPLOAD_BY_DOWNLOAD_ALLOWED_NETWORKS", (), _parse_networks, "comma-separated CIDRs"
+        ),
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
         worker_threads=r.integer("WORKER_THREADS", 2),
         logging_level=r.choice(

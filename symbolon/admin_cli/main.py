@@ -196,5 +196,11 @@ def main() -> None:
     cli(prog_name="symbolon")
 
 
+# `symbolon upload`: the upload client (symbolon/admin_cli/upload.py).
+from symbolon.admin_cli.upload import upload_command  # noqa: E402
+
+cli.add_command(upload_command)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from symbolon.jsonutil import timestamp
 from symbolon.metrics import metrics
 from symbolon.symbols import archive
 from symbolon.tasks.broker import enqueue
-from symbolon.uploads import process
-from symbolon.uploads.multipart import FormError, UploadForm
+from symbolon.uploads import fetch, process
+from symbolon.uploads.multipart import MAX_FIELDS_BYTES, FormError, UploadForm
 
 UPLOAD_PERMISSIONS = ("upload.upload_symbols", "upload.upload_try_symbols")
 POLL_SECONDS = 0.1
@@ -47,6 +48,7 @@ def upload_json(row: Any, email: str) -> dict[str, Any]:
 class UploadHandler(BaseHandler):
     principal: Principal | None = None
     form: UploadForm | None = None
+    urlencoded: bytearray | None = None
     rejection: tuple[int, str] | None = None
     staged: Path | None = None
 
@@ -79,13 +81,24 @@ class UploadHandler(BaseHandler):
         self.request.connection.set_max_body_size(settings.upload_max_size)
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
         self.staged = settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            self.urlencoded = bytearray()  # upload by download: a few small fields
+            return
         try:
-            self.form = UploadForm(self.request.headers.get("Content-Type", ""), self.staged)
+            self.form = UploadForm(content_type, self.staged)
         except FormError as exc:
             self.rejection = (400, str(exc))
 
     def data_received(self, chunk: bytes) -> None:
-        if self.rejection is not None or self.form is None:
+        if self.rejection is not None:
+            return
+        if self.urlencoded is not None:
+            self.urlencoded += chunk
+            if len(self.urlencoded) > MAX_FIELDS_BYTES:
+                self.rejection = (400, "Form fields are too large")
+            return
+        if self.form is None:
             return
         try:
             self.form.feed(chunk)
@@ -110,13 +123,26 @@ class UploadHandler(BaseHandler):
         if self.rejection is not None:
             status, message = self.rejection
             return self.write_json({"error": message}, status=status)
-        assert self.principal is not None and self.form is not None and self.staged is not None
-        form = self.form
-        if form.file_field is None:
+        assert self.principal is not None and self.staged is not None
+        if self.urlencoded is not None:
+            parsed = urllib.parse.parse_qs(self.urlencoded.decode("utf-8", "replace"))
+            fields = {k: v[0] for k, v in parsed.items()}
+            file_field = None
+        else:
+            assert self.form is not None
+            fields, file_field = self.form.fields, self.form.file_field
+        url = fields.get("url", "").strip()
+        if file_field is None and not url:
             return self.write_json(
                 {"error": "Must be multipart form data with at least one file"}, status=400
             )
-        name = form.file_field
+        rt = self.runtime
+        if file_field is None:
+            try:
+                fetch.FetchPolicy.from_settings(rt.settings).check_url(url)
+            except fetch.FetchError as exc:
+                return self.write_json({"error": exc.message}, status=exc.status)
+        name = file_field if file_field is not None else fetch.archive_name(url)
         if not name.lower().endswith(".zip"):
             extension = "." + name.rsplit(".", 1)[-1] if "." in name else ""
             return self.write_json(
@@ -127,29 +153,32 @@ class UploadHandler(BaseHandler):
         if not principal.has("upload.upload_symbols"):
             try_symbols = True
         else:
-            try_symbols = bool(form.fields.get("try", ""))
-        rt = self.runtime
-        try:
-            zf, members = await asyncio.to_thread(process.inspect_file, rt, self.staged)
-            zf.close()
-        except archive.ArchiveError as exc:
-            return self.write_json({"error": str(exc)}, status=400)
+            try_symbols = bool(fields.get("try", ""))
+        content_hash = None
+        if file_field is not None:
+            try:
+                zf, members = await asyncio.to_thread(process.inspect_file, rt, self.staged)
+                zf.close()
+            except archive.ArchiveError as exc:
+                return self.write_json({"error": str(exc)}, status=400)
+            content_hash = archive.content_hash(members)
         destination = rt.storage.upload_destination(principal.user.email, try_symbols)
         upload_id = await rt.db.fetchval(
             """INSERT INTO uploads (user_id, filename, bucket_name, bucket_region,
                                     bucket_endpoint_url, size, content_hash, try_symbols,
-                                    staging_ref, destination_url)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                                    staging_ref, destination_url, download_url)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
             principal.user.id,
             name[:100],
             destination.bucket,
             destination.region,
             destination.endpoint_url,
-            form.file_size,
-            archive.content_hash(members),
+            self.form.file_size if file_field is not None and self.form else 0,
+            content_hash,
             try_symbols,
-            str(self.staged),
+            str(self.staged) if file_field is not None else None,
             destination.url,
+            None if file_field is not None else url,
         )
         self._handed_over = True
         import symbolon.tasks.actors as actors

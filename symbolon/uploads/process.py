@@ -20,6 +20,7 @@ from symbolon.server.runtime import Runtime
 from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import archive
+from symbolon.uploads import fetch
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,24 @@ async def process_upload(rt: Runtime, upload_id: int) -> None:
 
 async def _process(rt: Runtime, upload: Any) -> None:
     upload_id = upload["id"]
-    staged = Path(upload["staging_ref"])
+    if upload["staging_ref"] is None and upload["download_url"]:
+        staged = await _download(rt, upload)
+        if staged is None:
+            return
+    else:
+        staged = Path(upload["staging_ref"])
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     try:
         zf, members = await asyncio.to_thread(inspect_file, rt, staged)
     except archive.ArchiveError as exc:
         await fail(rt, upload_id, str(exc))
         return
+    if upload["content_hash"] is None:  # an upload by URL: first seen now
+        await rt.db.execute(
+            "UPDATE uploads SET content_hash = $2 WHERE id = $1",
+            upload_id,
+            archive.content_hash(members),
+        )
     try:
         rows = await rt.db.fetch("SELECT key FROM file_uploads WHERE upload_id = $1", upload_id)
         done = {r["key"] for r in rows}
@@ -103,6 +115,31 @@ async def _process(rt: Runtime, upload: Any) -> None:
     tags = [f"try:{upload['try_symbols']}", f"bucket:{destination.bucket}"]
     metrics.incr("upload_uploads", tags=tags)
     await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+
+async def _download(rt: Runtime, upload: Any) -> Path | None:
+    """Fetch an upload-by-URL archive into staging; None when that failed (and was recorded)."""
+    settings = rt.settings
+    settings.staging_dir.mkdir(parents=True, exist_ok=True)
+    staged = settings.staging_dir / f"upload-{upload['id']}-download.zip"
+    policy = fetch.FetchPolicy.from_settings(settings)
+    try:
+        with metrics.timer("upload_download_by_url"):
+            got = await fetch.fetch_to_file(
+                upload["download_url"], staged, policy, settings.upload_max_size
+            )
+    except fetch.FetchError as exc:
+        await asyncio.to_thread(staged.unlink, missing_ok=True)
+        await fail(rt, upload["id"], exc.message, status=exc.status)
+        return None
+    await rt.db.execute(
+        "UPDATE uploads SET size = $2, redirect_urls = $3, staging_ref = $4 WHERE id = $1",
+        upload["id"],
+        got.size,
+        got.redirect_urls or None,
+        str(staged),
+    )
+    return staged
 
 
 async def fail(rt: Runtime, upload_id: int, message: str, status: int = 400) -> None:

@@ -1,0 +1,174 @@
+"""Upload by download: fetch an archive from a URL, safely (spec/symbols.md §5.3).
+
+Every URL on the way, the first and each redirect, must be https on an allowed domain, and the
+addresses a host resolves to are checked when connecting: loopback, private, link-local and other
+special addresses are refused unless a network is explicitly allowed. So an uploader cannot make
+the server fetch from inside its own network (SSRF), neither directly nor through a redirect nor
+through a DNS answer that changes between check and use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from symbolon.conf import Settings
+
+MAX_REDIRECTS = 5
+CHUNK = 1 << 20
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FetchError(Exception):
+    """Answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allowed_domains: frozenset[str] | None  # None: any domain (local development)
+    require_https: bool = True
+    allow_private: bool = False
+    allowed_networks: tuple[Network, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchPolicy:
+        if settings.allow_upload_by_any_domain:
+            return cls(allowed_domains=None, require_https=False, allow_private=True)
+        return cls(
+            allowed_domains=frozenset(d.lower() for d in settings.allow_upload_by_download_domains),
+            allowed_networks=tuple(
+                ipaddress.ip_network(n) for n in settings.upload_by_download_allowed_networks
+            ),
+        )
+
+    def check_url(self, url: str) -> None:
+        """The scheme and domain rules, for the first URL and every redirect."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(400, "Enter a valid URL.")
+        if self.require_https and parts.scheme != "https":
+            raise FetchError(400, "Insecure URL")
+        host = parts.hostname.lower()
+        if self.allowed_domains is not None and host not in self.allowed_domains:
+            raise FetchError(400, f"Not an allowed domain ({host!r}) to download from.")
+        # An address in the URL itself is never resolved, so check it here; a name (ValueError
+        # from ip_address) is checked when it is resolved.
+        with suppress(ValueError):
+            self.check_address(host, host)
+
+    def check_address(self, host: str, address: str) -> None:
+        ip = ipaddress.ip_address(address)
+        if self.allow_private or any(ip in network for network in self.allowed_networks):
+            return
+        if not ip.is_global or ip.is_multicast:
+            raise FetchError(
+                400, f"Refusing to download from {host}: it resolves to a non-public address ({ip})"
+            )
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolves as usual, then refuses addresses the policy does not allow."""
+
+    def __init__(self, policy: FetchPolicy):
+        self.policy = policy
+        self.inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        for result in results:
+            self.policy.check_address(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass
+class Fetched:
+    size: int
+    redirect_urls: list[str]
+
+
+def session(policy: FetchPolicy, timeout: float = 300.0) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=CheckedResolver(policy), use_dns_cache=False),
+        timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=timeout),
+        headers={"User-Agent": "symbolon/1.0"},
+    )
+
+
+async def _follow(
+    http: aiohttp.ClientSession, policy: FetchPolicy, method: str, url: str, seen: list[str]
+) -> Any:
+    """Send ``method``, following redirects by hand so that each hop is checked."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        policy.check_url(current)
+        try:
+            response = await http.request(method, current, allow_redirects=False)
+        except FetchError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise FetchError(500, f"ConnectionError trying to open {url}") from exc
+        if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+            response.release()
+            current = urljoin(current, response.headers["Location"])
+            seen.append(current)
+            continue
+        return response
+    raise FetchError(400, f"Too many redirects trying to open {url}")
+
+
+async def fetch_to_file(url: str, path: Path, policy: FetchPolicy, max_size: int) -> Fetched:
+    """HEAD then GET ``url`` (both with checked redirects), streaming the body into ``path``."""
+    redirects: list[str] = []
+    async with session(policy) as http:
+        head = await _follow(http, policy, "HEAD", url, redirects)
+        head.release()
+        if head.status >= 500:
+            raise FetchError(500, f"{url} errored ({head.status})")
+        if head.status >= 400:
+            raise FetchError(400, f"{url} can't be found ({head.status})")
+        response = await _follow(http, policy, "GET", url, [])
+        try:
+            if response.status != 200:
+                raise FetchError(400, f"non-200 status code when retrieving {url}")
+            size = 0
+            with open(path, "wb") as out:  # noqa: ASYNC230 - local disk, chunk by chunk
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > max_size:
+                        raise FetchError(
+                            400, f"{url} is larger than the upload limit ({max_size} bytes)"
+                        )
+                    out.write(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise FetchError(500, f"ConnectionError trying to open {url}") from exc
+        finally:
+            response.release()
+    return Fetched(size=size, redirect_urls=redirects)
+
+
+def archive_name(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(v) for v in values)

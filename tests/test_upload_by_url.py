@@ -1,0 +1,205 @@
+"""Upload by download (spec/symbols.md §5.3), with every redirect hop and address checked."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import tornado.httpserver
+import tornado.web
+from tornado.testing import bind_unused_port
+
+from symbolon.tasks import broker as tasks
+from symbolon.uploads.fetch import FetchError, FetchPolicy, fetch_to_file
+from tests.test_download import get
+from tests.test_upload import UPLOAD, make_zip, post, token_for
+
+IDENT = uuid.uuid4().hex.upper() + "1"
+ARCHIVE = make_zip(
+    {f"u.pdb/{IDENT}/u.sym": b"MODULE windows x86_64 " + IDENT.encode() + b" u.pdb\n"}
+)
+
+
+class Files(tornado.web.RequestHandler):
+    """A build system's artifact server, misbehaving on request."""
+
+    def get(self, path: str) -> None:
+        self._answer(path, with_body=True)
+
+    def head(self, path: str) -> None:
+        self._answer(path, with_body=False)
+
+    def _answer(self, path: str, with_body: bool) -> None:
+        port = self.request.host.rsplit(":", 1)[-1]
+        if path == "good.zip":
+            self.set_header("Content-Type", "application/zip")
+            if with_body:
+                self.write(ARCHIVE)
+            else:
+                self.set_header("Content-Length", str(len(ARCHIVE)))
+        elif path == "hop/good.zip":
+            self.redirect("/files/good.zip")
+        elif path == "elsewhere/good.zip":
+            self.redirect(f"http://127.0.0.2:{port}/files/good.zip")
+        elif path.startswith("loop/"):
+            n = int(path.split("/")[1].split(".")[0])
+            self.redirect(f"/files/loop/{n + 1}.zip")
+        elif path == "broken.zip":
+            self.set_status(500)
+        else:
+            self.set_status(404)
+
+
+@pytest.fixture
+def artifacts(io_loop):
+    sock, port = bind_unused_port()
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/files/(.*)", Files)]))
+    server.add_sockets([sock])
+    yield f"http://localhost:{port}/files"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def url_settings(upload_settings_for_url):
+    return upload_settings_for_url
+
+
+@pytest.fixture(scope="module")
+def upload_settings_for_url(live_settings):
+    # Development mode: any scheme, any domain, private addresses allowed (tests are on loopback).
+    return live_settings.replace(allow_upload_by_any_domain=True, upload_wait_seconds=30.0)
+
+
+@pytest.fixture
+def settings(url_settings):
+    return url_settings
+
+
+@pytest.fixture(scope="module")
+def worker(url_settings):
+    broker = tasks.setup_broker(url_settings)
+    running = tasks.start_worker(broker, threads=2)
+    yield running
+    running.stop()
+    broker.close()
+
+
+def form(url: str, **extra: str) -> tuple[bytes, str]:
+    from urllib.parse import urlencode
+
+    return urlencode({"url": url, **extra}).encode(), "application/x-www-form-urlencoded"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_upload_by_url_follows_redirects_and_records_them(
+    http_client, base_url, runtime, worker, artifacts
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    url = f"{artifacts}/hop/good.zip"
+    response = await post(http_client, base_url, *form(url), token)
+    assert response.code == 201, response.body
+    upload = json.loads(response.body)["upload"]
+    assert upload["download_url"] == url
+    assert upload["redirect_urls"] == [f"{artifacts}/good.zip"]
+    assert upload["filename"] == "good.zip"
+    assert upload["size"] == len(ARCHIVE)
+    row = await runtime.db.fetchrow("SELECT content_hash FROM uploads WHERE id = $1", upload["id"])
+    assert row["content_hash"]
+    assert (await get(http_client, base_url, f"/u.pdb/{IDENT}/u.sym")).code == 302
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("missing.zip", 400, "{url} can't be found (404)"),
+        ("broken.zip", 500, "{url} errored (500)"),
+        ("loop/0.zip", 400, "Too many redirects trying to open {url}"),
+    ],
+)
+@pytest.mark.gen_test(timeout=60)
+async def test_remote_failures(
+    http_client, base_url, runtime, worker, artifacts, path, status, message
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    url = f"{artifacts}/{path}"
+    response = await post(http_client, base_url, *form(url), token)
+    assert response.code == status, response.body
+    assert json.loads(response.body) == {"error": message.format(url=url)}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_multipart_form_with_only_a_url_works_too(
+    http_client, base_url, runtime, worker, artifacts
+):
+    from tests.test_upload import multipart
+
+    token, _ = await token_for(runtime, UPLOAD)
+    body, content_type = multipart({}, {"url": f"{artifacts}/good.zip"})
+    response = await post(http_client, base_url, body, content_type, token)
+    assert response.code == 201, response.body
+
+
+@pytest.fixture
+def strict_settings(live_settings):
+    return live_settings.replace(allow_upload_by_download_domains=("symbols.example.com",))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "Enter a valid URL."),
+        ("http://symbols.example.com/a.zip", "Insecure URL"),
+        ("https://example.org/a.zip", "Not an allowed domain ('example.org') to download from."),
+        ("https://symbols.example.com/a.rar", 'Unrecognized archive file extension ".rar"'),
+    ],
+)
+@pytest.mark.gen_test(timeout=60)
+async def test_urls_are_checked_before_anything_is_recorded(strict_settings, runtime, url, message):
+    from tests.test_download import served
+
+    token, _ = await token_for(runtime, UPLOAD)
+    async with served(strict_settings) as (client, base):
+        response = await post(client, base, *form(url), token)
+    assert response.code == 400
+    assert json.loads(response.body) == {"error": message}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_every_redirect_hop_is_checked_against_the_allowed_domains(artifacts, tmp_path: Path):
+    policy = FetchPolicy(
+        allowed_domains=frozenset({"localhost"}),
+        require_https=False,
+        allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+    got = await fetch_to_file(f"{artifacts}/hop/good.zip", tmp_path / "a.zip", policy, 10**6)
+    assert got.redirect_urls == [f"{artifacts}/good.zip"]
+    with pytest.raises(FetchError) as info:
+        await fetch_to_file(f"{artifacts}/elsewhere/good.zip", tmp_path / "b.zip", policy, 10**6)
+    assert info.value.message == "Not an allowed domain ('127.0.0.2') to download from."
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_names_resolving_to_private_addresses_are_refused(artifacts, tmp_path: Path):
+    policy = FetchPolicy(allowed_domains=None, require_https=False)
+    with pytest.raises(FetchError) as info:
+        await fetch_to_file(f"{artifacts}/good.zip", tmp_path / "a.zip", policy, 10**6)
+    assert info.value.status == 400
+    assert "localhost: it resolves to a non-public address (127.0.0.1)" in info.value.message
+    port = artifacts.split(":")[2].split("/")[0]
+    for literal in ("127.0.0.1", "[::1]", "169.254.169.254", "10.0.0.1"):
+        with pytest.raises(FetchError) as info:
+            await fetch_to_file(
+                f"http://{literal}:{port}/files/good.zip", tmp_path / "c.zip", policy, 10**6
+            )
+        assert "non-public address" in info.value.message
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_downloads_larger_than_the_limit_are_refused(artifacts, tmp_path: Path):
+    policy = FetchPolicy(allowed_domains=None, require_https=False, allow_private=True)
+    with pytest.raises(FetchError) as info:
+        await fetch_to_file(f"{artifacts}/good.zip", tmp_path / "a.zip", policy, 10)
+    assert "larger than the upload limit" in info.value.message
