@@ -19,6 +19,7 @@ from symbolon.accounts.users import (
     make_superuser,
     permission_codename,
 )
+from symbolon.admin_cli.upload import upload_command
 from symbolon.conf import Settings, SettingsError, load_settings
 from symbolon.db import migrate as migrations
 from symbolon.server import lifecycle
@@ -57,6 +58,9 @@ def _with_database(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 @click.group()
 def cli() -> None:
     """Symbolon: symbols, symbolication and crash collection in one server."""
+
+
+cli.add_command(upload_command)
 
 
 @cli.command()
@@ -194,12 +198,6 @@ def token_revoke(token_or_id: str) -> None:
 
 def main() -> None:
     cli(prog_name="symbolon")
-
-
-# `symbolon upload`: the upload client (symbolon/admin_cli/upload.py).
-from symbolon.admin_cli.upload import upload_command  # noqa: E402
-
-cli.add_command(upload_command)
 
 
 if __name__ == "__main__":
