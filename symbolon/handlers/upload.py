@@ -163,6 +163,11 @@ class UploadHandler(BaseHandler):
                 return self.write_json({"error": str(exc)}, status=400)
             content_hash = archive.content_hash(members)
         destination = rt.storage.upload_destination(principal.user.email, try_symbols)
+        staging_ref = None
+        if file_field is not None:
+            staging_ref = await rt.staging.put(self.staged)
+            # When staging copied it elsewhere, the local file is removed below as usual.
+            self._handed_over = not rt.staging.moves_files
         upload_id = await rt.db.fetchval(
             """INSERT INTO uploads (user_id, filename, bucket_name, bucket_region,
                                     bucket_endpoint_url, size, content_hash, try_symbols,
@@ -176,11 +181,10 @@ class UploadHandler(BaseHandler):
             self.form.file_size if file_field is not None and self.form else 0,
             content_hash,
             try_symbols,
-            str(self.staged) if file_field is not None else None,
+            staging_ref,
             destination.url,
             None if file_field is not None else url,
         )
-        self._handed_over = True
         import symbolon.tasks.actors as actors
 
         await enqueue(actors.process_upload, upload_id)

@@ -14,6 +14,7 @@ from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
 from symbolon.symbols.missing import MissingRecorder
+from symbolon.uploads.staging import Staging, make_staging
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Runtime:
     s3: S3Clients
     lookup: SymbolLookup
     missing: MissingRecorder
+    staging: Staging
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -66,6 +68,7 @@ class Runtime:
             s3=s3,
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
+            staging=make_staging(settings, s3),
         )
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,23 @@ async def process_upload(rt: Runtime, upload_id: int) -> None:
 
 
 async def _process(rt: Runtime, upload: Any) -> None:
-    upload_id = upload["id"]
     if upload["staging_ref"] is None and upload["download_url"]:
+        # Fetched again by each attempt: a retry may run on another machine.
         staged = await _download(rt, upload)
         if staged is None:
             return
+        temporary = True
     else:
-        staged = Path(upload["staging_ref"])
+        staged, temporary = await rt.staging.fetch(upload["staging_ref"])
+    try:
+        await _store_archive(rt, upload, staged)
+    finally:
+        if temporary:
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+
+async def _store_archive(rt: Runtime, upload: Any, staged: Path) -> None:
+    upload_id = upload["id"]
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     try:
         zf, members = await asyncio.to_thread(inspect_file, rt, staged)
@@ -114,14 +125,15 @@ async def _process(rt: Runtime, upload: Any) -> None:
     )
     tags = [f"try:{upload['try_symbols']}", f"bucket:{destination.bucket}"]
     metrics.incr("upload_uploads", tags=tags)
-    await asyncio.to_thread(staged.unlink, missing_ok=True)
+    if upload["staging_ref"]:
+        await rt.staging.delete(upload["staging_ref"])
 
 
 async def _download(rt: Runtime, upload: Any) -> Path | None:
     """Fetch an upload-by-URL archive into staging; None when that failed (and was recorded)."""
     settings = rt.settings
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
-    staged = settings.staging_dir / f"upload-{upload['id']}-download.zip"
+    staged = settings.staging_dir / f"upload-{upload['id']}-{uuid.uuid4().hex}.zip"
     policy = fetch.FetchPolicy.from_settings(settings)
     try:
         with metrics.timer("upload_download_by_url"):
@@ -133,11 +145,10 @@ async def _download(rt: Runtime, upload: Any) -> Path | None:
         await fail(rt, upload["id"], exc.message, status=exc.status)
         return None
     await rt.db.execute(
-        "UPDATE uploads SET size = $2, redirect_urls = $3, staging_ref = $4 WHERE id = $1",
+        "UPDATE uploads SET size = $2, redirect_urls = $3 WHERE id = $1",
         upload["id"],
         got.size,
         got.redirect_urls or None,
-        str(staged),
     )
     return staged
 
@@ -152,7 +163,7 @@ async def fail(rt: Runtime, upload_id: int, message: str, status: int = 400) -> 
         status,
     )
     if staged:
-        await asyncio.to_thread(Path(staged).unlink, missing_ok=True)
+        await rt.staging.delete(staged)
 
 
 async def store_member(
