@@ -89,6 +89,7 @@ class Settings:
     upload_max_size: int = 2 * 1024**3
     upload_tempdir: Path | None = None  # default: <data dir>/uploads
     upload_staging_url: str | None = None  # an S3 location, for workers on other machines
+    try_symbols_expiry_days: int = 28
     upload_wait_seconds: float = 300.0
     upload_file_upload_max_workers: int = 8
     upload_max_members: int = 100_000
@@ -327,6 +328,7 @@ def load_settings(
         upload_max_size=r.integer("UPLOAD_MAX_SIZE", 2 * 1024**3, minimum=1),
         upload_tempdir=r.get("UPLOAD_TEMPDIR", None, Path, "a directory"),
         upload_staging_url=r.url("UPLOAD_STAGING_URL"),
+        try_symbols_expiry_days=r.integer("TRY_SYMBOLS_EXPIRY_DAYS", 28, minimum=1),
         upload_wait_seconds=r.number("UPLOAD_WAIT_SECONDS", 300.0),
         upload_file_upload_max_workers=r.integer("UPLOAD_FILE_UPLOAD_MAX_WORKERS", 8, minimum=1),
         upload_max_members=r.integer("UPLOAD_MAX_MEMBERS", 100_000, minimum=1),

@@ -82,17 +82,20 @@ def serve(host: str | None, port: int | None, worker_threads: int | None) -> Non
 @click.option("--threads", type=int, default=None, help="Worker threads (default WORKER_THREADS).")
 def worker(threads: int | None) -> None:
     """Run task workers only (no web server), until Ctrl-C."""
-    from symbolon.tasks.broker import setup_broker, start_worker
+    from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
     settings = _settings()
     lifecycle.configure_process(settings)
     with lifecycle.services(settings) as live:
         broker = setup_broker(live)
         running = start_worker(broker, max(1, threads or live.worker_threads))
+        scheduler = Scheduler(broker)
+        scheduler.start()
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
+        scheduler.stop()
         running.stop()
         broker.close()
 
@@ -120,6 +123,33 @@ def migrate() -> None:
     for m in applied:
         click.echo(f"applied {m.version:04d}_{m.name}")
     click.echo(f"{len(applied)} migration(s) applied; the database is up to date.")
+
+
+@cli.command()
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Default TRY_SYMBOLS_EXPIRY_DAYS."
+)
+def cleanup(days: int | None) -> None:
+    """Delete try symbols older than the expiry now (workers also do it every hour)."""
+    from symbolon.server.runtime import Runtime
+    from symbolon.symbols.expiry import expire_try_symbols
+
+    settings = _settings()
+    lifecycle.configure_process(settings.replace(log_format="text"))
+    with lifecycle.services(settings) as live:
+
+        async def main() -> None:
+            rt = await Runtime.create(live)
+            try:
+                done = await expire_try_symbols(rt, days or live.try_symbols_expiry_days)
+            finally:
+                await rt.close()
+            click.echo(
+                f"deleted {done.objects} try object(s), {done.uploads} upload(s), "
+                f"{done.files} file row(s)"
+            )
+
+        asyncio.run(main())
 
 
 @cli.command()

@@ -71,14 +71,16 @@ async def connect(settings: Settings) -> Runtime:
 
 
 async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    from symbolon.tasks.broker import setup_broker, start_worker
+    from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
     runtime = await connect(settings)
-    broker = worker = server = None
+    broker = worker = server = scheduler = None
     try:
         broker = setup_broker(settings)
         if settings.worker_threads:
             worker = start_worker(broker, settings.worker_threads)
+            scheduler = Scheduler(broker)
+            scheduler.start()
         app = make_app(runtime)
         server = app.listen(settings.port, settings.host, xheaders=True)
         logger.info("Symbolon serving on http://%s:%d", settings.host, settings.port)
@@ -93,6 +95,8 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
             server.stop()
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+        if scheduler is not None:
+            scheduler.stop()
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         if broker is not None:

@@ -22,3 +22,13 @@ async def process_upload(upload_id: int) -> None:
     from symbolon.uploads.process import process_upload as run
 
     await run(await worker_runtime(), upload_id)
+
+
+@dramatiq.actor(max_retries=3, time_limit=3_600_000)
+async def expire_try_symbols() -> None:
+    """Delete try symbols older than TRY_SYMBOLS_EXPIRY_DAYS; the scheduler sends it hourly."""
+    from symbolon.symbols.expiry import expire_try_symbols as run
+    from symbolon.tasks.runtime import worker_runtime
+
+    rt = await worker_runtime()
+    await run(rt, rt.settings.try_symbols_expiry_days)

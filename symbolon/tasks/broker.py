@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import sys
+import threading
 from typing import Any
 
 import dramatiq
@@ -46,6 +47,38 @@ def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
     worker.start()
     logger.info("task worker started with %d thread(s)", threads)
     return worker
+
+
+class Scheduler(threading.Thread):
+    """Sends periodic tasks. Every worker process runs one; a Redis key lets one send per period."""
+
+    def __init__(self, broker: RedisBroker, period: float = 3600.0):
+        super().__init__(name="symbolon-scheduler", daemon=True)
+        self.broker = broker
+        self.period = period
+        self.stopping = threading.Event()
+
+    def tick(self) -> bool:
+        """Send the periodic tasks if no process did this period; True if this one did."""
+        import symbolon.tasks.actors as actors
+
+        try:
+            claimed = self.broker.client.set(
+                "symbolon:schedule:expire_try_symbols", "1", nx=True, ex=int(self.period)
+            )
+            if claimed:
+                actors.expire_try_symbols.send()
+            return bool(claimed)
+        except Exception:  # Redis away: try again next time
+            logger.exception("scheduler could not send periodic tasks")
+            return False
+
+    def run(self) -> None:
+        while not self.stopping.wait(min(60.0, self.period)):
+            self.tick()
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
 async def enqueue(actor: dramatiq.Actor, *args: Any, **kwargs: Any) -> dramatiq.Message:

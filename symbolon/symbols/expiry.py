@@ -1,0 +1,71 @@
+"""Try symbols expire: builds from ad-hoc CI runs are not kept for long (seeds; spec §15)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from symbolon.metrics import metrics
+from symbolon.server.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+DELETE_BATCH = 1000
+
+
+@dataclass
+class Expired:
+    objects: int = 0
+    uploads: int = 0
+    files: int = 0
+
+
+async def expire_try_symbols(rt: Runtime, days: int, now: datetime | None = None) -> Expired:
+    """Delete try objects, and try uploads with their file rows, older than ``days``."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    location = rt.storage.upload_try
+    client = await rt.s3.client(location, "put")
+    prefix = location.object_prefix + "/"
+    result = Expired()
+    batch: list[str] = []
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["LastModified"] < cutoff:
+                batch.append(item["Key"])
+            if len(batch) >= DELETE_BATCH:
+                result.objects += await _delete(rt, client, location.bucket, prefix, batch)
+                batch = []
+    if batch:
+        result.objects += await _delete(rt, client, location.bucket, prefix, batch)
+    async with rt.db.acquire() as conn, conn.transaction():
+        old = "SELECT id FROM uploads WHERE try_symbols AND created_at < $1"
+        result.files = int(
+            (
+                await conn.execute(f"DELETE FROM file_uploads WHERE upload_id IN ({old})", cutoff)
+            ).split()[-1]
+        )
+        result.uploads = int(
+            (
+                await conn.execute(
+                    "DELETE FROM uploads WHERE try_symbols AND created_at < $1", cutoff
+                )
+            ).split()[-1]
+        )
+    metrics.incr("try_symbols_expired", value=result.objects)
+    logger.info(
+        "expired try symbols older than %s: %d objects, %d uploads, %d file rows",
+        cutoff.date(),
+        result.objects,
+        result.uploads,
+        result.files,
+    )
+    return result
+
+
+async def _delete(rt: Runtime, client: object, bucket: str, prefix: str, keys: list[str]) -> int:
+    await client.delete_objects(  # type: ignore[attr-defined]
+        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+    )
+    await rt.lookup.invalidate([k[len(prefix) :] for k in keys])
+    return len(keys)
