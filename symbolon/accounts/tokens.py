@@ -40,6 +40,7 @@ class Token:
     notes: str
     created_at: datetime
     permissions: tuple[str, ...]
+    preferred_upload_api_version: int = 1
 
     @property
     def is_expired(self) -> bool:
@@ -48,6 +49,7 @@ class Token:
 
 TOKEN_QUERY = """
     SELECT t.id, t.user_id, u.email, t.key_prefix, t.expires_at, t.notes, t.created_at,
+           t.preferred_upload_api_version,
            coalesce(array_agg(p.codename ORDER BY p.codename)
                     FILTER (WHERE p.codename IS NOT NULL), '{}') AS permissions
     FROM tokens t

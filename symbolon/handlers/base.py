@@ -8,6 +8,7 @@ from typing import Any
 
 import tornado.web
 
+from symbolon.accounts.auth import AuthError, Principal, authenticate_token
 from symbolon.server.runtime import Runtime
 
 
@@ -23,6 +24,19 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def runtime(self) -> Runtime:
         return self.application.settings["runtime"]
+
+    async def require_token(self, *any_of: str) -> Principal:
+        """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
+        presented = self.request.headers.get("Auth-Token")
+        try:
+            if not presented:
+                raise AuthError("This requires an Auth-Token to authenticate the request")
+            principal = await authenticate_token(self.runtime.db, presented)
+        except AuthError as exc:
+            raise ApiError(403, str(exc)) from None
+        if any_of and not any(principal.has(p) for p in any_of):
+            raise ApiError(403, "Forbidden")
+        return principal
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

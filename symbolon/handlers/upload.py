@@ -44,6 +44,26 @@ def upload_json(row: Any, email: str) -> dict[str, Any]:
     }
 
 
+async def wait_for_upload(handler: BaseHandler, upload_id: int, email: str) -> None:
+    """Answer with the outcome of the upload's task: 201, its error, or 202 when it takes long."""
+    rt = handler.runtime
+    if "respond-async" not in handler.request.headers.get("Prefer", ""):
+        deadline = time.monotonic() + rt.settings.upload_wait_seconds
+        while time.monotonic() < deadline:
+            row = await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+            if row["completed_at"] is not None:
+                return handler.write_json({"upload": upload_json(row, email)}, status=201)
+            if row["failed_at"] is not None:
+                return handler.write_json(
+                    {"error": row["error"]}, status=row["error_status"] or 400
+                )
+            await asyncio.sleep(POLL_SECONDS)
+    location = f"/api/uploads/upload/{upload_id}"
+    handler.set_header("Location", location)
+    handler.set_header("Preference-Applied", "respond-async")
+    handler.write_json({"upload": {"id": upload_id}, "status_url": location}, status=202)
+
+
 @tornado.web.stream_request_body
 class UploadHandler(BaseHandler):
     principal: Principal | None = None
@@ -189,29 +209,7 @@ class UploadHandler(BaseHandler):
 
         await enqueue(actors.process_upload, upload_id)
         metrics.incr("upload_archive")
-        if "respond-async" in self.request.headers.get("Prefer", ""):
-            return self._accepted(upload_id)
-        await self._wait_and_answer(upload_id)
-
-    async def _wait_and_answer(self, upload_id: int) -> None:
-        rt = self.runtime
-        deadline = time.monotonic() + rt.settings.upload_wait_seconds
-        while True:
-            row = await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
-            if row["completed_at"] is not None:
-                body = {"upload": upload_json(row, self.principal.user.email)}  # type: ignore[union-attr]
-                return self.write_json(body, status=201)
-            if row["failed_at"] is not None:
-                return self.write_json({"error": row["error"]}, status=row["error_status"] or 400)
-            if time.monotonic() > deadline:
-                return self._accepted(upload_id)
-            await asyncio.sleep(POLL_SECONDS)
-
-    def _accepted(self, upload_id: int) -> None:
-        location = f"/api/uploads/upload/{upload_id}"
-        self.set_header("Location", location)
-        self.set_header("Preference-Applied", "respond-async")
-        self.write_json({"upload": {"id": upload_id}, "status_url": location}, status=202)
+        await wait_for_upload(self, upload_id, principal.user.email)
 
     def allowed_methods(self) -> list[str]:
         return ["POST"]

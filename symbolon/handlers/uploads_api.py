@@ -6,7 +6,6 @@ from typing import Any
 
 import asyncpg
 
-from symbolon.accounts.auth import AuthError, authenticate_token
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.jsonutil import timestamp
 
@@ -43,13 +42,7 @@ def upload_detail(row: asyncpg.Record) -> dict[str, Any]:
 
 class UploadDetailHandler(BaseHandler):
     async def get(self, upload_id: str) -> None:
-        presented = self.request.headers.get("Auth-Token")
-        try:
-            if not presented:
-                raise AuthError("This requires an Auth-Token to authenticate the request")
-            principal = await authenticate_token(self.runtime.db, presented)
-        except AuthError as exc:
-            raise ApiError(403, str(exc)) from None
+        principal = await self.require_token()
         db = self.runtime.db
         row = await db.fetchrow(UPLOAD_QUERY + " WHERE u.id = $1", int(upload_id))
         if row is None:

@@ -11,7 +11,7 @@ from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
 from symbolon.handlers import upload as upload_handlers
-from symbolon.handlers import uploads_api
+from symbolon.handlers import upload_v2, uploads_api
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
 from symbolon.server.runtime import Runtime
@@ -50,6 +50,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *health_handlers.ROUTES,
             *missing_handlers.ROUTES,
             *upload_handlers.ROUTES,
+            *upload_v2.ROUTES,
             *uploads_api.ROUTES,
             *(extra_routes or []),
         ]

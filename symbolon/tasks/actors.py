@@ -32,3 +32,12 @@ async def expire_try_symbols() -> None:
 
     rt = await worker_runtime()
     await run(rt, rt.settings.try_symbols_expiry_days)
+
+
+@dramatiq.actor(max_retries=5, min_backoff=1_000, time_limit=6 * 3_600_000)
+async def complete_upload_v2(upload_id: int) -> None:
+    """Verify and record the files a v2 client PUT to storage."""
+    from symbolon.tasks.runtime import worker_runtime
+    from symbolon.uploads.v2 import complete
+
+    await complete(await worker_runtime(), upload_id)
