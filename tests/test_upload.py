@@ -513,3 +513,26 @@ async def test_storage_failures_are_retried_then_reported_as_500(runtime, monkey
     assert not staged.exists()
     await process.process_upload(runtime, upload_id)  # later deliveries do nothing
     assert (await runtime.db.fetchval("SELECT attempts FROM uploads WHERE id = $1", upload_id)) == 5
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_bucket_name_chooses_among_the_users_possible_locations(
+    http_client, base_url, runtime, worker, s3
+):
+    token, _ = await token_for(
+        runtime, UPLOAD, email=f"ui-{uuid.uuid4().hex[:6]}@partner.example", superuser=False
+    )
+    ident = debug_id()
+    body, content_type = multipart(
+        {"b.zip": make_zip({f"b.pdb/{ident}/b.sym": b"MODULE"})}, {"bucket_name": "partner"}
+    )
+    upload = json.loads((await post(http_client, base_url, body, content_type, token)).body)[
+        "upload"
+    ]
+    assert upload["bucket"] == PARTNER_BUCKET
+    body, content_type = multipart(
+        {"b.zip": make_zip({f"b.pdb/{ident}/b.sym": b"MODULE"})}, {"bucket_name": "nowhere"}
+    )
+    refused = await post(http_client, base_url, body, content_type, token)
+    assert refused.code == 403
+    assert json.loads(refused.body) == {"error": "No valid bucket"}

@@ -183,6 +183,15 @@ class UploadHandler(BaseHandler):
                 return self.write_json({"error": str(exc)}, status=400)
             content_hash = archive.content_hash(members)
         destination = rt.storage.upload_destination(principal.user.email, try_symbols)
+        if fields.get("bucket_name"):
+            # The web UI's choice among the locations this user may upload to (§5.5).
+            possible = rt.storage.possible_upload_sources(
+                principal.user.email, principal.user.is_superuser
+            )
+            chosen = [p for p in possible if fields["bucket_name"] in p.url]
+            if not chosen:
+                return self.write_json({"error": "No valid bucket"}, status=403)
+            destination = chosen[0]
         staging_ref = None
         if file_field is not None:
             staging_ref = await rt.staging.put(self.staged)

@@ -170,6 +170,15 @@ class StorageConfig:
                 return source
         return self.upload_default
 
+    def possible_upload_sources(self, email: str, superuser: bool) -> list[SymbolSource]:
+        """Where a user may choose to upload (§5.5): matching exceptions, else the default."""
+        matching = [
+            source
+            for pattern, source in self.upload_exceptions
+            if superuser or fnmatch.fnmatchcase(email.lower(), pattern)
+        ]
+        return matching or [self.upload_default]
+
     def all_buckets(self) -> list[SymbolSource]:
         """Every distinct (endpoint, bucket) the configuration touches, first occurrence kept."""
         seen: set[tuple[str | None, str | None, str]] = set()
