@@ -9,6 +9,7 @@ import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,20 @@ def fresh_database(live_settings: Settings) -> Iterator[str]:
     run_isolated(run(f'CREATE DATABASE "{name}"'))
     yield live_settings.database_url.replace("/symbolon?", f"/{name}?")
     run_isolated(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def running_worker(settings: Settings) -> Iterator[Any]:
+    """A task worker on the real broker, as ``serve`` embeds it."""
+    from symbolon.tasks.broker import setup_broker, start_worker
+
+    broker = setup_broker(settings)
+    worker = start_worker(broker, threads=2)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        broker.close()
 
 
 def unique_email(label: str = "user") -> str:

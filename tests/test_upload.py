@@ -18,9 +18,8 @@ import pytest
 
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.users import get_or_create_user
-from symbolon.tasks import broker as tasks
 from symbolon.uploads import process
-from tests.conftest import s3_client, s3_endpoint, unique_email
+from tests.conftest import running_worker, s3_client, s3_endpoint, unique_email
 from tests.test_download import get
 
 PARTNER_BUCKET = "partner-symbols"
@@ -76,12 +75,8 @@ def settings(upload_settings):
 
 @pytest.fixture(scope="module")
 def worker(upload_settings):
-    """The task worker that processes uploads, as ``serve`` embeds it."""
-    broker = tasks.setup_broker(upload_settings)
-    running = tasks.start_worker(broker, threads=2)
-    yield running
-    running.stop()
-    broker.close()
+    with running_worker(upload_settings) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

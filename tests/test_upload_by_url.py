@@ -12,8 +12,8 @@ import tornado.httpserver
 import tornado.web
 from tornado.testing import bind_unused_port
 
-from symbolon.tasks import broker as tasks
 from symbolon.uploads.fetch import FetchError, FetchPolicy, fetch_to_file
+from tests.conftest import running_worker
 from tests.test_download import get
 from tests.test_upload import UPLOAD, make_zip, post, token_for
 
@@ -80,11 +80,8 @@ def settings(url_settings):
 
 @pytest.fixture(scope="module")
 def worker(url_settings):
-    broker = tasks.setup_broker(url_settings)
-    running = tasks.start_worker(broker, threads=2)
-    yield running
-    running.stop()
-    broker.close()
+    with running_worker(url_settings) as running:
+        yield running
 
 
 def form(url: str, **extra: str) -> tuple[bytes, str]:

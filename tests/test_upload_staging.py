@@ -7,9 +7,8 @@ import uuid
 
 import pytest
 
-from symbolon.tasks import broker as tasks
 from symbolon.uploads import process
-from tests.conftest import s3_client, s3_endpoint, unique_email
+from tests.conftest import running_worker, s3_client, s3_endpoint, unique_email
 from tests.test_upload import UPLOAD, debug_id, make_zip, multipart, post, token_for
 
 STAGING_BUCKET = "staging-area"
@@ -31,11 +30,8 @@ def settings(staging_settings):
 
 @pytest.fixture(scope="module")
 def worker(staging_settings):
-    broker = tasks.setup_broker(staging_settings)
-    running = tasks.start_worker(broker, threads=2)
-    yield running
-    running.stop()
-    broker.close()
+    with running_worker(staging_settings) as running:
+        yield running
 
 
 def staged_objects(settings) -> list[str]:
