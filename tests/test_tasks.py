@@ -71,3 +71,66 @@ def test_worker_command_consumes_the_queue_and_stops_on_sigterm(broker, live_set
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
+
+
+def test_stopping_a_worker_lets_the_task_in_flight_finish(broker, live_settings, monkeypatch):
+    """Ctrl-C during an upload: the task completes before the worker's resources are closed."""
+    import asyncio
+    import io
+    import zipfile
+
+    from symbolon.server.runtime import Runtime
+    from symbolon.uploads import process
+    from tests.conftest import run_isolated, unique_email
+
+    staged = live_settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(f"slow.pdb/{uuid.uuid4().hex.upper()}1/slow.sym", b"MODULE")
+    staged.write_bytes(buffer.getvalue())
+
+    async def arrange() -> int:
+        rt = await Runtime.create(live_settings)
+        try:
+            user = await rt.db.fetchval(
+                "INSERT INTO users (email) VALUES ($1) RETURNING id", unique_email()
+            )
+            return await rt.db.fetchval(
+                """INSERT INTO uploads (user_id, filename, bucket_name, staging_ref, destination_url)
+                   VALUES ($1, 'slow.zip', 'symbols', $2, $3) RETURNING id""",
+                user,
+                str(staged),
+                rt.storage.upload_default.url,
+            )
+        finally:
+            await rt.close()
+
+    upload_id = run_isolated(arrange())
+    real = process.store_member
+    started = []
+
+    async def slow(*args):
+        started.append(1)
+        await asyncio.sleep(0.5)
+        return await real(*args)
+
+    monkeypatch.setattr(process, "store_member", slow)
+    worker = tasks.start_worker(broker, threads=1)
+    actors().process_upload.send(upload_id)
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()  # while the member is being stored
+
+    async def outcome():
+        rt = await Runtime.create(live_settings)
+        try:
+            return await rt.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+        finally:
+            await rt.close()
+
+    row = run_isolated(outcome())
+    assert started
+    assert row["completed_at"] is not None, row["error"]
+    assert row["attempts"] == 1

@@ -35,9 +35,10 @@ async def worker_runtime() -> Runtime:
 
 
 class CloseRuntimes(dramatiq.Middleware):
-    """Closes the actors' runtimes on the loop that made them, before that loop stops."""
+    """Closes the actors' runtimes on the loop that made them, once the actors in flight are
+    done and before that loop stops (added after AsyncIO, so its "after" hook runs first)."""
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for loop, runtime in list(_runtimes.items()):
             if loop.is_running():
                 future = asyncio.run_coroutine_threadsafe(runtime.close(), loop)
