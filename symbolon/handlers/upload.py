@@ -9,6 +9,7 @@ import asyncio
 import time
 import urllib.parse
 import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,9 @@ class UploadHandler(BaseHandler):
         try:
             await self._post()
         finally:
+            if self.form is not None:
+                with suppress(FormError):
+                    self.form.close()  # also after a rejection: the staging file is open
             if self.staged is not None and self.staged.exists() and not self._handed_over:
                 self.staged.unlink()
 

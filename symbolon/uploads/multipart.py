@@ -31,6 +31,7 @@ class UploadForm:
         self.file_field: str | None = None
         self.file_size = 0
         self._out: BinaryIO | None = None
+        self._closed = False
         self._fields_bytes = 0
         self._headers: dict[bytes, bytes] = {}
         self._header_name = b""
@@ -60,6 +61,9 @@ class UploadForm:
             raise FormError(f"Malformed multipart body: {exc}") from exc
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._parser.finalize()
         finally:
