@@ -468,3 +468,28 @@ async def test_concurrent_lookups_of_one_key_share_one_storage_trip(runtime, buc
     )
     assert results == [None] * 20
     assert sorted(calls) == ["dl-private", "dl-public", "dl-third"]  # once per source, not 20 times
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_bad_auth_token_turns_a_download_into_a_403(
+    http_client, base_url, runtime, buckets
+):
+    from tests.test_upload import token_for
+
+    ident = new_id()
+    put(buckets, "dl-private", f"tok.pdb/{ident}/tok.sym")
+    bad = await get(
+        http_client, base_url, f"/tok.pdb/{ident}/tok.sym", headers={"Auth-Token": uuid.uuid4().hex}
+    )
+    assert bad.code == 403
+    assert json.loads(bad.body) == {"error": "API Token not matched"}
+    token, _ = await token_for(runtime, ["upload.view_all_uploads"])
+    good = await get(
+        http_client, base_url, f"/tok.pdb/{ident}/tok.sym", headers={"Auth-Token": f"{token}-label"}
+    )
+    assert good.code == 302
+    assert good.headers["Vary"] == "Auth-Token"
+    health = await get(
+        http_client, base_url, "/__lbheartbeat__", headers={"Auth-Token": "nonsense"}
+    )
+    assert health.code == 200

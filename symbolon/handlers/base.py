@@ -25,15 +25,25 @@ class BaseHandler(tornado.web.RequestHandler):
     def runtime(self) -> Runtime:
         return self.application.settings["runtime"]
 
-    async def require_token(self, *any_of: str) -> Principal:
-        """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
+    principal: Principal | None = None
+
+    async def prepare(self) -> None:
+        """An ``Auth-Token`` header is checked on every path (spec §8.3): a bad one is a 403,
+        even on a download."""
         presented = self.request.headers.get("Auth-Token")
+        if presented is None:
+            return
+        self.set_header("Vary", "Auth-Token")
         try:
-            if not presented:
-                raise AuthError("This requires an Auth-Token to authenticate the request")
-            principal = await authenticate_token(self.runtime.db, presented)
+            self.principal = await authenticate_token(self.runtime.db, presented)
         except AuthError as exc:
             raise ApiError(403, str(exc)) from None
+
+    async def require_token(self, *any_of: str) -> Principal:
+        """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
+        principal = self.principal
+        if principal is None:
+            raise ApiError(403, "This requires an Auth-Token to authenticate the request")
         if any_of and not any(principal.has(p) for p in any_of):
             raise ApiError(403, "Forbidden")
         return principal

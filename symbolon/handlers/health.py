@@ -7,7 +7,12 @@ from symbolon.handlers.base import BaseHandler
 from symbolon.metrics import metrics
 
 
-class LBHeartbeatHandler(BaseHandler):
+class HealthHandler(BaseHandler):
+    async def prepare(self) -> None:
+        """Served before any authentication: probes never carry tokens that matter."""
+
+
+class LBHeartbeatHandler(HealthHandler):
     """The load balancer's probe: answers while the process serves, touches nothing else."""
 
     def get(self) -> None:
@@ -17,14 +22,14 @@ class LBHeartbeatHandler(BaseHandler):
     head = get
 
 
-class HeartbeatHandler(BaseHandler):
+class HeartbeatHandler(HealthHandler):
     async def get(self) -> None:
         metrics.incr("health_resource.heartbeat.count")
         healthy, body = await health.heartbeat(self.runtime)
         self.write_json(body, status=200 if healthy else 500)
 
 
-class VersionHandler(BaseHandler):
+class VersionHandler(HealthHandler):
     def initialize(self) -> None:
         self._version = self.application.settings["version_info"]
 
@@ -32,7 +37,7 @@ class VersionHandler(BaseHandler):
         self.write_json(self._version)
 
 
-class BrokenHandler(BaseHandler):
+class BrokenHandler(HealthHandler):
     """Raises on purpose so that operators can see error reporting work."""
 
     def get(self) -> None:
