@@ -8,7 +8,7 @@ from symbolon.metrics import metrics
 
 
 class HealthHandler(BaseHandler):
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         """Served before any authentication: probes never carry tokens that matter."""
 
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import tornado.web
 
-from symbolon.accounts.auth import AuthError, Principal, authenticate_token
-from symbolon.handlers.base import BaseHandler
+from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.jsonutil import timestamp
 from symbolon.metrics import metrics
 from symbolon.symbols import archive
@@ -67,7 +66,6 @@ async def wait_for_upload(handler: BaseHandler, upload_id: int, email: str) -> N
 
 @tornado.web.stream_request_body
 class UploadHandler(BaseHandler):
-    principal: Principal | None = None
     form: UploadForm | None = None
     urlencoded: bytearray | None = None
     rejection: tuple[int, str] | None = None
@@ -77,16 +75,14 @@ class UploadHandler(BaseHandler):
         if self.request.method != "POST":
             raise tornado.web.HTTPError(405)
         settings = self.runtime.settings
-        presented = self.request.headers.get("Auth-Token")
         try:
-            if not presented:
-                raise AuthError("This requires an Auth-Token to authenticate the request")
-            self.principal = await authenticate_token(self.runtime.db, presented)
-            if not any(self.principal.has(p) for p in UPLOAD_PERMISSIONS):
-                raise AuthError("Forbidden")
-        except AuthError as exc:
+            authenticating = super().prepare()
+            if authenticating is not None:
+                await authenticating
+            self.authorize(*UPLOAD_PERMISSIONS)
+        except ApiError as exc:
             # Read and drop the body, so that a client streaming it receives the 403.
-            self.rejection = (403, str(exc))
+            self.rejection = (403, exc.message)
             self.request.connection.set_max_body_size(settings.upload_max_size)
             return
         length = int(self.request.headers.get("Content-Length", "0") or 0)

@@ -12,7 +12,7 @@ from symbolon.uploads import v2
 
 class AuthInfoHandler(BaseHandler):
     async def post(self) -> None:
-        principal = await self.require_token(*UPLOAD_PERMISSIONS)
+        principal = self.authorize(*UPLOAD_PERMISSIONS)
         token = principal.token
         assert token is not None
         self.write_json(
@@ -28,7 +28,7 @@ class AuthInfoHandler(BaseHandler):
 
 class UploadV2Handler(BaseHandler):
     async def post(self) -> None:
-        principal = await self.require_token(*UPLOAD_PERMISSIONS)
+        principal = self.authorize(*UPLOAD_PERMISSIONS)
         try:
             files = v2.parse_files(self.request.body)
         except v2.MalformedRequest as exc:
@@ -69,7 +69,7 @@ class UploadV2Handler(BaseHandler):
 
 class CompleteHandler(BaseHandler):
     async def post(self, upload_id: str) -> None:
-        principal = await self.require_token(*UPLOAD_PERMISSIONS)
+        principal = self.authorize(*UPLOAD_PERMISSIONS)
         row = await self.runtime.db.fetchrow(
             "SELECT user_id, pending_files FROM uploads WHERE id = $1", int(upload_id)
         )

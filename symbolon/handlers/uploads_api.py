@@ -42,7 +42,7 @@ def upload_detail(row: asyncpg.Record) -> dict[str, Any]:
 
 class UploadDetailHandler(BaseHandler):
     async def get(self, upload_id: str) -> None:
-        principal = await self.require_token()
+        principal = self.authorize()
         db = self.runtime.db
         row = await db.fetchrow(UPLOAD_QUERY + " WHERE u.id = $1", int(upload_id))
         if row is None:
