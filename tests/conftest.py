@@ -122,6 +122,33 @@ def running_worker(settings: Settings) -> Iterator[Any]:
         broker.close()
 
 
+class served:
+    """The app on a port of its own, for settings (or routes) that differ from the fixtures'.
+
+    ``async with served(settings) as (client, base_url): ...``; ``.runtime`` is its Runtime.
+    """
+
+    def __init__(self, settings: Settings, extra_routes: list[Any] | None = None, **create: Any):
+        self.settings = settings
+        self.extra_routes = extra_routes
+        self.create = create
+
+    async def __aenter__(self) -> tuple[Any, str]:
+        import tornado.httpclient
+        import tornado.httpserver
+        from tornado.testing import bind_unused_port
+
+        self.runtime = await Runtime.create(self.settings, **self.create)
+        sock, port = bind_unused_port()
+        self.server = tornado.httpserver.HTTPServer(make_app(self.runtime, self.extra_routes))
+        self.server.add_sockets([sock])
+        return tornado.httpclient.AsyncHTTPClient(), f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.stop()
+        await self.runtime.close()
+
+
 def unique_email(label: str = "user") -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}@example.com"
 

@@ -5,15 +5,11 @@ import time
 
 import pytest
 import redis.exceptions
-import tornado.httpclient
-import tornado.httpserver
-from tornado.testing import bind_unused_port
 
 from symbolon.cache import Cache, redis_client
 from symbolon.handlers.base import BaseHandler
-from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedRedis
-from symbolon.server.runtime import Runtime
+from tests.conftest import served
 
 PAUSE_MS = 10_000  # longer than any test below waits on it
 
@@ -107,22 +103,13 @@ class CachedCounter(BaseHandler):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_requests_succeed_while_redis_is_paused(own_redis, settings):
-    runtime = await Runtime.create(settings.replace(redis_url=own_redis))
-    sock, port = bind_unused_port()
-    server = tornado.httpserver.HTTPServer(
-        make_app(runtime, extra_routes=[(r"/counter", CachedCounter)])
-    )
-    server.add_sockets([sock])
-    client = tornado.httpclient.AsyncHTTPClient()
-    try:
-        first = await client.fetch(f"http://127.0.0.1:{port}/counter")
+    async with served(settings.replace(redis_url=own_redis), [(r"/counter", CachedCounter)]) as (
+        client,
+        base,
+    ):
+        first = await client.fetch(f"{base}/counter")
         assert first.body == b'{"hits": 1}'
         await pause(own_redis, settings)
-        paused = await client.fetch(
-            f"http://127.0.0.1:{port}/counter", raise_error=False, request_timeout=20
-        )
+        paused = await client.fetch(f"{base}/counter", raise_error=False, request_timeout=20)
         assert paused.code == 200
         assert paused.body == b'{"hits": null}'
-    finally:
-        server.stop()
-        await runtime.close()

@@ -12,7 +12,7 @@ import pytest
 import tornado.httpclient
 
 from symbolon.server.runtime import Runtime
-from tests.conftest import s3_client, s3_endpoint
+from tests.conftest import s3_client, s3_endpoint, served
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"
 
@@ -412,29 +412,6 @@ def tornado_redis(url, settings):
     from symbolon.cache import redis_client
 
     return redis_client(url, settings)
-
-
-class served:
-    """An app on its own port for settings that differ from the module's."""
-
-    def __init__(self, settings):
-        self.settings = settings
-
-    async def __aenter__(self):
-        import tornado.httpserver
-        from tornado.testing import bind_unused_port
-
-        from symbolon.server.app import make_app
-
-        self.runtime = await Runtime.create(self.settings)
-        sock, port = bind_unused_port()
-        self.server = tornado.httpserver.HTTPServer(make_app(self.runtime))
-        self.server.add_sockets([sock])
-        return tornado.httpclient.AsyncHTTPClient(), f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc):
-        self.server.stop()
-        await self.runtime.close()
 
 
 @pytest.mark.gen_test

@@ -2,13 +2,10 @@ import json
 import subprocess
 
 import pytest
-import tornado.httpclient
-import tornado.httpserver
-from tornado.testing import bind_unused_port
 
 from symbolon.server.app import make_app
 from symbolon.server.runtime import Runtime
-from tests.conftest import repo_root, s3_endpoint
+from tests.conftest import repo_root, s3_endpoint, served
 
 
 async def fetch(http_client, base_url, path, method="GET"):
@@ -49,11 +46,7 @@ def missing_bucket_settings(live_settings):
 
 @pytest.mark.gen_test
 async def test_heartbeat_is_500_naming_a_missing_bucket(missing_bucket_settings):
-    runtime = await Runtime.create(missing_bucket_settings)
-    try:
-        body, code = await _heartbeat_of(runtime)
-    finally:
-        await runtime.close()
+    body, code = await heartbeat_of(missing_bucket_settings)
     assert code == 500
     assert body["status"] == "error"
     assert body["checks"]["check_storage_urls"] == "error"
@@ -66,29 +59,19 @@ async def test_heartbeat_is_500_naming_a_missing_bucket(missing_bucket_settings)
     )
 
 
-async def _heartbeat_of(runtime):
-    """Serve one app for this runtime on a free port and ask it for its heartbeat."""
-    sock, port = bind_unused_port()
-    server = tornado.httpserver.HTTPServer(make_app(runtime))
-    server.add_sockets([sock])
-    try:
-        client = tornado.httpclient.AsyncHTTPClient()
+async def heartbeat_of(settings, **create):
+    """Serve the app for these settings on a port of its own and ask it for its heartbeat."""
+    async with served(settings, **create) as (client, base):
         response = await client.fetch(
-            f"http://127.0.0.1:{port}/__heartbeat__", raise_error=False, request_timeout=30
+            f"{base}/__heartbeat__", raise_error=False, request_timeout=30
         )
-        return json.loads(response.body), response.code
-    finally:
-        server.stop()
+    return json.loads(response.body), response.code
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_heartbeat_is_500_when_the_store_redis_is_unreachable(live_settings, tmp_path):
     dead = live_settings.replace(redis_store_url=f"unix://{tmp_path}/nobody.sock")
-    runtime = await Runtime.create(dead)
-    try:
-        body, code = await _heartbeat_of(runtime)
-    finally:
-        await runtime.close()
+    body, code = await heartbeat_of(dead)
     assert code == 500
     assert body["checks"]["check_redis_store_connected"] == "error"
     assert body["checks"]["check_redis_connected"] == "ok"
@@ -97,13 +80,9 @@ async def test_heartbeat_is_500_when_the_store_redis_is_unreachable(live_setting
 
 @pytest.mark.gen_test(timeout=30)
 async def test_unapplied_migrations_are_a_warning_not_an_error(live_settings, fresh_database):
-    runtime = await Runtime.create(
+    body, code = await heartbeat_of(
         live_settings.replace(database_url=fresh_database), apply_migrations=False
     )
-    try:
-        body, code = await _heartbeat_of(runtime)
-    finally:
-        await runtime.close()
     assert code == 200
     assert body["status"] == "warning"
     assert body["checks"]["check_migrations_applied"] == "warning"

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.test_download import get, served
+from tests.conftest import served
+from tests.test_download import get
 
 
 def ident() -> str:

@@ -340,7 +340,7 @@ async def test_other_methods_are_405(http_client, base_url):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_too_large_is_413_from_content_length(runtime, upload_settings, worker):
-    from tests.test_download import served
+    from tests.conftest import served
 
     async with served(upload_settings.replace(upload_max_size=10_000)) as (client, base):
         token, _ = await token_for(runtime, UPLOAD)

@@ -155,7 +155,7 @@ def strict_settings(live_settings):
 )
 @pytest.mark.gen_test(timeout=60)
 async def test_urls_are_checked_before_anything_is_recorded(strict_settings, runtime, url, message):
-    from tests.test_download import served
+    from tests.conftest import served
 
     token, _ = await token_for(runtime, UPLOAD)
     async with served(strict_settings) as (client, base):

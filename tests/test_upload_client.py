@@ -318,7 +318,7 @@ async def test_invalid_archive_exits_1_with_the_servers_message(
 
 @pytest.mark.gen_test(timeout=90)
 async def test_too_large_is_refused_from_the_headers(runtime, upload_settings, tmp_path):
-    from tests.test_download import served
+    from tests.conftest import served
 
     archive = tmp_path / "big.zip"
     archive.write_bytes(make_zip({f"b.pdb/{new_ident()}/b.dbg.gz": os.urandom(200_000)}))
