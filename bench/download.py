@@ -19,11 +19,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -32,28 +30,13 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, proc_status_mb, wait_port  # noqa: E402
+
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
 
 BUCKETS = ("bench-one", "bench-two", "bench-three")
 DEBUG_ID = "44E4EC8C2F41492B9369D6B9A059577C2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"nothing answers on port {port}")
 
 
 def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[str, float]:
@@ -76,13 +59,6 @@ def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[
     errors = re.search(r"Socket errors: (.*)", out)
     result["socket_errors"] = errors.group(1) if errors else "none"
     return result
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -148,7 +124,7 @@ def main() -> None:
             "(b') cached miss through 3 sources (404)": wrk(miss, args),
             "(c) bare Tornado constant 302": wrk(f"http://127.0.0.1:{bare_port}/x", args),
         }
-        rss = peak_rss_mb(server.pid)
+        rss = proc_status_mb(server.pid, "VmHWM")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
