@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,32 @@ class Settings:
     # Accounts.
     tokens_default_expiration_days: int = 365
 
+    # Crash collector (spec/crashes.md). The bucket defaults to the embedded S3 server's.
+    enable_crash_collector: bool = True
+    crash_storage: str = "s3"  # or "fs"
+    crash_bucket_name: str | None = None
+    crash_region: str = "us-west-2"
+    crash_endpoint_url: str | None = None
+    crash_access_key: str | None = None
+    crash_secret_access_key: str | None = None
+    crash_fs_root: Path | None = None  # default: <data dir>/crashes
+    crash_fs_fsync: bool = False
+    # Set when the crash bucket is the embedded S3 server's, the only one we create.
+    crash_storage_is_embedded: bool = False
+    crashmover_max_attempts: int = 5
+    crashmover_retry_sleep_seconds: float = 2.0
+    crashmover_concurrent_crashmovers: int = 8
+    crashpublish_queue_name: str = "socorro.standard"
+    crashpublish_actor_name: str = "process_crash"
+    crashpublish_retry_seconds: float = 30.0
+    breakpad_stage_submitter_bearer_token: str | None = None
+    breakpad_throttler_rules: str = "accept_all"
+    breakpad_throttler_products: str = "all"
+    breakpad_throttler_product_packagenames: str = "all"
+    collector_max_body_size: int = 25 * 1024**2
+    collector_max_decompressed_size: int = 8 * 25 * 1024**2
+    collector_body_timeout: float = 70.0
+
     # Task queue: worker threads embedded in `serve` (0 disables them).
     worker_threads: int = 2
 
@@ -135,6 +162,10 @@ class Settings:
     @property
     def fully_embedded(self) -> bool:
         return self.embedded_postgres and self.redis_url is None and self.embedded_s3
+
+    @property
+    def crash_dir(self) -> Path:
+        return self.crash_fs_root or self.data_dir / "crashes"
 
     @property
     def staging_dir(self) -> Path:
@@ -357,6 +388,57 @@ def load_settings(
             "UPLOAD_BY_DOWNLOAD_ALLOWED_NETWORKS", (), _parse_networks, "comma-separated CIDRs"
         ),
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
+        enable_crash_collector=r.boolean("ENABLE_CRASH_COLLECTOR", True),
+        crash_storage=r.get(
+            "CRASHMOVER_CRASHSTORAGE_CLASS",
+            "s3",
+            _parse_crash_storage,
+            "s3, fs, or the reference's S3CrashStorage/FSCrashStorage class path",
+        ),
+        crash_bucket_name=r.text("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME"),
+        crash_region=r.text("CRASHMOVER_CRASHSTORAGE_REGION", "us-west-2", aliases=("S3_REGION",)),
+        crash_endpoint_url=r.get(
+            "CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL",
+            None,
+            _parse_url,
+            "an http(s) URL",
+            aliases=("S3_ENDPOINT_URL",),
+        ),
+        crash_access_key=r.text("CRASHMOVER_CRASHSTORAGE_ACCESS_KEY"),
+        crash_secret_access_key=r.text("CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY"),
+        crash_fs_root=r.get("CRASHMOVER_CRASHSTORAGE_FS_ROOT", None, Path, "a directory"),
+        crash_fs_fsync=r.boolean("CRASHMOVER_CRASHSTORAGE_FS_FSYNC", False),
+        crashmover_max_attempts=r.integer("CRASHMOVER_MAX_ATTEMPTS", 5, minimum=1),
+        crashmover_retry_sleep_seconds=r.number("CRASHMOVER_RETRY_SLEEP_SECONDS", 2.0),
+        crashmover_concurrent_crashmovers=r.integer(
+            "CRASHMOVER_CONCURRENT_CRASHMOVERS", 8, minimum=1
+        ),
+        crashpublish_queue_name=r.get(
+            "CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",
+            "socorro.standard",
+            _parse_queue_name,
+            "a queue name of letters, digits, '.', '_' and '-'",
+        ),
+        crashpublish_actor_name=r.get(
+            "CRASHMOVER_CRASHPUBLISH_ACTOR_NAME",
+            "process_crash",
+            _parse_queue_name,
+            "an actor name of letters, digits, '.', '_' and '-'",
+        ),
+        crashpublish_retry_seconds=r.number("CRASHMOVER_CRASHPUBLISH_RETRY_SECONDS", 30.0),
+        breakpad_stage_submitter_bearer_token=r.text("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN"),
+        breakpad_throttler_rules=r.text("BREAKPAD_THROTTLER_RULES", "accept_all"),
+        breakpad_throttler_products=r.text("BREAKPAD_THROTTLER_PRODUCTS", "all"),
+        breakpad_throttler_product_packagenames=r.text(
+            "BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES", "all"
+        ),
+        collector_max_body_size=r.integer("COLLECTOR_MAX_BODY_SIZE", 25 * 1024**2, minimum=1),
+        collector_max_decompressed_size=r.integer(
+            "COLLECTOR_MAX_DECOMPRESSED_SIZE", 8 * 25 * 1024**2, minimum=1
+        ),
+        collector_body_timeout=r.number(
+            "COLLECTOR_BODY_TIMEOUT", 70.0, aliases=("CLIENT_BODY_TIMEOUT",)
+        ),
         worker_threads=r.integer("WORKER_THREADS", 2),
         logging_level=r.choice(
             "LOGGING_LEVEL", "INFO", LOG_LEVELS, aliases=("LOGGING_DEFAULT_LEVEL",)
@@ -368,6 +450,7 @@ def load_settings(
         sentry_dsn=r.text("SENTRY_DSN", aliases=("SECRET_SENTRY_DSN",)),
     )
     _check_combinations(settings, r)
+    _check_crash_settings(settings, r)
     if r.problems:
         raise SettingsError(r.problems)
     if settings.symbol_urls:
@@ -398,6 +481,48 @@ def _check_combinations(s: Settings, r: _Reader) -> None:
             "SECRET_KEY: required when DATABASE_URL is set "
             '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
         )
+
+
+CRASH_STORAGE_NAMES = {
+    "s3": "s3",
+    "antenna.ext.s3.crashstorage.S3CrashStorage": "s3",
+    "fs": "fs",
+    "antenna.ext.fs.crashstorage.FSCrashStorage": "fs",
+}
+
+
+def _parse_crash_storage(value: str) -> str:
+    if value not in CRASH_STORAGE_NAMES:
+        raise ValueError("")
+    return CRASH_STORAGE_NAMES[value]
+
+
+def _parse_queue_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9._-]*", value):
+        raise ValueError("")
+    return value
+
+
+def _check_crash_settings(s: Settings, r: _Reader) -> None:
+    if not s.enable_crash_collector:
+        return
+    if s.crash_storage == "s3" and not s.crash_bucket_name and not s.embedded_s3:
+        r.problems.append(
+            "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME: required for crash storage in S3 when "
+            "SYMBOL_URLS is set (or set CRASHMOVER_CRASHSTORAGE_CLASS=fs, or "
+            "ENABLE_CRASH_COLLECTOR=false)"
+        )
+    # Imported here: the throttler is a domain module that must not depend on settings.
+    from symbolon.crashes.throttler import load_throttler
+
+    try:
+        load_throttler(
+            s.breakpad_throttler_rules,
+            s.breakpad_throttler_products,
+            s.breakpad_throttler_product_packagenames,
+        )
+    except (ValueError, OSError) as exc:
+        r.problems.append(str(exc))  # names the setting itself
 
 
 def _parse_pg_url(value: str) -> str:

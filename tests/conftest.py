@@ -66,6 +66,8 @@ def live_settings(stack: EmbeddedStack) -> Settings:
         runtime = await Runtime.create(settings)
         try:
             await runtime.s3.ensure_buckets(runtime.storage)
+            if runtime.collector is not None:
+                await runtime.collector.storage.ensure_bucket()
         finally:
             await runtime.close()
 

@@ -10,6 +10,7 @@ import tornado.web
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
+from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers import upload_v2, uploads_api
 from symbolon.handlers.base import NotFoundHandler
@@ -55,11 +56,14 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *(extra_routes or []),
         ]
     )
+    if runtime.collector is not None:
+        routes = submit_handlers.ROUTES + routes
     # The download routes match almost any three-segment path, so they come last.
     routes += download_handlers.ROUTES
     return tornado.web.Application(
         routes,
         runtime=runtime,
+        collector=runtime.collector,
         version_info=version_info(runtime.settings.base_dir),
         default_handler_class=NotFoundHandler,
         log_function=log_request,

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from symbolon.conf import Settings
+from symbolon.crashes.collector import Collector
+from symbolon.crashes.publish import TEST_MESSAGE
+from symbolon.crashes.storage import S3CrashStorage, StorageError
 from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
 from symbolon.sentry import configure_sentry
@@ -64,23 +67,68 @@ async def connect(settings: Settings) -> Runtime:
             await runtime.store.ping()
         except Exception as exc:
             raise StartupError(f"Redis (REDIS_URL / REDIS_STORE_URL) not reachable: {exc}") from exc
+        if runtime.collector is not None:
+            await check_crash_collector(runtime.collector)
     except BaseException:
         await runtime.close()
         raise
     return runtime
 
 
+async def check_crash_collector(collector: Collector) -> None:
+    """The seeds' start-up checks: the crash store answers and takes writes, the broker takes
+    messages (the ``test`` publish). Any failure names what to fix."""
+    settings, storage = collector.settings, collector.storage
+    logger.info("crash storage: %s", storage.description)
+    variable = (
+        "CRASHMOVER_CRASHSTORAGE_FS_ROOT"
+        if settings.crash_storage == "fs"
+        else "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME / _REGION / _ENDPOINT_URL"
+    )
+    try:
+        if isinstance(storage, S3CrashStorage):
+            if settings.crash_storage_is_embedded:
+                await storage.ensure_bucket()
+            problem = await storage.check()
+            if problem:
+                raise StartupError(f"crash storage ({variable}): {problem}")
+            await storage.probe_write()
+        else:
+            await storage.probe_write()
+    except StorageError as exc:
+        raise StartupError(f"crash storage ({variable}): {exc}") from exc
+    try:
+        await collector.publisher.publish(TEST_MESSAGE)
+    except Exception as exc:
+        raise StartupError(
+            f"crash queue (REDIS_URL, queue {collector.publisher.queue_name!r}): "
+            f"cannot publish: {exc}"
+        ) from exc
+
+
+async def republish_forever(collector: Collector) -> None:
+    """Publish the ids a broker outage left unpublished, on every node, every so often."""
+    while True:
+        await asyncio.sleep(collector.settings.crashpublish_retry_seconds)
+        try:
+            await collector.republish_pending()
+        except Exception:
+            logger.exception("re-publishing unpublished crash ids failed; will try again")
+
+
 async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
     from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
     runtime = await connect(settings)
-    broker = worker = server = scheduler = None
+    broker = worker = server = scheduler = republisher = None
     try:
         broker = setup_broker(settings)
         if settings.worker_threads:
             worker = start_worker(broker, settings.worker_threads)
             scheduler = Scheduler(broker)
             scheduler.start()
+        if runtime.collector is not None:
+            republisher = asyncio.create_task(republish_forever(runtime.collector))
         app = make_app(runtime)
         server = app.listen(settings.port, settings.host, xheaders=True)
         logger.info("Symbolon serving on http://%s:%d", settings.host, settings.port)
@@ -95,6 +143,8 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
             server.stop()
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+        if republisher is not None:
+            republisher.cancel()
         if scheduler is not None:
             scheduler.stop()
         if worker is not None:

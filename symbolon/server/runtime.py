@@ -9,6 +9,9 @@ import asyncpg
 
 from symbolon.cache import Cache, redis_client
 from symbolon.conf import Settings
+from symbolon.crashes.collector import Collector
+from symbolon.crashes.publish import Publisher
+from symbolon.crashes.storage import make_crash_storage
 from symbolon.db import migrate
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
@@ -30,6 +33,7 @@ class Runtime:
     lookup: SymbolLookup
     missing: MissingRecorder
     staging: Staging
+    collector: Collector | None = None
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -59,6 +63,9 @@ class Runtime:
             lookup_timeout=settings.s3_lookup_connect_timeout + settings.s3_lookup_read_timeout,
         )
         await lookup.start()
+        collector = None
+        if settings.enable_crash_collector:
+            collector = Collector(settings, make_crash_storage(settings), Publisher(settings))
         return cls(
             settings=settings,
             storage=storage,
@@ -69,9 +76,13 @@ class Runtime:
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
             staging=make_staging(settings, s3),
+            collector=collector,
         )
 
     async def close(self) -> None:
+        if self.collector is not None:
+            await self.collector.storage.close()
+            self.collector.publisher.close()
         await self.lookup.close()
         await self.s3.close()
         await self.cache.close()
