@@ -13,7 +13,9 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_"))
+        if not k.startswith(
+            ("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_", "CRASHMOVER_")
+        )
     }
     env.update(
         DATABASE_URL=settings.database_url or "",
@@ -23,6 +25,11 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         UPLOAD_DEFAULT_URL=settings.upload_default_url or "",
         AWS_ACCESS_KEY_ID=settings.aws_access_key_id or "",
         AWS_SECRET_ACCESS_KEY=settings.aws_secret_access_key or "",
+        CRASHMOVER_CRASHSTORAGE_BUCKET_NAME=settings.crash_bucket_name or "",
+        CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL=settings.crash_endpoint_url or "",
+        CRASHMOVER_CRASHSTORAGE_REGION=settings.crash_region,
+        CRASHMOVER_CRASHSTORAGE_ACCESS_KEY=settings.crash_access_key or "",
+        CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY=settings.crash_secret_access_key or "",
         SECRET_KEY="test-secret",
         LOG_FORMAT="text",
     )

@@ -30,8 +30,12 @@ def _interrupt(*_: object) -> None:
 signal.signal(signal.SIGTERM, _interrupt)
 
 # Tests must not pick up the developer's own configuration.
+_CONFIGURATION = (
+    *("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_"),
+    *("CRASHMOVER_", "BREAKPAD_", "COLLECTOR_", "ENABLE_CRASH_COLLECTOR"),
+)
 for _name in list(os.environ):
-    if _name.startswith(("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_")):
+    if _name.startswith(_CONFIGURATION):
         del os.environ[_name]
 
 

@@ -169,7 +169,9 @@ def test_a_crash_bucket_is_required_beside_real_symbol_storage():
     env = {k: v for k, v in REAL.items() if k != "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME"}
     assert any(p.startswith("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME") for p in problems(env))
     assert not load({**env, "ENABLE_CRASH_COLLECTOR": "false"}).enable_crash_collector
-    fs = load({**env, "CRASHMOVER_CRASHSTORAGE_CLASS": "antenna.ext.fs.crashstorage.FSCrashStorage"})
+    fs = load(
+        {**env, "CRASHMOVER_CRASHSTORAGE_CLASS": "antenna.ext.fs.crashstorage.FSCrashStorage"}
+    )
     assert fs.crash_storage == "fs"
 
 

@@ -260,11 +260,20 @@ async def test_a_body_larger_than_the_memory_threshold_is_spooled_and_stored_who
 
 
 @pytest.mark.gen_test
-async def test_the_query_string_is_ignored(http_client, base_url, runtime):
-    response = await post(
-        http_client, base_url, report({"ProductName": "X"}), path="/submit?foo=bar"
-    )
-    assert "foo" not in await raw_crash(runtime, crash_id_of(response))
+async def test_query_string_parameters_are_annotations_as_crashpad_sends_them(
+    http_client, base_url, runtime
+):
+    body = report({"ProductName": "Body", "Other": "x"}, {"upload_file_minidump": b"MDMP"})
+    path = "/submit?product=MyApp&channel=beta&guid=abc&ProductName=Query&ver=1&ver=2"
+    response = await post(http_client, base_url, body, path=path)
+    crash = await raw_crash(runtime, crash_id_of(response))
+    assert (crash["product"], crash["channel"], crash["guid"]) == ("MyApp", "beta", "abc")
+    assert crash["ProductName"] == "Body"  # the body's fields come later and win
+    assert crash["ver"] == "2"
+    # A dump with annotations only in the query string is a report.
+    body = report(dumps={"upload_file_minidump": b"MDMP"})
+    response = await post(http_client, base_url, body, path="/submit?prod=A")
+    assert (await raw_crash(runtime, crash_id_of(response)))["prod"] == "A"
 
 
 @pytest.mark.gen_test

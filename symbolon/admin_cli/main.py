@@ -19,6 +19,7 @@ from symbolon.accounts.users import (
     make_superuser,
     permission_codename,
 )
+from symbolon.admin_cli.crashes import crashes
 from symbolon.admin_cli.upload import upload_command
 from symbolon.conf import Settings, SettingsError, load_settings
 from symbolon.db import migrate as migrations
@@ -61,6 +62,7 @@ def cli() -> None:
 
 
 cli.add_command(upload_command)
+cli.add_command(crashes)
 
 
 @cli.command()

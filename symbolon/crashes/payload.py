@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,10 +153,13 @@ def iter_parts(body: Any, boundary: str):
         pos = value_end + 2
 
 
-def parse(body: Any, boundary: str) -> Payload:
-    """Classify the parts of a report (§3.6); the first problem in body order decides."""
-    payload = Payload()
-    text_annotations = 0
+def parse(body: Any, boundary: str, query: Mapping[str, str] | None = None) -> Payload:
+    """Classify the parts of a report (§3.6); the first problem in body order decides.
+
+    ``query`` holds annotations from the URL's query string, which Crashpad clients use
+    (``?product=...&version=...``): they count as text fields placed before the body's."""
+    payload = Payload(annotations=dict(query or {}))
+    text_annotations = len(payload.annotations)
     for headers, value in iter_parts(body, boundary):
         _, disposition = split_header_params(headers.get("content-disposition", ""))
         name = disposition.get("name")

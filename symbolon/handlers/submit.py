@@ -135,7 +135,13 @@ class SubmitHandler(tornado.web.RequestHandler):
             body.close()
 
     def _parse(self, buffer: Any) -> Payload:
-        payload = parse(buffer, self.boundary)
+        query = {}
+        for name, values in self.request.query_arguments.items():
+            try:
+                query[name] = values[-1].decode("utf-8")  # the last one wins, as in the body
+            except UnicodeDecodeError:
+                continue
+        payload = parse(buffer, self.boundary, query)
         payload.checksums()  # here, so that large dumps are hashed off the event loop too
         return payload
 
