@@ -9,12 +9,17 @@ server, bucket ``crashes``; fs = a directory) and each number of concurrent clie
 time. In the same run it measures the limit: ``bench/bare_submit.py``, a bare Tornado handler
 that receives the same body and writes the dump to a file, with one process and with two.
 
+The runs are interleaved by number of connections, so that the runs compared with each other
+are close in time. Each store is also run once with ``LOGGING_LEVEL=INFO`` (``--info-at``);
+otherwise the server logs at ``WARNING``.
+
 For every run it prints crashes/s (answers carrying a CrashID, per second), p50 and p99
 latency, errors (socket errors, non-200 answers and 200 answers without a CrashID), whether
-the store holds as many crashes as were answered with a CrashID, the server's peak RSS, and the
-CPU (in cores) used by the server, the S3 server, the client and everything else on the
-machine. The client runs on the same cores as the server. Each run gets a fresh server
-process, so the peak RSS is that run's. Everything it starts and writes is removed on exit.
+the store holds every crash answered with a CrashID (raw crash and dump), the server's peak RSS
+and CPU time per crash, and the CPU (in cores) used by the server, the S3 server, Redis, the
+client and everything else on the machine. The client runs on the same cores as the server.
+Each run gets a fresh server process, so the peak RSS is that run's. Everything it starts and
+writes is removed on exit, also after an error, Ctrl-C or SIGTERM. About 3.5 minutes.
 
     .venv/bin/python bench/crashes.py [--duration 10] [--connections 1,8,32] [--stores s3,fs]
 
@@ -201,6 +206,7 @@ class Run:
     partial: int = 0  # dumps without a raw crash: saves cut short, never answered with an id
     peak_rss: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # cores, by who
+    server_cpu_per_crash: float = 0.0  # seconds
 
     @property
     def errors(self) -> int:
@@ -262,24 +268,26 @@ def wrk(port: int, connections: int, duration: int, body: Path, run: Run) -> Non
 
 
 def measure(
-    port: int, pids: list[int], moto: int | None, args: argparse.Namespace, body: Path, run: Run
+    port: int, groups: dict[str, list[int]], args: argparse.Namespace, body: Path, run: Run
 ) -> None:
-    """One wrk run, with the CPU each party spent during it (in cores)."""
-    before = [sum(map(cpu_seconds, pids)), cpu_seconds(moto) if moto else 0.0]
+    """One wrk run, with the CPU each party spent during it, in cores: ``groups`` names the
+    processes of the server, the S3 server and Redis; the client is wrk, the rest is the machine's
+    busy time spent by anyone else (PostgreSQL, the kernel's softirqs, other users)."""
+
+    def used() -> dict[str, float]:
+        return {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
+
+    before = used()
     client0, machine0, wall0 = children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     wrk(port, run.connections, args.duration, body, run)
     wall = time.monotonic() - wall0
-    server = (sum(map(cpu_seconds, pids)) - before[0]) / wall
-    s3 = ((cpu_seconds(moto) - before[1]) / wall) if moto else 0.0
-    client = (children_cpu_seconds() - client0) / wall
+    after = used()
+    run.cpu = {name: (after[name] - before[name]) / wall for name in groups}
+    run.cpu["client"] = (children_cpu_seconds() - client0) / wall
     machine = (machine_busy_seconds() - machine0) / wall
+    run.cpu["rest"] = max(machine - sum(run.cpu.values()), 0.0)
+    run.server_cpu_per_crash = (after["server"] - before["server"]) / max(run.accepted, 1)
     time.sleep(SETTLE_SECONDS)  # requests the client left in flight finish before the stop
-    run.cpu = {
-        "server": server,
-        "s3": s3,
-        "client": client,
-        "rest": max(machine - server - s3 - client, 0.0),
-    }
 
 
 # -- the servers ---------------------------------------------------------------------------------
@@ -364,8 +372,10 @@ class Bench:
         )  # fmt: skip
         for bucket in (BUCKET, SYMBOLS_BUCKET):
             self.s3.create_bucket(Bucket=bucket)
-        self.moto = self.stack.s3.owned_pid if self.stack.s3 else None
-        assert self.moto is not None, "the embedded S3 server was started by this process"
+        moto = self.stack.s3.owned_pid if self.stack.s3 else None
+        redis = self.stack.redis[0].owned_pid if self.stack.redis else None  # the task queue
+        assert moto and redis, "the embedded S3 and Redis servers were started by this process"
+        self.services = {"s3": [moto], "redis": [redis]}
 
     def stop_services(self) -> None:
         if self.stack is not None:
@@ -411,7 +421,7 @@ class Bench:
             except SystemExit as exc:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
             self.warm_up(port, log)
-            measure(port, [proc.pid], self.moto, self.args, self.body, run)
+            measure(port, {"server": [proc.pid], **self.services}, self.args, self.body, run)
             run.peak_rss = proc_status_mb(proc.pid, "VmHWM")
         finally:
             stop(proc)  # in-flight saves finish first: count after the stop
@@ -450,7 +460,7 @@ class Bench:
                     pids = [proc.pid, *child_pids(proc.pid)]
                     time.sleep(0.1)
             self.warm_up(port, log)
-            measure(port, pids, None, self.args, self.body, run)
+            measure(port, {"server": pids, **self.services}, self.args, self.body, run)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
             run.peak_rss = sum(proc_status_mb(pid, "VmHWM") for pid in pids)
         finally:
@@ -469,94 +479,118 @@ class Bench:
 
 # -- output --------------------------------------------------------------------------------------
 
+HEADER = (
+    f"{'scenario':<24} {'conns':>5} {'crashes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  "
+    f"{'stored/answered':<25} {'RSS MB':>6} {'CPU ms':>6}   "
+    "cores: server S3 Redis client rest"
+)
+
 
 def row(run: Run) -> str:
     errors = str(run.errors)
-    if run.socket_errors:
-        errors += " (" + ", ".join(f"{k} {v}" for k, v in run.socket_errors.items()) + ")"
-    if run.failed or run.discarded:
-        errors += f" ({run.failed} non-200, {run.discarded} discarded)"
+    details = [f"{k} {v}" for k, v in run.socket_errors.items()]
+    if run.failed:
+        details.append(f"{run.failed} non-200")
+    if run.discarded:
+        details.append(f"{run.discarded} discarded")
     cpu = run.cpu
-    return (
-        f"{run.name:<26} {run.connections:>5} {run.crashes_s:>9.1f} {run.p50:>8.1f} "
-        f"{run.p99:>8.1f}  {errors:<7} {run.stored:>6}/{run.expected:<6} {run.storage_check():<10} "
-        f"{run.peak_rss:>6.0f}   {cpu['server']:>4.2f} {cpu['s3']:>4.2f} {cpu['client']:>4.2f} "
+    stored = f"{run.stored}/{run.expected} {run.storage_check()}"
+    line = (
+        f"{run.name:<24} {run.connections:>5} {run.crashes_s:>9.1f} {run.p50:>7.1f} "
+        f"{run.p99:>7.1f} {errors:>6}  {stored:<25} {run.peak_rss:>6.0f} "
+        f"{1000 * run.server_cpu_per_crash:>6.2f}   "
+        f"{cpu['server']:>13.2f} {cpu['s3']:>4.2f} {cpu['redis']:>5.2f} {cpu['client']:>6.2f} "
         f"{cpu['rest']:>4.2f}"
     )
+    return line + (f"  ({', '.join(details)})" if details else "")
 
 
 def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) -> None:
     print(
-        f"\none report: {fields} text annotations and a {args.dump_kb} KiB upload_file_minidump, "
-        f"{size / 1024:.0f} KiB multipart body; wrk -t(min 2, connections) -d{args.duration}s; "
-        f"one symbolon serve process (WORKER_THREADS=0, LOGGING_LEVEL={args.logging_level}); "
-        f"{os.cpu_count()} cores, shared by the server, the S3 server, the client (wrk) and "
-        "anything else running"
+        f"\n{len(runs)} runs; one report: {fields} text annotations and a {args.dump_kb} KiB "
+        f"upload_file_minidump, a {size / 1024:.0f} KiB multipart body; wrk -t(1 or 2) "
+        f"-d{args.duration}s; one symbolon serve process (WORKER_THREADS=0, LOGGING_LEVEL="
+        f"{args.logging_level} unless marked); {os.cpu_count()} cores, shared by the server, the "
+        "S3 server, Redis, the client and anything else running"
     )
-    print(
-        f"{'scenario':<26} {'conns':>5} {'crashes/s':>9} {'p50 ms':>8} {'p99 ms':>8}  "
-        f"{'errors':<7} {'stored/answered':<24} {'RSS MB':>6}   CPU cores: server, S3, client, rest"
-    )
-    for run in runs:
+    print(HEADER)
+    order = {name: i for i, name in enumerate(dict.fromkeys(r.name for r in runs))}
+    for run in sorted(runs, key=lambda r: (order[r.name], r.connections)):
         print(row(run))
 
-    bare = {(r.name, r.connections): r for r in runs if r.name.startswith("bare")}
-    main = [r for r in runs if r.name.startswith("symbolon") and "(" not in r.name]
-    print("\nratios (crashes/s)")
-    for run in main:
-        one = bare.get(("bare Tornado, 1 proc", run.connections))
-        two = bare.get(("bare Tornado, 2 proc", run.connections))
-        parts = [f"{run.name} c={run.connections:<3}"]
-        if one:
-            parts.append(f"/ bare 1 proc {run.crashes_s / one.crashes_s:>5.0%}")
-        if two:
-            parts.append(f"/ bare 2 proc {run.crashes_s / two.crashes_s:>5.0%}")
-        low, high = REFERENCE
+    def find(name: str, connections: int) -> Run | None:
+        return next((r for r in runs if r.name == name and r.connections == connections), None)
+
+    low, high = REFERENCE
+    print("\nratios of crashes/s, at the same number of connections")
+    for run in runs:
+        if not run.name.startswith("symbolon") or "(" in run.name:
+            continue
+        parts = [f"  {run.name:<12} c={run.connections:<3}"]
+        for processes in (1, 2):
+            bare = find(f"bare Tornado, {processes} proc", run.connections)
+            if bare:
+                parts.append(f"/ bare {processes} proc {run.crashes_s / bare.crashes_s:>4.0%}")
         parts.append(
             f"/ reference {low}-{high}/s {run.crashes_s / high:.1f}-{run.crashes_s / low:.1f}x"
         )
-        print("  " + "  ".join(parts))
+        print("  ".join(parts))
 
     best: dict[str, float] = {}
     for run in runs:
-        if "(" not in run.name or run.name.startswith("bare"):
-            best[run.name] = max(best.get(run.name, 0.0), run.crashes_s)
-    print("\nbest over the numbers of connections")
+        best[run.name] = max(best.get(run.name, 0.0), run.crashes_s)
+    print("\nbest over the numbers of connections (crashes/s)")
     for name, rate in best.items():
-        print(f"  {name:<26} {rate:>7.1f} crashes/s")
-    low, high = REFERENCE
+        print(f"  {name:<24} {rate:>7.1f}")
     if "symbolon fs" in best:
         rate = best["symbolon fs"]
-        verdict = (
-            "met" if rate >= 2 * high else ("met at the low end" if rate >= 2 * low else "missed")
-        )
+        met = "met" if rate >= 2 * high else "met at the low end" if rate >= 2 * low else "missed"
         print(
-            f"  goal 1, at least 2x the reference ({2 * low}-{2 * high}/s, filesystem): "
-            f"{rate / high:.1f}-{rate / low:.1f}x, {verdict}"
+            f"goal: at least 2x the reference (2 workers, filesystem: {low}-{high}/s), so "
+            f"{2 * low}-{2 * high}/s: symbolon fs {rate:.0f}/s is {rate / high:.1f}-"
+            f"{rate / low:.1f}x, {met}"
         )
-        one = best.get("bare Tornado, 1 proc")
-        if one:
-            verdict = "met" if rate >= 0.7 * one else "missed"
-            print(
-                f"  goal 2, at least 70% of the bare handler (1 process each): "
-                f"{rate / one:.0%}, {verdict}"
-            )
-        two = best.get("bare Tornado, 2 proc")
-        if two:
-            print(
-                f"  against the bare handler with 2 processes: {rate / two:.0%} "
-                f"(the spec measured {BARE_REFERENCE[0]}-{BARE_REFERENCE[1]}/s for it; "
-                f"here {two:.0f}/s)"
-            )
+        for processes in (1, 2):
+            bare = best.get(f"bare Tornado, {processes} proc")
+            if bare:
+                met = "met" if rate >= 0.7 * bare else "missed"
+                print(
+                    f"goal: at least 70% of the bare handler ({processes} process"
+                    f"{'es' if processes > 1 else ''}, {bare:.0f}/s): {rate / bare:.0%}, {met}"
+                )
+        print(
+            f"(the spec measured the bare handler with 2 processes at {BARE_REFERENCE[0]}-"
+            f"{BARE_REFERENCE[1]}/s on this machine)"
+        )
     print(
-        "\n'stored/answered': crashes in the store / CrashID answers (+1 warm-up request); "
-        "'+n late' are requests the server completed after the client stopped (at most one per "
-        "connection). CPU is in cores over the run: 'rest' is everything else on the machine "
-        "(Redis, PostgreSQL, other users), a measure of the noise."
+        "\n'stored/answered': crashes in the store (raw crash and dump) / CrashID answers, plus "
+        "the warm-up request; '+n late': requests the server completed after the client stopped "
+        "(at most one per connection); 'partial': a dump without its raw crash. 'CPU ms': the "
+        "server's CPU time per crash. 'cores': CPU used during the run; the client (wrk) shares "
+        "the 2 cores with the server, and 'rest' is everyone else's (PostgreSQL, kernel, other "
+        "users): the higher it is, the less the figures are worth."
     )
 
 
 # -- main ----------------------------------------------------------------------------------------
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str | int, int, str]]:
+    """The runs, interleaved by number of connections, so that the ones compared with each other
+    run close together in time and see the same load from other users of the machine."""
+    connections = [int(c) for c in args.connections.split(",")]
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if set(stores) - {"s3", "fs"}:
+        raise SystemExit("--stores: s3, fs or both")
+    runs: list[tuple[str, str | int, int, str]] = []
+    for conns in connections:
+        for store in stores:
+            runs.append(("symbolon", store, conns, args.logging_level))
+            if conns == args.info_at and args.logging_level != "INFO":
+                runs.append(("symbolon", store, conns, "INFO"))
+        if not args.no_bare:
+            runs += [("bare", processes, conns, "") for processes in (1, 2)]
+    return runs
 
 
 def main() -> None:
@@ -577,10 +611,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
-    connections = [int(c) for c in args.connections.split(",")]
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    if set(stores) - {"s3", "fs"}:
-        raise SystemExit("--stores: s3, fs or both")
+    todo = plan(args)
     # A SIGTERM (or a timeout's kill) must still run the clean-up below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -593,16 +624,12 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         bench = Bench(args, work, body)
         bench.start_services()
-        plan = [("symbolon", s, c, args.logging_level) for s in stores for c in connections]
-        if args.info_at and args.logging_level != "INFO":
-            plan += [("symbolon", s, args.info_at, "INFO") for s in stores]
-        if not args.no_bare:
-            plan += [("bare", p, c, "") for p in (1, 2) for c in connections]
-        for kind, what, conns, level in plan:
+        print(HEADER, flush=True)
+        for kind, what, conns, level in todo:
             if kind == "symbolon":
-                run = bench.symbolon(what, conns, level)
+                run = bench.symbolon(str(what), conns, level)
             else:
-                run = bench.bare(what, conns)
+                run = bench.bare(int(what), conns)
             runs.append(run)
             print(row(run), flush=True)
     finally:
