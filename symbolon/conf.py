@@ -138,6 +138,8 @@ class Settings:
 
     # Task queue: worker threads embedded in `serve` (0 disables them).
     worker_threads: int = 2
+    # Web processes of `serve`, forked after binding one socket.
+    web_processes: int = 1
 
     # Observability.
     logging_level: str = "INFO"
@@ -440,6 +442,7 @@ def load_settings(
             "COLLECTOR_BODY_TIMEOUT", 70.0, aliases=("CLIENT_BODY_TIMEOUT",)
         ),
         worker_threads=r.integer("WORKER_THREADS", 2),
+        web_processes=r.integer("WEB_PROCESSES", 1, minimum=1),
         logging_level=r.choice(
             "LOGGING_LEVEL", "INFO", LOG_LEVELS, aliases=("LOGGING_DEFAULT_LEVEL",)
         ),

@@ -69,13 +69,23 @@ cli.add_command(crashes)
 @click.option("--host", help="Address to listen on (default: HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default: PORT or 8000).")
 @click.option("--worker-threads", type=int, help="Embedded task-worker threads; 0 disables.")
-def serve(host: str | None, port: int | None, worker_threads: int | None) -> None:
+@click.option(
+    "--processes", type=click.IntRange(min=1), help="Web processes (default: WEB_PROCESSES or 1)."
+)
+def serve(
+    host: str | None, port: int | None, worker_threads: int | None, processes: int | None
+) -> None:
     """Serve the web app, with an embedded task worker, until Ctrl-C."""
-    settings = _settings(host=host, port=port, worker_threads=worker_threads)
+    settings = _settings(
+        host=host, port=port, worker_threads=worker_threads, web_processes=processes
+    )
     lifecycle.configure_process(settings)
     try:
         with lifecycle.services(settings) as live:
-            asyncio.run(lifecycle.serve_forever(live))
+            if live.web_processes > 1:
+                lifecycle.serve_processes(live)
+            else:
+                asyncio.run(lifecycle.serve_forever(live))
     except lifecycle.StartupError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from exc
 

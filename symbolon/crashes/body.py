@@ -38,7 +38,7 @@ class ReceivedBody:
         self.spool_dir = spool_dir
         self.spool_after = spool_after
         self.size = 0  # bytes kept (inflated when gzipped)
-        self._memory = bytearray()
+        self._chunks: list[bytes] = []  # joined once at the end: cheaper than growing a buffer
         self._file: Any = None
         self._map: mmap.mmap | None = None
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
@@ -65,26 +65,28 @@ class ReceivedBody:
         if self._file is not None:
             self._file.write(data)
             return
-        self._memory += data
-        if len(self._memory) > self.spool_after:
+        self._chunks.append(data)
+        if self.size > self.spool_after:
             # Closed in close(): the spool lives as long as the request.
             self._file = tempfile.TemporaryFile(prefix="crash-", dir=self.spool_dir)  # noqa: SIM115
-            self._file.write(self._memory)
-            self._memory = bytearray()
+            self._file.writelines(self._chunks)
+            self._chunks = []
 
     def finish(self) -> Any:
         """The whole (inflated) body: bytes-like, with ``find``."""
         if self._inflater is not None and not self._inflater.eof:
             raise Malformed("bad_gzip")  # truncated, or not gzip at all
         if self._file is None:
-            return self._memory
+            body = b"".join(self._chunks)
+            self._chunks = [body]
+            return body
         self._file.flush()
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         return self._map
 
     def close(self) -> None:
         """Release the spool; views into the body must be released first."""
-        self._memory = bytearray()
+        self._chunks = []
         if self._map is not None:
             with suppress(BufferError):  # a view is still alive: unmapped when collected
                 self._map.close()

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from symbolon.conf import Settings
 from symbolon.crashes.crashid import create_crash_id, is_valid_crash_id, submitted_timestamp
 from symbolon.crashes.payload import Malformed, Payload
 from symbolon.crashes.publish import Publisher
-from symbolon.crashes.storage import CrashStorage, StorageError, raw_crash_json
+from symbolon.crashes.storage import CrashStorage, RawCrash, StorageError, raw_crash_json
 from symbolon.crashes.throttler import Result, Throttler, load_throttler, log_decision
 
 logger = logging.getLogger("symbolon.crashes")
@@ -51,6 +51,29 @@ class Submission:
     payload_size: int
     compressed: bool
     authorization: str | None
+
+
+class PublishAttempt:
+    """Publishing one crash id, callable from a store's worker thread; keeps the outcome."""
+
+    def __init__(self, publisher: Publisher, crash_id: str):
+        self.publisher = publisher
+        self.crash_id = crash_id
+        self.done = False
+        self.error: BaseException | None = None
+        self.milliseconds = 0.0
+
+    def __call__(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.publisher.send(self.crash_id)
+        except Exception as exc:  # kept for the event loop to act on, never raised to the store
+            self.error = exc
+        self.done = True
+        self.milliseconds = 1000 * (time.perf_counter() - started)
+
+    async def run_async(self) -> None:
+        await asyncio.to_thread(self)
 
 
 def discarded(reason: str, status: int = 400) -> Answer:
@@ -94,7 +117,6 @@ class Collector:
             "payload_compressed": "1" if request.compressed else "0",
             "payload_size": request.payload_size,
             "collector_notes": list(payload.notes),
-            "dump_checksums": payload.checksums(),
             "user_agent": request.user_agent if request.user_agent is not None else "None",
         }
         raw_crash.update(
@@ -127,14 +149,31 @@ class Collector:
                 metadata["collector_notes"].append(f"Removed {name} from raw crash.")
         raw_crash["uuid"] = crash_id
         metadata["throttle_rule"] = decision.rule
+
+        def render() -> bytes:
+            # Run by the store in a thread: hashing a large dump must not hold the event loop.
+            metadata["dump_checksums"] = payload.checksums()
+            return raw_crash_json(raw_crash)
+
+        # The store publishes right after saving, in the thread it saved in: one hop, not two.
+        published = PublishAttempt(self.publisher, crash_id)
         with metrics.timer("crashmover.crash_handling.time"):
-            if not await self.save(crash_id, raw_crash_json(raw_crash), payload.dumps):
+            if not await self.save(crash_id, render, payload.dumps, then=published):
                 return Answer(503, "", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-            await self.publish(crash_id)
+            if published.error is None and not published.done:
+                await published.run_async()
+            await self.published(crash_id, published)
         return accepted
 
-    async def save(self, crash_id: str, raw_crash: bytes, dumps: Mapping[str, Any]) -> bool:
-        """Store the crash, retrying; False once every attempt failed."""
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> bool:
+        """Store the crash, retrying; False once every attempt failed. ``then`` is handed to
+        the store, which calls it once the crash is stored."""
         s = self.settings
         # Requests waiting for a slot are the seeds' "save queue".
         self.save_queue_size += 1
@@ -147,7 +186,7 @@ class Collector:
                 for attempt in range(s.crashmover_max_attempts):
                     started = time.perf_counter()
                     try:
-                        await self.storage.save(crash_id, raw_crash, dumps)
+                        await self.storage.save(crash_id, raw_crash, dumps, then)
                     except (StorageError, OSError) as exc:
                         logger.warning(
                             "CrashMover.crashmover_save: exception %s, retry attempt %d",
@@ -181,28 +220,28 @@ class Collector:
         except (StorageError, OSError) as exc:
             logger.warning("%s: could not remove a partly saved crash: %s", crash_id, exc)
 
-    async def publish(self, crash_id: str) -> None:
-        started = time.perf_counter()
-        try:
-            await self.publisher.publish(crash_id)
-        except Exception as exc:
-            logger.warning("CrashMover.crashmover_publish: exception %r, retry attempt 0", exc)
-            metrics.incr("crashmover.publish_crash_dropped.count")
-            try:
-                await self.storage.mark_unpublished(crash_id)
-                logger.warning("%s: not published yet; marked to publish again", crash_id)
-            except (StorageError, OSError) as mark_exc:
-                logger.error(
-                    "%s: too many errors trying to publish; dropped (%s). "
-                    "`symbolon crashes republish --date %s` publishes it.",
-                    crash_id,
-                    mark_exc,
-                    "20" + crash_id[-6:],
-                )
+    async def published(self, crash_id: str, attempt: PublishAttempt) -> None:
+        """Account for a publish attempt; an id the broker did not take is marked for later."""
+        if attempt.error is None:
+            metrics.timing("crashmover.crash_publish.time", attempt.milliseconds)
+            metrics.incr("crashmover.save_crash.count")
+            logger.info("%s published", crash_id)
             return
-        metrics.timing("crashmover.crash_publish.time", 1000 * (time.perf_counter() - started))
-        metrics.incr("crashmover.save_crash.count")
-        logger.info("%s published", crash_id)
+        logger.warning(
+            "CrashMover.crashmover_publish: exception %r, retry attempt 0", attempt.error
+        )
+        metrics.incr("crashmover.publish_crash_dropped.count")
+        try:
+            await self.storage.mark_unpublished(crash_id)
+            logger.warning("%s: not published yet; marked to publish again", crash_id)
+        except (StorageError, OSError) as exc:
+            logger.error(
+                "%s: too many errors trying to publish; dropped (%s). "
+                "`symbolon crashes republish --date %s` publishes it.",
+                crash_id,
+                exc,
+                "20" + crash_id[-6:],
+            )
 
     async def republish_pending(self) -> int:
         """Publish the ids marked unpublished; returns how many were published."""

@@ -34,7 +34,8 @@ class Publisher:
         )
         self.broker = RedisBroker(client=client, namespace=NAMESPACE, middleware=[])
 
-    def _send(self, crash_id: str) -> None:
+    def send(self, crash_id: str) -> None:
+        """Blocking: from a worker thread."""
         message = dramatiq.Message(
             queue_name=self.queue_name,
             actor_name=self.actor_name,
@@ -46,7 +47,7 @@ class Publisher:
 
     async def publish(self, crash_id: str) -> None:
         """Raises whatever the broker raised; the caller decides what a failure means."""
-        await asyncio.to_thread(self._send, crash_id)
+        await asyncio.to_thread(self.send, crash_id)
 
     def close(self) -> None:
         self.broker.close()

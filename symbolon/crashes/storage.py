@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +36,10 @@ class StorageError(Exception):
 def dump_key_segment(name: str) -> str:
     """The reference stores the main minidump as ``dump``."""
     return "dump" if name in ("upload_file_minidump", "") else name
+
+
+# The raw crash's bytes, or a function that makes them (called off the event loop).
+RawCrash = bytes | Callable[[], bytes]
 
 
 def raw_crash_json(raw_crash: Mapping[str, Any]) -> bytes:
@@ -143,7 +147,15 @@ class S3CrashStorage:
             raise StorageError(f"cannot list {prefix} in {self.description}: {exc}") from exc
         return keys
 
-    async def save(self, crash_id: str, raw_crash: bytes, dumps: Mapping[str, Any]) -> None:
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        if callable(raw_crash):
+            raw_crash = await asyncio.to_thread(raw_crash)
         await self._put(f"v1/dump_names/{crash_id}", _dump_names_json(dumps))
         await asyncio.gather(
             *(
@@ -152,6 +164,8 @@ class S3CrashStorage:
             )
         )
         await self._put(f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}", raw_crash)
+        if then is not None:
+            await asyncio.to_thread(then)
 
     async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
         keys = [f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}"]
@@ -223,38 +237,61 @@ class S3CrashStorage:
 class FSCrashStorage:
     """A directory, date first (§7.2), for small single-machine installations.
 
-    Files are written to a temporary name and renamed, so a reader never sees half a file; any
-    failure is a save failure (the reference skipped files silently).
+    The raw crash is written to a temporary name and renamed, so a reader never sees half of one;
+    any failure is a save failure (the reference skipped files silently).
     """
 
     def __init__(self, root: Path, fsync: bool = False):
         self.root = root
         self.fsync = fsync
         self.description = f"directory {str(root)!r}"
+        self._made: set[Path] = set()  # directories known to exist: one mkdir per day and kind
 
-    def _write(self, path: Path, data: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(temporary, "wb") as f:
+    def _write(self, path: Path, data: Any, atomic: bool = False) -> None:
+        directory = path.parent
+        if directory not in self._made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+        target = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if atomic else path
+        with open(target, "wb") as f:
             f.write(data)
             if self.fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(temporary, path)
+        if atomic:
+            os.replace(target, path)
 
-    def _save_sync(self, crash_id: str, raw_crash: bytes, dumps: Mapping[str, Any]) -> None:
+    def _save_sync(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None,
+    ) -> None:
+        # Only the raw crash, written last, needs to appear whole: readers start from it.
         day = self.root / crash_date(crash_id)
+        if callable(raw_crash):
+            raw_crash = raw_crash()
         try:
             self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
             for name, data in dumps.items():
                 self._write(day / (name or "dump") / crash_id, data)
-            self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash)
+            self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash, atomic=True)
         except OSError as exc:
+            self._made.clear()  # a directory may have been removed under us
             message = f"cannot write crash {crash_id} to {self.description}: {exc}"
             raise StorageError(message) from exc
+        if then is not None:
+            then()
 
-    async def save(self, crash_id: str, raw_crash: bytes, dumps: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps)
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps, then)
 
     def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
         day = self.root / crash_date(crash_id)
@@ -300,7 +337,7 @@ class FSCrashStorage:
 
     async def mark_unpublished(self, crash_id: str) -> None:
         try:
-            self._write(self._unpublished_dir / crash_id, b"")
+            self._write(self._unpublished_dir / crash_id, b"", atomic=True)
         except OSError as exc:
             raise StorageError(f"cannot mark {crash_id} unpublished: {exc}") from exc
 
@@ -322,7 +359,7 @@ class FSCrashStorage:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".testfile-{uuid.uuid4()}.txt"
-            self._write(probe, b"test")
+            self._write(probe, b"test", atomic=True)
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"cannot write to {self.description}: {exc}") from exc

@@ -19,7 +19,7 @@ from symbolon.crashes.body import BodyTooLarge, ReceivedBody
 from symbolon.crashes.collector import Answer, Collector, Submission, discarded, metrics
 from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
 
-# Above this, the parse (and its checksums) runs in a thread, off the event loop.
+# Above this, the parse runs in a thread, off the event loop (the checksums always do).
 PARSE_IN_THREAD_BYTES = 2 * 1024 * 1024
 # Tornado's own limit is lifted (it would answer 400 first); ours answers 413.
 UNLIMITED_BODY = 2**62
@@ -141,9 +141,7 @@ class SubmitHandler(tornado.web.RequestHandler):
                 query[name] = values[-1].decode("utf-8")  # the last one wins, as in the body
             except UnicodeDecodeError:
                 continue
-        payload = parse(buffer, self.boundary, query)
-        payload.checksums()  # here, so that large dumps are hashed off the event loop too
-        return payload
+        return parse(buffer, self.boundary, query)
 
     def malformed(self, reason: str) -> Answer:
         metrics.incr("breakpad_resource.malformed", tags=[f"reason:{reason}"])
