@@ -178,3 +178,12 @@ def s3_client(endpoint: str) -> Any:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[Any]:
+    """A real OpenID Connect provider (Node's oidc-provider) on 127.0.0.1, for sign-in tests."""
+    from tests.oidc_provider import running_provider
+
+    with running_provider() as provider:
+        yield provider
