@@ -9,7 +9,7 @@ from typing import Any
 
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.sessions import SESSION_COOKIE
-from symbolon.accounts.users import User, get_or_create_user
+from symbolon.accounts.users import User, find_user_by_id, get_or_create_user
 from tests.conftest import unique_email
 
 
@@ -41,7 +41,8 @@ async def token_of(
     runtime: Any, user: User, permissions: tuple[str, ...] = (), expires_days: int = 30
 ) -> str:
     async with runtime.db.acquire() as conn:
-        _, key = await token_store.create_token(conn, user, set(permissions), expires_days)
+        current = await find_user_by_id(conn, user.id)  # as it is now, flags included
+        _, key = await token_store.create_token(conn, current, set(permissions), expires_days)
     return key
 
 
