@@ -157,3 +157,20 @@ async def test_a_deleted_user_is_signed_out(http_client, base_url, runtime):
     await runtime.db.execute("DELETE FROM users WHERE id = $1", user.id)
     status, body = await call(http_client, base_url, caller, "/api/_auth/")
     assert (status, body["user"]) == (200, None)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_auth_debug_says_whether_cache_and_cookies_work(http_client, base_url, runtime):
+    await runtime.cache.delete("auth-debug")
+    first = await http_client.fetch(f"{base_url}/__auth_debug__")
+    assert first.headers["Content-Type"].startswith("text/plain")
+    assert first.headers["Cache-Control"] == "no-store"
+    assert first.body.decode().splitlines() == [
+        "Refresh to see if caching works.",
+        "Refresh to see if session cookies work.",
+    ]
+    cookie = first.headers["Set-Cookie"].split(";")[0]
+    again = await http_client.fetch(f"{base_url}/__auth_debug__", headers={"Cookie": cookie})
+    assert again.body.decode().splitlines() == ["Cache works!", "Session cookies work!"]
+    without = await http_client.fetch(f"{base_url}/__auth_debug__")
+    assert without.body.decode().splitlines()[1] == "Refresh to see if session cookies work."

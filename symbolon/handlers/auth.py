@@ -198,9 +198,38 @@ class ApiAuthHandler(ReadHandler):
         self.write_json(body)
 
 
+class AuthDebugHandler(_AuthHandler):
+    """``GET /__auth_debug__``: do the cache and cookies work for this browser? (spec §10.1;
+    the seeds' first step with someone who cannot stay signed in)."""
+
+    COOKIE = "symbolon_auth_debug"
+    SECONDS = 10
+    uses_session = False
+
+    async def get(self) -> None:
+        sessions = self.runtime.sessions
+        cache = self.runtime.cache
+        cached = await cache.get("auth-debug")
+        if cached is None:
+            await cache.set("auth-debug", b"1", ttl=self.SECONDS)
+        returned = sessions.unsign(self.COOKIE, self.get_cookie(self.COOKIE), self.SECONDS)
+        self.set_browser_cookie(
+            self.COOKIE, sessions.sign(self.COOKIE, "1"), path="/", max_age=self.SECONDS
+        )
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(
+            ("Cache works!" if cached else "Refresh to see if caching works.")
+            + "\n"
+            + ("Session cookies work!" if returned else "Refresh to see if session cookies work.")
+            + "\n"
+        )
+
+
 ROUTES = [
     (r"/oidc/authenticate/", AuthenticateHandler),
     (r"/oidc/callback/", CallbackHandler),
     (r"/oidc/logout/", LogoutHandler),
     (r"/api/_auth/", ApiAuthHandler),
+    (r"/__auth_debug__", AuthDebugHandler),
 ]
