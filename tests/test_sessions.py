@@ -174,3 +174,16 @@ async def test_auth_debug_says_whether_cache_and_cookies_work(http_client, base_
     assert again.body.decode().splitlines() == ["Cache works!", "Session cookies work!"]
     without = await http_client.fetch(f"{base_url}/__auth_debug__")
     assert without.body.decode().splitlines()[1] == "Refresh to see if session cookies work."
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_without_its_csrf_token_a_cookie_does_not_authenticate_a_change(
+    http_client, base_url, runtime
+):
+    """Endpoints open to anyone keep working for a signed-in browser; they just do not see the
+    user, as another site's forged request must not."""
+    caller = await Caller.with_session(runtime, await make_user(runtime))
+    status, body = await call(http_client, base_url, caller, "/api/_auth/", "POST", csrf=False)
+    assert status == 200 and body["user"] is None
+    status, body = await call(http_client, base_url, caller, "/api/_auth/", "POST")
+    assert status == 200 and body["user"] is not None

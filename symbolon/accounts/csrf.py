@@ -5,6 +5,9 @@ token, in the ``X-CSRFToken`` header (what the web UI sends) or a ``csrf_token``
 HTML forms). A page on another site can make the browser send the cookie, but it cannot read the
 token. Requests authenticated by an ``Auth-Token`` header are exempt: no browser adds that header
 on its own. The session cookie is also ``SameSite=Lax``, a second line of defence.
+
+A request that fails the check is simply not authenticated by its cookie: endpoints that need a
+user answer ``403`` with the CSRF message, endpoints open to anyone are not disturbed.
 """
 
 from __future__ import annotations

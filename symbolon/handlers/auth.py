@@ -15,11 +15,11 @@ import logging
 import secrets
 import urllib.parse
 
-from symbolon.accounts import admin
+from symbolon.accounts import admin, csrf
 from symbolon.accounts.oidc import ProviderUnavailable, SignInFailed
 from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.accounts.users import user_permissions
-from symbolon.handlers.base import BaseHandler, ReadHandler
+from symbolon.handlers.base import ApiError, BaseHandler, ReadHandler
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ class LogoutHandler(_AuthHandler):
     SUPPORTED_METHODS = ("POST",)
 
     async def post(self) -> None:
+        if self.csrf_failed:
+            raise ApiError(403, csrf.FAILURE)  # another site must not sign people out
         sessions = self.runtime.sessions
         session = self.principal.session if self.principal is not None else None
         if session is None:

@@ -35,6 +35,8 @@ class BaseHandler(tornado.web.RequestHandler):
     principal: Principal | None = None
     # Handlers that never ask who is calling skip the session lookup (downloads: the hot path).
     uses_session = True
+    # A session cookie came with a state-changing request but without its CSRF token.
+    csrf_failed = False
 
     def prepare(self) -> Awaitable[None] | None:
         """An ``Auth-Token`` header is checked on every path (spec §8.3): a bad one is a 403,
@@ -69,7 +71,10 @@ class BaseHandler(tornado.web.RequestHandler):
                 values = self.request.body_arguments.get(csrf.FIELD)
                 presented = values[0].decode("utf-8", "replace") if values else None
             if not csrf.verify(principal.session.csrf_token, presented):
-                raise ApiError(403, csrf.FAILURE)
+                # Not authenticated, then: whatever needs someone says why (see authorize),
+                # and endpoints open to anyone (crash reports...) work as for anyone.
+                self.csrf_failed = True
+                return
         await self._refuse_blocked(principal)
         self.principal = principal
 
@@ -97,6 +102,8 @@ class BaseHandler(tornado.web.RequestHandler):
         """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
         principal = self.principal
         if principal is None:
+            if self.csrf_failed:
+                raise ApiError(403, csrf.FAILURE)
             raise ApiError(403, "This requires an Auth-Token to authenticate the request")
         if any_of and not any(principal.has(p) for p in any_of):
             raise ApiError(403, "Forbidden")
