@@ -33,6 +33,7 @@ signal.signal(signal.SIGTERM, _interrupt)
 _CONFIGURATION = (
     *("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_"),
     *("CRASHMOVER_", "BREAKPAD_", "COLLECTOR_", "ENABLE_CRASH_COLLECTOR"),
+    *("OIDC_", "SESSION_COOKIE_", "ENABLE_AUTH0_", "NOT_BLOCKED_IN_AUTH0_", "LOCAL_DEV_ENV"),
 )
 for _name in list(os.environ):
     if _name.startswith(_CONFIGURATION):
