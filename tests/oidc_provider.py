@@ -8,6 +8,7 @@ installs it into ``tests/oidc/node_modules``). Its development login page accept
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -81,6 +82,7 @@ def running_provider() -> Iterator[Provider]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(log.parent, ignore_errors=True)
 
 
 def _wait_until_serving(proc: subprocess.Popen, issuer: str, log: Path) -> None:
