@@ -25,6 +25,8 @@ LEGACY_PREFIXES = ("DJANGO_", "ELIOT_")
 TRUE_WORDS = {"true", "yes", "1", "on"}
 FALSE_WORDS = {"false", "no", "0", "off"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+# "none" is never accepted: an unsigned ID token proves nothing.
+OIDC_SIGN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "PS256"}
 
 
 class SettingsError(Exception):
@@ -109,6 +111,24 @@ class Settings:
 
     # Accounts.
     tokens_default_expiration_days: int = 365
+    # Browser sign-in with OpenID Connect (spec/symbols.md §8.6). Endpoints left unset are
+    # discovered from the issuer when OIDC_OP_ISSUER is set.
+    oidc_rp_client_id: str | None = None
+    oidc_rp_client_secret: str | None = None
+    oidc_op_issuer: str | None = None
+    oidc_op_authorization_endpoint: str | None = None
+    oidc_op_token_endpoint: str | None = None
+    oidc_op_user_endpoint: str | None = None
+    oidc_op_jwks_endpoint: str | None = None
+    oidc_rp_sign_algo: str = "HS256"
+    oidc_rp_scopes: str = "openid email"
+    oidc_verify_ssl: bool = True
+    oidc_timeout: float = 10.0
+    session_cookie_age: int = 31_536_000
+    session_cookie_secure: bool = True
+    # The "blocked in Auth0" check (spec/symbols.md §8.5).
+    enable_auth0_blocked_check: bool = False
+    not_blocked_in_auth0_interval_seconds: int = 86400
 
     # Crash collector (spec/crashes.md). The bucket defaults to the embedded S3 server's.
     enable_crash_collector: bool = True
@@ -309,6 +329,7 @@ def load_settings(
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     env.update(os.environ if environ is None else environ)
     r = _Reader(env)
+    local_dev_env = r.boolean("LOCAL_DEV_ENV", False)
 
     settings = Settings(
         host=r.text("HOST", "127.0.0.1"),
@@ -316,7 +337,7 @@ def load_settings(
         data_dir=Path(r.text("SYMBOLON_DATA_DIR", ".data")),
         base_dir=Path(r.text("BASEDIR", ".")),
         debug=r.boolean("DEBUG", False),
-        local_dev_env=r.boolean("LOCAL_DEV_ENV", False),
+        local_dev_env=local_dev_env,
         secret_key=r.text("SECRET_KEY"),
         database_url=r.get("DATABASE_URL", None, _parse_pg_url, "a postgresql:// URL"),
         database_pool_max=r.integer("DATABASE_POOL_MAX", 10, minimum=1),
@@ -441,6 +462,23 @@ def load_settings(
         collector_body_timeout=r.number(
             "COLLECTOR_BODY_TIMEOUT", 70.0, aliases=("CLIENT_BODY_TIMEOUT",)
         ),
+        oidc_rp_client_id=r.text("OIDC_RP_CLIENT_ID"),
+        oidc_rp_client_secret=r.text("OIDC_RP_CLIENT_SECRET"),
+        oidc_op_issuer=r.url("OIDC_OP_ISSUER"),
+        oidc_op_authorization_endpoint=r.url("OIDC_OP_AUTHORIZATION_ENDPOINT"),
+        oidc_op_token_endpoint=r.url("OIDC_OP_TOKEN_ENDPOINT"),
+        oidc_op_user_endpoint=r.url("OIDC_OP_USER_ENDPOINT"),
+        oidc_op_jwks_endpoint=r.url("OIDC_OP_JWKS_ENDPOINT"),
+        oidc_rp_sign_algo=r.choice("OIDC_RP_SIGN_ALGO", "HS256", OIDC_SIGN_ALGORITHMS),
+        oidc_rp_scopes=r.text("OIDC_RP_SCOPES", "openid email"),
+        oidc_verify_ssl=r.boolean("OIDC_VERIFY_SSL", True),
+        oidc_timeout=r.number("OIDC_TIMEOUT", 10.0),
+        session_cookie_age=r.integer("SESSION_COOKIE_AGE", 31_536_000, minimum=60),
+        session_cookie_secure=r.boolean("SESSION_COOKIE_SECURE", not local_dev_env),
+        enable_auth0_blocked_check=r.boolean("ENABLE_AUTH0_BLOCKED_CHECK", False),
+        not_blocked_in_auth0_interval_seconds=r.integer(
+            "NOT_BLOCKED_IN_AUTH0_INTERVAL_SECONDS", 86400, minimum=1
+        ),
         worker_threads=r.integer("WORKER_THREADS", 2),
         web_processes=r.integer("WEB_PROCESSES", 1, minimum=1),
         logging_level=r.choice(
@@ -477,6 +515,7 @@ def _check_combinations(s: Settings, r: _Reader) -> None:
         )
     if s.symbol_urls and not s.upload_default_url:
         r.problems.append("UPLOAD_DEFAULT_URL: required when SYMBOL_URLS is set")
+    _check_oidc(s, r)
     # With the embedded database this is a development setup: a key is generated and kept in
     # the data dir. A real database means a real deployment, which must set its own.
     if s.secret_key is None and not s.embedded_postgres and not s.local_dev_env:
@@ -526,6 +565,53 @@ def _check_crash_settings(s: Settings, r: _Reader) -> None:
         )
     except (ValueError, OSError) as exc:
         r.problems.append(str(exc))  # names the setting itself
+
+
+def _check_oidc(s: Settings, r: _Reader) -> None:
+    if s.enable_auth0_blocked_check and not (
+        s.oidc_op_user_endpoint and s.oidc_rp_client_id and s.oidc_rp_client_secret
+    ):
+        r.problems.append(
+            "ENABLE_AUTH0_BLOCKED_CHECK=true needs OIDC_OP_USER_ENDPOINT (its host is the Auth0 "
+            "domain), OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET"
+        )
+    if not s.oidc_rp_client_id:
+        return  # sign-in is off; tokens made on the command line still work
+    endpoints = {
+        "OIDC_OP_AUTHORIZATION_ENDPOINT": s.oidc_op_authorization_endpoint,
+        "OIDC_OP_TOKEN_ENDPOINT": s.oidc_op_token_endpoint,
+        "OIDC_OP_USER_ENDPOINT": s.oidc_op_user_endpoint,
+    }
+    if not s.oidc_op_issuer and not all(endpoints.values()):
+        missing = ", ".join(name for name, value in endpoints.items() if not value)
+        r.problems.append(
+            f"OIDC_RP_CLIENT_ID is set, so sign-in needs its provider: set OIDC_OP_ISSUER "
+            f"(endpoints are discovered) or {missing}"
+        )
+    if not s.oidc_rp_client_secret:
+        r.problems.append("OIDC_RP_CLIENT_SECRET: required when OIDC_RP_CLIENT_ID is set")
+    asymmetric = not s.oidc_rp_sign_algo.startswith("HS")
+    if asymmetric and not (s.oidc_op_jwks_endpoint or s.oidc_op_issuer):
+        r.problems.append(
+            f"OIDC_RP_SIGN_ALGO={s.oidc_rp_sign_algo} needs the provider's keys: set "
+            "OIDC_OP_JWKS_ENDPOINT or OIDC_OP_ISSUER"
+        )
+    if not s.local_dev_env:
+        named = {"OIDC_OP_ISSUER": s.oidc_op_issuer, **endpoints}
+        named["OIDC_OP_JWKS_ENDPOINT"] = s.oidc_op_jwks_endpoint
+        for name, value in named.items():
+            if value and not _secure_or_loopback(value):
+                r.problems.append(
+                    f"{name}={value!r}: the provider must be reached over https "
+                    "(plain http only on 127.0.0.1/localhost, or with LOCAL_DEV_ENV=true)"
+                )
+
+
+def _secure_or_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "https" or parts.hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _parse_pg_url(value: str) -> str:

@@ -8,15 +8,15 @@ import sys
 
 from symbolon.conf import Settings
 
+# The operator's own configuration must not leak into the commands the tests run.
+OPERATOR_CONFIGURATION = (
+    *("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_", "CRASHMOVER_"),
+    *("OIDC_", "SESSION_COOKIE_", "ENABLE_AUTH0_", "NOT_BLOCKED_IN_AUTH0_"),
+)
+
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            ("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_", "CRASHMOVER_")
-        )
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OPERATOR_CONFIGURATION)}
     env.update(
         DATABASE_URL=settings.database_url or "",
         REDIS_URL=settings.redis_url or "",

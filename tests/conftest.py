@@ -33,6 +33,7 @@ signal.signal(signal.SIGTERM, _interrupt)
 _CONFIGURATION = (
     *("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_"),
     *("CRASHMOVER_", "BREAKPAD_", "COLLECTOR_", "ENABLE_CRASH_COLLECTOR"),
+    *("OIDC_", "SESSION_COOKIE_", "ENABLE_AUTH0_", "NOT_BLOCKED_IN_AUTH0_", "LOCAL_DEV_ENV"),
 )
 for _name in list(os.environ):
     if _name.startswith(_CONFIGURATION):
@@ -178,3 +179,12 @@ def s3_client(endpoint: str) -> Any:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[Any]:
+    """A real OpenID Connect provider (Node's oidc-provider) on 127.0.0.1, for sign-in tests."""
+    from tests.oidc_provider import running_provider
+
+    with running_provider() as provider:
+        yield provider

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from symbolon.accounts.blocked import BlockedGuard, make_guard
+from symbolon.accounts.oidc import OIDCClient
+from symbolon.accounts.sessions import SessionStore
 from symbolon.cache import Cache, redis_client
 from symbolon.conf import Settings
 from symbolon.crashes.collector import Collector
@@ -33,6 +36,10 @@ class Runtime:
     lookup: SymbolLookup
     missing: MissingRecorder
     staging: Staging
+    # Accounts: browser sessions, OIDC sign-in, the blocked-user check (None when off).
+    sessions: SessionStore
+    oidc: OIDCClient
+    blocked: BlockedGuard | None
     collector: Collector | None = None
 
     @classmethod
@@ -76,6 +83,9 @@ class Runtime:
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
             staging=make_staging(settings, s3),
+            sessions=SessionStore(db, cache, settings.secret_key, settings.session_cookie_age),
+            oidc=OIDCClient(settings),
+            blocked=make_guard(settings, cache),
             collector=collector,
         )
 
