@@ -34,6 +34,7 @@ class SubmitHandler(tornado.web.RequestHandler):
     body: ReceivedBody | None = None
     refusal: Answer | None = None
     wire_bytes = 0
+    _posting = False
     _last_data = 0.0
     _watchdog: Any = None
 
@@ -91,11 +92,10 @@ class SubmitHandler(tornado.web.RequestHandler):
             self.too_large(now=False)
 
     async def post(self) -> None:
-        try:
-            answer = await self._submit()
-        finally:
-            self._disarm_watchdog()
-        self.answer(answer)
+        # The body is in: from here the client waits on us (a save may retry for seconds).
+        self._disarm_watchdog()
+        self._posting = True
+        self.answer(await self._submit())
 
     async def _submit(self) -> Answer:
         if self.refusal is not None:
@@ -175,7 +175,7 @@ class SubmitHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self._disarm_watchdog()
-        if self.body is not None:
+        if self.body is not None and not self._posting:  # else post() closes it when done
             self.body.close()
 
     # An idle client must not hold a connection and its spool forever (nginx's
@@ -192,8 +192,7 @@ class SubmitHandler(tornado.web.RequestHandler):
                 self.set_status(408)
                 self.set_header("Connection", "close")
                 self.set_header("Content-Type", "text/plain")
-                self.finish("Discarded=timeout")
-                self.request.connection.close()
+                self.finish("Discarded=timeout")  # Tornado then closes: the body is unread
                 return
             self._watchdog = loop.call_later(timeout - idle, check)
 
