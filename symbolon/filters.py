@@ -134,11 +134,15 @@ def size_filter(query: Query, column: str, name: str, expression: str) -> None:
         query.add(f"{column} {match.group(1) or '='} {{}}", value)
 
 
+# Far past any real last page, and small enough that page * batch fits PostgreSQL's bigint.
+MAX_PAGE = 10**12
+
+
 def page_number(value: str | None) -> int:
     if value is None or value == "":
         return 1
     try:
-        return max(1, int(value))
+        return min(max(1, int(value)), MAX_PAGE)
     except ValueError:
         raise FilterError("page", f"Not a number '{value}'") from None
 

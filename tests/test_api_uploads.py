@@ -1,4 +1,5 @@
-"""``/api/uploads/``, ``/api/uploads/files/`` and their detail views (spec/symbols.md §7.7, §7.8).
+"""``/api/uploads/``, ``/api/uploads/files/``, their detail views and the uploads per day
+(``/api/uploads/created/…``) (spec/symbols.md §7.7, §7.8).
 
 Listings run against a database of their own, so that totals and pages are exact.
 """
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.accounts import Caller, call, make_upload, make_user
+from tests.accounts import Caller, call, make_upload, make_user, token_of
 from tests.conftest import served
 
 DEFAULT_ORDER = {"sort": "created_at", "reverse": True}
@@ -122,6 +123,9 @@ async def test_upload_pages_hold_twenty(own_settings):
         assert [u["id"] for u in second["uploads"]] == made[::-1][20:]
         assert second["has_next"] is False
         assert zero == first
+        huge = "9" * 30  # far past the end: an empty page, not a bigint overflow
+        status, far = await call(client, base, caller, f"/api/uploads/?page={huge}")
+        assert (status, far["uploads"], far["total"]) == (200, [], 25)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -237,3 +241,253 @@ async def test_possible_upload_urls(http_client, base_url, runtime):
             ]
         },
     )
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+async def _uploads_over_three_days(rt):
+    """Uploads on 2024-03-01 (two, one a moment before midnight), 03-02 (at midnight) and 03-04;
+    the ids of the day rows they make."""
+    alice = await make_user(rt)
+    bob = await make_user(rt)
+    first, _ = await make_upload(
+        rt,
+        alice,
+        size=1000,
+        files=("v1/a.pdb/1/a.sym", "v1/a.pdb/1/a.pd_"),
+        created_at=_at("2024-03-01T10:00:00"),
+    )
+    await rt.db.execute(
+        "UPDATE uploads SET skipped_keys = $2, ignored_keys = $3 WHERE id = $1",
+        first,
+        ["v1/x.pdb/1/x.sym", "v1/y.pdb/1/y.sym"],
+        ["z.txt"],
+    )
+    await make_upload(rt, bob, size=3001, created_at=_at("2024-03-01T23:59:59.500000"))
+    await make_upload(rt, bob, size=5 * 1024**2, files=(), created_at=_at("2024-03-02T00:00:00"))
+    await make_upload(
+        rt, alice, size=2048, try_symbols=True, completed=False, created_at=_at("2024-03-04T12:00")
+    )
+    # A file row whose upload is gone counts nowhere.
+    await rt.db.execute(
+        """INSERT INTO file_uploads (upload_id, bucket_name, key, size, created_at)
+           VALUES (NULL, 'symbols', 'v1/old.pdb/00/old.sym', 5, '2024-03-01T12:00Z')"""
+    )
+    return 20240301, 20240302, 20240304
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_created_rows_and_aggregates(own_settings):
+    server = served(own_settings)
+    async with server as (client, base):
+        rt = server.runtime
+        await _uploads_over_three_days(rt)
+        caller = await Caller.with_session(rt, await make_user(rt, groups=("Upload Auditors",)))
+        before = datetime.now(UTC)
+        status, body = await call(client, base, caller, "/api/uploads/created/")
+        after = datetime.now(UTC)
+        assert status == 200, body
+        assert set(body) == {"uploads_created", "aggregates", "total", "batch_size", "order_by"}
+        rows = body["uploads_created"]
+        for row in rows:
+            computed = datetime.fromisoformat(row.pop("created_at").replace("Z", "+00:00"))
+            assert before - timedelta(seconds=1) <= computed <= after  # computed just now
+        assert rows == [
+            {"id": 20240304, "date": "2024-03-04", "count": 1, "files": 1, "skipped": 0,
+             "ignored": 0, "size": 2048, "size_avg": 2048},
+            {"id": 20240302, "date": "2024-03-02", "count": 1, "files": 0, "skipped": 0,
+             "ignored": 0, "size": 5 * 1024**2, "size_avg": 5 * 1024**2},
+            {"id": 20240301, "date": "2024-03-01", "count": 2, "files": 3, "skipped": 2,
+             "ignored": 1, "size": 4001, "size_avg": 2000},
+        ]  # fmt: skip
+        assert body["aggregates"] == {
+            "uploads_created": {
+                "count": 4,
+                "files": 4,
+                "size": 4001 + 5 * 1024**2 + 2048,
+                "size_avg": (4001 + 5 * 1024**2 + 2048) / 3,  # per day, as the reference
+                "skipped": 2,
+                "ignored": 1,
+            }
+        }
+        assert body["total"] == 3 and body["batch_size"] == 20
+        assert body["order_by"] == {"sort": "date", "reverse": True}
+
+        # Nothing matching: no rows, and aggregates of nothing are null (as the reference's).
+        _, body = await call(client, base, caller, "/api/uploads/created/?count=>100")
+        assert body["uploads_created"] == [] and body["total"] == 0
+        assert set(body["aggregates"]["uploads_created"].values()) == {None}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_created_filters_and_sorting(own_settings):
+    server = served(own_settings)
+    async with server as (client, base):
+        rt = server.runtime
+        day1, day2, day4 = await _uploads_over_three_days(rt)
+        await make_upload(rt, await make_user(rt), size=10)
+        caller = await Caller.with_session(rt, await make_user(rt, superuser=True))
+        now = datetime.now(UTC)
+        today_id = now.year * 10_000 + now.month * 100 + now.day
+
+        async def ids(query: str) -> list[int]:
+            status, body = await call(client, base, caller, f"/api/uploads/created/?{query}")
+            assert status == 200, body
+            assert body["total"] == len(body["uploads_created"])
+            return [row["id"] for row in body["uploads_created"]]
+
+        assert await ids("") == [today_id, day4, day2, day1]
+        assert await ids("date=today") == [today_id]
+        assert await ids("date=2024-03-01") == [day1]
+        assert await ids("date=2024-03-01T00:00:00Z") == [day1]  # midnight: the whole day
+        assert await ids("date=2024-03-01T10:00:00") == []  # no day starts then
+        assert await ids("date=>=2024-03-02") == [today_id, day4, day2]
+        assert await ids("date=>2024-03-02") == [today_id, day4]  # `>` skips the day itself
+        assert await ids("date=<2024-03-02") == [day1]
+        assert await ids("date=<=2024-03-02") == [day2, day1]
+        assert await ids("date=>=2024-03-01,<2024-03-04") == [day2, day1]
+        assert await ids("date=null") == []
+        assert await ids("size=>4kb") == [day2]
+        assert await ids("size=<5m") == [today_id, day4, day1]
+        assert await ids("size=>=2k,<4k") == [day4, day1]
+        assert await ids("count=2") == [day1]
+        assert await ids("count=<2") == [today_id, day4, day2]
+        assert await ids("count=1&size=<1m&date=<today") == [day4]
+        assert await ids("sort=size") == [today_id, day4, day1, day2]
+        assert await ids("sort=size&reverse=true") == [day2, day1, day4, today_id]
+        assert await ids("sort=date") == [day1, day2, day4, today_id]
+        assert await ids("sort=date&reverse=true") == [today_id, day4, day2, day1]
+
+        _, body = await call(client, base, caller, "/api/uploads/created/?date=2024-03-01")
+        assert body["aggregates"]["uploads_created"] == {
+            "count": 2, "files": 3, "size": 4001, "size_avg": 4001.0, "skipped": 2, "ignored": 1,
+        }  # fmt: skip
+        _, body = await call(client, base, caller, "/api/uploads/created/?sort=size")
+        assert body["order_by"] == {"sort": "size", "reverse": False}
+
+        for query, errors in [
+            ("date=soon", {"date": ["Unable to parse 'soon'"]}),
+            ("size=huge", {"size": ["'huge' is not a valid size"]}),
+            ("count=many", {"count": ["'many' is not a valid count"]}),
+            ("sort=count", {"sort": ["Invalid sort 'count'"]}),
+            ("sort=created_at", {"sort": ["Invalid sort 'created_at'"]}),
+            ("page=two", {"page": ["Not a number 'two'"]}),
+        ]:
+            status, body = await call(client, base, caller, f"/api/uploads/created/?{query}")
+            assert (status, body) == (400, {"errors": errors}), query
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_created_pages_hold_twenty_days(own_settings):
+    server = served(own_settings)
+    async with server as (client, base):
+        rt = server.runtime
+        user = await make_user(rt)
+        first = _at("2023-01-30T08:00:00")
+        for day in range(25):
+            await make_upload(rt, user, size=100 + day, created_at=first + timedelta(days=day))
+        caller = await Caller.with_session(rt, await make_user(rt, groups=("Upload Auditors",)))
+
+        async def page(query: str) -> dict:
+            status, body = await call(client, base, caller, f"/api/uploads/created/?{query}")
+            assert status == 200, body
+            return body
+
+        one, two, three, zero = [await page(q) for q in ("", "page=2", "page=3", "page=0")]
+        assert (await page("page=" + "9" * 30))["uploads_created"] == []
+        dates = [(first + timedelta(days=d)).date().isoformat() for d in range(25)][::-1]
+        assert [r["date"] for r in one["uploads_created"]] == dates[:20]
+        assert [r["date"] for r in two["uploads_created"]] == dates[20:]
+        assert three["uploads_created"] == []
+        assert {one["total"], two["total"], three["total"]} == {25}
+        assert three["aggregates"] == one["aggregates"]  # over every matching day, on any page
+        assert one["aggregates"]["uploads_created"]["count"] == 25
+        assert one["aggregates"]["uploads_created"]["size"] == sum(range(100, 125))
+        assert [r["id"] for r in zero["uploads_created"]] == [
+            r["id"] for r in one["uploads_created"]
+        ]
+        assert dates[0] == "2023-02-23" and one["uploads_created"][0]["id"] == 20230223
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_created_permissions(http_client, base_url, runtime):
+    path = "/api/uploads/created/"
+    status, body = await call(http_client, base_url, Caller.anonymous(), path)
+    assert (status, body) == (
+        403,
+        {"error": "This requires an Auth-Token to authenticate the request"},
+    )
+    for user, token_permissions, expected in [
+        (await make_user(runtime), (), 403),
+        (await make_user(runtime, groups=("Uploaders",)), ("upload.upload_symbols",), 403),
+        (await make_user(runtime, groups=("Upload Auditors",)), ("upload.view_all_uploads",), 200),
+        (await make_user(runtime, superuser=True), ("upload.view_all_uploads",), 200),
+    ]:
+        session = await Caller.with_session(runtime, user)
+        token = Caller.with_token(await token_of(runtime, user, token_permissions))
+        for caller in (session, token):
+            status, body = await call(http_client, base_url, caller, path)
+            assert status == expected, (user.email, caller.headers, body)
+            if expected == 403:
+                assert body == {"error": "Forbidden"}
+    # A superuser's token holds only its own permissions.
+    superuser = await make_user(runtime, superuser=True)
+    status, _ = await call(
+        http_client, base_url, Caller.with_token(await token_of(runtime, superuser)), path
+    )
+    assert status == 403
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_created_backfilled(own_settings):
+    path = "/api/uploads/created/backfilled/"
+    server = served(own_settings)
+    async with server as (client, base):
+        rt = server.runtime
+        superuser = await make_user(rt, superuser=True)
+        session = await Caller.with_session(rt, superuser)
+        status, body = await call(client, base, session, path)
+        assert (status, body) == (
+            200,
+            {"uploads_created_count": 0, "days_till_today": None, "backfilled": True},
+        )
+
+        await _uploads_over_three_days(rt)
+        first = _at("2024-03-01T10:00:00")
+        before = (datetime.now(UTC) - first).days
+        status, body = await call(client, base, session, path)
+        after = (datetime.now(UTC) - first).days
+        assert status == 200
+        assert body["uploads_created_count"] == 3 and body["backfilled"] is True
+        assert body["days_till_today"] in (before, after)
+
+        status, posted = await call(client, base, session, path, "POST", {"days": "5"})
+        assert status == 200
+        assert posted == {**body, "updated": []}  # the rows are live: nothing to recompute
+        status, posted = await call(
+            client,
+            base,
+            Caller.with_token(await token_of(rt, superuser)),
+            path,
+            "POST",
+            {"force": "yes"},
+        )
+        assert (status, posted["updated"]) == (200, [])  # a superuser's token will do
+        status, body = await call(client, base, session, path, "POST", csrf=False)
+        assert status == 403  # a browser session's POST needs the CSRF token
+
+        auditor = await make_user(rt, groups=("Upload Auditors",))
+        for caller in (
+            await Caller.with_session(rt, auditor),
+            Caller.with_token(await token_of(rt, auditor, ("upload.view_all_uploads",))),
+        ):
+            for method in ("GET", "POST"):
+                status, body = await call(client, base, caller, path, method)
+                assert (status, body) == (403, {"error": "Forbidden"}), method
+        status, body = await call(client, base, Caller.anonymous(), path)
+        assert (status, body) == (
+            403,
+            {"error": "This requires an Auth-Token to authenticate the request"},
+        )

@@ -15,6 +15,8 @@ from tests.accounts import Caller, call, make_upload, make_user, token_of
 
 LOGIN = "login"
 SUPERUSER = "superuser"
+# A superuser, by session or by any of the superuser's tokens: the account's flag decides.
+SUPERUSER_ACCOUNT = "superuser account"
 MANAGE = "tokens.manage_tokens"
 VIEW_ALL = "upload.view_all_uploads"
 UPLOAD = "upload.upload_symbols"
@@ -58,6 +60,9 @@ CASES = [
         denied="Insufficient access to view this upload",
     ),
     Case("GET", "/api/uploads/files/", VIEW_ALL),
+    Case("GET", "/api/uploads/created/", VIEW_ALL),
+    Case("GET", "/api/uploads/created/backfilled/", SUPERUSER_ACCOUNT),
+    Case("POST", "/api/uploads/created/backfilled/", SUPERUSER_ACCOUNT, form={"days": "2"}),
     Case(
         "GET",
         "/api/uploads/files/file/{other_file}",
@@ -80,7 +85,7 @@ async def test_permission_matrix(http_client, base_url, runtime, case):
     other_upload, (other_file,) = await make_upload(runtime, other)
     nobody = await make_user(runtime)
     superuser = await make_user(runtime, superuser=True)
-    if case.needs == SUPERUSER:
+    if case.needs in (SUPERUSER, SUPERUSER_ACCOUNT):
         right = superuser
         right_token_permissions: tuple[str, ...] = (MANAGE, VIEW_ALL, UPLOAD)
     else:
@@ -126,7 +131,7 @@ async def test_permission_matrix(http_client, base_url, runtime, case):
             expected = (case.success, None)
             if case.needs == SUPERUSER and by_token:
                 expected = (403, NOT_BY_TOKEN)
-        elif case.needs == LOGIN:
+        elif case.needs == LOGIN or (case.needs == SUPERUSER_ACCOUNT and user is superuser):
             expected = (case.success, None)
         elif case.needs == SUPERUSER and by_token:
             expected = (403, NOT_BY_TOKEN)

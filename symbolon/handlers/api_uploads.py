@@ -1,4 +1,5 @@
-"""``/api/uploads/…``: uploads and the files they stored (spec/symbols.md §7.7, §7.8)."""
+"""``/api/uploads/…``: uploads, the files they stored, and uploads per day (spec/symbols.md
+§7.7, §7.8)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from symbolon.filters import FilterError
+from symbolon.handlers import uploads_created
 from symbolon.handlers.base import ApiError, ReadHandler, object_id
 from symbolon.jsonutil import timestamp
 from symbolon.uploads import listing
@@ -116,6 +118,39 @@ class FilesHandler(_ListingHandler):
         self.write_json(body)
 
 
+class UploadsCreatedHandler(_ListingHandler):
+    """``GET /api/uploads/created/``: uploads per UTC day; ``upload.view_all_uploads`` only."""
+
+    async def get(self) -> None:
+        self.authorize(VIEW_ALL)
+        try:
+            body = await uploads_created.uploads_created(self.runtime.db, self.params())
+        except FilterError as exc:
+            return self.write_json(exc.body(), status=400)
+        self.write_json(body)
+
+
+class UploadsCreatedBackfilledHandler(ReadHandler):
+    """``GET``/``POST /api/uploads/created/backfilled/``: superusers only. The daily rows are
+    computed when asked for, so there is never anything to backfill: a ``POST`` (its ``days``
+    and ``force`` are accepted and have nothing to do) updates no row."""
+
+    async def get(self) -> None:
+        self.superuser()
+        self.write_json(await uploads_created.backfill_report(self.runtime.db))
+
+    async def post(self) -> None:
+        self.superuser()
+        body = await uploads_created.backfill_report(self.runtime.db)
+        self.write_json({**body, "updated": []})
+
+    def superuser(self) -> None:
+        """A signed-in superuser, by session or by one of the superuser's tokens (as the
+        reference: being a superuser is a property of the account, not a token permission)."""
+        if not self.authorize().user.is_superuser:
+            raise ApiError(403, "Forbidden")
+
+
 class FileDetailHandler(ReadHandler):
     """``GET /api/uploads/files/file/<id>``: a file of yours, or any with view-all."""
 
@@ -158,6 +193,8 @@ ROUTES = [
     (r"/api/uploads/", UploadsHandler),
     (r"/api/uploads/_possible_upload_urls/", PossibleUploadUrlsHandler),
     (r"/api/uploads/upload/(\d+)", UploadDetailHandler),
+    (r"/api/uploads/created/", UploadsCreatedHandler),
+    (r"/api/uploads/created/backfilled/", UploadsCreatedBackfilledHandler),
     (r"/api/uploads/files/", FilesHandler),
     (r"/api/uploads/files/file/(\d+)", FileDetailHandler),
 ]
