@@ -10,6 +10,7 @@ import tornado.web
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
+from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers import upload_v2, uploads_api
 from symbolon.handlers.base import NotFoundHandler
@@ -52,6 +53,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *upload_handlers.ROUTES,
             *upload_v2.ROUTES,
             *uploads_api.ROUTES,
+            *symbolicate_handlers.ROUTES,
             *(extra_routes or []),
         ]
     )

@@ -76,6 +76,7 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
     runtime = await connect(settings)
     broker = worker = server = scheduler = None
     try:
+        await runtime.symbolication.start()
         broker = setup_broker(settings)
         if settings.worker_threads:
             worker = start_worker(broker, settings.worker_threads)

@@ -13,6 +13,7 @@ from symbolon.db import migrate
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
+from symbolon.symbolication.service import Symbolication
 from symbolon.symbols.missing import MissingRecorder
 from symbolon.uploads.staging import Staging, make_staging
 
@@ -30,6 +31,7 @@ class Runtime:
     lookup: SymbolLookup
     missing: MissingRecorder
     staging: Staging
+    symbolication: Symbolication
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -59,19 +61,23 @@ class Runtime:
             lookup_timeout=settings.s3_lookup_connect_timeout + settings.s3_lookup_read_timeout,
         )
         await lookup.start()
+        store = Cache(redis_client(settings.redis_store_url, settings), "store", ignore)
         return cls(
             settings=settings,
             storage=storage,
             db=db,
             cache=cache,
-            store=Cache(redis_client(settings.redis_store_url, settings), "store", ignore),
+            store=store,
             s3=s3,
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
             staging=make_staging(settings, s3),
+            # Its caches and parse processes start on first use, or with start() when serving.
+            symbolication=Symbolication(settings, lookup, s3, cache, store),
         )
 
     async def close(self) -> None:
+        await self.symbolication.close()
         await self.lookup.close()
         await self.s3.close()
         await self.cache.close()
