@@ -100,12 +100,13 @@ class Upstream:
         return path
 
 
-def put_own(settings: Settings, key: str, data: bytes) -> None:
+def put_own(settings: Settings, key: str, data: bytes, try_symbols: bool = False) -> None:
     """Store a sym file in this server's own storage, gzip-compressed as uploads store it."""
     bucket = settings.symbol_urls[0].rstrip("/").rsplit("/", 1)[1]
+    prefix = f"try/{settings.symbol_file_prefix}" if try_symbols else settings.symbol_file_prefix
     s3_client(s3_endpoint(settings)).put_object(
         Bucket=bucket,
-        Key=f"{settings.symbol_file_prefix}/{key}",
+        Key=f"{prefix}/{key}",
         Body=gzip.compress(data),
         ContentEncoding="gzip",
         ContentType="text/plain",

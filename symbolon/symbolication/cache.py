@@ -35,8 +35,11 @@ def entry_name(key: ModuleKey) -> str:
     """``<debug_filename>/<DEBUG_ID>.symc``, percent-encoded so that distinct names stay
     distinct (the reference mapped ``a+b`` and ``a b`` to one file) and no segment is ``..``."""
     filename, debug_id = key
-    name = quote(filename, safe="_-+@")  # "." is encoded too: no "." or ".." segments
-    return f"{name}/{quote(debug_id.upper(), safe='')}{ENTRY_SUFFIX}"
+    name = quote(filename, safe="+@")
+    if name.startswith("."):
+        name = "%2E" + name[1:]  # never a "." or ".." segment
+    # quote() never writes a lone "%": the empty name cannot collide with a real one.
+    return f"{name or '%'}/{quote(debug_id.upper(), safe='')}{ENTRY_SUFFIX}"
 
 
 @dataclass
