@@ -368,8 +368,9 @@ def load_settings(
             "UPLOAD_BY_DOWNLOAD_ALLOWED_NETWORKS", (), _parse_networks, "comma-separated CIDRs"
         ),
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
+        # The seed's ELIOT_SYMBOL_URLS is not an alias: with the prefix dropped it is SYMBOL_URLS.
         symbolication_symbol_urls=r.url_list(
-            "SYMBOLICATION_SYMBOL_URLS", aliases=("ELIOT_SYMBOLS_URLS", "ELIOT_SYMBOL_URLS")
+            "SYMBOLICATION_SYMBOL_URLS", aliases=("ELIOT_SYMBOLS_URLS",)
         ),
         symbolication_include_try_symbols=r.boolean("SYMBOLICATION_INCLUDE_TRY_SYMBOLS", True),
         symbols_cache_dir=r.get("SYMBOLS_CACHE_DIR", None, Path, "a directory"),
