@@ -143,6 +143,51 @@ def make_big(out_dir: Path, target_mb: int) -> Path:
     return sym
 
 
+# Libraries with debug information that a development machine often has (pyenv builds them
+# with -g); the benchmark prefers them to generated ones.
+REAL_LIBRARY_GLOBS = (
+    "/root/.pyenv/versions/*/lib/libpython*.so.1.0",
+    "/usr/local/lib/libpython*.so.1.0",
+    "/usr/lib/debug/**/*.debug",
+)
+
+
+def has_debug_info(path: Path) -> bool:
+    sections = subprocess.run(["readelf", "-S", str(path)], capture_output=True, text=True).stdout
+    return ".debug_info" in sections
+
+
+def module_set(out_dir: Path, count: int) -> list[Path]:
+    """``count`` sym files of real binaries: libraries with debug info found on this machine,
+    then libraries linked from the big build's objects, one unit each."""
+    import glob
+
+    found: list[Path] = []
+    for pattern in REAL_LIBRARY_GLOBS:
+        for name in sorted(glob.glob(pattern, recursive=True)):
+            if len(found) < count and has_debug_info(Path(name)):
+                found.append(Path(name))
+    syms = []
+    modules = out_dir / "modules"
+    modules.mkdir(parents=True, exist_ok=True)
+    for binary in found:
+        sym = modules / f"{binary.name}.sym"
+        if not sym.exists():
+            run_dump_syms(binary, sym)
+        syms.append(sym)
+    unit = 1
+    while len(syms) < count:
+        library = modules / f"libunit{unit}.so"
+        sym = modules / f"libunit{unit}.so.sym"
+        if not sym.exists():
+            obj = out_dir / "src" / f"unit{unit}.o"
+            subprocess.run(["g++", "-shared", "-o", str(library), str(obj)], check=True)
+            run_dump_syms(library, sym)
+        syms.append(sym)
+        unit += 1
+    return syms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
