@@ -429,3 +429,13 @@ async def test_options_without_origin_lists_the_methods(http_client, base_url):
     assert response.body == b""
     assert response.headers["Allow"] == "POST"
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_v5_text_is_formatted_as_json_dumps_formats_it(
+    http_client, base_url, spec_modules, symbolication
+):
+    stack = [[0, 4104], [0, 4124], [1, 20740], [2, 256], [-1, 65536], [0, -1]]
+    body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [stack, []]}]}
+    response = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "1"})
+    assert response.body.decode() == json.dumps(json.loads(response.body))

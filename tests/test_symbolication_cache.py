@@ -196,7 +196,9 @@ async def test_a_restarted_process_finds_its_disk_cache(settings, upstream, runt
     try:
         with MetricsMock() as mm:
             outcome = await again.symbolication.module(("libdemo.so", ident.lower()))
-        assert outcome.cache_hit and outcome.table.lookup_many([4104])[0][0] == "process_request"
+        assert (
+            outcome.cache_hit and outcome.table.lookup_many([4104])[0][0].name == "process_request"
+        )
         assert [r.tags for r in mm.filter_records("histogram", stat="eliot.diskcache.get")] == [
             ["result:hit"]
         ]
@@ -223,7 +225,7 @@ async def test_another_node_reuses_the_symcache_through_the_store(
     try:
         outcome = await node.symbolication.module(("libdemo.so", ident))
         assert outcome.cache_hit
-        assert outcome.table.lookup_many([4104])[0][0] == "process_request"
+        assert outcome.table.lookup_many([4104])[0][0].name == "process_request"
         assert len(upstream.hits) == 1  # no second download, no second parse
         assert node.symbolication.disk.path(("libdemo.so", ident)).exists()  # now in its L1
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.symbolication import request
-from symbolon.symbolication.symbolicate import debug_block, symbolicate, v4_response, v5_response
+from symbolon.symbolication.symbolicate import debug_block, symbolicate, v4_response, v5_body
 
 EXPOSE_HEADERS = (
     "accept, accept-encoding, authorization, content-type, dnt, origin, user-agent, "
@@ -63,11 +63,9 @@ class SymbolicateHandler(BaseHandler):
                 "symbolicate.stacks_count", len(job.stacks), tags=[f"version:{self.version}"]
             )
         done = await symbolicate(self.runtime.symbolication, jobs)
-        body = self.respond(jobs, done)
-        if self.version == "v5" and self.request.headers.get("Debug"):
-            body["debug"] = debug_block(jobs, done, time.perf_counter() - started)
+        body = self.respond(jobs, done, started)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
+        self.finish(body)
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
         metrics.timing("symbolicate.api", elapsed_ms, tags=[f"version:{self.version}"])
 
@@ -76,8 +74,11 @@ class SymbolicateHandler(BaseHandler):
         metrics.histogram("symbolicate.jobs_count", len(raw), tags=["version:v5"])
         return [request.validate_job(i, job) for i, job in enumerate(raw)]
 
-    def respond(self, jobs: list[request.Job], done: Any) -> dict[str, Any]:
-        return v5_response(jobs, done)
+    def respond(self, jobs: list[request.Job], done: Any, started: float) -> str:
+        debug = None
+        if self.request.headers.get("Debug"):  # any value, "false" and "0" included
+            debug = debug_block(jobs, done, time.perf_counter() - started)
+        return v5_body(jobs, done, debug)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -103,8 +104,8 @@ class SymbolicateV4Handler(SymbolicateHandler):
     def jobs(self, payload: Any) -> list[request.Job]:
         return [request.v4_job(payload)]
 
-    def respond(self, jobs: list[request.Job], done: Any) -> dict[str, Any]:
-        return v4_response(jobs[0], done)
+    def respond(self, jobs: list[request.Job], done: Any, started: float) -> str:
+        return json.dumps(v4_response(jobs[0], done))
 
 
 ROUTES = [

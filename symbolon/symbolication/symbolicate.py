@@ -1,27 +1,38 @@
-"""Symbolicating validated jobs, and shaping v5 and v4 answers (spec/symbolication.md §6, §7)."""
+"""Symbolicating validated jobs, and shaping v5 and v4 answers (spec/symbolication.md §6, §7).
+
+A profiler's request has tens of thousands of frames, and building a dict per frame for
+``json.dumps`` cost more than everything else together. Frames are kept as small lists and the
+v5 body is written as JSON text directly, with every string still encoded by ``json.dumps`` and
+the fragments that depend only on the symbol (function, file, line, inlines) encoded once per
+symbol. The text is what ``json.dumps`` of the same objects gives, byte for byte.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _string  # what json.dumps uses for str
 from typing import Any
 
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.symbolication.request import Job, ModuleKey
 from symbolon.symbolication.service import Outcome, Symbolication
+from symbolon.symbolication.table import Symbol
 
 UNKNOWN = "<unknown>"
 # Distinct modules of one request obtained at once: downloads and parses overlap, and a request
 # naming hundreds of missing modules does not open hundreds of connections.
 MODULES_AT_ONCE = 8
 
-FrameOut = dict[str, Any]
+# One output frame: [module, module_offset, symbol or None, function_offset].
+Frame = list[Any]
 
 
 @dataclass
 class Symbolicated:
-    stacks: list[list[list[FrameOut]]]  # per job, per stack, per frame
+    stacks: list[list[list[Frame]]]  # per job, per stack, per frame
     found: dict[ModuleKey, bool]  # modules looked up: found or not
     outcomes: dict[ModuleKey, Outcome] = field(default_factory=dict)
     seconds: float = 0.0
@@ -29,21 +40,23 @@ class Symbolicated:
 
 async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
     started = time.perf_counter()
-    wanted: dict[ModuleKey, list[tuple[FrameOut, int]]] = {}
-    out_jobs: list[list[list[FrameOut]]] = []
+    wanted: dict[ModuleKey, list[Frame]] = {}
+    out_jobs: list[list[list[Frame]]] = []
     frame_count = 0
     for job in jobs:
         modules = job.modules
         out_stacks = []
         for stack in job.stacks:
             out_frames = []
-            for position, (index, offset) in enumerate(stack):
+            for index, offset in stack:
                 key = modules[index] if index >= 0 else ("", "")
-                name = key[0] or UNKNOWN
-                frame = {"frame": position, "module": name, "module_offset": hex(offset)}
+                frame = [key[0] or UNKNOWN, offset, None, 0]
                 out_frames.append(frame)
                 if key[0] and key[1]:  # modules without a name or id are never looked up
-                    wanted.setdefault(key, []).append((frame, offset))
+                    frames = wanted.get(key)
+                    if frames is None:
+                        frames = wanted[key] = []
+                    frames.append(frame)
             frame_count += len(stack)
             out_stacks.append(out_frames)
         out_jobs.append(out_stacks)
@@ -63,9 +76,8 @@ async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
                 outcomes[key] = await service.module(key)
 
     await asyncio.gather(*(obtain(group) for group in groups.values()))
-    keys = sorted(wanted)
     found: dict[ModuleKey, bool] = {}
-    for key in keys:
+    for key in sorted(wanted):
         table = outcomes[key].table
         found[key] = table is not None
         if table is not None:
@@ -73,39 +85,17 @@ async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
     return Symbolicated(out_jobs, found, outcomes, time.perf_counter() - started)
 
 
-def _fill(table: Any, frames: list[tuple[FrameOut, int]]) -> None:
+def _fill(table: Any, frames: list[Frame]) -> None:
     """Write the lookups of one module into its frames."""
     name = table.module_filename
-    for frame, _ in frames:
-        frame["module"] = name  # even for offset -1 (spec §6.1)
+    for frame in frames:
+        frame[0] = name  # even for offset -1 (spec §6.1)
     # Offsets >= 2**64 cannot be looked up (the reference crashed on them): no function.
-    looked_up = [(frame, offset) for frame, offset in frames if 0 <= offset < 1 << 64]
-    results = table.lookup_many([offset for _, offset in looked_up])
-    inline_memo: dict[int, list[dict[str, Any]]] = {}
-    for (frame, _), result in zip(looked_up, results, strict=True):
-        if result is None:
-            continue
-        function, function_offset, path, line, inlines = result
-        frame["function"] = function
-        frame["function_offset"] = hex(function_offset)
-        if path:
-            frame["file"] = path
-            if line:
-                frame["line"] = line
-        if inlines:
-            shaped = inline_memo.get(id(inlines))
-            if shaped is None:
-                shaped = inline_memo[id(inlines)] = [_inline(*i) for i in inlines]
-            frame["inlines"] = shaped
-
-
-def _inline(function: str, path: str | None, line: int) -> dict[str, Any]:
-    shaped: dict[str, Any] = {"function": function}
-    if path:
-        shaped["file"] = path
-        if line:
-            shaped["line"] = line
-    return shaped
+    looked_up = [frame for frame in frames if 0 <= frame[1] < 1 << 64]
+    hits = table.lookup_many([frame[1] for frame in looked_up])
+    for frame, hit in zip(looked_up, hits, strict=True):
+        if hit is not None:
+            frame[2], frame[3] = hit
 
 
 def found_modules(job: Job, found: dict[ModuleKey, bool]) -> dict[str, bool | None]:
@@ -117,22 +107,126 @@ def found_modules(job: Job, found: dict[ModuleKey, bool]) -> dict[str, bool | No
     return {f"{name}/{ident}": found.get((name, ident)) for name, ident in job.modules}
 
 
+# -- v5 ------------------------------------------------------------------------------------------
+
+
+def frame_object(position: int, frame: Frame) -> dict[str, Any]:
+    """One v5 frame as an object (the text writer below gives the same, as JSON)."""
+    module, offset, symbol, function_offset = frame
+    out: dict[str, Any] = {"frame": position, "module": module, "module_offset": hex(offset)}
+    if symbol is not None:
+        function, path, line, inlines = symbol.name, symbol.path, symbol.line, symbol.inlines
+        out["function"] = function
+        out["function_offset"] = hex(function_offset)
+        if path:
+            out["file"] = path
+            if line:
+                out["line"] = line
+        if inlines:
+            out["inlines"] = [_inline(*inline) for inline in inlines]
+    return out
+
+
+def _inline(function: str, path: str | None, line: int) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"function": function}
+    if path:
+        shaped["file"] = path
+        if line:
+            shaped["line"] = line
+    return shaped
+
+
+def _file_and_line(path: str | None, line: int) -> str:
+    if not path:
+        return ""
+    if line:
+        return f', "file": {_string(path)}, "line": {line}'
+    return f', "file": {_string(path)}'
+
+
+class _Writer:
+    """JSON text of frames; what depends only on the symbol is encoded once per symbol."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, str] = {}
+
+    @staticmethod
+    def _shape(symbol: Symbol) -> tuple[str, str]:
+        """(encoded function name, encoded rest of the frame), kept on the symbol."""
+        tail = _file_and_line(symbol.path, symbol.line)
+        if symbol.inlines:
+            encoded_inlines = [
+                f'{{"function": {_string(f)}{_file_and_line(p, n)}}}' for f, p, n in symbol.inlines
+            ]
+            tail += ', "inlines": [' + ", ".join(encoded_inlines) + "]"
+        symbol.shaped = (_string(symbol.name), tail + "}")
+        return symbol.shaped
+
+    def stack(self, frames: list[Frame]) -> str:
+        modules = self.modules
+        shape = self._shape
+        parts = []
+        append = parts.append
+        for position, (module, offset, symbol, function_offset) in enumerate(frames):
+            encoded_module = modules.get(module)
+            if encoded_module is None:
+                encoded_module = modules[module] = _string(module)
+            head = (
+                f'{{"frame": {position}, "module": {encoded_module}, '
+                f'"module_offset": "{hex(offset)}"'
+            )
+            if symbol is None:
+                append(head + "}")
+                continue
+            name, tail = symbol.shaped or shape(symbol)
+            offset_hex = hex(function_offset)
+            append(f'{head}, "function": {name}, "function_offset": "{offset_hex}"{tail}')
+        return "[" + ", ".join(parts) + "]"
+
+
+def v5_body(jobs: list[Job], done: Symbolicated, debug: dict[str, Any] | None = None) -> str:
+    """The v5 answer as JSON text, formatted as ``json.dumps`` formats it."""
+    writer = _Writer()
+    results = []
+    for job, stacks in zip(jobs, done.stacks, strict=True):
+        encoded_stacks = ", ".join(writer.stack(frames) for frames in stacks)
+        modules = json.dumps(found_modules(job, done.found))
+        results.append(f'{{"stacks": [{encoded_stacks}], "found_modules": {modules}}}')
+    body = '{"results": [' + ", ".join(results) + "]"
+    if debug is not None:
+        body += ', "debug": ' + json.dumps(debug)
+    return body + "}"
+
+
 def v5_response(jobs: list[Job], done: Symbolicated) -> dict[str, Any]:
+    """The v5 answer as objects (for callers that want them rather than text)."""
     return {
         "results": [
-            {"stacks": stacks, "found_modules": found_modules(job, done.found)}
+            {
+                "stacks": [[frame_object(i, f) for i, f in enumerate(s)] for s in stacks],
+                "found_modules": found_modules(job, done.found),
+            }
             for job, stacks in zip(jobs, done.stacks, strict=True)
         ]
     }
 
 
+# -- v4 ------------------------------------------------------------------------------------------
+
+
 def v4_response(job: Job, done: Symbolicated) -> dict[str, Any]:
     stacks = [
-        [f"{f.get('function', f['module_offset'])} (in {f['module']})" for f in stack]
+        [
+            f"{symbol.name if symbol is not None else hex(offset)} (in {module})"
+            for module, offset, symbol, _ in stack
+        ]
         for stack in done.stacks[0]
     ]
     known = [done.found.get(module) for module in job.modules]
     return {"symbolicatedStacks": stacks, "knownModules": known}
+
+
+# -- Debug ---------------------------------------------------------------------------------------
 
 
 def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str, Any]:

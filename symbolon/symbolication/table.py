@@ -32,10 +32,44 @@ NO_LOCATION = (U32_MAX, U32_MAX, U32_MAX, U32_MAX)
 MAX_INLINE_DEPTH = 256
 FAST_VERSION = 9
 
-# What a lookup answers for one address: function, function offset, file, line, inlines
-# (innermost first, each (function, file, line)); None when no symbol covers the address.
-Inline = tuple[str, str | None, int]
-Resolved = tuple[str, int, str | None, int, tuple[Inline, ...]]
+Inline = tuple[str, str | None, int]  # (function, file, line) of an inlined call
+
+
+class Symbol:
+    """What covers an address: the outer function's name and entry address, its file and line,
+    and the inlined calls (innermost first).
+
+    One object serves every address of a range for as long as the module is open, so ``shaped``
+    lets callers keep what they derive from it (an encoded form) instead of redoing it per address.
+    """
+
+    __slots__ = ("entry_pc", "inlines", "line", "name", "path", "shaped")
+
+    def __init__(
+        self, name: str, entry_pc: int, path: str | None, line: int, inlines: tuple[Inline, ...]
+    ):
+        self.name = name
+        self.entry_pc = entry_pc
+        self.path = path
+        self.line = line
+        self.inlines = inlines
+        self.shaped: Any = None
+
+    def as_tuple(self) -> tuple[str, int, str | None, int, tuple[Inline, ...]]:
+        return (self.name, self.entry_pc, self.path, self.line, self.inlines)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Symbol) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def __repr__(self) -> str:
+        return f"Symbol{self.as_tuple()!r}"
+
+
+# A lookup's answer: the symbol and the offset of the address from the function's start.
+Hit = tuple[Symbol, int]
 
 
 class EntryError(Exception):
@@ -87,7 +121,7 @@ class SymbolTable:
         self.version: int = self._symcache.version
         self._functions: dict[int, tuple[str, int]] = {}
         self._files: dict[int, str | None] = {}
-        self._memo: dict[int, Resolved | None] = {}
+        self._memo: dict[int, Symbol | None] = {}
         self.fast = self.version == FAST_VERSION and self._map_tables(symcache_len)
 
     def _map_tables(self, symcache_len: int) -> bool:
@@ -121,15 +155,17 @@ class SymbolTable:
 
     # -- lookups ---------------------------------------------------------------------------------
 
-    def lookup_many(self, addresses: Sequence[int]) -> list[Resolved | None]:
+    def lookup_many(self, addresses: Sequence[int]) -> list[Hit | None]:
         """Resolve each address (all >= 0); addresses symbolic cannot take find nothing."""
         if not self.fast:
             return [self._lookup_binding(a) for a in addresses]
         if not addresses:
             return []
+        # Same dtype as the table: numpy would otherwise convert the whole table on each call.
+        # Addresses past 32 bits find nothing (checked below), whatever row they get here.
         wanted = np.fromiter(
-            (a if a <= U32_MAX else U32_MAX + 1 for a in addresses),
-            dtype=np.int64,
+            (a if a <= U32_MAX else U32_MAX for a in addresses),
+            dtype=self._ranges.dtype,
             count=len(addresses),
         )
         rows = (np.searchsorted(self._ranges, wanted, side="right") - 1).tolist()
@@ -138,10 +174,10 @@ class SymbolTable:
         except _Disagreement:
             return [self._lookup_binding(a) for a in addresses]
 
-    def _resolve_rows(self, addresses: Sequence[int], rows: list[int]) -> list[Resolved | None]:
+    def _resolve_rows(self, addresses: Sequence[int], rows: list[int]) -> list[Hit | None]:
         memo = self._memo
         resolve = self._resolve
-        out: list[Resolved | None] = []
+        out: list[Hit | None] = []
         append = out.append
         for address, row in zip(addresses, rows, strict=True):
             if row < 0 or address > U32_MAX:
@@ -151,14 +187,10 @@ class SymbolTable:
                 found = memo[row]
             except KeyError:
                 found = memo[row] = resolve(row)
-            if found is None:
-                append(None)
-            else:
-                name, entry_pc, path, line, inlines = found
-                append((name, address - entry_pc, path, line, inlines))
+            append(None if found is None else (found, address - found.entry_pc))
         return out
 
-    def _resolve(self, row: int) -> Resolved | None:
+    def _resolve(self, row: int) -> Symbol | None:
         """The source locations of one range, as (name, entry pc, file, line, inlines)."""
         index = self._first_location + row
         locations = self._locations
@@ -178,7 +210,7 @@ class SymbolTable:
         paths = [self._files.get(file_idx) for file_idx, _, _ in chain]
         inlines = tuple((names[i][0], paths[i], chain[i][1]) for i in range(len(chain) - 1))
         name, entry_pc = names[-1]
-        return (name, entry_pc, paths[-1], chain[-1][1], inlines)
+        return Symbol(name, entry_pc, paths[-1], chain[-1][1], inlines)
 
     def _learn_files(self, row: int, chain: list[tuple[int, int, int]]) -> None:
         """File paths from the binding: symbolic joins and cleans them, we copy its answer."""
@@ -224,7 +256,7 @@ class SymbolTable:
         except UnicodeDecodeError:
             return None
 
-    def _lookup_binding(self, address: int) -> Resolved | None:
+    def _lookup_binding(self, address: int) -> Hit | None:
         if address >= 1 << 64:
             return None
         locations = self._symcache.lookup(address)
@@ -232,7 +264,8 @@ class SymbolTable:
             return None
         outer = locations[-1]
         inlines = tuple((loc.symbol, loc.full_path, loc.line) for loc in locations[:-1])
-        return (outer.symbol, address - outer.sym_addr, outer.full_path, outer.line, inlines)
+        symbol = Symbol(outer.symbol, outer.sym_addr, outer.full_path, outer.line, inlines)
+        return (symbol, address - outer.sym_addr)
 
 
 class _Disagreement(Exception):
