@@ -216,13 +216,16 @@ async def test_another_node_reuses_the_symcache_through_the_store(
 ):
     ident = new_id()
     upstream.put("libdemo.so", ident, with_debug_id(sym(DEMO), ident))
+    symbolication.store.CHUNK = 100  # entries move in chunks: several, here
     await symbolication.module(("libdemo.so", ident))
     await symbolication.drain()
     key = symbolication.store.key(("libdemo.so", ident))
     assert key.startswith(f"symbolication:symcache:{symbolication.namespace}:")
+    assert await runtime.store.client.strlen(key) > 300
     other_dir = Path(str(settings.symbols_cache_dir) + "-other-node")
     node = await Runtime.create(settings.replace(symbols_cache_dir=other_dir))
     try:
+        node.symbolication.store.CHUNK = 100
         outcome = await node.symbolication.module(("libdemo.so", ident))
         assert outcome.cache_hit
         assert outcome.table.lookup_many([4104])[0][0].name == "process_request"
@@ -289,3 +292,13 @@ async def test_an_upload_clears_the_remembered_miss(
         assert result["found_modules"] == {f"libdemo.so/{spelled}": True}
         assert result["stacks"][0][0]["function"] == "process_request"
     assert len(upstream.hits) == 2  # the two first misses; then own storage had it
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_damaged_store_entry_is_a_miss(upstream, runtime, symbolication):
+    ident = new_id()
+    path = upstream.put("libdemo.so", ident, with_debug_id(sym(DEMO), ident))
+    await runtime.store.set(symbolication.store.key(("libdemo.so", ident)), b"SYMC half of it")
+    outcome = await symbolication.module(("libdemo.so", ident))
+    assert outcome.table is not None and outcome.downloaded
+    assert upstream.hits == [path]

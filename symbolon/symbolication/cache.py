@@ -11,15 +11,17 @@ has open stays readable by it (the pages live until it lets go).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-from symbolon.cache import Cache
+from symbolon.cache import CACHE_ERRORS, Cache
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.symbolication.request import ModuleKey
 
@@ -136,7 +138,14 @@ class DiskCache:
 
 
 class SymcacheStore:
-    """L2: whole entries in the Redis LRU store, so that other nodes reuse a parse."""
+    """L2: whole entries in the Redis LRU store, so that other nodes reuse a parse.
+
+    Entries of tens of megabytes move in chunks, so neither side holds one whole in memory: a
+    write appends to a temporary key and renames it into place once complete (readers never see
+    half an entry; one evicted half-way is never renamed), a read fetches ranges into a file.
+    """
+
+    CHUNK = 8 * 1024 * 1024
 
     def __init__(self, store: Cache, namespace: str):
         self.store = store
@@ -145,11 +154,56 @@ class SymcacheStore:
     def key(self, key: ModuleKey) -> str:
         return f"symbolication:symcache:{self.namespace}:{entry_name(key)}"
 
-    async def get(self, key: ModuleKey) -> bytes | None:
-        return await self.store.get(self.key(key))
+    async def _guarded(self, op: str, call: Any) -> Any:
+        if not self.store.available:
+            return None
+        try:
+            return await call()
+        except CACHE_ERRORS as exc:
+            if not self.store.ignore_exceptions:
+                raise
+            logger.warning("redis store: symcache %s failed: %r", op, exc)
+            metrics.incr("redis.error", tags=["cache:store", f"op:{op}"])
+            return None
 
-    async def put(self, key: ModuleKey, data: bytes) -> bool:
-        return await self.store.set(self.key(key), data)
+    async def put_file(self, key: ModuleKey, path: Path) -> bool:
+        final = self.key(key)
+        partial = f"{final}:partial:{uuid.uuid4().hex}"
+        client = self.store.client
+
+        async def call() -> bool:
+            size = 0
+            with open(path, "rb") as f:  # noqa: ASYNC230 (chunks are read in a thread)
+                while chunk := await asyncio.to_thread(f.read, self.CHUNK):
+                    await client.append(partial, chunk)
+                    size += len(chunk)
+            if await client.strlen(partial) != size:  # evicted while being written
+                await client.delete(partial)
+                return False
+            await client.rename(partial, final)
+            return True
+
+        return bool(await self._guarded("put", call))
+
+    async def get_file(self, key: ModuleKey, dest: Path) -> bool:
+        """Copy the entry into ``dest``; False when the store does not have it (whole)."""
+        name = self.key(key)
+        client = self.store.client
+
+        async def call() -> bool:
+            size = await client.strlen(name)
+            if not size:
+                return False
+            written = 0
+            with open(dest, "wb") as f:  # noqa: ASYNC230 (chunks are written in a thread)
+                for start in range(0, size, self.CHUNK):
+                    chunk = await client.getrange(name, start, start + self.CHUNK - 1)
+                    if not chunk:
+                        return False  # evicted while being read
+                    written += await asyncio.to_thread(f.write, chunk)
+            return written == size
+
+        return bool(await self._guarded("get", call))
 
 
 class MissMemory:

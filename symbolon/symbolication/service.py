@@ -208,13 +208,12 @@ class Symbolication:
 
     async def _read_store(self, ident: ModuleKey) -> SymbolTable | None:
         assert self.store is not None
-        data = await self.store.get(ident)
-        if data is None:
-            return None
         tmp = self.disk.tmp_path()
         try:
-            await asyncio.to_thread(tmp.write_bytes, data)
-            del data
+            if not await self.store.get_file(ident, tmp):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                return None
             path = await asyncio.to_thread(self.disk.adopt, tmp, ident)
             return await asyncio.to_thread(_open_table, path)
         except (OSError, EntryError, ValueError) as exc:
@@ -295,8 +294,7 @@ class Symbolication:
     ) -> None:
         try:
             assert self.store is not None
-            data = await asyncio.to_thread(path.read_bytes)
-            await self.store.put(ident, data)
+            await self.store.put_file(ident, path)
         except OSError as exc:
             logger.warning("could not share %s through the store: %r", path, exc)
         finally:
