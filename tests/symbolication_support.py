@@ -45,7 +45,8 @@ class Upstream:
     ``files[path]`` is served with 200; ``script[path]`` is a list of answers used one per
     request before falling back to ``files``: a status code, ``("sleep", seconds)``,
     ``("gzip", body)`` (a gzip body with Content-Encoding), ``("raw-gzip", body)`` (gzip bytes
-    without the header), ``("bad-gzip", body)`` (the header on a body that is not gzip).
+    without the header), ``("bad-gzip", body)`` (the header on a body that is not gzip),
+    ``("cut-gzip", body)`` (a gzip body that stops short).
     """
 
     def __init__(self) -> None:
@@ -70,9 +71,14 @@ class Upstream:
                     if kind == "sleep":
                         await asyncio.sleep(value)
                         step = None
-                    elif kind in ("gzip", "bad-gzip"):
+                    elif kind in ("gzip", "bad-gzip", "cut-gzip"):
                         self.set_header("Content-Encoding", "gzip")
-                        return self.finish(gzip.compress(value) if kind == "gzip" else value)
+                        body = {
+                            "gzip": gzip.compress(value),
+                            "bad-gzip": value,
+                            "cut-gzip": gzip.compress(value)[:-12],
+                        }[kind]
+                        return self.finish(body)
                     elif kind == "raw-gzip":
                         return self.finish(gzip.compress(value))
                 body = upstream.files.get(path)

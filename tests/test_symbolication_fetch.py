@@ -209,3 +209,27 @@ async def test_own_storage_honours_try_symbols(settings, upstream, symbolication
     put_own(settings, f"libdemo.so/{other}/libdemo.so.sym", demo(other), try_symbols=True)
     symbolication.fetcher.include_try = False
     assert not await found(symbolication, "libdemo.so", other)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_compressed_body_cut_short_does_not_parse(upstream, symbolication):
+    ident = new_id()
+    path = upstream.put("libdemo.so", ident, b"")
+    upstream.script[path] = [("cut-gzip", demo(ident) * 50)]
+    with MetricsMock() as mm:
+        assert not await found(symbolication, "libdemo.so", ident)
+    errors = mm.filter_records("incr", stat="eliot.symbolicate.parse_sym_file.error")
+    assert [r.tags for r in errors] == [["reason:sym_malformed"]]
+
+
+def test_inflated_size_hints():
+    from symbolon.symbolication import inflate
+
+    body = gzip.compress(b"x" * 100_000)
+    assert inflate.inflated_size_hint(body[-4:], len(body)) == 100_000
+    assert inflate.inflated_size_hint(b"", 1000) == 6000  # deflate: no trailer, an estimate
+    assert inflate.inflate(body) == b"x" * 100_000
+    with pytest.raises(inflate.DecodeError):
+        inflate.inflate(body[:-12])
+    with pytest.raises(inflate.DecodeError):
+        inflate.probe(b"not compressed at all")

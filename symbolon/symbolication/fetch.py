@@ -2,9 +2,9 @@
 
 Own storage is read directly (the same lookup, try rules and invalidation as downloads, then a GET
 from S3), upstream servers over HTTP with the reference's retry rules (spec/symbolication.md §8).
-Bodies are streamed to a temp file and inflated on the way when stored or sent gzip-compressed,
-so a sym file of a gigabyte never sits in the server's memory; inflating runs in a thread, one
-chunk behind the network.
+Bodies are streamed to a temp file as received (gzip-compressed ones stay compressed: the parse
+process inflates them, see inflate.py), so a sym file of a gigabyte never sits in the server's
+memory.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +26,9 @@ from yarl import URL
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.storage.lookup import StorageUnavailable, SymbolLookup
 from symbolon.storage.s3 import S3Clients
+from symbolon.symbolication import inflate
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbols.keys import has_invalid_characters, make_key
-
-try:
-    # ISA-L inflates three times faster than zlib: 0.11 s instead of 0.33 s for a 119 MB sym
-    # file, most of what a cold request adds to the parse.
-    from isal import isal_zlib as inflating
-except ImportError:  # a platform without its wheels
-    inflating = zlib  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -58,60 +51,40 @@ def upstream_url(base: str, key: ModuleKey) -> str:
     return base + "/".join(quote(s, safe="+@") for s in segments)
 
 
-class DecodeError(Exception):
-    """A body announced as compressed did not inflate."""
+class _Sink:
+    """Writes a body to a file as received; a compressed one is only probed (see inflate)."""
 
-
-class _Inflater:
-    """Writes a body to a file, inflating gzip or deflate content encodings."""
-
-    def __init__(self, path: Path, encoding: str | None):
+    def __init__(self, path: Path, is_compressed: bool):
         self.file = open(path, "wb")  # noqa: SIM115 (closed by finish/abort)
-        encoding = (encoding or "").strip().lower()
-        # 32 + MAX_WBITS accepts both gzip and zlib headers; "deflate" is zlib in practice.
-        self.inflater = (
-            zlib.decompressobj(32 + zlib.MAX_WBITS)
-            if encoding
-            in (
-                "gzip",
-                "x-gzip",
-                "deflate",
-            )
-            else None
-        )
+        self.probe = is_compressed
         self.size = 0
+        self.tail = b""
 
     def write(self, chunk: bytes) -> None:
-        if self.inflater is not None:
-            try:
-                chunk = self.inflater.decompress(chunk)
-            except (zlib.error, inflating.error) as exc:
-                raise DecodeError(str(exc)) from exc
+        if self.probe:
+            self.probe = False
+            inflate.probe(chunk)
         self.file.write(chunk)
         self.size += len(chunk)
+        self.tail = (self.tail + chunk[-4:])[-4:]
 
-    def finish(self) -> int:
-        try:
-            if self.inflater is not None:
-                try:
-                    rest = self.inflater.flush()
-                except (zlib.error, inflating.error) as exc:
-                    raise DecodeError(str(exc)) from exc
-                if not self.inflater.eof:
-                    raise DecodeError("truncated compressed body")
-                self.file.write(rest)
-                self.size += len(rest)
-        finally:
-            self.file.close()
-        return self.size
-
-    def abort(self) -> None:
+    def finish(self) -> None:
         self.file.close()
 
 
-async def stream_to_file(chunks: AsyncIterator[bytes], path: Path, encoding: str | None) -> int:
-    """Write (and inflate) the chunks in a thread while the next chunk is being received."""
-    sink = _Inflater(path, encoding)
+@dataclass(frozen=True)
+class Body:
+    size: int  # bytes as received
+    compressed: bool
+    inflated_size: int  # known or estimated: what parsing it will take memory for
+
+
+async def stream_to_file(
+    chunks: AsyncIterator[bytes], path: Path, content_encoding: str | None
+) -> Body:
+    """Write the chunks in a thread while the next chunk is being received."""
+    is_compressed = inflate.compressed(content_encoding)
+    sink = _Sink(path, is_compressed)
     pending: asyncio.Future | None = None
     try:
         async for chunk in chunks:
@@ -120,12 +93,14 @@ async def stream_to_file(chunks: AsyncIterator[bytes], path: Path, encoding: str
             pending = asyncio.ensure_future(asyncio.to_thread(sink.write, chunk))
         if pending is not None:
             await pending
-        return await asyncio.to_thread(sink.finish)
     except BaseException:
         if pending is not None and not pending.done():
             pending.cancel()
-        sink.abort()
         raise
+    finally:
+        sink.finish()
+    hint = inflate.inflated_size_hint(sink.tail, sink.size) if is_compressed else sink.size
+    return Body(sink.size, is_compressed, hint)
 
 
 @dataclass
@@ -133,7 +108,7 @@ class Fetched:
     """What the sources said about one module."""
 
     found: bool
-    size: int = 0
+    body: Body | None = None
     seconds: float = 0.0
     source: str = ""
     errors: list[str] = field(default_factory=list)
@@ -174,7 +149,7 @@ class Fetcher:
                     "Accept-Encoding": "gzip, deflate",
                     "Accept": "*/*",
                 },
-                auto_decompress=False,  # inflated while written, where errors are caught
+                auto_decompress=False,  # kept compressed: the parse process inflates
             )
         return self._session
 
@@ -193,60 +168,66 @@ class Fetcher:
         for attempt in attempts:
             tried = time.perf_counter()
             try:
-                where, size = await attempt(key, dest)
+                where, body = await attempt(key, dest)
             except _SourceError as exc:
                 result.errors.append(str(exc))
-                where, size = None, 0
+                where, body = None, None
             elapsed_ms = 1000.0 * (time.perf_counter() - tried)
             if where is _SKIPPED:
                 continue
             tag = "success" if where else "fail"
             metrics.histogram("downloader.download", elapsed_ms, tags=[f"response:{tag}"])
             if where:
-                result.found, result.size, result.source = True, size, where
+                result.found, result.body, result.source = True, body, where
                 break
         result.seconds = time.perf_counter() - started
         return result
 
     # -- own storage -----------------------------------------------------------------------------
 
-    async def _from_storage(self, key: ModuleKey, dest: Path) -> tuple[Any, int]:
+    async def _from_storage(self, key: ModuleKey, dest: Path) -> tuple[Any, Body | None]:
         filename, debug_id = key
         symbol_file = sym_filename(filename)
         if has_invalid_characters(filename, symbol_file) or "/" in filename or "\n" in filename:
-            return _SKIPPED, 0
+            return _SKIPPED, None
         storage_key = make_key(filename, debug_id, symbol_file)
         try:
             found = await self.lookup.find(storage_key, include_try=self.include_try)
         except StorageUnavailable as exc:
             raise _SourceError(f"storage unavailable: {exc}") from None
         if found is None:
-            return None, 0
+            return None, None
         source = found.source
         try:
             if source.public:
                 url = f"{source.base_url}/{quote(source.object_key(storage_key))}"
-                size = await self._http_once(url, dest)
-                return (source.url if size is not None else None), size or 0
+                received = await self._http_once(url, dest)
+                return (source.url if received is not None else None), received
             client = await self.s3.client(source)
             response = await client.get_object(
                 Bucket=source.bucket, Key=source.object_key(storage_key)
             )
             body = response["Body"]
             async with body:
-                size = await stream_to_file(
+                received = await stream_to_file(
                     body.iter_chunks(CHUNK), dest, response.get("ContentEncoding")
                 )
-            return source.url, size
+            return source.url, received
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
-                return None, 0  # deleted since the lookup remembered it
+                return None, None  # deleted since the lookup remembered it
             raise _SourceError(f"{source.url}: {exc}") from None
-        except (BotoCoreError, OSError, DecodeError, aiohttp.ClientError, TimeoutError) as exc:
+        except (
+            BotoCoreError,
+            OSError,
+            inflate.DecodeError,
+            aiohttp.ClientError,
+            TimeoutError,
+        ) as exc:
             raise _SourceError(f"{source.url}: {exc!r}") from None
 
-    async def _http_once(self, url: str, dest: Path) -> int | None:
+    async def _http_once(self, url: str, dest: Path) -> Body | None:
         async with self.session().get(URL(url, encoded=True)) as response:
             if response.status != 200:
                 return None
@@ -255,9 +236,11 @@ class Fetcher:
 
     # -- upstream symbol servers -----------------------------------------------------------------
 
-    async def _from_upstream(self, base: str, key: ModuleKey, dest: Path) -> tuple[Any, int]:
-        """One source, at most ``attempts`` tries (spec §8.3): 200 found, 404 not found, 429
-        and 5xx (but 502) and network errors retried with full-jitter back-off, others final."""
+    async def _from_upstream(
+        self, base: str, key: ModuleKey, dest: Path
+    ) -> tuple[Any, Body | None]:
+        """One source, at most ``attempts`` tries (spec §8.3): 200 found, 404 not found; 429,
+        500, 503, 504 and network errors retried with full-jitter back-off; others final."""
         url = upstream_url(base, key)
         problem = ""
         for attempt in range(self.attempts):
@@ -271,13 +254,13 @@ class Fetcher:
                         chunks = response.content.iter_chunked(CHUNK)
                         return base, await stream_to_file(chunks, dest, encoding)
                     if status == 404:
-                        return None, 0
+                        return None, None
                     problem = f"{url} answered {status}"
                     if status not in RETRY_STATUSES:
                         head = (await response.content.read(100)).decode("utf-8", "replace")
                         logger.error("symbol downloader got %d: %s (%s)", status, head, url)
                         raise _SourceError(problem)
-            except DecodeError as exc:
+            except inflate.DecodeError as exc:
                 raise _SourceError(f"{url}: bad compressed body: {exc}") from None
             except aiohttp.ClientPayloadError as exc:
                 raise _SourceError(f"{url}: broken body: {exc}") from None

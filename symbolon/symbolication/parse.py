@@ -53,10 +53,14 @@ def module_filename(data: bytes, debug_filename: str) -> str:
     return debug_filename
 
 
-def build_entry(sym_path: str, debug_filename: str, debug_id: str, out_path: str) -> Parsed:
-    """In a pool process: parse the sym file and write the cache entry to ``out_path``."""
+def build_entry(
+    sym_path: str, debug_filename: str, debug_id: str, out_path: str, compressed: bool = False
+) -> Parsed:
+    """In a pool process: parse the sym file (inflated first if ``compressed``) and write the
+    cache entry to ``out_path``."""
     import symbolic
 
+    from symbolon.symbolication.inflate import DecodeError, inflate
     from symbolon.symbolication.table import write_trailer
 
     started = time.perf_counter()
@@ -69,6 +73,11 @@ def build_entry(sym_path: str, debug_filename: str, debug_id: str, out_path: str
     except (symbolic.ParseDebugIdError, ValueError) as exc:
         return failed("bad_debug_id", str(exc))
     data = Path(sym_path).read_bytes()
+    if compressed:
+        try:
+            data = inflate(data)
+        except DecodeError as exc:
+            return failed("sym_malformed", f"the compressed body does not inflate: {exc}")
     name = module_filename(data, debug_filename)
     try:
         # Archive.from_bytes does not keep its buffer: ``data`` must outlive make_symcache().
@@ -137,7 +146,13 @@ class ParsePool:
         return MEMORY_BASE + MEMORY_PER_SYM_BYTE * sym_size
 
     async def build(
-        self, sym_path: Path, sym_size: int, debug_filename: str, debug_id: str, out: Path
+        self,
+        sym_path: Path,
+        sym_size: int,
+        debug_filename: str,
+        debug_id: str,
+        out: Path,
+        compressed: bool = False,
     ) -> Parsed:
         loop = asyncio.get_running_loop()
         if self._changed is None or self._loop is not loop:
@@ -152,7 +167,13 @@ class ParsePool:
         try:
             try:
                 return await loop.run_in_executor(
-                    self._pool(), build_entry, str(sym_path), debug_filename, debug_id, str(out)
+                    self._pool(),
+                    build_entry,
+                    str(sym_path),
+                    debug_filename,
+                    debug_id,
+                    str(out),
+                    compressed,
                 )
             except BrokenProcessPool:
                 # A process died (out of memory, killed): a new pool for the next jobs.

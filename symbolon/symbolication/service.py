@@ -319,10 +319,14 @@ class Symbolication:
                     logger.info("%s/%s not found; source errors: %s", *key, fetched.errors)
                 await self.misses.remember(key)
                 return None
+            body = fetched.body
+            assert body is not None
             outcome.download_found = True
-            outcome.download_size = fetched.size
+            outcome.download_size = body.size
             outcome.parsed = True
-            parsed = await self.pool.build(sym_tmp, fetched.size, key[0], key[1], entry_tmp)
+            parsed = await self.pool.build(
+                sym_tmp, body.inflated_size, key[0], key[1], entry_tmp, body.compressed
+            )
             outcome.parse_seconds = parsed.seconds
             metrics.timing("symbolicate.parse_sym_file.parse", 1000.0 * parsed.seconds)
             if not parsed.ok:
