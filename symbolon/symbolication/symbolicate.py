@@ -110,32 +110,6 @@ def found_modules(job: Job, found: dict[ModuleKey, bool]) -> dict[str, bool | No
 # -- v5 ------------------------------------------------------------------------------------------
 
 
-def frame_object(position: int, frame: Frame) -> dict[str, Any]:
-    """One v5 frame as an object (the text writer below gives the same, as JSON)."""
-    module, offset, symbol, function_offset = frame
-    out: dict[str, Any] = {"frame": position, "module": module, "module_offset": hex(offset)}
-    if symbol is not None:
-        function, path, line, inlines = symbol.name, symbol.path, symbol.line, symbol.inlines
-        out["function"] = function
-        out["function_offset"] = hex(function_offset)
-        if path:
-            out["file"] = path
-            if line:
-                out["line"] = line
-        if inlines:
-            out["inlines"] = [_inline(*inline) for inline in inlines]
-    return out
-
-
-def _inline(function: str, path: str | None, line: int) -> dict[str, Any]:
-    shaped: dict[str, Any] = {"function": function}
-    if path:
-        shaped["file"] = path
-        if line:
-            shaped["line"] = line
-    return shaped
-
-
 def _file_and_line(path: str | None, line: int) -> str:
     if not path:
         return ""
@@ -196,19 +170,6 @@ def v5_body(jobs: list[Job], done: Symbolicated, debug: dict[str, Any] | None = 
     if debug is not None:
         body += ', "debug": ' + json.dumps(debug)
     return body + "}"
-
-
-def v5_response(jobs: list[Job], done: Symbolicated) -> dict[str, Any]:
-    """The v5 answer as objects (for callers that want them rather than text)."""
-    return {
-        "results": [
-            {
-                "stacks": [[frame_object(i, f) for i, f in enumerate(s)] for s in stacks],
-                "found_modules": found_modules(job, done.found),
-            }
-            for job, stacks in zip(jobs, done.stacks, strict=True)
-        ]
-    }
 
 
 # -- v4 ------------------------------------------------------------------------------------------
