@@ -21,7 +21,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/symbolon serve
 
-test: $(VENV)/.installed-test
+# The certified OpenID Connect provider the sign-in tests run against, installed into the project.
+OIDC_PROVIDER := tests/oidc/node_modules/.package-lock.json
+$(OIDC_PROVIDER): tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
+	touch $@
+
+test: $(VENV)/.installed-test $(OIDC_PROVIDER)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
@@ -33,4 +39,4 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .data tests/oidc/node_modules

@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ LEGACY_PREFIXES = ("DJANGO_", "ELIOT_")
 TRUE_WORDS = {"true", "yes", "1", "on"}
 FALSE_WORDS = {"false", "no", "0", "off"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+# "none" is never accepted: an unsigned ID token proves nothing.
+OIDC_SIGN_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "PS256"}
 
 
 class SettingsError(Exception):
@@ -108,6 +111,50 @@ class Settings:
 
     # Accounts.
     tokens_default_expiration_days: int = 365
+    # Browser sign-in with OpenID Connect (spec/symbols.md §8.6). Endpoints left unset are
+    # discovered from the issuer when OIDC_OP_ISSUER is set.
+    oidc_rp_client_id: str | None = None
+    oidc_rp_client_secret: str | None = None
+    oidc_op_issuer: str | None = None
+    oidc_op_authorization_endpoint: str | None = None
+    oidc_op_token_endpoint: str | None = None
+    oidc_op_user_endpoint: str | None = None
+    oidc_op_jwks_endpoint: str | None = None
+    oidc_rp_sign_algo: str = "HS256"
+    oidc_rp_scopes: str = "openid email"
+    oidc_verify_ssl: bool = True
+    oidc_timeout: float = 10.0
+    session_cookie_age: int = 31_536_000
+    session_cookie_secure: bool = True
+    # The "blocked in Auth0" check (spec/symbols.md §8.5).
+    enable_auth0_blocked_check: bool = False
+    not_blocked_in_auth0_interval_seconds: int = 86400
+
+    # Crash collector (spec/crashes.md). The bucket defaults to the embedded S3 server's.
+    enable_crash_collector: bool = True
+    crash_storage: str = "s3"  # or "fs"
+    crash_bucket_name: str | None = None
+    crash_region: str = "us-west-2"
+    crash_endpoint_url: str | None = None
+    crash_access_key: str | None = None
+    crash_secret_access_key: str | None = None
+    crash_fs_root: Path | None = None  # default: <data dir>/crashes
+    crash_fs_fsync: bool = False
+    # Set when the crash bucket is the embedded S3 server's, the only one we create.
+    crash_storage_is_embedded: bool = False
+    crashmover_max_attempts: int = 5
+    crashmover_retry_sleep_seconds: float = 2.0
+    crashmover_concurrent_crashmovers: int = 8
+    crashpublish_queue_name: str = "socorro.standard"
+    crashpublish_actor_name: str = "process_crash"
+    crashpublish_retry_seconds: float = 30.0
+    breakpad_stage_submitter_bearer_token: str | None = None
+    breakpad_throttler_rules: str = "accept_all"
+    breakpad_throttler_products: str = "all"
+    breakpad_throttler_product_packagenames: str = "all"
+    collector_max_body_size: int = 25 * 1024**2
+    collector_max_decompressed_size: int = 8 * 25 * 1024**2
+    collector_body_timeout: float = 70.0
 
     # Symbolication (spec/symbolication.md §8, §9, §11).
     symbolication_symbol_urls: tuple[str, ...] = ()  # upstream symbol servers, after our own
@@ -122,6 +169,8 @@ class Settings:
 
     # Task queue: worker threads embedded in `serve` (0 disables them).
     worker_threads: int = 2
+    # Web processes of `serve`, forked after binding one socket.
+    web_processes: int = 1
 
     # Observability.
     logging_level: str = "INFO"
@@ -146,6 +195,10 @@ class Settings:
     @property
     def fully_embedded(self) -> bool:
         return self.embedded_postgres and self.redis_url is None and self.embedded_s3
+
+    @property
+    def crash_dir(self) -> Path:
+        return self.crash_fs_root or self.data_dir / "crashes"
 
     @property
     def staging_dir(self) -> Path:
@@ -287,6 +340,7 @@ def load_settings(
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     env.update(os.environ if environ is None else environ)
     r = _Reader(env)
+    local_dev_env = r.boolean("LOCAL_DEV_ENV", False)
 
     settings = Settings(
         host=r.text("HOST", "127.0.0.1"),
@@ -294,7 +348,7 @@ def load_settings(
         data_dir=Path(r.text("SYMBOLON_DATA_DIR", ".data")),
         base_dir=Path(r.text("BASEDIR", ".")),
         debug=r.boolean("DEBUG", False),
-        local_dev_env=r.boolean("LOCAL_DEV_ENV", False),
+        local_dev_env=local_dev_env,
         secret_key=r.text("SECRET_KEY"),
         database_url=r.get("DATABASE_URL", None, _parse_pg_url, "a postgresql:// URL"),
         database_pool_max=r.integer("DATABASE_POOL_MAX", 10, minimum=1),
@@ -368,6 +422,74 @@ def load_settings(
             "UPLOAD_BY_DOWNLOAD_ALLOWED_NETWORKS", (), _parse_networks, "comma-separated CIDRs"
         ),
         tokens_default_expiration_days=r.integer("TOKENS_DEFAULT_EXPIRATION_DAYS", 365, minimum=1),
+        enable_crash_collector=r.boolean("ENABLE_CRASH_COLLECTOR", True),
+        crash_storage=r.get(
+            "CRASHMOVER_CRASHSTORAGE_CLASS",
+            "s3",
+            _parse_crash_storage,
+            "s3, fs, or the reference's S3CrashStorage/FSCrashStorage class path",
+        ),
+        crash_bucket_name=r.text("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME"),
+        crash_region=r.text("CRASHMOVER_CRASHSTORAGE_REGION", "us-west-2", aliases=("S3_REGION",)),
+        crash_endpoint_url=r.get(
+            "CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL",
+            None,
+            _parse_url,
+            "an http(s) URL",
+            aliases=("S3_ENDPOINT_URL",),
+        ),
+        crash_access_key=r.text("CRASHMOVER_CRASHSTORAGE_ACCESS_KEY"),
+        crash_secret_access_key=r.text("CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY"),
+        crash_fs_root=r.get("CRASHMOVER_CRASHSTORAGE_FS_ROOT", None, Path, "a directory"),
+        crash_fs_fsync=r.boolean("CRASHMOVER_CRASHSTORAGE_FS_FSYNC", False),
+        crashmover_max_attempts=r.integer("CRASHMOVER_MAX_ATTEMPTS", 5, minimum=1),
+        crashmover_retry_sleep_seconds=r.number("CRASHMOVER_RETRY_SLEEP_SECONDS", 2.0),
+        crashmover_concurrent_crashmovers=r.integer(
+            "CRASHMOVER_CONCURRENT_CRASHMOVERS", 8, minimum=1
+        ),
+        crashpublish_queue_name=r.get(
+            "CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",
+            "socorro.standard",
+            _parse_queue_name,
+            "a queue name of letters, digits, '.', '_' and '-'",
+        ),
+        crashpublish_actor_name=r.get(
+            "CRASHMOVER_CRASHPUBLISH_ACTOR_NAME",
+            "process_crash",
+            _parse_queue_name,
+            "an actor name of letters, digits, '.', '_' and '-'",
+        ),
+        crashpublish_retry_seconds=r.number("CRASHMOVER_CRASHPUBLISH_RETRY_SECONDS", 30.0),
+        breakpad_stage_submitter_bearer_token=r.text("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN"),
+        breakpad_throttler_rules=r.text("BREAKPAD_THROTTLER_RULES", "accept_all"),
+        breakpad_throttler_products=r.text("BREAKPAD_THROTTLER_PRODUCTS", "all"),
+        breakpad_throttler_product_packagenames=r.text(
+            "BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES", "all"
+        ),
+        collector_max_body_size=r.integer("COLLECTOR_MAX_BODY_SIZE", 25 * 1024**2, minimum=1),
+        collector_max_decompressed_size=r.integer(
+            "COLLECTOR_MAX_DECOMPRESSED_SIZE", 8 * 25 * 1024**2, minimum=1
+        ),
+        collector_body_timeout=r.number(
+            "COLLECTOR_BODY_TIMEOUT", 70.0, aliases=("CLIENT_BODY_TIMEOUT",)
+        ),
+        oidc_rp_client_id=r.text("OIDC_RP_CLIENT_ID"),
+        oidc_rp_client_secret=r.text("OIDC_RP_CLIENT_SECRET"),
+        oidc_op_issuer=r.url("OIDC_OP_ISSUER"),
+        oidc_op_authorization_endpoint=r.url("OIDC_OP_AUTHORIZATION_ENDPOINT"),
+        oidc_op_token_endpoint=r.url("OIDC_OP_TOKEN_ENDPOINT"),
+        oidc_op_user_endpoint=r.url("OIDC_OP_USER_ENDPOINT"),
+        oidc_op_jwks_endpoint=r.url("OIDC_OP_JWKS_ENDPOINT"),
+        oidc_rp_sign_algo=r.choice("OIDC_RP_SIGN_ALGO", "HS256", OIDC_SIGN_ALGORITHMS),
+        oidc_rp_scopes=r.text("OIDC_RP_SCOPES", "openid email"),
+        oidc_verify_ssl=r.boolean("OIDC_VERIFY_SSL", True),
+        oidc_timeout=r.number("OIDC_TIMEOUT", 10.0),
+        session_cookie_age=r.integer("SESSION_COOKIE_AGE", 31_536_000, minimum=60),
+        session_cookie_secure=r.boolean("SESSION_COOKIE_SECURE", not local_dev_env),
+        enable_auth0_blocked_check=r.boolean("ENABLE_AUTH0_BLOCKED_CHECK", False),
+        not_blocked_in_auth0_interval_seconds=r.integer(
+            "NOT_BLOCKED_IN_AUTH0_INTERVAL_SECONDS", 86400, minimum=1
+        ),
         # The seed's ELIOT_SYMBOL_URLS is not an alias: with the prefix dropped it is SYMBOL_URLS.
         symbolication_symbol_urls=r.url_list(
             "SYMBOLICATION_SYMBOL_URLS", aliases=("ELIOT_SYMBOLS_URLS",)
@@ -381,6 +503,7 @@ def load_settings(
         symbolication_parse_workers=r.integer("SYMBOLICATION_PARSE_WORKERS", 0),
         symbolication_parse_memory=r.integer("SYMBOLICATION_PARSE_MEMORY", 0),
         worker_threads=r.integer("WORKER_THREADS", 2),
+        web_processes=r.integer("WEB_PROCESSES", 1, minimum=1),
         logging_level=r.choice(
             "LOGGING_LEVEL", "INFO", LOG_LEVELS, aliases=("LOGGING_DEFAULT_LEVEL",)
         ),
@@ -391,6 +514,7 @@ def load_settings(
         sentry_dsn=r.text("SENTRY_DSN", aliases=("SECRET_SENTRY_DSN",)),
     )
     _check_combinations(settings, r)
+    _check_crash_settings(settings, r)
     if r.problems:
         raise SettingsError(r.problems)
     if settings.symbol_urls:
@@ -414,6 +538,7 @@ def _check_combinations(s: Settings, r: _Reader) -> None:
         )
     if s.symbol_urls and not s.upload_default_url:
         r.problems.append("UPLOAD_DEFAULT_URL: required when SYMBOL_URLS is set")
+    _check_oidc(s, r)
     # With the embedded database this is a development setup: a key is generated and kept in
     # the data dir. A real database means a real deployment, which must set its own.
     if s.secret_key is None and not s.embedded_postgres and not s.local_dev_env:
@@ -421,6 +546,95 @@ def _check_combinations(s: Settings, r: _Reader) -> None:
             "SECRET_KEY: required when DATABASE_URL is set "
             '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
         )
+
+
+CRASH_STORAGE_NAMES = {
+    "s3": "s3",
+    "antenna.ext.s3.crashstorage.S3CrashStorage": "s3",
+    "fs": "fs",
+    "antenna.ext.fs.crashstorage.FSCrashStorage": "fs",
+}
+
+
+def _parse_crash_storage(value: str) -> str:
+    if value not in CRASH_STORAGE_NAMES:
+        raise ValueError("")
+    return CRASH_STORAGE_NAMES[value]
+
+
+def _parse_queue_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9._-]*", value):
+        raise ValueError("")
+    return value
+
+
+def _check_crash_settings(s: Settings, r: _Reader) -> None:
+    if not s.enable_crash_collector:
+        return
+    if s.crash_storage == "s3" and not s.crash_bucket_name and not s.embedded_s3:
+        r.problems.append(
+            "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME: required for crash storage in S3 when "
+            "SYMBOL_URLS is set (or set CRASHMOVER_CRASHSTORAGE_CLASS=fs, or "
+            "ENABLE_CRASH_COLLECTOR=false)"
+        )
+    # Imported here: the throttler is a domain module that must not depend on settings.
+    from symbolon.crashes.throttler import load_throttler
+
+    try:
+        load_throttler(
+            s.breakpad_throttler_rules,
+            s.breakpad_throttler_products,
+            s.breakpad_throttler_product_packagenames,
+        )
+    except (ValueError, OSError) as exc:
+        r.problems.append(str(exc))  # names the setting itself
+
+
+def _check_oidc(s: Settings, r: _Reader) -> None:
+    if s.enable_auth0_blocked_check and not (
+        s.oidc_op_user_endpoint and s.oidc_rp_client_id and s.oidc_rp_client_secret
+    ):
+        r.problems.append(
+            "ENABLE_AUTH0_BLOCKED_CHECK=true needs OIDC_OP_USER_ENDPOINT (its host is the Auth0 "
+            "domain), OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET"
+        )
+    if not s.oidc_rp_client_id:
+        return  # sign-in is off; tokens made on the command line still work
+    endpoints = {
+        "OIDC_OP_AUTHORIZATION_ENDPOINT": s.oidc_op_authorization_endpoint,
+        "OIDC_OP_TOKEN_ENDPOINT": s.oidc_op_token_endpoint,
+        "OIDC_OP_USER_ENDPOINT": s.oidc_op_user_endpoint,
+    }
+    if not s.oidc_op_issuer and not all(endpoints.values()):
+        missing = ", ".join(name for name, value in endpoints.items() if not value)
+        r.problems.append(
+            f"OIDC_RP_CLIENT_ID is set, so sign-in needs its provider: set OIDC_OP_ISSUER "
+            f"(endpoints are discovered) or {missing}"
+        )
+    if not s.oidc_rp_client_secret:
+        r.problems.append("OIDC_RP_CLIENT_SECRET: required when OIDC_RP_CLIENT_ID is set")
+    asymmetric = not s.oidc_rp_sign_algo.startswith("HS")
+    if asymmetric and not (s.oidc_op_jwks_endpoint or s.oidc_op_issuer):
+        r.problems.append(
+            f"OIDC_RP_SIGN_ALGO={s.oidc_rp_sign_algo} needs the provider's keys: set "
+            "OIDC_OP_JWKS_ENDPOINT or OIDC_OP_ISSUER"
+        )
+    if not s.local_dev_env:
+        named = {"OIDC_OP_ISSUER": s.oidc_op_issuer, **endpoints}
+        named["OIDC_OP_JWKS_ENDPOINT"] = s.oidc_op_jwks_endpoint
+        for name, value in named.items():
+            if value and not _secure_or_loopback(value):
+                r.problems.append(
+                    f"{name}={value!r}: the provider must be reached over https "
+                    "(plain http only on 127.0.0.1/localhost, or with LOCAL_DEV_ENV=true)"
+                )
+
+
+def _secure_or_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "https" or parts.hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _parse_pg_url(value: str) -> str:

@@ -152,3 +152,9 @@ def ordering(
     if sort not in allowed:
         raise FilterError("sort", f"Invalid sort '{sort}'")
     return sort, reverse == "true"
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` for LIKE/ILIKE, with the wildcards in ``text`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -72,12 +72,22 @@ async def check_storage_urls(rt: Runtime) -> CheckResult:
     return CheckResult(ERROR if messages else OK, messages)
 
 
+async def check_crash_storage(rt: Runtime) -> CheckResult:
+    if rt.collector is None:
+        return CheckResult()
+    problem = await rt.collector.storage.check()
+    if problem:
+        return CheckResult(ERROR, {"symbolon.health.E030": problem})
+    return CheckResult()
+
+
 CHECKS: dict[str, Callable[[Runtime], Awaitable[CheckResult]]] = {
     "check_database_connected": check_database_connected,
     "check_migrations_applied": check_migrations_applied,
     "check_redis_connected": check_redis_connected,
     "check_redis_store_connected": check_redis_store_connected,
     "check_storage_urls": check_storage_urls,
+    "check_crash_storage": check_crash_storage,
 }
 
 

@@ -30,8 +30,13 @@ def _interrupt(*_: object) -> None:
 signal.signal(signal.SIGTERM, _interrupt)
 
 # Tests must not pick up the developer's own configuration.
+_CONFIGURATION = (
+    *("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_"),
+    *("CRASHMOVER_", "BREAKPAD_", "COLLECTOR_", "ENABLE_CRASH_COLLECTOR"),
+    *("OIDC_", "SESSION_COOKIE_", "ENABLE_AUTH0_", "NOT_BLOCKED_IN_AUTH0_", "LOCAL_DEV_ENV"),
+)
 for _name in list(os.environ):
-    if _name.startswith(("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_")):
+    if _name.startswith(_CONFIGURATION):
         del os.environ[_name]
 
 
@@ -66,6 +71,8 @@ def live_settings(stack: EmbeddedStack) -> Settings:
         runtime = await Runtime.create(settings)
         try:
             await runtime.s3.ensure_buckets(runtime.storage)
+            if runtime.collector is not None:
+                await runtime.collector.storage.ensure_bucket()
         finally:
             await runtime.close()
 
@@ -172,3 +179,12 @@ def s3_client(endpoint: str) -> Any:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[Any]:
+    """A real OpenID Connect provider (Node's oidc-provider) on 127.0.0.1, for sign-in tests."""
+    from tests.oidc_provider import running_provider
+
+    with running_provider() as provider:
+        yield provider

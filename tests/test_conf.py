@@ -11,6 +11,7 @@ REAL = {
     "SYMBOL_URLS": "https://s3-us-west-2.amazonaws.com/pub/?access=public,https://minio:9000/priv",
     "UPLOAD_DEFAULT_URL": "https://minio:9000/priv",
     "SECRET_KEY": "x" * 32,
+    "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME": "crashes",
 }
 
 
@@ -152,3 +153,51 @@ def test_dotenv_file_fills_what_the_environment_lacks(tmp_path):
     s = load_settings({"PORT": "9200"}, dotenv_path=dotenv)
     assert s.port == 9200  # the environment wins
     assert s.host == "0.0.0.0"
+
+
+def test_crash_settings_default_to_a_collector_that_accepts_everything():
+    s = load({})
+    assert s.enable_crash_collector and s.crash_storage == "s3"
+    assert (s.breakpad_throttler_rules, s.breakpad_throttler_products) == ("accept_all", "all")
+    assert s.collector_max_body_size == 26_214_400
+    assert (s.crashmover_max_attempts, s.crashmover_retry_sleep_seconds) == (5, 2.0)
+    assert s.crashpublish_queue_name == "socorro.standard"
+    assert s.crash_dir == Path(".data/crashes")
+
+
+def test_a_crash_bucket_is_required_beside_real_symbol_storage():
+    env = {k: v for k, v in REAL.items() if k != "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME"}
+    assert any(p.startswith("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME") for p in problems(env))
+    assert not load({**env, "ENABLE_CRASH_COLLECTOR": "false"}).enable_crash_collector
+    fs = load(
+        {**env, "CRASHMOVER_CRASHSTORAGE_CLASS": "antenna.ext.fs.crashstorage.FSCrashStorage"}
+    )
+    assert fs.crash_storage == "fs"
+
+
+def test_crash_storage_settings_accept_the_reference_aliases():
+    s = load(
+        {
+            **REAL,
+            "CRASHMOVER_CRASHSTORAGE_CLASS": "antenna.ext.s3.crashstorage.S3CrashStorage",
+            "S3_REGION": "eu-central-1",
+            "S3_ENDPOINT_URL": "http://minio:9000",
+        }
+    )
+    assert (s.crash_storage, s.crash_region) == ("s3", "eu-central-1")
+    assert s.crash_endpoint_url == "http://minio:9000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CRASHMOVER_CRASHSTORAGE_CLASS", "antenna.ext.crashstorage_base.NoOpCrashStorage"),
+        ("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME", "no spaces"),
+        ("CRASHMOVER_CONCURRENT_CRASHMOVERS", "0"),
+        ("CRASHMOVER_MAX_ATTEMPTS", "0"),
+        ("BREAKPAD_THROTTLER_RULES", "antenna.throttler.NO_SUCH_RULES"),
+        ("BREAKPAD_THROTTLER_PRODUCTS", ","),
+    ],
+)
+def test_bad_crash_settings_stop_start_up(name, value):
+    assert any(name.split("_")[0] in p for p in problems({name: value}))

@@ -34,6 +34,7 @@ async def test_heartbeat_lists_every_check(http_client, base_url):
         "check_redis_connected": "ok",
         "check_redis_store_connected": "ok",
         "check_storage_urls": "ok",
+        "check_crash_storage": "ok",
     }
     assert body["details"] == {}
 

@@ -134,3 +134,43 @@ def test_serve_refuses_to_start_when_a_configured_bucket_is_missing(live_setting
     assert (
         f"Unable to connect to {url} (bucket='no-such-bucket'), because bucket not found" in output
     )
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_serve_runs_several_web_processes_and_replaces_one_that_dies(live_settings):
+    port = free_port()
+    env = env_for(live_settings, PORT=str(port), WEB_PROCESSES="2", WORKER_THREADS="0")
+    proc = start(env)
+    try:
+        assert heartbeat(port, proc)["code"] == 200
+        deadline = time.monotonic() + 30
+        while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = children_of(proc.pid)
+        assert len(first) == 2, first
+
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = children_of(proc.pid)
+            if len(now) == 2 and first[0] not in now:
+                break
+            time.sleep(0.1)
+        assert len(now) == 2 and first[0] not in now, now
+        assert heartbeat(port, proc)["code"] == 200
+    finally:
+        output = stop(proc)
+    assert "exited (status 9); starting another" in output, output
+    assert not any(pid_alive(p) for p in now), "a web process outlived serve"

@@ -103,6 +103,8 @@ def storage(**env):
     base = {
         "SYMBOL_URLS": "http://minio:9000/public?access=public,http://minio:9000/private",
         "UPLOAD_DEFAULT_URL": "http://minio:9000/private",
+        # Symbol storage only: the crash collector would want a bucket of its own.
+        "ENABLE_CRASH_COLLECTOR": "false",
     }
     return StorageConfig.from_settings(load_settings({**base, **env}, dotenv_path=None))
 

@@ -1,4 +1,4 @@
-"""Who is asking: ``Auth-Token`` authentication (spec/symbols.md §8.3)."""
+"""Who is asking: an ``Auth-Token`` header (spec/symbols.md §8.3) or a session cookie (§8.6)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from symbolon.accounts.sessions import Session, SessionStore
 from symbolon.accounts.tokens import Token, find_by_key
-from symbolon.accounts.users import USER_COLUMNS, User
+from symbolon.accounts.users import USER_COLUMNS, User, find_user_by_id, user_permissions
 
 
 class AuthError(Exception):
@@ -20,6 +21,7 @@ class Principal:
     # A token-authenticated request carries only the token's permissions, even a superuser's.
     permissions: frozenset[str]
     token: Token | None = None
+    session: Session | None = None
 
     def has(self, codename: str) -> bool:
         return codename in self.permissions
@@ -40,3 +42,18 @@ async def authenticate_token(db: asyncpg.Pool, presented: str) -> Principal:
         raise AuthError("API Token matched but user not active")
     await db.execute("UPDATE tokens SET last_used_at = now() WHERE id = $1", token.id)
     return Principal(user=user, permissions=frozenset(token.permissions), token=token)
+
+
+async def authenticate_session(
+    db: asyncpg.Pool, sessions: SessionStore, cookie: str
+) -> Principal | None:
+    """The signed-in user of a session cookie, with the account's permissions; None when the
+    cookie is forged or expired, the session is gone, or the user is inactive."""
+    session = await sessions.load(cookie)
+    if session is None:
+        return None
+    user = await find_user_by_id(db, session.user_id)  # type: ignore[arg-type]
+    if user is None or not user.is_active:
+        return None
+    permissions = await user_permissions(db, user)  # type: ignore[arg-type]
+    return Principal(user=user, permissions=frozenset(permissions), session=session)

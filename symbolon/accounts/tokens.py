@@ -145,3 +145,39 @@ async def revoke_token(conn: asyncpg.Connection, token_or_id: str) -> Token:
         raise AccountError(f"no token matches {token_or_id!r} (give its id or its full key)")
     await conn.execute("DELETE FROM tokens WHERE id = $1", token.id)
     return token
+
+
+async def find_token(conn: asyncpg.Connection, token_id: int) -> Token | None:
+    row = await conn.fetchrow(TOKEN_QUERY + " WHERE t.id = $1 GROUP BY t.id, u.email", token_id)
+    return _token(row) if row else None
+
+
+async def user_tokens(conn: asyncpg.Connection, user_id: int) -> list[Token]:
+    """The user's tokens, newest first."""
+    rows = await conn.fetch(
+        TOKEN_QUERY + " WHERE t.user_id = $1 GROUP BY t.id, u.email ORDER BY t.created_at DESC, "
+        "t.id DESC",
+        user_id,
+    )
+    return [_token(r) for r in rows]
+
+
+async def delete_token(conn: asyncpg.Connection, token_id: int) -> None:
+    await conn.execute("DELETE FROM tokens WHERE id = $1", token_id)
+
+
+async def extend_token(conn: asyncpg.Connection, token_id: int, days: int) -> datetime:
+    """Push the expiry ``days`` further (from the current expiry, not from now)."""
+    return await conn.fetchval(
+        """UPDATE tokens SET expires_at = expires_at + make_interval(days => $2)
+           WHERE id = $1 RETURNING expires_at""",
+        token_id,
+        days,
+    )
+
+
+async def revoke_user_tokens(conn: asyncpg.Connection, email: str) -> list[Token]:
+    """Delete every token of the user; returns what was deleted."""
+    found = await list_tokens(conn, email)
+    await conn.execute("DELETE FROM tokens WHERE id = ANY($1::bigint[])", [t.id for t in found])
+    return found

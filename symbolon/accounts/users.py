@@ -109,3 +109,8 @@ async def user_permissions(conn: asyncpg.Connection, user: User) -> set[str]:
         user.id,
     )
     return {r["codename"] for r in rows}
+
+
+async def find_user_by_id(conn: asyncpg.Connection, user_id: int) -> User | None:
+    row = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    return User.from_row(row) if row else None

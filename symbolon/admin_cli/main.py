@@ -1,4 +1,4 @@
-"""The ``symbolon`` command line: serve, worker, migrate, superuser, token."""
+"""The ``symbolon`` command line: serve, worker, migrate, superuser, user, token, is-blocked."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
+from symbolon.accounts import admin, audit
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.users import (
     AccountError,
+    User,
+    find_user,
     get_or_create_user,
     make_superuser,
     permission_codename,
 )
+from symbolon.admin_cli.crashes import crashes
 from symbolon.admin_cli.upload import upload_command
 from symbolon.conf import Settings, SettingsError, load_settings
 from symbolon.db import migrate as migrations
@@ -61,19 +65,30 @@ def cli() -> None:
 
 
 cli.add_command(upload_command)
+cli.add_command(crashes)
 
 
 @cli.command()
 @click.option("--host", help="Address to listen on (default: HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default: PORT or 8000).")
 @click.option("--worker-threads", type=int, help="Embedded task-worker threads; 0 disables.")
-def serve(host: str | None, port: int | None, worker_threads: int | None) -> None:
+@click.option(
+    "--processes", type=click.IntRange(min=1), help="Web processes (default: WEB_PROCESSES or 1)."
+)
+def serve(
+    host: str | None, port: int | None, worker_threads: int | None, processes: int | None
+) -> None:
     """Serve the web app, with an embedded task worker, until Ctrl-C."""
-    settings = _settings(host=host, port=port, worker_threads=worker_threads)
+    settings = _settings(
+        host=host, port=port, worker_threads=worker_threads, web_processes=processes
+    )
     lifecycle.configure_process(settings)
     try:
         with lifecycle.services(settings) as live:
-            asyncio.run(lifecycle.serve_forever(live))
+            if live.web_processes > 1:
+                lifecycle.serve_processes(live)
+            else:
+                asyncio.run(lifecycle.serve_forever(live))
     except lifecycle.StartupError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from exc
 
@@ -219,11 +234,124 @@ def token_list(email: str | None) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_or_id")
-def token_revoke(token_or_id: str) -> None:
-    """Delete a token, named by its id or its key."""
+@click.argument("token_or_id", required=False)
+@click.option("--user", "email", help="Revoke every token of this user instead.")
+def token_revoke(token_or_id: str | None, email: str | None) -> None:
+    """Delete a token, named by its id or its key, or all of a user's tokens (--user)."""
+    if (token_or_id is None) == (email is None):
+        raise click.UsageError("give a token id or key, or --user EMAIL (not both)")
+    if email is not None:
+        found = _with_database(lambda conn: _revoke_all(conn, email))
+        for t in found:
+            click.echo(f"revoked token {t.id} ({t.key_prefix}…) of {t.email}")
+        click.echo(f"{len(found)} token(s) of {email} revoked")
+        return
+    assert token_or_id is not None
     gone = _with_database(lambda conn: token_store.revoke_token(conn, token_or_id))
     click.echo(f"revoked token {gone.id} ({gone.key_prefix}…) of {gone.email}")
+
+
+async def _revoke_all(conn: asyncpg.Connection, email: str) -> list[token_store.Token]:
+    await _existing_user(conn, email)
+    return await token_store.revoke_user_tokens(conn, email)
+
+
+async def _existing_user(conn: asyncpg.Connection, email: str) -> User:
+    found = await find_user(conn, email)
+    if found is None:
+        raise AccountError(f"no user {email!r}")
+    return found
+
+
+@cli.group()
+def user() -> None:
+    """List users and change what they may do (every change is audited)."""
+
+
+@user.command("list")
+def user_list() -> None:
+    """Every user: e-mail, state, superuser, groups, tokens, uploads, last sign-in."""
+    users = _with_database(admin.list_users)
+    click.echo("email\tstate\tsuperuser\tgroups\ttokens\tuploads\tlast login")
+    for u in users:
+        state = "active" if u["is_active"] else f"INACTIVE ({u['inactive_reason'] or 'admin'})"
+        groups = ",".join(g["name"] for g in u["groups"]) or "-"
+        click.echo(
+            f"{u['email']}\t{state}\t{'yes' if u['is_superuser'] else 'no'}\t{groups}\t"
+            f"{u['no_tokens']}\t{u['no_uploads']}\t{u['last_login'] or 'never'}"
+        )
+
+
+def _set_active(email: str, active: bool) -> None:
+    async def run(conn: asyncpg.Connection) -> bool:
+        found = await _existing_user(conn, email)
+        return await admin.set_active(conn, audit.COMMAND_LINE, found, active)
+
+    changed = _with_database(run)
+    state = "active" if active else "inactive (signed out everywhere; tokens refused)"
+    click.echo(f"{email} {'is now' if changed else 'was already'} {state}")
+
+
+@user.command("activate")
+@click.argument("email")
+def user_activate(email: str) -> None:
+    """Let EMAIL sign in and use tokens again."""
+    _set_active(email, True)
+
+
+@user.command("deactivate")
+@click.argument("email")
+def user_deactivate(email: str) -> None:
+    """Sign EMAIL out everywhere and refuse the user's tokens; signing in will not undo it."""
+    _set_active(email, False)
+
+
+@user.command("groups")
+@click.argument("email")
+@click.argument("groups", nargs=-1)
+@click.option("--clear", is_flag=True, help="Remove the user from every group.")
+def user_groups(email: str, groups: tuple[str, ...], clear: bool) -> None:
+    """Show EMAIL's groups, or make them exactly GROUPS (e.g. Uploaders, "Upload Auditors")."""
+    if groups and clear:
+        raise click.UsageError("give groups or --clear, not both")
+
+    async def run(conn: asyncpg.Connection) -> tuple[bool, list[str]]:
+        found = await _existing_user(conn, email)
+        changed = False
+        if groups or clear:
+            ids = await admin.group_ids_by_name(conn, list(groups))
+            changed = await admin.set_groups(conn, audit.COMMAND_LINE, found, ids)
+        (listed,) = await admin.list_users(conn, found.id)
+        return changed, [g["name"] for g in listed["groups"]]
+
+    changed, names = _with_database(run)
+    prefix = "groups now" if changed else "groups"
+    click.echo(f"{email} {prefix}: {', '.join(names) or '(none)'}")
+
+
+@cli.command("is-blocked")
+@click.argument("email")
+def is_blocked(email: str) -> None:
+    """Ask Auth0 whether EMAIL is blocked, as the blocked-user check does (alias:
+    is-blocked-in-auth0). Needs OIDC_OP_USER_ENDPOINT, OIDC_RP_CLIENT_ID and
+    OIDC_RP_CLIENT_SECRET."""
+    from symbolon.accounts.blocked import Auth0Lookup, BlockedCheckError
+
+    try:
+        lookup = Auth0Lookup(_settings())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        blocked = asyncio.run(lookup.lookup(email))
+    except BlockedCheckError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if blocked is None:
+        click.echo(f"{email} could not be found in Auth0")
+    else:
+        click.echo("BLOCKED!" if blocked else "NOT blocked!")
+
+
+cli.add_command(is_blocked, "is-blocked-in-auth0")
 
 
 def main() -> None:

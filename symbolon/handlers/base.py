@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 
 import tornado.web
 
-from symbolon.accounts.auth import AuthError, Principal, authenticate_token
+from symbolon.accounts import admin, csrf
+from symbolon.accounts.auth import AuthError, Principal, authenticate_session, authenticate_token
+from symbolon.accounts.blocked import BLOCKED_MESSAGE, BlockedCheckError
+from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.server.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(tornado.web.HTTPError):
@@ -27,26 +33,77 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.application.settings["runtime"]
 
     principal: Principal | None = None
+    # Handlers that never ask who is calling skip the session lookup (downloads: the hot path).
+    uses_session = True
+    # A session cookie came with a state-changing request but without its CSRF token.
+    csrf_failed = False
 
     def prepare(self) -> Awaitable[None] | None:
         """An ``Auth-Token`` header is checked on every path (spec §8.3): a bad one is a 403,
-        even on a download. Without the header nothing is awaited: downloads are the hot path."""
+        even on a download. Without it the session cookie decides. With neither nothing is
+        awaited: downloads are the hot path."""
         presented = self.request.headers.get("Auth-Token")
-        if presented is None:
-            return None
-        return self._authenticate(presented)
+        if presented is not None:
+            return self._authenticate(presented)
+        if self.uses_session:
+            cookie = self.get_cookie(SESSION_COOKIE)
+            if cookie:
+                return self._authenticate_session(cookie)
+        return None
 
     async def _authenticate(self, presented: str) -> None:
         self.set_header("Vary", "Auth-Token")
         try:
-            self.principal = await authenticate_token(self.runtime.db, presented)
+            principal = await authenticate_token(self.runtime.db, presented)
         except AuthError as exc:
             raise ApiError(403, str(exc)) from None
+        await self._refuse_blocked(principal)
+        self.principal = principal
+
+    async def _authenticate_session(self, cookie: str) -> None:
+        principal = await authenticate_session(self.runtime.db, self.runtime.sessions, cookie)
+        if principal is None:
+            return  # anonymous, as if there were no cookie
+        assert principal.session is not None
+        if csrf.needs_check(self.request.method or "GET"):
+            presented = self.request.headers.get(csrf.HEADER)
+            if presented is None:
+                values = self.request.body_arguments.get(csrf.FIELD)
+                presented = values[0].decode("utf-8", "replace") if values else None
+            if not csrf.verify(principal.session.csrf_token, presented):
+                # Not authenticated, then: whatever needs someone says why (see authorize),
+                # and endpoints open to anyone (crash reports...) work as for anyone.
+                self.csrf_failed = True
+                return
+        await self._refuse_blocked(principal)
+        self.principal = principal
+
+    async def _refuse_blocked(self, principal: Principal) -> None:
+        """The blocked-user check (spec §8.5), when it is on."""
+        guard = self.runtime.blocked
+        if guard is None:
+            return
+        try:
+            blocked = await guard.is_blocked(principal.user)
+        except BlockedCheckError as exc:
+            logger.error("blocked check for %s failed: %s", principal.user.email, exc)
+            raise ApiError(
+                503,
+                "Could not check with the identity provider whether this account is "
+                "blocked; try again later",
+            ) from None
+        if blocked:
+            await self.runtime.sessions.delete_for_user(principal.user.id)
+            async with self.runtime.db.acquire() as conn:
+                await admin.mark_blocked(conn, principal.user)
+            raise ApiError(403, BLOCKED_MESSAGE)
 
     def authorize(self, *any_of: str) -> Principal:
         """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
         principal = self.principal
         if principal is None:
+            if self.csrf_failed:
+                raise ApiError(403, csrf.FAILURE)
             raise ApiError(403, "This requires an Auth-Token to authenticate the request")
         if any_of and not any(principal.has(p) for p in any_of):
             raise ApiError(403, "Forbidden")
@@ -88,3 +145,23 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self) -> None:
         self.write_json({"error": "Not Found", "path": self.request.path}, status=404)
+
+
+class ReadHandler(BaseHandler):
+    """A read-only JSON endpoint. Like the reference's, it does not restrict methods: any other
+    method behaves like GET (spec §7.1), after the same authentication and CSRF checks."""
+
+    async def get(self, *args: str) -> None:
+        raise NotImplementedError
+
+    async def post(self, *args: str) -> None:
+        await self.get(*args)
+
+    put = patch = delete = post
+
+
+def object_id(value: str, model: str) -> int:
+    """A numeric id from the path; one too large for any row is simply not found."""
+    if len(value) > 18:
+        raise ApiError(404, f"No {model} matches the given query.")
+    return int(value)

@@ -40,6 +40,8 @@ def with_cors(handler: BaseHandler) -> None:
 
 
 class DownloadHandler(BaseHandler):
+    uses_session = False  # anyone may download; a session cookie would only cost a lookup
+
     def initialize(self, try_route: bool = False) -> None:
         self.try_route = try_route
 
@@ -146,6 +148,8 @@ class DownloadHandler(BaseHandler):
 
 class SymInfoHandler(BaseHandler):
     """``GET /api/syminfo/<file>/<id>``: what an uploaded .sym header said about a module."""
+
+    uses_session = False
 
     async def get(self, file: str, ident: str) -> None:
         with_cors(self)

@@ -82,7 +82,7 @@ class UploadHandler(BaseHandler):
             self.authorize(*UPLOAD_PERMISSIONS)
         except ApiError as exc:
             # Read and drop the body, so that a client streaming it receives the 403.
-            self.rejection = (403, exc.message)
+            self.rejection = (exc.status_code, exc.message)
             self.request.connection.set_max_body_size(settings.upload_max_size)
             return
         length = int(self.request.headers.get("Content-Length", "0") or 0)

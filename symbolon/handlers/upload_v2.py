@@ -14,7 +14,8 @@ class AuthInfoHandler(BaseHandler):
     async def post(self) -> None:
         principal = self.authorize(*UPLOAD_PERMISSIONS)
         token = principal.token
-        assert token is not None
+        if token is None:  # a browser session: this endpoint describes the caller's token (§6.1)
+            raise ApiError(403, "This requires an Auth-Token to authenticate the request")
         self.write_json(
             {
                 "email": principal.user.email,

@@ -7,12 +7,14 @@ from typing import Any
 
 import tornado.web
 
+from symbolon.handlers import api_stats, api_tokens, api_uploads, api_users, upload_v2
+from symbolon.handlers import auth as auth_handlers
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
+from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
-from symbolon.handlers import upload_v2, uploads_api
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
 from symbolon.server.runtime import Runtime
@@ -25,11 +27,14 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if handler.request.path == "/__lbheartbeat__" and status == 200:
         level = logging.DEBUG  # the load balancer asks every few seconds
+    # A sign-in callback's query holds a one-time code and the state: not for the logs.
+    path = handler.request.path
+    uri = path if path.startswith("/oidc/") else handler.request.uri
     access_log.log(
         level,
         "%s %s %d %.1fms",
         handler.request.method,
-        handler.request.uri,
+        uri,
         status,
         1000.0 * handler.request.request_time(),
     )
@@ -52,16 +57,23 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *missing_handlers.ROUTES,
             *upload_handlers.ROUTES,
             *upload_v2.ROUTES,
-            *uploads_api.ROUTES,
+            *api_uploads.ROUTES,
+            *auth_handlers.ROUTES,
+            *api_tokens.ROUTES,
+            *api_users.ROUTES,
+            *api_stats.ROUTES,
             *symbolicate_handlers.ROUTES,
             *(extra_routes or []),
         ]
     )
+    if runtime.collector is not None:
+        routes = submit_handlers.ROUTES + routes
     # The download routes match almost any three-segment path, so they come last.
     routes += download_handlers.ROUTES
     return tornado.web.Application(
         routes,
         runtime=runtime,
+        collector=runtime.collector,
         version_info=version_info(runtime.settings.base_dir),
         default_handler_class=NotFoundHandler,
         log_function=log_request,

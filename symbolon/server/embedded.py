@@ -310,6 +310,15 @@ class EmbeddedStack:
                     aws_secret_access_key=EMBEDDED_S3_SECRET,
                     storage_is_embedded=True,
                 )
+                if settings.crash_bucket_name is None and settings.crash_endpoint_url is None:
+                    changes.update(
+                        crash_bucket_name=EMBEDDED_CRASHES_BUCKET,
+                        crash_endpoint_url=endpoint,
+                        crash_region="us-east-1",
+                        crash_access_key=EMBEDDED_S3_KEY,
+                        crash_secret_access_key=EMBEDDED_S3_SECRET,
+                        crash_storage_is_embedded=True,
+                    )
             if settings.secret_key is None:
                 changes["secret_key"] = self._secret_key()
         return settings.replace(**changes)

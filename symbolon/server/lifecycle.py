@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import tornado.httpserver
+import tornado.netutil
+
 from symbolon.conf import Settings
+from symbolon.crashes.collector import Collector
+from symbolon.crashes.publish import TEST_MESSAGE
+from symbolon.crashes.storage import S3CrashStorage, StorageError
 from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
 from symbolon.sentry import configure_sentry
@@ -64,27 +73,85 @@ async def connect(settings: Settings) -> Runtime:
             await runtime.store.ping()
         except Exception as exc:
             raise StartupError(f"Redis (REDIS_URL / REDIS_STORE_URL) not reachable: {exc}") from exc
+        if runtime.collector is not None:
+            await check_crash_collector(runtime.collector)
     except BaseException:
         await runtime.close()
         raise
     return runtime
 
 
-async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def check_crash_collector(collector: Collector) -> None:
+    """The seeds' start-up checks: the crash store answers and takes writes, the broker takes
+    messages (the ``test`` publish). Any failure names what to fix."""
+    settings, storage = collector.settings, collector.storage
+    logger.info("crash storage: %s", storage.description)
+    variable = (
+        "CRASHMOVER_CRASHSTORAGE_FS_ROOT"
+        if settings.crash_storage == "fs"
+        else "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME / _REGION / _ENDPOINT_URL"
+    )
+    try:
+        if isinstance(storage, S3CrashStorage):
+            if settings.crash_storage_is_embedded:
+                await storage.ensure_bucket()
+            problem = await storage.check()
+            if problem:
+                raise StartupError(f"crash storage ({variable}): {problem}")
+            await storage.probe_write()
+        else:
+            await storage.probe_write()
+    except StorageError as exc:
+        raise StartupError(f"crash storage ({variable}): {exc}") from exc
+    try:
+        await collector.publisher.publish(TEST_MESSAGE)
+    except Exception as exc:
+        raise StartupError(
+            f"crash queue (REDIS_URL, queue {collector.publisher.queue_name!r}): "
+            f"cannot publish: {exc}"
+        ) from exc
+
+
+async def republish_forever(collector: Collector) -> None:
+    """Publish the ids a broker outage left unpublished, on every node, every so often."""
+    while True:
+        await asyncio.sleep(collector.settings.crashpublish_retry_seconds)
+        try:
+            await collector.republish_pending()
+        except Exception:
+            logger.exception("re-publishing unpublished crash ids failed; will try again")
+
+
+async def serve_forever(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    sockets: list[socket.socket] | None = None,
+    worker_threads: int | None = None,
+) -> None:
+    """Serve until ``stop`` is set or SIGINT/SIGTERM: on ``sockets`` if given (a child of
+    ``serve_processes``), else on HOST:PORT."""
     from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
+    threads = settings.worker_threads if worker_threads is None else worker_threads
     runtime = await connect(settings)
-    broker = worker = server = scheduler = None
+    broker = worker = server = scheduler = republisher = None
     try:
         await runtime.symbolication.start()
         broker = setup_broker(settings)
-        if settings.worker_threads:
-            worker = start_worker(broker, settings.worker_threads)
+        if threads:
+            worker = start_worker(broker, threads)
             scheduler = Scheduler(broker)
             scheduler.start()
-        app = make_app(runtime)
-        server = app.listen(settings.port, settings.host, xheaders=True)
-        logger.info("Symbolon serving on http://%s:%d", settings.host, settings.port)
+        if runtime.collector is not None:
+            republisher = asyncio.create_task(republish_forever(runtime.collector))
+        server = tornado.httpserver.HTTPServer(make_app(runtime), xheaders=True)
+        if sockets is None:
+            server.listen(settings.port, settings.host)
+        else:
+            server.add_sockets(sockets)
+        logger.info(
+            "Symbolon serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+        )
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,6 +163,8 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
             server.stop()
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+        if republisher is not None:
+            republisher.cancel()
         if scheduler is not None:
             scheduler.stop()
         if worker is not None:
@@ -103,3 +172,62 @@ async def serve_forever(settings: Settings, stop: asyncio.Event | None = None) -
         if broker is not None:
             broker.close()
         await runtime.close()
+
+
+def serve_processes(settings: Settings) -> None:
+    """``WEB_PROCESSES`` web processes on one listening socket, bound here and then forked.
+
+    The checks (and migrations) run once before forking, so a misconfiguration stops start-up
+    here. Only the first process embeds the task worker. A process that dies is replaced; on
+    SIGINT or SIGTERM every process is told to stop and waited for, so that the embedded
+    services (this process's) outlive them.
+    """
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+
+    async def check() -> None:
+        await (await connect(settings)).close()
+
+    asyncio.run(check())
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                threads = settings.worker_threads if index == 0 else 0
+                asyncio.run(serve_forever(settings, sockets=sockets, worker_threads=threads))
+            except BaseException:
+                logger.exception("web process %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    for index in range(settings.web_processes):
+        spawn(index)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None or stopping:
+            continue  # an embedded server's exit, or a process we told to stop
+        logger.error("web process %d exited (status %d); starting another", pid, status)
+        time.sleep(1)
+        spawn(index)
+    for sock in sockets:
+        sock.close()

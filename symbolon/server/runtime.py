@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from symbolon.accounts.blocked import BlockedGuard, make_guard
+from symbolon.accounts.oidc import OIDCClient
+from symbolon.accounts.sessions import SessionStore
 from symbolon.cache import Cache, redis_client
 from symbolon.conf import Settings
+from symbolon.crashes.collector import Collector
+from symbolon.crashes.publish import Publisher
+from symbolon.crashes.storage import make_crash_storage
 from symbolon.db import migrate
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
@@ -31,7 +37,12 @@ class Runtime:
     lookup: SymbolLookup
     missing: MissingRecorder
     staging: Staging
+    # Accounts: browser sessions, OIDC sign-in, the blocked-user check (None when off).
+    sessions: SessionStore
+    oidc: OIDCClient
+    blocked: BlockedGuard | None
     symbolication: Symbolication
+    collector: Collector | None = None
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:
@@ -62,6 +73,9 @@ class Runtime:
         )
         await lookup.start()
         store = Cache(redis_client(settings.redis_store_url, settings), "store", ignore)
+        collector = None
+        if settings.enable_crash_collector:
+            collector = Collector(settings, make_crash_storage(settings), Publisher(settings))
         return cls(
             settings=settings,
             storage=storage,
@@ -72,12 +86,19 @@ class Runtime:
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
             staging=make_staging(settings, s3),
+            sessions=SessionStore(db, cache, settings.secret_key, settings.session_cookie_age),
+            oidc=OIDCClient(settings),
+            blocked=make_guard(settings, cache),
+            collector=collector,
             # Its caches and parse processes start on first use, or with start() when serving.
             symbolication=Symbolication(settings, lookup, s3, cache, store),
         )
 
     async def close(self) -> None:
         await self.symbolication.close()
+        if self.collector is not None:
+            await self.collector.storage.close()
+            self.collector.publisher.close()
         await self.lookup.close()
         await self.s3.close()
         await self.cache.close()

@@ -1,0 +1,115 @@
+"""``symbolon crashes``: look at what the collector stored, and publish what it could not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import click
+
+from symbolon.conf import Settings, SettingsError, load_settings
+from symbolon.crashes.crashid import is_valid_crash_id
+from symbolon.crashes.publish import Publisher
+from symbolon.crashes.storage import CrashStorage, StorageError, make_crash_storage
+from symbolon.server import lifecycle
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[Settings, CrashStorage], Awaitable[T]]) -> T:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lifecycle.configure_process(settings.replace(log_format="text", logging_level="WARNING"))
+    with lifecycle.services(settings) as live:
+
+        async def main() -> T:
+            storage = make_crash_storage(live)
+            try:
+                return await fn(live, storage)
+            except StorageError as exc:
+                raise click.ClickException(str(exc)) from exc
+            finally:
+                await storage.close()
+
+        return asyncio.run(main())
+
+
+def _date(value: str | None) -> str:
+    if value is None:
+        return datetime.now(UTC).strftime("%Y%m%d")
+    try:
+        return datetime.strptime(value.replace("-", ""), "%Y%m%d").strftime("%Y%m%d")
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-22") from None
+
+
+@click.group()
+def crashes() -> None:
+    """Crash reports the collector stored."""
+
+
+@crashes.command("show")
+@click.argument("crash_id")
+def show(crash_id: str) -> None:
+    """Print the stored raw crash of CRASH_ID (a bp- prefix is allowed)."""
+    crash_id = crash_id.removeprefix("bp-")
+    if not is_valid_crash_id(crash_id, strict=False):
+        raise click.BadParameter(f"{crash_id!r} is not a crash id")
+
+    async def run(settings: Settings, storage: CrashStorage) -> bytes | None:
+        return await storage.load_raw_crash(crash_id)
+
+    raw = _run(run)
+    if raw is None:
+        raise click.ClickException(f"no crash {crash_id} is stored")
+    click.echo(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+
+
+@crashes.command("list")
+@click.option("--date", "day", help="UTC day of receipt, e.g. 2026-11-22 (default: today).")
+def list_crashes(day: str | None) -> None:
+    """List the ids of the crashes stored for a day."""
+    date = _date(day)
+
+    async def run(settings: Settings, storage: CrashStorage) -> list[str]:
+        return await storage.list_crash_ids(date)
+
+    for crash_id in _run(run):
+        click.echo(crash_id)
+
+
+@crashes.command("republish")
+@click.option(
+    "--date",
+    "day",
+    help="Also publish every crash stored that day again (consumers must accept duplicates).",
+)
+def republish(day: str | None) -> None:
+    """Publish the crash ids a broker outage left unpublished (workers do it every so often)."""
+    date = _date(day) if day else None
+
+    async def run(settings: Settings, storage: CrashStorage) -> tuple[int, int]:
+        publisher = Publisher(settings)
+        try:
+            pending = await storage.unpublished()
+            ids = pending + (await storage.list_crash_ids(date) if date else [])
+            for crash_id in dict.fromkeys(ids):
+                try:
+                    await publisher.publish(crash_id)
+                except Exception as exc:
+                    raise click.ClickException(
+                        f"the broker (REDIS_URL) did not take {crash_id}: {exc}"
+                    ) from exc
+                if crash_id in pending:
+                    await storage.clear_unpublished(crash_id)
+            return len(pending), len(set(ids))
+        finally:
+            publisher.close()
+
+    pending, total = _run(run)
+    click.echo(f"published {total} crash id(s), {pending} of them marked unpublished")

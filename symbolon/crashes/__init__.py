@@ -1,0 +1,1 @@
+"""Crash collection: throttle rules and crash ids (spec/crashes.md)."""

@@ -1,0 +1,96 @@
+"""Receiving a report's body with bounded memory: gzip inflated as it arrives, both the wire size
+and the inflated size capped, and anything past a few MB spooled to a file (spec §3.3 to 3.4, §3.8).
+"""
+
+from __future__ import annotations
+
+import mmap
+import tempfile
+import zlib
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from symbolon.crashes.payload import Malformed
+
+SPOOL_AFTER_BYTES = 4 * 1024 * 1024
+INFLATE_STEP = 1024 * 1024  # inflate in bounded steps, so a bomb is stopped at the cap
+
+
+class BodyTooLarge(Exception):
+    """Past the wire limit, or (for gzip) past the inflated limit."""
+
+    def __init__(self, inflated: bool):
+        super().__init__("inflated body too large" if inflated else "body too large")
+        self.inflated = inflated
+
+
+class ReceivedBody:
+    def __init__(
+        self,
+        gzipped: bool,
+        max_inflated: int,
+        spool_dir: Path | None = None,
+        spool_after: int = SPOOL_AFTER_BYTES,
+    ):
+        self.gzipped = gzipped
+        self.max_inflated = max_inflated
+        self.spool_dir = spool_dir
+        self.spool_after = spool_after
+        self.size = 0  # bytes kept (inflated when gzipped)
+        self._chunks: list[bytes] = []  # joined once at the end: cheaper than growing a buffer
+        self._file: Any = None
+        self._map: mmap.mmap | None = None
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+
+    def feed(self, chunk: bytes) -> None:
+        """Add bytes as received; raises Malformed("bad_gzip") or BodyTooLarge."""
+        inflater = self._inflater
+        if inflater is None:
+            self._keep(chunk)
+            return
+        data: bytes = chunk
+        while data and not inflater.eof:  # bytes after the first gzip member are ignored
+            try:
+                out = inflater.decompress(data, INFLATE_STEP)
+            except zlib.error:
+                raise Malformed("bad_gzip") from None
+            self._keep(out)
+            data = inflater.unconsumed_tail
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.gzipped and self.size > self.max_inflated:
+            raise BodyTooLarge(inflated=True)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        if self.size > self.spool_after:
+            # Closed in close(): the spool lives as long as the request.
+            self._file = tempfile.TemporaryFile(prefix="crash-", dir=self.spool_dir)  # noqa: SIM115
+            self._file.writelines(self._chunks)
+            self._chunks = []
+
+    def finish(self) -> Any:
+        """The whole (inflated) body: bytes-like, with ``find``."""
+        if self._inflater is not None and not self._inflater.eof:
+            raise Malformed("bad_gzip")  # truncated, or not gzip at all
+        if self._file is None:
+            body = b"".join(self._chunks)
+            self._chunks = [body]
+            return body
+        self._file.flush()
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._map
+
+    def close(self) -> None:
+        """Release the spool; views into the body must be released first."""
+        self._chunks = []
+        if self._map is not None:
+            with suppress(BufferError):  # a view is still alive: unmapped when collected
+                self._map.close()
+            self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

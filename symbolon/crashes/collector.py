@@ -1,0 +1,258 @@
+"""From a parsed report to the client's answer: throttle, crash id, save, publish (spec §3 to §8).
+
+A ``CrashID`` is only ever returned once ``dump_names``, the dumps and the raw crash are stored.
+Saving retries ``CRASHMOVER_MAX_ATTEMPTS`` times; if it still fails the client gets ``503`` with
+``Retry-After`` and keeps the crash. Publishing is tried once in the request; an id that could
+not be published is marked in the crash store and published again in the background, so a
+broker outage never loses a crash and never holds a client up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import markus
+
+from symbolon.conf import Settings
+from symbolon.crashes.crashid import create_crash_id, is_valid_crash_id, submitted_timestamp
+from symbolon.crashes.payload import Malformed, Payload
+from symbolon.crashes.publish import Publisher
+from symbolon.crashes.storage import CrashStorage, RawCrash, StorageError, raw_crash_json
+from symbolon.crashes.throttler import Result, Throttler, load_throttler, log_decision
+
+logger = logging.getLogger("symbolon.crashes")
+# The reference's names (spec §11): with no statsd namespace they are emitted exactly.
+metrics = markus.get_metrics("socorro.collector")
+
+RAW_CRASH_VERSION = 2
+REMOVED_FIELDS = ("Email", "TelemetryClientId", "TelemetryServerURL", "TelemetrySessionId")
+RETRY_AFTER_SECONDS = 60
+
+
+@dataclass
+class Answer:
+    status: int
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Submission:
+    """What the request itself says about a report."""
+
+    user_agent: str | None
+    payload_size: int
+    compressed: bool
+    authorization: str | None
+
+
+class PublishAttempt:
+    """Publishing one crash id, callable from a store's worker thread; keeps the outcome."""
+
+    def __init__(self, publisher: Publisher, crash_id: str):
+        self.publisher = publisher
+        self.crash_id = crash_id
+        self.done = False
+        self.error: BaseException | None = None
+        self.milliseconds = 0.0
+
+    def __call__(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.publisher.send(self.crash_id)
+        except Exception as exc:  # kept for the event loop to act on, never raised to the store
+            self.error = exc
+        self.done = True
+        self.milliseconds = 1000 * (time.perf_counter() - started)
+
+    async def run_async(self) -> None:
+        await asyncio.to_thread(self)
+
+
+def discarded(reason: str, status: int = 400) -> Answer:
+    return Answer(status, f"Discarded={reason}")
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: CrashStorage,
+        publisher: Publisher,
+        throttler: Throttler | None = None,
+    ):
+        self.settings = settings
+        self.storage = storage
+        self.publisher = publisher
+        self.throttler = throttler or load_throttler(
+            settings.breakpad_throttler_rules,
+            settings.breakpad_throttler_products,
+            settings.breakpad_throttler_product_packagenames,
+        )
+        self._slots = asyncio.Semaphore(settings.crashmover_concurrent_crashmovers)
+        self.save_queue_size = 0
+
+    def _authorized(self, authorization: str | None) -> bool:
+        token = self.settings.breakpad_stage_submitter_bearer_token
+        if not token or not authorization or not authorization.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(authorization[len("Bearer ") :].encode(), token.encode())
+
+    async def submit(self, payload: Payload, request: Submission) -> Answer:
+        """Steps 7 to 13 of §3.1 for a well-formed body."""
+        if not payload.annotations:
+            raise Malformed("no_annotations")
+        metrics.incr("breakpad_resource.incoming_crash")
+        now = datetime.now(UTC)
+        raw_crash: dict[str, Any] = dict(payload.annotations)
+        metadata: dict[str, Any] = {
+            "payload": "json" if payload.has_json else "multipart",
+            "payload_compressed": "1" if request.compressed else "0",
+            "payload_size": request.payload_size,
+            "collector_notes": list(payload.notes),
+            "user_agent": request.user_agent if request.user_agent is not None else "None",
+        }
+        raw_crash.update(
+            submitted_timestamp=submitted_timestamp(now),
+            version=RAW_CRASH_VERSION,
+            metadata=metadata,
+        )
+        decision = self.throttler.throttle(raw_crash)
+        if "uuid" in raw_crash:
+            if not self._authorized(request.authorization):
+                metrics.incr("breakpad_resource.unauthorized_uuid")
+                return discarded("unauthorized_uuid", 401)
+            crash_id = raw_crash["uuid"]
+            if not isinstance(crash_id, str) or not is_valid_crash_id(crash_id, strict=True):
+                raise Malformed("invalid_uuid")
+            logger.info("%s has existing crash_id", crash_id)
+        else:
+            crash_id = create_crash_id(now, int(decision.result))
+        log_decision(crash_id, decision)
+        metrics.incr("breakpad_resource.throttle_rule", tags=[f"rule:{decision.rule}"])
+        metrics.incr("breakpad_resource.throttle", tags=[f"result:{decision.result.name.lower()}"])
+        if decision.result is Result.REJECT:
+            return discarded(f"rule_{decision.rule}", 200)
+        accepted = Answer(200, f"CrashID=bp-{crash_id}\n")
+        if decision.result is Result.FAKEACCEPT:
+            return accepted
+        for name in REMOVED_FIELDS:
+            if name in raw_crash:
+                del raw_crash[name]
+                metadata["collector_notes"].append(f"Removed {name} from raw crash.")
+        raw_crash["uuid"] = crash_id
+        metadata["throttle_rule"] = decision.rule
+
+        def render() -> bytes:
+            # Run by the store in a thread: hashing a large dump must not hold the event loop.
+            metadata["dump_checksums"] = payload.checksums()
+            return raw_crash_json(raw_crash)
+
+        # The store publishes right after saving, in the thread it saved in: one hop, not two.
+        published = PublishAttempt(self.publisher, crash_id)
+        with metrics.timer("crashmover.crash_handling.time"):
+            if not await self.save(crash_id, render, payload.dumps, then=published):
+                return Answer(503, "", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            if published.error is None and not published.done:
+                await published.run_async()
+            await self.published(crash_id, published)
+        return accepted
+
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> bool:
+        """Store the crash, retrying; False once every attempt failed. ``then`` is handed to
+        the store, which calls it once the crash is stored."""
+        s = self.settings
+        # Requests waiting for a slot are the seeds' "save queue".
+        self.save_queue_size += 1
+        metrics.gauge("crashmover.save_queue_size", self.save_queue_size)
+        waiting = True
+        try:
+            async with self._slots:
+                self.save_queue_size -= 1
+                waiting = False
+                for attempt in range(s.crashmover_max_attempts):
+                    started = time.perf_counter()
+                    try:
+                        await self.storage.save(crash_id, raw_crash, dumps, then)
+                    except (StorageError, OSError) as exc:
+                        logger.warning(
+                            "CrashMover.crashmover_save: exception %s, retry attempt %d",
+                            exc,
+                            attempt,
+                        )
+                        if attempt + 1 < s.crashmover_max_attempts:
+                            metrics.incr(
+                                "crashmover.retry_count",
+                                tags=["count:save_crash_exception.count"],
+                            )
+                            await asyncio.sleep(s.crashmover_retry_sleep_seconds)
+                        continue
+                    metrics.timing(
+                        "crashmover.crash_save.time", 1000 * (time.perf_counter() - started)
+                    )
+                    logger.info("%s saved", crash_id)
+                    return True
+        finally:
+            if waiting:  # cancelled while queued
+                self.save_queue_size -= 1
+        logger.error("%s: too many errors trying to save; dropped", crash_id)
+        metrics.incr("crashmover.save_crash_dropped.count")
+        await self._discard_partial(crash_id, dumps)
+        return False
+
+    async def _discard_partial(self, crash_id: str, dumps: Mapping[str, Any]) -> None:
+        """The client will send the crash again under a new id: remove what this one left."""
+        try:
+            await self.storage.discard(crash_id, dumps)
+        except (StorageError, OSError) as exc:
+            logger.warning("%s: could not remove a partly saved crash: %s", crash_id, exc)
+
+    async def published(self, crash_id: str, attempt: PublishAttempt) -> None:
+        """Account for a publish attempt; an id the broker did not take is marked for later."""
+        if attempt.error is None:
+            metrics.timing("crashmover.crash_publish.time", attempt.milliseconds)
+            metrics.incr("crashmover.save_crash.count")
+            logger.info("%s published", crash_id)
+            return
+        logger.warning(
+            "CrashMover.crashmover_publish: exception %r, retry attempt 0", attempt.error
+        )
+        metrics.incr("crashmover.publish_crash_dropped.count")
+        try:
+            await self.storage.mark_unpublished(crash_id)
+            logger.warning("%s: not published yet; marked to publish again", crash_id)
+        except (StorageError, OSError) as exc:
+            logger.error(
+                "%s: too many errors trying to publish; dropped (%s). "
+                "`symbolon crashes republish --date %s` publishes it.",
+                crash_id,
+                exc,
+                "20" + crash_id[-6:],
+            )
+
+    async def republish_pending(self) -> int:
+        """Publish the ids marked unpublished; returns how many were published."""
+        published = 0
+        for crash_id in await self.storage.unpublished():
+            try:
+                await self.publisher.publish(crash_id)
+            except Exception as exc:
+                logger.warning("re-publishing %s failed, will try again: %r", crash_id, exc)
+                break  # the broker is still away: try again next round
+            await self.storage.clear_unpublished(crash_id)
+            logger.info("%s published", crash_id)
+            published += 1
+        return published

@@ -1,0 +1,374 @@
+"""Where crashes are kept: an S3 bucket in the reference's v1 layout, or a local directory
+(spec/crashes.md §7). Both write ``dump_names``, then the dumps, then the raw crash last: once the
+raw crash exists, the rest of the crash does too.
+
+Crash ids whose publishing failed are marked under ``symbolon/unpublished/`` beside the crashes,
+so that any node can publish them later, even after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from symbolon.conf import Settings
+from symbolon.crashes.crashid import crash_date
+
+logger = logging.getLogger("symbolon.crashes")
+UNPUBLISHED_PREFIX = "symbolon/unpublished/"
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+class StorageError(Exception):
+    """The crash store could not do what was asked; the message names the store."""
+
+
+def dump_key_segment(name: str) -> str:
+    """The reference stores the main minidump as ``dump``."""
+    return "dump" if name in ("upload_file_minidump", "") else name
+
+
+# The raw crash's bytes, or a function that makes them (called off the event loop).
+RawCrash = bytes | Callable[[], bytes]
+
+
+def raw_crash_json(raw_crash: Mapping[str, Any]) -> bytes:
+    """The byte-exact serialisation of §6: sorted keys, default separators, ASCII only."""
+    return json.dumps(raw_crash, sort_keys=True).encode("ascii")
+
+
+class CrashStorage(Protocol):
+    description: str
+
+    async def save(self, crash_id: str, raw_crash: bytes, dumps: Mapping[str, Any]) -> None: ...
+    async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None: ...
+    async def load_raw_crash(self, crash_id: str) -> bytes | None: ...
+    async def load_dump_names(self, crash_id: str) -> list[str]: ...
+    async def load_dump(self, crash_id: str, name: str) -> bytes | None: ...
+    async def list_crash_ids(self, date: str) -> list[str]: ...
+    async def mark_unpublished(self, crash_id: str) -> None: ...
+    async def unpublished(self, limit: int = 1000) -> list[str]: ...
+    async def clear_unpublished(self, crash_id: str) -> None: ...
+    async def check(self) -> str | None: ...
+    async def probe_write(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _dump_names_json(dumps: Mapping[str, Any]) -> bytes:
+    return json.dumps(sorted(dumps)).encode("ascii")
+
+
+class S3CrashStorage:
+    """One bucket; keys as the reference wrote them (v1 layout, no leading slash)."""
+
+    def __init__(self, settings: Settings):
+        self.bucket = settings.crash_bucket_name or ""
+        self.region = settings.crash_region
+        self.endpoint_url = settings.crash_endpoint_url
+        self.description = (
+            f"bucket {self.bucket!r} (region {self.region}, endpoint {self.endpoint_url or 'AWS'})"
+        )
+        self._settings = settings
+        self._client: Any = None
+        self._creator: Any = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Any:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    s = self._settings
+                    self._creator = get_session().create_client(
+                        "s3",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint_url,
+                        aws_access_key_id=s.crash_access_key or s.aws_access_key_id,
+                        aws_secret_access_key=s.crash_secret_access_key or s.aws_secret_access_key,
+                        config=AioConfig(
+                            connect_timeout=s.s3_put_connect_timeout,
+                            read_timeout=s.s3_put_read_timeout,
+                            # The crash mover retries whole saves; one quick retry here.
+                            retries={"max_attempts": 2, "mode": "standard"},
+                            signature_version="s3v4",
+                            s3={"addressing_style": "path"},  # dots in bucket names over TLS
+                            max_pool_connections=64,
+                        ),
+                    )
+                    self._client = await self._creator.__aenter__()
+        return self._client
+
+    async def _put(self, key: str, body: Any) -> None:
+        client = await self.client()
+        try:
+            await client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageError(f"cannot write {key} to {self.description}: {exc}") from exc
+
+    async def _get(self, key: str) -> bytes | None:
+        client = await self.client()
+        try:
+            response = await client.get_object(Bucket=self.bucket, Key=key)
+            async with response["Body"] as stream:
+                return await stream.read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in NOT_FOUND_CODES:
+                return None
+            raise StorageError(f"cannot read {key} from {self.description}: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"cannot read {key} from {self.description}: {exc}") from exc
+
+    async def _delete(self, key: str) -> None:
+        client = await self.client()
+        try:
+            await client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageError(f"cannot delete {key} from {self.description}: {exc}") from exc
+
+    async def _list(self, prefix: str, limit: int | None = None) -> list[str]:
+        client = await self.client()
+        keys: list[str] = []
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", ())]
+                if limit is not None and len(keys) >= limit:
+                    return keys[:limit]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageError(f"cannot list {prefix} in {self.description}: {exc}") from exc
+        return keys
+
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        if callable(raw_crash):
+            raw_crash = await asyncio.to_thread(raw_crash)
+        await self._put(f"v1/dump_names/{crash_id}", _dump_names_json(dumps))
+        await asyncio.gather(
+            *(
+                self._put(f"v1/{dump_key_segment(name)}/{crash_id}", data)
+                for name, data in dumps.items()
+            )
+        )
+        await self._put(f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}", raw_crash)
+        if then is not None:
+            await asyncio.to_thread(then)
+
+    async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
+        keys = [f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}"]
+        keys += [f"v1/{dump_key_segment(n)}/{crash_id}" for n in dump_names]
+        keys.append(f"v1/dump_names/{crash_id}")
+        for key in keys:
+            await self._delete(key)
+
+    async def load_raw_crash(self, crash_id: str) -> bytes | None:
+        return await self._get(f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}")
+
+    async def load_dump_names(self, crash_id: str) -> list[str]:
+        data = await self._get(f"v1/dump_names/{crash_id}")
+        return json.loads(data) if data else []
+
+    async def load_dump(self, crash_id: str, name: str) -> bytes | None:
+        return await self._get(f"v1/{dump_key_segment(name)}/{crash_id}")
+
+    async def list_crash_ids(self, date: str) -> list[str]:
+        prefix = f"v1/raw_crash/{date}/"
+        return sorted(key[len(prefix) :] for key in await self._list(prefix))
+
+    async def mark_unpublished(self, crash_id: str) -> None:
+        await self._put(UNPUBLISHED_PREFIX + crash_id, b"")
+
+    async def unpublished(self, limit: int = 1000) -> list[str]:
+        keys = await self._list(UNPUBLISHED_PREFIX, limit)
+        return [key[len(UNPUBLISHED_PREFIX) :] for key in keys]
+
+    async def clear_unpublished(self, crash_id: str) -> None:
+        await self._delete(UNPUBLISHED_PREFIX + crash_id)
+
+    async def check(self) -> str | None:
+        """None if HeadBucket answers, else what is wrong."""
+        try:
+            client = await self.client()
+            await client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            return f"HeadBucket on {self.description} failed: {exc}"
+        return None
+
+    async def probe_write(self) -> None:
+        """Write (and try to delete) a test object: HeadBucket does not prove write access."""
+        key = f"test/testfile-{uuid.uuid4()}.txt"
+        await self._put(key, b"test")
+        try:
+            await self._delete(key)
+        except StorageError as exc:
+            logger.warning("could not delete the start-up probe object: %s", exc)
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket: only ever called for the embedded development server."""
+        client = await self.client()
+        try:
+            await client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            logger.info("creating crash bucket %s at %s", self.bucket, self.endpoint_url)
+            extra = {}
+            if self.region != "us-east-1":
+                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            await client.create_bucket(Bucket=self.bucket, **extra)
+
+    async def close(self) -> None:
+        if self._creator is not None:
+            await self._creator.__aexit__(None, None, None)
+            self._creator = self._client = None
+
+
+class FSCrashStorage:
+    """A directory, date first (§7.2), for small single-machine installations.
+
+    The raw crash is written to a temporary name and renamed, so a reader never sees half of one;
+    any failure is a save failure (the reference skipped files silently).
+    """
+
+    def __init__(self, root: Path, fsync: bool = False):
+        self.root = root
+        self.fsync = fsync
+        self.description = f"directory {str(root)!r}"
+        self._made: set[Path] = set()  # directories known to exist: one mkdir per day and kind
+
+    def _write(self, path: Path, data: Any, atomic: bool = False) -> None:
+        directory = path.parent
+        if directory not in self._made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+        target = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if atomic else path
+        with open(target, "wb") as f:
+            f.write(data)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if atomic:
+            os.replace(target, path)
+
+    def _save_sync(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None,
+    ) -> None:
+        # Only the raw crash, written last, needs to appear whole: readers start from it.
+        day = self.root / crash_date(crash_id)
+        if callable(raw_crash):
+            raw_crash = raw_crash()
+        try:
+            self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
+            for name, data in dumps.items():
+                self._write(day / (name or "dump") / crash_id, data)
+            self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash, atomic=True)
+        except OSError as exc:
+            self._made.clear()  # a directory may have been removed under us
+            message = f"cannot write crash {crash_id} to {self.description}: {exc}"
+            raise StorageError(message) from exc
+        if then is not None:
+            then()
+
+    async def save(
+        self,
+        crash_id: str,
+        raw_crash: RawCrash,
+        dumps: Mapping[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps, then)
+
+    def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
+        day = self.root / crash_date(crash_id)
+        paths = [day / "raw_crash" / f"{crash_id}.json"]
+        paths += [day / (n or "dump") / crash_id for n in dump_names]
+        paths.append(day / "dump_names" / f"{crash_id}.json")
+        return paths
+
+    async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
+        for path in self._paths(crash_id, dump_names):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot delete {path}: {exc}") from exc
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    async def load_raw_crash(self, crash_id: str) -> bytes | None:
+        return self._read(self.root / crash_date(crash_id) / "raw_crash" / f"{crash_id}.json")
+
+    async def load_dump_names(self, crash_id: str) -> list[str]:
+        data = self._read(self.root / crash_date(crash_id) / "dump_names" / f"{crash_id}.json")
+        return json.loads(data) if data else []
+
+    async def load_dump(self, crash_id: str, name: str) -> bytes | None:
+        return self._read(self.root / crash_date(crash_id) / (name or "dump") / crash_id)
+
+    async def list_crash_ids(self, date: str) -> list[str]:
+        directory = self.root / date / "raw_crash"
+        if not directory.is_dir():
+            return []
+        return sorted(p.stem for p in directory.glob("*.json"))
+
+    @property
+    def _unpublished_dir(self) -> Path:
+        return self.root / UNPUBLISHED_PREFIX
+
+    async def mark_unpublished(self, crash_id: str) -> None:
+        try:
+            self._write(self._unpublished_dir / crash_id, b"", atomic=True)
+        except OSError as exc:
+            raise StorageError(f"cannot mark {crash_id} unpublished: {exc}") from exc
+
+    async def unpublished(self, limit: int = 1000) -> list[str]:
+        if not self._unpublished_dir.is_dir():
+            return []
+        names = sorted(p.name for p in self._unpublished_dir.iterdir())
+        return [n for n in names if not n.startswith(".")][:limit]
+
+    async def clear_unpublished(self, crash_id: str) -> None:
+        (self._unpublished_dir / crash_id).unlink(missing_ok=True)
+
+    async def check(self) -> str | None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            return f"{self.description} is not a writable directory"
+        return None
+
+    async def probe_write(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".testfile-{uuid.uuid4()}.txt"
+            self._write(probe, b"test", atomic=True)
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.description}: {exc}") from exc
+
+    async def close(self) -> None:
+        pass
+
+
+def make_crash_storage(settings: Settings) -> S3CrashStorage | FSCrashStorage:
+    if settings.crash_storage == "fs":
+        return FSCrashStorage(settings.crash_dir, settings.crash_fs_fsync)
+    return S3CrashStorage(settings)

@@ -1,0 +1,35 @@
+"""``/api/stats/`` and ``/api/stats/uploads`` (spec/symbols.md §7.4, §7.5)."""
+
+from __future__ import annotations
+
+from symbolon import stats
+from symbolon.handlers.base import ReadHandler
+
+VIEW_ALL = "upload.view_all_uploads"
+
+
+class StatsHandler(ReadHandler):
+    async def get(self) -> None:
+        principal = self.authorize()
+        body = await stats.home_stats(
+            self.runtime.db,
+            principal.user.id,
+            all_uploads=principal.has(VIEW_ALL),
+            is_superuser=principal.user.is_superuser,
+        )
+        self.write_json(body)
+
+
+class UploadStatsHandler(ReadHandler):
+    async def get(self) -> None:
+        principal = self.authorize()
+        body = await stats.upload_stats(
+            self.runtime.db, principal.user.id, all_uploads=principal.has(VIEW_ALL)
+        )
+        self.write_json(body)
+
+
+ROUTES = [
+    (r"/api/stats/", StatsHandler),
+    (r"/api/stats/uploads", UploadStatsHandler),
+]

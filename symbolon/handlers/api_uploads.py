@@ -1,0 +1,163 @@
+"""``/api/uploads/…``: uploads and the files they stored (spec/symbols.md §7.7, §7.8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from symbolon.filters import FilterError
+from symbolon.handlers.base import ApiError, ReadHandler, object_id
+from symbolon.jsonutil import timestamp
+from symbolon.uploads import listing
+
+VIEW_ALL = "upload.view_all_uploads"
+
+UPLOAD_QUERY = """SELECT u.*, s.email FROM uploads u JOIN users s ON s.id = u.user_id"""
+
+
+def upload_detail(row: asyncpg.Record) -> dict[str, Any]:
+    if row["completed_at"] is not None:
+        status = "completed"
+    elif row["failed_at"] is not None:
+        status = "failed"
+    else:
+        status = "processing"
+    return {
+        "id": row["id"],
+        "filename": row["filename"],
+        "user": {"id": row["user_id"], "email": row["email"]},
+        "size": row["size"],
+        "bucket_name": row["bucket_name"],
+        "bucket_region": row["bucket_region"],
+        "bucket_endpoint_url": row["bucket_endpoint_url"],
+        "skipped_keys": list(row["skipped_keys"] or []),
+        "ignored_keys": list(row["ignored_keys"] or []),
+        "try_symbols": row["try_symbols"],
+        "download_url": row["download_url"],
+        "redirect_urls": list(row["redirect_urls"] or []),
+        "completed_at": timestamp(row["completed_at"]),
+        "created_at": timestamp(row["created_at"]),
+        # Not in the reference: processing happens in a task, so say how it is going.
+        "status": status,
+        "error": row["error"],
+    }
+
+
+class UploadDetailHandler(ReadHandler):
+    """``GET /api/uploads/upload/<id>``: an upload, its files, and how its processing went."""
+
+    async def get(self, upload_id: str) -> None:
+        principal = self.authorize()
+        db = self.runtime.db
+        row = await db.fetchrow(UPLOAD_QUERY + " WHERE u.id = $1", object_id(upload_id, "Upload"))
+        if row is None:
+            raise ApiError(404, "No Upload matches the given query.")
+        if row["user_id"] != principal.user.id and not principal.has(VIEW_ALL):
+            raise ApiError(403, "Insufficient access to view this upload")
+        files = await db.fetch(
+            """SELECT id, bucket_name, key, update, compressed, size, completed_at, created_at
+               FROM file_uploads WHERE upload_id = $1 ORDER BY id""",
+            row["id"],
+        )
+        related = await db.fetch(
+            UPLOAD_QUERY
+            + """ WHERE u.user_id = $1 AND u.id <> $2 AND u.size = $3
+                  AND (CASE WHEN $4::text IS NULL THEN u.filename = $5
+                            ELSE u.content_hash = $4 END)
+                ORDER BY u.created_at DESC""",
+            row["user_id"],
+            row["id"],
+            row["size"],
+            row["content_hash"],
+            row["filename"],
+        )
+        upload = upload_detail(row)
+        upload["file_uploads"] = [
+            {
+                **dict(f),
+                "completed_at": timestamp(f["completed_at"]),
+                "created_at": timestamp(f["created_at"]),
+            }
+            for f in files
+        ]
+        upload["related"] = [upload_detail(r) for r in related]
+        self.write_json({"upload": upload})
+
+
+class _ListingHandler(ReadHandler):
+    def params(self) -> dict[str, str]:
+        return {k: self.get_query_argument(k) for k in self.request.query_arguments}
+
+
+class UploadsHandler(_ListingHandler):
+    """``GET /api/uploads/``: yours, or everyone's with ``upload.view_all_uploads``."""
+
+    async def get(self) -> None:
+        principal = self.authorize()
+        try:
+            body = await listing.list_uploads(
+                self.runtime.db, self.params(), principal.user.id, principal.has(VIEW_ALL)
+            )
+        except FilterError as exc:
+            return self.write_json(exc.body(), status=400)
+        self.write_json(body)
+
+
+class FilesHandler(_ListingHandler):
+    """``GET /api/uploads/files/``: every stored file; ``upload.view_all_uploads`` only."""
+
+    async def get(self) -> None:
+        self.authorize(VIEW_ALL)
+        try:
+            body = await listing.list_files(self.runtime.db, self.params())
+        except FilterError as exc:
+            return self.write_json(exc.body(), status=400)
+        self.write_json(body)
+
+
+class FileDetailHandler(ReadHandler):
+    """``GET /api/uploads/files/file/<id>``: a file of yours, or any with view-all."""
+
+    async def get(self, file_id: str) -> None:
+        principal = self.authorize()
+        found = await listing.file_detail(self.runtime.db, object_id(file_id, "FileUpload"))
+        if found is None:
+            raise ApiError(404, "No FileUpload matches the given query.")
+        body, owner_id = found
+        if owner_id != principal.user.id and not principal.has(VIEW_ALL):
+            raise ApiError(403, "Insufficient access to view this file")
+        self.write_json({"file": body})
+
+
+class PossibleUploadUrlsHandler(ReadHandler):
+    """``GET /api/uploads/_possible_upload_urls/``: where the UI's upload form may send a file
+    (spec §5.5), one entry per bucket."""
+
+    async def get(self) -> None:
+        principal = self.authorize()
+        storage = self.runtime.storage
+        user = principal.user
+        urls, seen = [], set()
+        for source in storage.possible_upload_sources(user.email, user.is_superuser):
+            if source.bucket in seen:
+                continue
+            seen.add(source.bucket)
+            urls.append(
+                {
+                    "url": source.url,
+                    "bucket_name": source.bucket,
+                    "private": not source.public,
+                    "default": source.url == storage.upload_default.url,
+                }
+            )
+        self.write_json({"urls": urls})
+
+
+ROUTES = [
+    (r"/api/uploads/", UploadsHandler),
+    (r"/api/uploads/_possible_upload_urls/", PossibleUploadUrlsHandler),
+    (r"/api/uploads/upload/(\d+)", UploadDetailHandler),
+    (r"/api/uploads/files/", FilesHandler),
+    (r"/api/uploads/files/file/(\d+)", FileDetailHandler),
+]

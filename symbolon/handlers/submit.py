@@ -1,0 +1,219 @@
+"""``POST /submit``: crash reports from Breakpad, Crashpad and Firefox clients (spec/crashes.md).
+
+The size limit and the header checks are decided before the body is read. The body streams in
+(``Content-Length`` or chunked, plain or gzip) with bounded memory; a report refused early is
+still read to its end, so that a client busy sending it receives the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import tornado.web
+
+from symbolon.crashes.body import BodyTooLarge, ReceivedBody
+from symbolon.crashes.collector import Answer, Collector, Submission, discarded, metrics
+from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
+
+# Above this, the parse runs in a thread, off the event loop (the checksums always do).
+PARSE_IN_THREAD_BYTES = 2 * 1024 * 1024
+# Tornado's own limit is lifted (it would answer 400 first); ours answers 413.
+UNLIMITED_BODY = 2**62
+# How much of a refused body is read and dropped, as a multiple of the limit.
+DRAIN_FACTOR = 2
+
+
+@tornado.web.stream_request_body
+class SubmitHandler(tornado.web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    body: ReceivedBody | None = None
+    refusal: Answer | None = None
+    wire_bytes = 0
+    _last_data = 0.0
+    _watchdog: Any = None
+
+    @property
+    def collector(self) -> Collector:
+        return self.application.settings["collector"]
+
+    def prepare(self) -> None:
+        self._started = time.perf_counter()
+        if self.request.method != "POST":
+            return
+        settings = self.collector.settings
+        headers = self.request.headers
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        try:
+            declared = int(headers.get("Content-Length", "0") or 0)
+            if declared < 0:
+                raise ValueError
+        except ValueError:
+            # Tornado will not read such a body: answer now (it then closes the connection).
+            self.answer(discarded("malformed_no_content_length"))
+            return
+        self.request.connection.set_max_body_size(UNLIMITED_BODY)
+        self._arm_watchdog(settings.collector_body_timeout)
+        if declared > settings.collector_max_body_size:
+            return self.too_large(now=declared > DRAIN_FACTOR * settings.collector_max_body_size)
+        try:
+            self.boundary = boundary_of(headers.get("Content-Type"))
+            if declared <= 0 and not self.chunked:
+                raise Malformed("no_content_length")
+        except Malformed as exc:
+            self.refusal = self.malformed(exc.reason)
+            return
+        gzipped = headers.get("Content-Encoding") == "gzip"
+        if gzipped:
+            metrics.incr("breakpad_resource.gzipped_crash")
+        self.body = ReceivedBody(gzipped, settings.collector_max_decompressed_size)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._last_data = time.monotonic()
+        self.wire_bytes += len(chunk)
+        limit = self.collector.settings.collector_max_body_size
+        if self.wire_bytes > limit:
+            self.too_large(now=self.wire_bytes > DRAIN_FACTOR * limit)
+            return
+        if self.refusal is not None or self.body is None:
+            return  # refused: read on and drop, the answer comes at the end
+        try:
+            self.body.feed(chunk)
+        except Malformed as exc:
+            self.refusal = self.malformed(exc.reason)
+        except BodyTooLarge:
+            self.too_large(now=False)
+
+    async def post(self) -> None:
+        try:
+            answer = await self._submit()
+        finally:
+            self._disarm_watchdog()
+        self.answer(answer)
+
+    async def _submit(self) -> Answer:
+        if self.refusal is not None:
+            return self.refusal
+        assert self.body is not None
+        body = self.body
+        payload: Payload | None = None
+        try:
+            buffer = body.finish()
+            if body.gzipped:
+                metrics.histogram(
+                    "breakpad_resource.crash_size", body.size, tags=["payload:compressed"]
+                )
+            else:
+                metrics.histogram(
+                    "breakpad_resource.crash_size", body.size, tags=["payload:uncompressed"]
+                )
+            if body.size > PARSE_IN_THREAD_BYTES:
+                payload = await asyncio.to_thread(self._parse, buffer)
+            else:
+                payload = self._parse(buffer)
+            declared = self.request.headers.get("Content-Length")
+            request = Submission(
+                user_agent=self.request.headers.get("User-Agent"),
+                payload_size=int(declared) if declared and not self.chunked else self.wire_bytes,
+                compressed=body.gzipped,
+                authorization=self.request.headers.get("Authorization"),
+            )
+            return await self.collector.submit(payload, request)
+        except Malformed as exc:
+            return self.malformed(exc.reason)
+        finally:
+            if payload is not None:
+                for view in payload.dumps.values():
+                    view.release()
+                payload.dumps.clear()
+            body.close()
+
+    def _parse(self, buffer: Any) -> Payload:
+        query = {}
+        for name, values in self.request.query_arguments.items():
+            try:
+                query[name] = values[-1].decode("utf-8")  # the last one wins, as in the body
+            except UnicodeDecodeError:
+                continue
+        return parse(buffer, self.boundary, query)
+
+    def malformed(self, reason: str) -> Answer:
+        metrics.incr("breakpad_resource.malformed", tags=[f"reason:{reason}"])
+        return discarded(f"malformed_{reason}")
+
+    def answer(self, answer: Answer) -> Awaitable[None]:
+        self.set_status(answer.status)
+        self.set_header("Content-Type", "text/plain")
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        return self.finish(answer.body)
+
+    def too_large(self, now: bool) -> None:
+        """A 413. Normally the rest of the body is read and dropped first, so that a client
+        still sending gets to read the answer; past a bound, it is sent at once (and Tornado
+        closes the connection, since the body was not read)."""
+        if self.refusal is None or self.refusal.status != 413:
+            self.refusal = discarded("too_large", 413)
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+        if now:
+            self.set_header("Connection", "close")
+            self.answer(self.refusal)
+
+    def on_finish(self) -> None:
+        self._disarm_watchdog()
+        metrics.timing(
+            "breakpad_resource.on_post.time", 1000 * (time.perf_counter() - self._started)
+        )
+
+    def on_connection_close(self) -> None:
+        self._disarm_watchdog()
+        if self.body is not None:
+            self.body.close()
+
+    # An idle client must not hold a connection and its spool forever (nginx's
+    # client_body_timeout in front of the reference). One timer per request, re-armed lazily.
+    def _arm_watchdog(self, timeout: float) -> None:
+        self._last_data = time.monotonic()
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            idle = time.monotonic() - self._last_data
+            if self._finished:
+                return
+            if idle >= timeout:
+                self.set_status(408)
+                self.set_header("Connection", "close")
+                self.set_header("Content-Type", "text/plain")
+                self.finish("Discarded=timeout")
+                self.request.connection.close()
+                return
+            self._watchdog = loop.call_later(timeout - idle, check)
+
+        self._watchdog = loop.call_later(timeout, check)
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def options(self) -> None:
+        self.set_header("Allow", "POST, OPTIONS")
+        self.set_status(200)
+        self.finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", "POST, OPTIONS")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"title": f"{status_code} {self._reason}"}))
+
+
+ROUTES = [(r"/submit", SubmitHandler)]

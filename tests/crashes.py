@@ -1,0 +1,102 @@
+"""Helpers for crash collector tests: report bodies as real clients encode them, raw requests."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+BOUNDARY = "XyZzY-test-boundary"
+
+
+def part(
+    name: str | None,
+    value: bytes | str,
+    content_type: str | None = None,
+    filename: str | None = None,
+    disposition: str = "form-data",
+    extra_headers: Iterable[str] = (),
+) -> bytes:
+    """One multipart part, headers exactly as given (no defaults added)."""
+    params = f'; name="{name}"' if name is not None else ""
+    if filename is not None:
+        params += f'; filename="{filename}"'
+    lines = [f"Content-Disposition: {disposition}{params}"]
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    lines += list(extra_headers)
+    data = value.encode() if isinstance(value, str) else value
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def body_of(parts: Iterable[bytes], boundary: str = BOUNDARY, closing: bool = True) -> bytes:
+    delimiter = f"--{boundary}".encode()
+    out = b"".join(delimiter + b"\r\n" + p + b"\r\n" for p in parts)
+    if closing:
+        out += delimiter + b"--\r\n"
+    return out
+
+
+def report(
+    annotations: dict[str, str] | None = None,
+    dumps: dict[str, bytes] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """A report as a Breakpad client encodes it: text fields, then octet-stream dumps."""
+    parts = []
+    if extra is not None:
+        parts.append(part("extra", json.dumps(extra), "application/json", "extra.json"))
+    for key, value in (annotations or {}).items():
+        parts.append(part(key, value))
+    for name, data in (dumps or {}).items():
+        parts.append(part(name, data, "application/octet-stream", f"{name}.dmp"))
+    return body_of(parts)
+
+
+def headers_for(boundary: str = BOUNDARY, **extra: str) -> dict[str, str]:
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}", **extra}
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+async def raw_request(port: int, head: bytes, body_parts: Iterable[bytes] = (), pause=0.0):
+    """Send bytes as they are (headers too) and read the answer: (status, headers, body).
+
+    For what an HTTP client library will not send: no Content-Length, lying lengths, idle
+    bodies. Returns status 0 when the server closed without answering."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        for chunk in body_parts:
+            writer.write(chunk)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            if pause:
+                await asyncio.sleep(pause)
+        try:
+            response = await asyncio.wait_for(reader.read(), 30)
+        except ConnectionError:
+            response = b""
+    finally:
+        writer.close()
+    if not response:
+        return 0, {}, b""
+    head_blob, _, content = response.partition(b"\r\n\r\n")
+    lines = head_blob.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return status, headers, content
+
+
+def unique_queue() -> str:
+    return f"crashes-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,457 @@
+"""POST /submit end to end: real HTTP, the embedded S3 and the real task broker (spec/crashes.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import dramatiq
+import pytest
+import redis
+
+from symbolon.tasks.broker import NAMESPACE
+from tests.conftest import s3_client, served
+from tests.crashes import (
+    body_of,
+    gzipped,
+    headers_for,
+    part,
+    raw_request,
+    report,
+    unique_queue,
+)
+
+CRASH_ID = re.compile(r"^CrashID=bp-([a-f0-9-]{36})\n$")
+
+
+@pytest.fixture
+def settings(live_settings):
+    return live_settings.replace(
+        crashmover_retry_sleep_seconds=0.01, crashpublish_queue_name=unique_queue()
+    )
+
+
+async def post(http_client, base_url, body, headers=None, path="/submit"):
+    return await http_client.fetch(
+        base_url + path,
+        method="POST",
+        body=body,
+        headers=headers if headers is not None else headers_for(),
+        raise_error=False,
+    )
+
+
+async def send_raw(base_url, body: bytes, headers: dict[str, str], chunks=None, pause=0.0):
+    """The request exactly as given: no header is added (no User-Agent, no length)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    head = "POST /submit HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return await raw_request(port, head.encode(), chunks if chunks is not None else [body], pause)
+
+
+def chunked(data: bytes, size: int = 1000) -> list[bytes]:
+    """``data`` in Transfer-Encoding: chunked framing."""
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+
+
+def crash_id_of(response) -> str:
+    match = CRASH_ID.match(response.body.decode())
+    assert match, (response.code, response.body)
+    return match.group(1)
+
+
+def published(settings) -> list[str]:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        raw = client.hvals(f"{NAMESPACE}:{settings.crashpublish_queue_name}.msgs")
+    finally:
+        client.close()
+    messages = [dramatiq.Message.decode(m) for m in raw]
+    assert all(m.actor_name == settings.crashpublish_actor_name for m in messages)
+    return sorted(m.args[0] for m in messages)
+
+
+def crash_keys(settings, crash_id: str) -> list[str]:
+    client = s3_client(settings.crash_endpoint_url)
+    listing = client.list_objects_v2(Bucket=settings.crash_bucket_name, Prefix="v1/")
+    return sorted(o["Key"] for o in listing.get("Contents", ()) if o["Key"].endswith(crash_id))
+
+
+async def raw_crash(runtime, crash_id: str) -> dict:
+    data = await runtime.collector.storage.load_raw_crash(crash_id)
+    assert data is not None, f"no raw crash stored for {crash_id}"
+    return json.loads(data)
+
+
+@pytest.mark.gen_test
+async def test_a_minimal_report_is_stored_in_the_v1_layout_and_published(
+    http_client, base_url, runtime, settings
+):
+    body = report(
+        {"ProductName": "Firefox", "Version": "60.0a1", "ReleaseChannel": "nightly"},
+        {"upload_file_minidump": b"abcd1234"},
+    )
+    response = await post(
+        http_client, base_url, body, headers_for(**{"User-Agent": "crash-client/1.0"})
+    )
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "text/plain"
+    crash_id = crash_id_of(response)
+    assert crash_id[-7] == "0"  # accepted
+
+    date = "20" + crash_id[-6:]
+    assert crash_keys(settings, crash_id) == [
+        f"v1/dump/{crash_id}",
+        f"v1/dump_names/{crash_id}",
+        f"v1/raw_crash/{date}/{crash_id}",
+    ]
+    stored_bytes = await runtime.collector.storage.load_raw_crash(crash_id)
+    crash = json.loads(stored_bytes)
+    assert stored_bytes == json.dumps(crash, sort_keys=True).encode()  # byte-exact form
+    assert crash["ProductName"] == "Firefox"
+    assert crash["uuid"] == crash_id
+    assert crash["version"] == 2
+    assert crash["submitted_timestamp"].endswith("+00:00")
+    assert crash["submitted_timestamp"][2:10].replace("-", "") == crash_id[-6:]
+    assert crash["metadata"] == {
+        "collector_notes": [],
+        "dump_checksums": {"upload_file_minidump": hashlib.sha256(b"abcd1234").hexdigest()},
+        "payload": "multipart",
+        "payload_compressed": "0",
+        "payload_size": len(body),
+        "throttle_rule": "accept_everything",
+        "user_agent": "crash-client/1.0",
+    }
+    assert await runtime.collector.storage.load_dump_names(crash_id) == ["upload_file_minidump"]
+    assert await runtime.collector.storage.load_dump(crash_id, "upload_file_minidump") == (
+        b"abcd1234"
+    )
+    assert published(settings) == [crash_id]
+
+
+@pytest.mark.gen_test
+async def test_other_dumps_keep_their_names_and_dump_names_is_sorted(
+    http_client, base_url, runtime, settings
+):
+    dumps = {
+        "upload_file_minidump_flash1": b"f1",
+        "upload_file_minidump": b"main",
+        "memory_report": b"",
+    }
+    response = await post(http_client, base_url, report({"ProductName": "X"}, dumps))
+    crash_id = crash_id_of(response)
+    assert await runtime.collector.storage.load_dump_names(crash_id) == sorted(dumps)
+    keys = crash_keys(settings, crash_id)
+    assert f"v1/upload_file_minidump_flash1/{crash_id}" in keys
+    assert f"v1/memory_report/{crash_id}" in keys  # an empty dump is kept
+    assert await runtime.collector.storage.load_dump(crash_id, "memory_report") == b""
+
+
+@pytest.mark.gen_test
+async def test_json_extra_keeps_json_types_and_sets_payload_json(http_client, base_url, runtime):
+    extra = {"ProductName": "Firefox", "Number": 0, "Null": None, "Nested": {"a": [1, "b"]}}
+    response = await post(
+        http_client, base_url, report(extra=extra, dumps={"upload_file_minidump": b"x"})
+    )
+    crash = await raw_crash(runtime, crash_id_of(response))
+    assert crash["metadata"]["payload"] == "json"
+    assert crash["Number"] == 0 and crash["Null"] is None and crash["Nested"] == {"a": [1, "b"]}
+    assert crash["metadata"]["collector_notes"] == []
+
+
+@pytest.mark.gen_test
+async def test_json_extra_replaces_earlier_fields_and_later_fields_merge(
+    http_client, base_url, runtime
+):
+    body = body_of(
+        [
+            part("Before", "lost"),
+            part("extra", '{"ProductName": "First"}', "application/json", "extra.json"),
+            part("extra", '{"ProductName": "Firefox", "Kept": "yes"}', "application/json"),
+            part("After", "merged"),
+            part("Kept", "overridden"),
+        ]
+    )
+    crash = await raw_crash(runtime, crash_id_of(await post(http_client, base_url, body)))
+    assert "Before" not in crash
+    assert crash["ProductName"] == "Firefox"
+    assert crash["After"] == "merged"
+    assert crash["Kept"] == "overridden"
+    assert crash["metadata"]["collector_notes"] == [
+        "includes annotations in both json-encoded extra and formdata parts"
+    ]
+
+
+@pytest.mark.gen_test
+async def test_collector_fields_overwrite_client_fields_and_private_fields_are_removed(
+    http_client, base_url, runtime
+):
+    fields = {
+        "ProductName": "Firefox",
+        "metadata": "client",
+        "submitted_timestamp": "client",
+        "version": "client",
+        "Email": "someone@example.com",
+        "TelemetryClientId": "a",
+        "TelemetryServerURL": "b",
+        "TelemetrySessionId": "c",
+    }
+    crash = await raw_crash(runtime, crash_id_of(await post(http_client, base_url, report(fields))))
+    assert crash["version"] == 2
+    assert isinstance(crash["metadata"], dict)
+    assert crash["submitted_timestamp"] != "client"
+    for name in ("Email", "TelemetryClientId", "TelemetryServerURL", "TelemetrySessionId"):
+        assert name not in crash
+    assert crash["metadata"]["collector_notes"] == [
+        "Removed Email from raw crash.",
+        "Removed TelemetryClientId from raw crash.",
+        "Removed TelemetryServerURL from raw crash.",
+        "Removed TelemetrySessionId from raw crash.",
+    ]
+
+
+@pytest.mark.gen_test
+async def test_user_agent_is_the_string_none_when_absent(http_client, base_url, runtime):
+    body = report({"ProductName": "X"})
+    status, _, answer = await send_raw(
+        base_url, body, headers_for(**{"Content-Length": str(len(body))})
+    )
+    assert status == 200
+    crash = await raw_crash(runtime, answer.decode()[len("CrashID=bp-") :].strip())
+    assert crash["metadata"]["user_agent"] == "None"
+
+
+@pytest.mark.gen_test
+async def test_gzip_bodies_are_inflated_and_recorded_as_compressed(http_client, base_url, runtime):
+    plain = report({"ProductName": "Fenix"}, {"upload_file_minidump": b"\x00" * 5000})
+    body = gzipped(plain) + b"trailing bytes after the gzip member are ignored"
+    response = await post(http_client, base_url, body, headers_for(**{"Content-Encoding": "gzip"}))
+    crash = await raw_crash(runtime, crash_id_of(response))
+    assert crash["ProductName"] == "Fenix"
+    assert crash["metadata"]["payload_compressed"] == "1"
+    assert crash["metadata"]["payload_size"] == len(body)  # the wire size
+
+
+@pytest.mark.gen_test
+async def test_only_the_exact_gzip_label_inflates(http_client, base_url, runtime):
+    plain = report({"ProductName": "X"})
+    response = await post(
+        http_client, base_url, gzipped(plain), headers_for(**{"Content-Encoding": "GZIP"})
+    )
+    assert (response.code, response.body) == (400, b"Discarded=malformed_invalid_payload_structure")
+    response = await post(
+        http_client, base_url, plain, headers_for(**{"Content-Encoding": "deflate"})
+    )
+    assert response.code == 200 and response.body.startswith(b"CrashID=bp-")
+
+
+@pytest.mark.gen_test
+async def test_a_body_larger_than_the_memory_threshold_is_spooled_and_stored_whole(
+    http_client, base_url, runtime
+):
+    dump = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # 6 MiB: spooled to a file
+    response = await post(
+        http_client, base_url, report({"ProductName": "X"}, {"upload_file_minidump": dump})
+    )
+    crash_id = crash_id_of(response)
+    assert await runtime.collector.storage.load_dump(crash_id, "upload_file_minidump") == dump
+
+
+@pytest.mark.gen_test
+async def test_query_string_parameters_are_annotations_as_crashpad_sends_them(
+    http_client, base_url, runtime
+):
+    body = report({"ProductName": "Body", "Other": "x"}, {"upload_file_minidump": b"MDMP"})
+    path = "/submit?product=MyApp&channel=beta&guid=abc&ProductName=Query&ver=1&ver=2"
+    response = await post(http_client, base_url, body, path=path)
+    crash = await raw_crash(runtime, crash_id_of(response))
+    assert (crash["product"], crash["channel"], crash["guid"]) == ("MyApp", "beta", "abc")
+    assert crash["ProductName"] == "Body"  # the body's fields come later and win
+    assert crash["ver"] == "2"
+    # A dump with annotations only in the query string is a report.
+    body = report(dumps={"upload_file_minidump": b"MDMP"})
+    response = await post(http_client, base_url, body, path="/submit?prod=A")
+    assert (await raw_crash(runtime, crash_id_of(response)))["prod"] == "A"
+
+
+@pytest.mark.gen_test
+async def test_submit_with_a_trailing_slash_is_not_found(http_client, base_url):
+    response = await post(http_client, base_url, report({"ProductName": "X"}), path="/submit/")
+    assert response.code == 404
+
+
+@pytest.mark.gen_test
+async def test_other_methods_are_405_with_allow_and_options_answers(http_client, base_url):
+    response = await http_client.fetch(base_url + "/submit", raise_error=False)
+    assert response.code == 405
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert json.loads(response.body) == {"title": "405 Method Not Allowed"}
+    response = await http_client.fetch(base_url + "/submit", method="OPTIONS", raise_error=False)
+    assert response.code == 200
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.body == b""
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("headers", "body", "reason"),
+    [
+        ({}, report({"A": "1"}), "no_content_type"),
+        ({"Content-Type": "application/json"}, b"{}", "wrong_content_type"),
+        ({"Content-Type": "multipart/form-data"}, report({"A": "1"}), "no_boundary"),
+        (headers_for(**{"Content-Encoding": "gzip"}), report({"A": "1"}), "bad_gzip"),
+        (
+            headers_for(**{"Content-Encoding": "gzip"}),
+            gzipped(report({"A": "1"}))[:-12],
+            "bad_gzip",
+        ),
+        (headers_for(boundary="foo"), report({"A": "1"}), "invalid_payload_structure"),
+        (
+            headers_for(),
+            body_of([part("extra", "{nope", "application/json")]),
+            "invalid_json",
+        ),
+        (headers_for(), body_of([part("extra", "[]", "application/json")]), "invalid_json_value"),
+        (
+            headers_for(),
+            body_of([part("raw_crash", b"x", "application/octet-stream")]),
+            "invalid_dump_name",
+        ),
+        (headers_for(), report(dumps={"upload_file_minidump": b"x"}), "no_annotations"),
+        (headers_for(), report(extra={}), "no_annotations"),
+    ],
+)
+async def test_malformed_reports_are_discarded_with_their_reason(
+    http_client, base_url, settings, headers, body, reason
+):
+    headers = {"Content-Length": str(len(body)), **headers}
+    status, response_headers, answer = await send_raw(base_url, body, headers)
+    assert (status, answer) == (400, f"Discarded=malformed_{reason}".encode())
+    assert response_headers["content-type"] == "text/plain"
+    assert published(settings) == []
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("length", [None, "0"])
+async def test_a_body_without_length_or_chunking_is_no_content_length(
+    http_client, base_url, length
+):
+    headers = headers_for()
+    if length is not None:
+        headers["Content-Length"] = length
+    status, _, answer = await send_raw(base_url, b"", headers)
+    assert (status, answer) == (400, b"Discarded=malformed_no_content_length")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("length", ["foo", "-5"])
+async def test_a_length_that_is_not_a_number_is_a_400(http_client, base_url, length):
+    status, _, _ = await send_raw(base_url, b"", headers_for(**{"Content-Length": length}))
+    assert status == 400
+
+
+@pytest.mark.gen_test
+async def test_a_short_content_length_parses_only_that_many_bytes(http_client, base_url):
+    body = report({"A": "1"})
+    status, _, answer = await send_raw(
+        base_url, body, headers_for(**{"Content-Length": str(len(body) - 20)})
+    )
+    assert (status, answer) == (400, b"Discarded=malformed_invalid_payload_structure")
+    # Cutting only the final CRLF still parses.
+    status, _, answer = await send_raw(
+        base_url, body, headers_for(**{"Content-Length": str(len(body) - 2)})
+    )
+    assert status == 200 and answer.startswith(b"CrashID=bp-")
+
+
+@pytest.mark.gen_test
+async def test_chunked_gzip_bodies_are_accepted_like_crashpad_sends_them(
+    http_client, base_url, runtime, settings
+):
+    plain = report({"prod": "MyApp", "ver": "1.0"}, {"upload_file_minidump": b"M" * 300_000})
+    wire = gzipped(plain)
+    headers = headers_for(**{"Content-Encoding": "gzip", "Transfer-Encoding": "chunked"})
+    status, _, answer = await send_raw(base_url, b"", headers, chunks=chunked(wire, 4096))
+    assert status == 200, answer
+    crash_id = answer.decode().strip()[len("CrashID=bp-") :]
+    crash = await raw_crash(runtime, crash_id)
+    assert crash["prod"] == "MyApp"
+    assert crash["metadata"]["payload_compressed"] == "1"
+    assert crash["metadata"]["payload_size"] == len(wire)  # bytes received
+    assert await runtime.collector.storage.load_dump(crash_id, "upload_file_minidump") == (
+        b"M" * 300_000
+    )
+    assert published(settings) == [crash_id]
+
+
+@pytest.fixture
+def small_limits(live_settings):
+    return live_settings.replace(
+        collector_max_body_size=100_000,
+        collector_max_decompressed_size=400_000,
+        crashpublish_queue_name=unique_queue(),
+    )
+
+
+@pytest.mark.gen_test
+async def test_a_declared_length_over_the_limit_is_413(small_limits):
+    async with served(small_limits) as (_, base_url):
+        # Far over the limit: answered from the headers alone, the body is never read.
+        headers = headers_for(**{"Content-Length": str(10_000_000)})
+        status, _, answer = await send_raw(base_url, b"", headers, chunks=[])
+        assert (status, answer) == (413, b"Discarded=too_large")
+        # Just over: the body is read and dropped, so that the client reads the answer.
+        body = report({"A": "1"}, {"upload_file_minidump": b"x" * 100_000})
+        headers = headers_for(**{"Content-Length": str(len(body))})
+        status, _, answer = await send_raw(base_url, body, headers)
+        assert (status, answer) == (413, b"Discarded=too_large")
+        body = report({"A": "1"}, {"upload_file_minidump": b"x" * (100_000 - 300)})
+        assert len(body) <= 100_000
+        status, _, _ = await send_raw(
+            base_url, body, headers_for(**{"Content-Length": str(len(body))})
+        )
+        assert status == 200  # the limit is inclusive
+
+
+@pytest.mark.gen_test
+async def test_a_chunked_body_over_the_limit_is_stopped_with_413(small_limits):
+    async with served(small_limits) as (_, base_url):
+        headers = headers_for(**{"Transfer-Encoding": "chunked"})
+        over = report({"A": "1"}, {"upload_file_minidump": b"x" * 150_000})
+        status, _, answer = await send_raw(base_url, b"", headers, chunks=chunked(over, 8192))
+        assert (status, answer) == (413, b"Discarded=too_large")
+        # Far over: answered at once and the connection closed; the client may only see the
+        # connection reset, but it is not read on.
+        endless = [b"2000\r\n" + b"x" * 0x2000 + b"\r\n"] * 1000
+        status, _, answer = await send_raw(base_url, b"", headers, chunks=endless)
+        assert (status, answer) in ((413, b"Discarded=too_large"), (0, b""))
+        assert published(small_limits) == []
+
+
+@pytest.mark.gen_test
+async def test_a_gzip_bomb_is_stopped_at_the_inflated_limit(small_limits):
+    async with served(small_limits) as (_, base_url):
+        bomb = gzipped(report({"A": "1"}, {"upload_file_minidump": b"\0" * 50_000_000}))
+        assert len(bomb) < 100_000
+        headers = headers_for(**{"Content-Encoding": "gzip", "Content-Length": str(len(bomb))})
+        status, _, answer = await send_raw(base_url, bomb, headers)
+        assert (status, answer) == (413, b"Discarded=too_large")
+
+
+@pytest.mark.gen_test
+async def test_an_idle_body_times_out_without_a_5xx(live_settings):
+    settings = live_settings.replace(collector_body_timeout=0.5)
+    async with served(settings) as (_, base_url):
+        body = report({"A": "1"})
+        headers = headers_for(**{"Content-Length": str(len(body) + 1000)})
+        status, _, _ = await send_raw(base_url, body, headers)  # then goes quiet
+        assert status in (0, 408)
+
+
+@pytest.mark.gen_test
+async def test_a_collector_turned_off_has_no_submit(live_settings):
+    async with served(live_settings.replace(enable_crash_collector=False)) as (client, base_url):
+        response = await post(client, base_url, report({"A": "1"}))
+        assert response.code == 404
