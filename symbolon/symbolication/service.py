@@ -93,8 +93,11 @@ class Symbolication:
         self.fetcher = Fetcher(
             lookup, s3, urls, include_try=settings.symbolication_include_try_symbols
         )
-        budget = settings.symbolication_parse_memory or physical_memory() // 2
-        self.pool = ParsePool(settings.symbolication_parse_workers or _cpus(), budget)
+        # The budgets are the machine's: WEB_PROCESSES processes each get their share.
+        processes = max(1, settings.web_processes)
+        budget = (settings.symbolication_parse_memory or physical_memory() // 2) // processes
+        workers = settings.symbolication_parse_workers or max(1, _cpus() // processes)
+        self.pool = ParsePool(workers, budget)
         self.open_limit = settings.symbolication_open_symcaches
         self._open: OrderedDict[ModuleKey, SymbolTable] = OrderedDict()
         self._flights: dict[ModuleKey, _Flight] = {}
