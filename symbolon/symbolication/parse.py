@@ -98,6 +98,21 @@ def build_entry(
     return Parsed(True, time.perf_counter() - started, module_filename=name, size=size)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool processes end when the server process does, even if it was killed: left behind,
+    they would wait for work forever, holding its stdout and their memory."""
+    try:
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:  # it died while this process was starting
+        os._exit(0)
+
+
 def _warm_up() -> int:
     import symbolic  # noqa: F401
 
@@ -132,6 +147,8 @@ class ParsePool:
                 # Not fork: the server has threads and an event loop that children must not copy.
                 mp_context=multiprocessing.get_context("spawn"),
                 max_tasks_per_child=TASKS_PER_PROCESS,
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
             )
         return self._executor
 
