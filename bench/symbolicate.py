@@ -233,6 +233,7 @@ def main() -> None:
             "SECRET_KEY": "bench",
             "PORT": str(port),
             "WORKER_THREADS": "0",
+            "ENABLE_CRASH_COLLECTOR": "false",  # not measured here
             "LOGGING_LEVEL": "ERROR",
             "STATSD_HOST": "127.0.0.1",
             "STATSD_PORT": str(statsd.port),
