@@ -156,6 +156,17 @@ class Settings:
     collector_max_decompressed_size: int = 8 * 25 * 1024**2
     collector_body_timeout: float = 70.0
 
+    # Symbolication (spec/symbolication.md §8, §9, §11).
+    symbolication_symbol_urls: tuple[str, ...] = ()  # upstream symbol servers, after our own
+    symbolication_include_try_symbols: bool = True
+    symbols_cache_dir: Path | None = None  # default: <data dir>/symcache
+    symbols_cache_max_size: int = 1024**3
+    symbolication_store_symcaches: bool = True
+    symbolication_miss_ttl_seconds: int = 60
+    symbolication_open_symcaches: int = 64
+    symbolication_parse_workers: int = 0  # 0: one per core
+    symbolication_parse_memory: int = 0  # bytes; 0: half of the machine's memory
+
     # Task queue: worker threads embedded in `serve` (0 disables them).
     worker_threads: int = 2
     # Web processes of `serve`, forked after binding one socket.
@@ -479,6 +490,18 @@ def load_settings(
         not_blocked_in_auth0_interval_seconds=r.integer(
             "NOT_BLOCKED_IN_AUTH0_INTERVAL_SECONDS", 86400, minimum=1
         ),
+        # The seed's ELIOT_SYMBOL_URLS is not an alias: with the prefix dropped it is SYMBOL_URLS.
+        symbolication_symbol_urls=r.url_list(
+            "SYMBOLICATION_SYMBOL_URLS", aliases=("ELIOT_SYMBOLS_URLS",)
+        ),
+        symbolication_include_try_symbols=r.boolean("SYMBOLICATION_INCLUDE_TRY_SYMBOLS", True),
+        symbols_cache_dir=r.get("SYMBOLS_CACHE_DIR", None, Path, "a directory"),
+        symbols_cache_max_size=r.integer("SYMBOLS_CACHE_MAX_SIZE", 1024**3, minimum=1),
+        symbolication_store_symcaches=r.boolean("SYMBOLICATION_STORE_SYMCACHES", True),
+        symbolication_miss_ttl_seconds=r.integer("SYMBOLICATION_MISS_TTL_SECONDS", 60),
+        symbolication_open_symcaches=r.integer("SYMBOLICATION_OPEN_SYMCACHES", 64, minimum=1),
+        symbolication_parse_workers=r.integer("SYMBOLICATION_PARSE_WORKERS", 0),
+        symbolication_parse_memory=r.integer("SYMBOLICATION_PARSE_MEMORY", 0),
         worker_threads=r.integer("WORKER_THREADS", 2),
         web_processes=r.integer("WEB_PROCESSES", 1, minimum=1),
         logging_level=r.choice(

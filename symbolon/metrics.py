@@ -13,6 +13,9 @@ from markus.backends.logging import LoggingMetrics
 from symbolon.conf import Settings
 
 metrics = markus.get_metrics("symbolon")
+# Symbolication keeps the reference's metric names (eliot.symbolicate.api, ...): its dashboards
+# and alerts keep working.
+symbolication_metrics = markus.get_metrics("eliot")
 
 
 class QuietLoggingMetrics(LoggingMetrics):

@@ -56,7 +56,7 @@ async def test_the_session_key_is_stored_only_hashed(runtime):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_signing_in_and_staying_signed_in_while_redis_is_paused(
-    own_redis,  # noqa: F811
+    own_redis,
     settings,
     oidc_provider,
 ):

@@ -13,6 +13,7 @@ from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
 from symbolon.handlers import submit as submit_handlers
+from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
@@ -61,6 +62,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *api_tokens.ROUTES,
             *api_users.ROUTES,
             *api_stats.ROUTES,
+            *symbolicate_handlers.ROUTES,
             *(extra_routes or []),
         ]
     )

@@ -136,6 +136,7 @@ async def serve_forever(
     runtime = await connect(settings)
     broker = worker = server = scheduler = republisher = None
     try:
+        await runtime.symbolication.start()
         broker = setup_broker(settings)
         if threads:
             worker = start_worker(broker, threads)

@@ -19,6 +19,7 @@ from symbolon.db import migrate
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
+from symbolon.symbolication.service import Symbolication
 from symbolon.symbols.missing import MissingRecorder
 from symbolon.uploads.staging import Staging, make_staging
 
@@ -40,6 +41,7 @@ class Runtime:
     sessions: SessionStore
     oidc: OIDCClient
     blocked: BlockedGuard | None
+    symbolication: Symbolication
     collector: Collector | None = None
 
     @classmethod
@@ -70,6 +72,7 @@ class Runtime:
             lookup_timeout=settings.s3_lookup_connect_timeout + settings.s3_lookup_read_timeout,
         )
         await lookup.start()
+        store = Cache(redis_client(settings.redis_store_url, settings), "store", ignore)
         collector = None
         if settings.enable_crash_collector:
             collector = Collector(settings, make_crash_storage(settings), Publisher(settings))
@@ -78,7 +81,7 @@ class Runtime:
             storage=storage,
             db=db,
             cache=cache,
-            store=Cache(redis_client(settings.redis_store_url, settings), "store", ignore),
+            store=store,
             s3=s3,
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
@@ -87,9 +90,12 @@ class Runtime:
             oidc=OIDCClient(settings),
             blocked=make_guard(settings, cache),
             collector=collector,
+            # Its caches and parse processes start on first use, or with start() when serving.
+            symbolication=Symbolication(settings, lookup, s3, cache, store),
         )
 
     async def close(self) -> None:
+        await self.symbolication.close()
         if self.collector is not None:
             await self.collector.storage.close()
             self.collector.publisher.close()

@@ -228,6 +228,7 @@ async def store_member(
         )
         metrics.incr("upload_file_upload_upload")
         await rt.lookup.invalidate([member.key])
+        await rt.symbolication.forget_misses([member.key])
         return None
     finally:
         await asyncio.to_thread(os.unlink, prepared.path)

@@ -215,4 +215,5 @@ async def _verify(
         header.generator if header else None,
     )
     await rt.lookup.invalidate([f["key"]])
+    await rt.symbolication.forget_misses([f["key"]])
     return None
