@@ -72,7 +72,7 @@ def live_settings(stack: EmbeddedStack) -> Settings:
         try:
             await runtime.s3.ensure_buckets(runtime.storage)
             if runtime.collector is not None:
-                await runtime.collector.storage.ensure_bucket()
+                await runtime.collector.storage.start_up_check(create=True)
         finally:
             await runtime.close()
 
@@ -95,6 +95,17 @@ def runtime(settings: Settings, io_loop: tornado.ioloop.IOLoop) -> Iterator[Runt
 @pytest.fixture
 def app(runtime: Runtime):
     return make_app(runtime)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis of the test's own, so pausing it disturbs no other test; returns its URL."""
+    from symbolon.server.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path, "own", {"save": ""})
+    url = server.start()
+    yield url
+    server.stop()
 
 
 @pytest.fixture

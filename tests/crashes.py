@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
+
+import dramatiq
+import redis
+
+from symbolon.tasks.broker import NAMESPACE
+from tests.conftest import s3_client
 
 BOUNDARY = "XyZzY-test-boundary"
 
@@ -100,3 +107,59 @@ async def raw_request(port: int, head: bytes, body_parts: Iterable[bytes] = (), 
 
 def unique_queue() -> str:
     return f"crashes-{uuid.uuid4().hex[:8]}"
+
+
+CRASH_ID = re.compile(r"^CrashID=bp-([a-f0-9-]{36})\n$")
+
+
+async def post(http_client, base_url, body, headers=None, path="/submit"):
+    return await http_client.fetch(
+        base_url + path,
+        method="POST",
+        body=body,
+        headers=headers if headers is not None else headers_for(),
+        raise_error=False,
+    )
+
+
+async def send_raw(base_url, body: bytes, headers: dict[str, str], chunks=None, pause=0.0):
+    """The request exactly as given: no header is added (no User-Agent, no length)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    head = "POST /submit HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return await raw_request(port, head.encode(), chunks if chunks is not None else [body], pause)
+
+
+def chunked(data: bytes, size: int = 1000) -> list[bytes]:
+    """``data`` in Transfer-Encoding: chunked framing."""
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+
+
+def crash_id_of(response) -> str:
+    match = CRASH_ID.match(response.body.decode())
+    assert match, (response.code, response.body)
+    return match.group(1)
+
+
+def published(settings) -> list[str]:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        raw = client.hvals(f"{NAMESPACE}:{settings.crashpublish_queue_name}.msgs")
+    finally:
+        client.close()
+    messages = [dramatiq.Message.decode(m) for m in raw]
+    assert all(m.actor_name == settings.crashpublish_actor_name for m in messages)
+    return sorted(m.args[0] for m in messages)
+
+
+def crash_keys(settings, crash_id: str) -> list[str]:
+    client = s3_client(settings.crash_endpoint_url)
+    listing = client.list_objects_v2(Bucket=settings.crash_bucket_name, Prefix="v1/")
+    return sorted(o["Key"] for o in listing.get("Contents", ()) if o["Key"].endswith(crash_id))
+
+
+async def raw_crash(runtime, crash_id: str) -> dict:
+    data = await runtime.collector.storage.load_raw_crash(crash_id)
+    assert data is not None, f"no raw crash stored for {crash_id}"
+    return json.loads(data)

@@ -8,19 +8,9 @@ import redis.exceptions
 
 from symbolon.cache import Cache, redis_client
 from symbolon.handlers.base import BaseHandler
-from symbolon.server.embedded import EmbeddedRedis
 from tests.conftest import served
 
 PAUSE_MS = 10_000  # longer than any test below waits on it
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A Redis of this test's own, so pausing it disturbs no other test."""
-    server = EmbeddedRedis(tmp_path, "paused", {"save": ""})
-    url = server.start()
-    yield url
-    server.stop()
 
 
 async def pause(url: str, settings) -> None:

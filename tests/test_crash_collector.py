@@ -11,12 +11,18 @@ import redis
 
 from symbolon.crashes.crashid import create_crash_id
 from symbolon.crashes.storage import StorageError
-from symbolon.server.embedded import EmbeddedRedis
 from symbolon.server.lifecycle import StartupError, connect
 from tests.cli import env_for, symbolon
 from tests.conftest import run_isolated, s3_client, served
-from tests.crashes import headers_for, report, unique_queue
-from tests.test_submit import crash_id_of, crash_keys, post, published
+from tests.crashes import (
+    crash_id_of,
+    crash_keys,
+    headers_for,
+    post,
+    published,
+    report,
+    unique_queue,
+)
 
 TOKEN = "stage-submitter-secret"
 MINIDUMP = {"upload_file_minidump": b"MDMP\x93\xa7"}
@@ -107,10 +113,12 @@ def mozilla(crash_settings):
 )
 async def test_mozilla_rules_reject_with_200_and_store_nothing(mozilla, annotations, answer):
     async with served(mozilla) as (client, base_url):
+        before = object_count(mozilla)
         body = report({"Other": "x", **annotations}, MINIDUMP)
         response = await post(client, base_url, body)
         assert (response.code, response.body.decode()) == (200, answer)
         assert published(mozilla) == []
+        assert object_count(mozilla) == before
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -178,15 +186,6 @@ async def test_a_storage_outage_is_a_503_and_nothing_is_stored_twice(crash_setti
         assert published(settings) == [crash_id]
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    """A broker of this test's own, so pausing it disturbs no other test."""
-    server = EmbeddedRedis(tmp_path, "broker", {"save": ""})
-    url = server.start()
-    yield url
-    server.stop()
-
-
 @pytest.mark.gen_test(timeout=60)
 async def test_a_broker_outage_saves_the_crash_and_publishes_it_later(crash_settings, own_redis):
     settings = crash_settings.replace(redis_url=own_redis, redis_socket_timeout=0.5)
@@ -239,13 +238,27 @@ async def test_directory_storage_write_failures_are_save_failures(crash_settings
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_start_up_publishes_test_and_probes_the_bucket(crash_settings):
+async def test_start_up_publishes_test_and_probes_the_bucket(crash_settings, monkeypatch):
+    from symbolon.crashes.storage import S3CrashStorage
+
+    written, deleted = [], []
+    put, delete = S3CrashStorage._put, S3CrashStorage._delete
+
+    async def recording_put(self, key, body):
+        written.append(key)
+        await put(self, key, body)
+
+    async def recording_delete(self, key):
+        deleted.append(key)
+        await delete(self, key)
+
+    monkeypatch.setattr(S3CrashStorage, "_put", recording_put)
+    monkeypatch.setattr(S3CrashStorage, "_delete", recording_delete)
     runtime = await connect(crash_settings)
     await runtime.close()
     assert published(crash_settings) == ["test"]
-    client = s3_client(crash_settings.crash_endpoint_url)
-    listing = client.list_objects_v2(Bucket=crash_settings.crash_bucket_name, Prefix="test/")
-    assert listing.get("KeyCount", 0) == 0  # the probe object was deleted again
+    assert len(written) == 1 and written[0].startswith("test/testfile-")
+    assert deleted == written  # the probe object was deleted again
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -308,3 +321,150 @@ def test_operators_can_list_show_and_republish_crashes(crash_settings):
     assert published(crash_settings) == [crash_id]
     again = symbolon("crashes", "republish", env=env)
     assert "published 0 crash id(s)" in again.stdout
+    day = symbolon("crashes", "republish", "--date", "2024-02-29", env=env)
+    assert day.returncode == 0, day.stderr
+    assert published(crash_settings).count(crash_id) == 2  # every crash of that day again
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_resent_stage_crash_is_not_removed_by_a_failed_save(crash_settings, tmp_path):
+    settings = crash_settings.replace(
+        crash_storage="fs", crash_fs_root=tmp_path / "crashes", crashmover_max_attempts=2
+    )
+    crash_id = an_id()
+    body = report({"ProductName": "X", "uuid": crash_id}, MINIDUMP)
+    headers = headers_for(Authorization=f"Bearer {TOKEN}")
+    server = served(settings)
+    async with server as (client, base_url):
+        storage = server.runtime.collector.storage
+        assert crash_id_of(await post(client, base_url, body, headers)) == crash_id
+
+        def broken(*args):
+            raise OSError("injected: disk gone")
+
+        storage._save_sync = broken  # the resend cannot be stored
+        response = await post(client, base_url, body, headers)
+        assert response.code == 503
+        assert await storage.load_raw_crash(crash_id) is not None  # the first one stays
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_dump_names_then_dumps_then_the_raw_crash_are_written(crash_settings):
+    server = served(crash_settings)
+    async with server as (client, base_url):
+        storage = server.runtime.collector.storage
+        written = []
+        original = storage._put
+
+        async def recording(key, body):
+            await original(key, body)
+            written.append(key.split("/")[1])
+
+        storage._put = recording
+        dumps = {"upload_file_minidump": b"M", "memory_report": b"R", "other": b"O"}
+        crash_id_of(await post(client, base_url, report({"ProductName": "X"}, dumps)))
+    assert written[0] == "dump_names"
+    assert sorted(written[1:4]) == ["dump", "memory_report", "other"]
+    assert written[4:] == ["raw_crash"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_unauthorised_uuid_is_401_even_when_the_throttler_would_reject(mozilla):
+    async with served(mozilla) as (client, base_url):
+        before = object_count(mozilla)
+        body = report({"ProductName": "Foo", "uuid": an_id()}, MINIDUMP)
+        response = await post(client, base_url, body)
+        assert (response.code, response.body) == (401, b"Discarded=unauthorized_uuid")
+        assert object_count(mozilla) == before
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_defer_is_stored_and_published_with_digit_1(crash_settings, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "keep_for_later"\nkey = "*"\nalways = true\nresult = "defer"\n'
+    )
+    settings = crash_settings.replace(breakpad_throttler_rules=str(rules))
+    async with served(settings) as (client, base_url):
+        crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, MINIDUMP)))
+    assert crash_id[-7] == "1"
+    assert f"v1/raw_crash/20{crash_id[-6:]}/{crash_id}" in crash_keys(settings, crash_id)
+    assert published(settings) == [crash_id]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_raw_crash_escapes_non_ascii_as_the_reference_does(crash_settings):
+    server = served(crash_settings)
+    async with server as (client, base_url):
+        crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "Café ☃"})))
+        stored = await server.runtime.collector.storage.load_raw_crash(crash_id)
+    assert b'"ProductName": "Caf\\u00e9 \\u2603"' in stored
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_reference_metrics_are_emitted(crash_settings):
+    from markus.testing import MetricsMock
+
+    from tests.crashes import gzipped
+
+    with MetricsMock() as mm:
+        async with served(crash_settings) as (client, base_url):
+            await post(client, base_url, report({"ProductName": "X"}, MINIDUMP))
+            await post(client, base_url, report(dumps=MINIDUMP))
+            body = gzipped(report({"ProductName": "X"}))
+            await post(client, base_url, body, headers_for(**{"Content-Encoding": "gzip"}))
+            await post(client, base_url, b"not gzip", headers_for(**{"Content-Encoding": "gzip"}))
+    name = "socorro.collector.breakpad_resource."
+    assert len(mm.filter_records("incr", name + "incoming_crash")) == 2
+    assert mm.has_record("incr", name + "malformed", tags=["reason:no_annotations"])
+    assert mm.has_record("incr", name + "malformed", tags=["reason:bad_gzip"])
+    assert mm.has_record("incr", name + "throttle", tags=["result:accept"])
+    assert mm.has_record("incr", name + "throttle_rule", tags=["rule:accept_everything"])
+    assert len(mm.filter_records("incr", name + "gzipped_crash")) == 2
+    assert mm.has_record("timing", name + "gzipped_crash_decompress", tags=["result:success"])
+    assert mm.has_record("timing", name + "gzipped_crash_decompress", tags=["result:fail"])
+    assert mm.has_record("histogram", name + "crash_size", tags=["payload:compressed"])
+    assert mm.has_record("histogram", name + "crash_size", tags=["payload:uncompressed"])
+    assert len(mm.filter_records("timing", name + "on_post.time")) == 4
+    mover = "socorro.collector.crashmover."
+    assert len(mm.filter_records("incr", mover + "save_crash.count")) == 2
+    assert len(mm.filter_records("timing", mover + "crash_save.time")) == 2
+    assert mm.filter_records("gauge", mover + "save_queue_size")[-1].value == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_aborted_upload_ends_its_request(crash_settings):
+    def handler_tasks() -> int:
+        return sum(
+            1 for task in asyncio.all_tasks() if "RequestHandler._execute" in repr(task.get_coro())
+        )
+
+    async with served(crash_settings) as (_, base_url):
+        port = int(base_url.rsplit(":", 1)[1])
+        before = handler_tasks()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = "POST /submit HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        head += "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        writer.write(head.encode() + b"x" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        assert handler_tasks() == before + 1  # mid-body
+        writer.close()  # the client goes away
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if handler_tasks() == before:
+                break
+        assert handler_tasks() == before
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_start_up_refuses_a_queue_that_takes_no_message(crash_settings, monkeypatch):
+    from symbolon.crashes.publish import Publisher
+
+    def refuse(self, crash_id):
+        raise ConnectionError("injected: broker refuses")
+
+    monkeypatch.setattr(Publisher, "_send", refuse)
+    with pytest.raises(StartupError) as caught:
+        await connect(crash_settings)
+    assert "crash queue (REDIS_URL" in str(caught.value)

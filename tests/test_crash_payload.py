@@ -265,3 +265,24 @@ def test_parse_works_on_memory_mapped_bodies(tmp_path):
             view.release()
         payload.dumps.clear()
     assert json.dumps(payload.annotations) == '{"A": "1"}'
+
+
+def test_deeply_nested_json_is_invalid_json_not_a_crash():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert reason_of(body_of([part("extra", deep, "application/json")])) == "invalid_json"
+
+
+def test_many_dumps_named_like_the_main_one_are_refused_once():
+    parts = [part(f"d{i}", b"x", "application/octet-stream") for i in range(3000)]
+    parts += [part("dump", b"x", "application/octet-stream")] * 3000
+    payload = parse(body_of(parts), BOUNDARY)  # one "dump" only: no collision
+    assert len(payload.dumps) == 3001
+    parts.append(part("upload_file_minidump", b"x", "application/octet-stream"))
+    assert reason_of(body_of(parts)) == "invalid_dump_name"
+
+
+def test_query_fields_alone_do_not_make_a_json_report_mixed():
+    body = body_of([part("extra", '{"ProductName": "X"}', "application/json")])
+    payload = parse(body, BOUNDARY, {"product": "Y"})
+    assert payload.annotations == {"ProductName": "X"}
+    assert payload.notes == []

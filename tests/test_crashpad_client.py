@@ -30,8 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import served
-from tests.crashes import unique_queue
-from tests.test_submit import published, raw_crash
+from tests.crashes import published, raw_crash, unique_queue
 
 # A space and a plus, which Crashpad percent-encodes in the query string.
 PROD = "Symbolon Crashpad Test"

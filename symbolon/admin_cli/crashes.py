@@ -11,6 +11,7 @@ from typing import TypeVar
 import click
 
 from symbolon.conf import Settings, SettingsError, load_settings
+from symbolon.crashes.collector import Collector
 from symbolon.crashes.crashid import is_valid_crash_id
 from symbolon.crashes.publish import Publisher
 from symbolon.crashes.storage import CrashStorage, StorageError, make_crash_storage
@@ -94,22 +95,27 @@ def republish(day: str | None) -> None:
     date = _date(day) if day else None
 
     async def run(settings: Settings, storage: CrashStorage) -> tuple[int, int]:
-        publisher = Publisher(settings)
+        collector = Collector(settings, storage, Publisher(settings))
         try:
-            pending = await storage.unpublished()
-            ids = pending + (await storage.list_crash_ids(date) if date else [])
-            for crash_id in dict.fromkeys(ids):
+            pending = 0
+            while await storage.unpublished(limit=1):
+                published = await collector.republish_pending()
+                if not published:
+                    raise click.ClickException(
+                        "the broker (REDIS_URL) did not take the marked crash ids; see the log"
+                    )
+                pending += published
+            of_day = await storage.list_crash_ids(date) if date else []
+            for crash_id in of_day:
                 try:
-                    await publisher.publish(crash_id)
+                    await collector.publisher.publish(crash_id)
                 except Exception as exc:
                     raise click.ClickException(
                         f"the broker (REDIS_URL) did not take {crash_id}: {exc}"
                     ) from exc
-                if crash_id in pending:
-                    await storage.clear_unpublished(crash_id)
-            return len(pending), len(set(ids))
+            return pending, pending + len(of_day)
         finally:
-            publisher.close()
+            collector.publisher.close()
 
     pending, total = _run(run)
     click.echo(f"published {total} crash id(s), {pending} of them marked unpublished")

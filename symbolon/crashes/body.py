@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+import time
 import zlib
 from contextlib import suppress
 from pathlib import Path
@@ -42,6 +43,7 @@ class ReceivedBody:
         self._file: Any = None
         self._map: mmap.mmap | None = None
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        self.inflate_seconds = 0.0
 
     def feed(self, chunk: bytes) -> None:
         """Add bytes as received; raises Malformed("bad_gzip") or BodyTooLarge."""
@@ -50,13 +52,17 @@ class ReceivedBody:
             self._keep(chunk)
             return
         data: bytes = chunk
-        while data and not inflater.eof:  # bytes after the first gzip member are ignored
-            try:
-                out = inflater.decompress(data, INFLATE_STEP)
-            except zlib.error:
-                raise Malformed("bad_gzip") from None
-            self._keep(out)
-            data = inflater.unconsumed_tail
+        started = time.perf_counter()
+        try:
+            while data and not inflater.eof:  # bytes after the first gzip member are ignored
+                try:
+                    out = inflater.decompress(data, INFLATE_STEP)
+                except zlib.error:
+                    raise Malformed("bad_gzip") from None
+                self._keep(out)
+                data = inflater.unconsumed_tail
+        finally:
+            self.inflate_seconds += time.perf_counter() - started
 
     def _keep(self, data: bytes) -> None:
         self.size += len(data)

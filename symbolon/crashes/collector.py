@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,29 +53,6 @@ class Submission:
     authorization: str | None
 
 
-class PublishAttempt:
-    """Publishing one crash id, callable from a store's worker thread; keeps the outcome."""
-
-    def __init__(self, publisher: Publisher, crash_id: str):
-        self.publisher = publisher
-        self.crash_id = crash_id
-        self.done = False
-        self.error: BaseException | None = None
-        self.milliseconds = 0.0
-
-    def __call__(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.publisher.send(self.crash_id)
-        except Exception as exc:  # kept for the event loop to act on, never raised to the store
-            self.error = exc
-        self.done = True
-        self.milliseconds = 1000 * (time.perf_counter() - started)
-
-    async def run_async(self) -> None:
-        await asyncio.to_thread(self)
-
-
 def discarded(reason: str, status: int = 400) -> Answer:
     return Answer(status, f"Discarded={reason}")
 
@@ -98,6 +75,13 @@ class Collector:
         )
         self._slots = asyncio.Semaphore(settings.crashmover_concurrent_crashmovers)
         self.save_queue_size = 0
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until no report is being saved or published (for a clean shutdown)."""
+        await self._idle.wait()
 
     def _authorized(self, authorization: str | None) -> bool:
         token = self.settings.breakpad_stage_submitter_bearer_token
@@ -107,6 +91,16 @@ class Collector:
 
     async def submit(self, payload: Payload, request: Submission) -> Answer:
         """Steps 7 to 13 of §3.1 for a well-formed body."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._submit(payload, request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _submit(self, payload: Payload, request: Submission) -> Answer:
         if not payload.annotations:
             raise Malformed("no_annotations")
         metrics.incr("breakpad_resource.incoming_crash")
@@ -149,20 +143,22 @@ class Collector:
                 metadata["collector_notes"].append(f"Removed {name} from raw crash.")
         raw_crash["uuid"] = crash_id
         metadata["throttle_rule"] = decision.rule
+        rendered: list[bytes] = []
 
         def render() -> bytes:
-            # Run by the store in a thread: hashing a large dump must not hold the event loop.
-            metadata["dump_checksums"] = payload.checksums()
-            return raw_crash_json(raw_crash)
+            # Called by the store in its worker thread: hashing a large dump must not hold the
+            # event loop. Once is enough, whatever the number of attempts.
+            if not rendered:
+                metadata["dump_checksums"] = payload.checksums()
+                rendered.append(raw_crash_json(raw_crash))
+            return rendered[0]
 
-        # The store publishes right after saving, in the thread it saved in: one hop, not two.
-        published = PublishAttempt(self.publisher, crash_id)
+        # A crash id the client chose may already be stored (a resend): never remove it.
+        generated = "uuid" not in payload.annotations
         with metrics.timer("crashmover.crash_handling.time"):
-            if not await self.save(crash_id, render, payload.dumps, then=published):
+            if not await self.save(crash_id, render, payload.dumps, discard_on_failure=generated):
                 return Answer(503, "", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-            if published.error is None and not published.done:
-                await published.run_async()
-            await self.published(crash_id, published)
+            await self.publish(crash_id)
         return accepted
 
     async def save(
@@ -170,10 +166,10 @@ class Collector:
         crash_id: str,
         raw_crash: RawCrash,
         dumps: Mapping[str, Any],
-        then: Callable[[], None] | None = None,
+        discard_on_failure: bool = True,
     ) -> bool:
-        """Store the crash, retrying; False once every attempt failed. ``then`` is handed to
-        the store, which calls it once the crash is stored."""
+        """Store the crash, retrying; False once every attempt failed (what the failed attempts
+        wrote is then removed, if ``discard_on_failure``)."""
         s = self.settings
         # Requests waiting for a slot are the seeds' "save queue".
         self.save_queue_size += 1
@@ -183,10 +179,11 @@ class Collector:
             async with self._slots:
                 self.save_queue_size -= 1
                 waiting = False
+                metrics.gauge("crashmover.save_queue_size", self.save_queue_size)
                 for attempt in range(s.crashmover_max_attempts):
                     started = time.perf_counter()
                     try:
-                        await self.storage.save(crash_id, raw_crash, dumps, then)
+                        await self.storage.save(crash_id, raw_crash, dumps)
                     except (StorageError, OSError) as exc:
                         logger.warning(
                             "CrashMover.crashmover_save: exception %s, retry attempt %d",
@@ -210,7 +207,8 @@ class Collector:
                 self.save_queue_size -= 1
         logger.error("%s: too many errors trying to save; dropped", crash_id)
         metrics.incr("crashmover.save_crash_dropped.count")
-        await self._discard_partial(crash_id, dumps)
+        if discard_on_failure:
+            await self._discard_partial(crash_id, dumps)
         return False
 
     async def _discard_partial(self, crash_id: str, dumps: Mapping[str, Any]) -> None:
@@ -220,28 +218,29 @@ class Collector:
         except (StorageError, OSError) as exc:
             logger.warning("%s: could not remove a partly saved crash: %s", crash_id, exc)
 
-    async def published(self, crash_id: str, attempt: PublishAttempt) -> None:
-        """Account for a publish attempt; an id the broker did not take is marked for later."""
-        if attempt.error is None:
-            metrics.timing("crashmover.crash_publish.time", attempt.milliseconds)
-            metrics.incr("crashmover.save_crash.count")
-            logger.info("%s published", crash_id)
-            return
-        logger.warning(
-            "CrashMover.crashmover_publish: exception %r, retry attempt 0", attempt.error
-        )
-        metrics.incr("crashmover.publish_crash_dropped.count")
+    async def publish(self, crash_id: str) -> None:
+        """Publish a saved crash's id; one the broker does not take is marked for later."""
+        started = time.perf_counter()
         try:
-            await self.storage.mark_unpublished(crash_id)
-            logger.warning("%s: not published yet; marked to publish again", crash_id)
-        except (StorageError, OSError) as exc:
-            logger.error(
-                "%s: too many errors trying to publish; dropped (%s). "
-                "`symbolon crashes republish --date %s` publishes it.",
-                crash_id,
-                exc,
-                "20" + crash_id[-6:],
-            )
+            await self.publisher.publish(crash_id)
+        except Exception as exc:
+            logger.warning("CrashMover.crashmover_publish: exception %r, retry attempt 0", exc)
+            metrics.incr("crashmover.publish_crash_dropped.count")
+            try:
+                await self.storage.mark_unpublished(crash_id)
+                logger.warning("%s: not published yet; marked to publish again", crash_id)
+            except (StorageError, OSError) as mark_exc:
+                logger.error(
+                    "%s: too many errors trying to publish; dropped (%s). "
+                    "`symbolon crashes republish --date %s` publishes it.",
+                    crash_id,
+                    mark_exc,
+                    "20" + crash_id[-6:],
+                )
+            return
+        metrics.timing("crashmover.crash_publish.time", 1000 * (time.perf_counter() - started))
+        metrics.incr("crashmover.save_crash.count")
+        logger.info("%s published", crash_id)
 
     async def republish_pending(self) -> int:
         """Publish the ids marked unpublished; returns how many were published."""

@@ -24,8 +24,8 @@ MAX_PART_HEADERS = 8 * 1024
 MAX_TEXT_VALUE = 20 * 1024 * 1024
 MAX_DUMP_NAME = 30
 RESERVED_DUMP_NAMES = {"dump_names", "processed_crash", "raw_crash"}
-# Both are stored under v1/dump/<id> (§7.1): a report with both would lose one.
-MAIN_DUMP_ALIASES = {"upload_file_minidump", "dump", ""}
+# The names stored under v1/dump/<id> (§7.1): a report with two of them would lose one.
+MAIN_DUMP_ALIASES = frozenset({"upload_file_minidump", "dump", ""})
 _NOT_DUMP_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -53,6 +53,11 @@ def boundary_of(content_type: str | None) -> str:
     if not boundary or len(boundary) > MAX_BOUNDARY:
         raise Malformed("no_boundary")
     return boundary
+
+
+def dump_key_segment(name: str) -> str:
+    """The key segment of a dump in S3: the reference stores the main minidump as ``dump``."""
+    return "dump" if name in MAIN_DUMP_ALIASES else name
 
 
 def sanitize_dump_name(name: str) -> str:
@@ -166,7 +171,7 @@ def parse(body: Any, boundary: str, query: Mapping[str, str] | None = None) -> P
     ``query`` holds annotations from the URL's query string, which Crashpad clients use
     (``?product=...&version=...``): they count as text fields placed before the body's."""
     payload = Payload(annotations=dict(query or {}))
-    text_annotations = len(payload.annotations)
+    text_annotations = 0  # in the body: a JSON part replaces the query's fields anyway
     for headers_blob, value in iter_parts(body, boundary):
         part = part_info(headers_blob)
         name = part.name
@@ -193,7 +198,8 @@ def parse(body: Any, boundary: str, query: Mapping[str, str] | None = None) -> P
 def _json_annotations(value: memoryview) -> dict[str, Any]:
     try:
         parsed = json.loads(bytes(value).decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is a RecursionError.
+    except (ValueError, RecursionError):
         raise Malformed("invalid_json") from None
     if not isinstance(parsed, dict):
         raise Malformed("invalid_json_value")
@@ -220,7 +226,7 @@ def _add_dump(payload: Payload, name: str, content_type: str, value: memoryview)
     if clean in RESERVED_DUMP_NAMES:
         raise Malformed("invalid_dump_name", f"reserved dump name {clean!r}")
     if clean in MAIN_DUMP_ALIASES and any(
-        other in MAIN_DUMP_ALIASES and other != clean for other in payload.dumps
+        other in payload.dumps for other in MAIN_DUMP_ALIASES - {clean}
     ):
         raise Malformed("invalid_dump_name", "two dumps would be stored as v1/dump/<id>")
     if content_type != "application/octet-stream":

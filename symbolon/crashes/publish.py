@@ -34,8 +34,7 @@ class Publisher:
         )
         self.broker = RedisBroker(client=client, namespace=NAMESPACE, middleware=[])
 
-    def send(self, crash_id: str) -> None:
-        """Blocking: from a worker thread."""
+    def _send(self, crash_id: str) -> None:
         message = dramatiq.Message(
             queue_name=self.queue_name,
             actor_name=self.actor_name,
@@ -47,7 +46,7 @@ class Publisher:
 
     async def publish(self, crash_id: str) -> None:
         """Raises whatever the broker raised; the caller decides what a failure means."""
-        await asyncio.to_thread(self.send, crash_id)
+        await asyncio.to_thread(self._send, crash_id)
 
     def close(self) -> None:
         self.broker.close()

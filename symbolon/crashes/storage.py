@@ -23,19 +23,33 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.conf import Settings
 from symbolon.crashes.crashid import crash_date
+from symbolon.crashes.payload import dump_key_segment
+from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
 
 logger = logging.getLogger("symbolon.crashes")
 UNPUBLISHED_PREFIX = "symbolon/unpublished/"
-NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+PARALLEL_DUMP_PUTS = 4
 
 
 class StorageError(Exception):
     """The crash store could not do what was asked; the message names the store."""
 
 
-def dump_key_segment(name: str) -> str:
-    """The reference stores the main minidump as ``dump``."""
-    return "dump" if name in ("upload_file_minidump", "") else name
+def raw_crash_key(crash_id: str) -> str:
+    return f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}"
+
+
+def dump_names_key(crash_id: str) -> str:
+    return f"v1/dump_names/{crash_id}"
+
+
+def dump_key(crash_id: str, name: str) -> str:
+    return f"v1/{dump_key_segment(name)}/{crash_id}"
+
+
+def fs_dump_dir(name: str) -> str:
+    """The directory of a dump in directory storage: there the main minidump keeps its name."""
+    return name or "dump"
 
 
 # The raw crash's bytes, or a function that makes them (called off the event loop).
@@ -60,7 +74,7 @@ class CrashStorage(Protocol):
     async def unpublished(self, limit: int = 1000) -> list[str]: ...
     async def clear_unpublished(self, crash_id: str) -> None: ...
     async def check(self) -> str | None: ...
-    async def probe_write(self) -> None: ...
+    async def start_up_check(self, create: bool = False) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -121,7 +135,7 @@ class S3CrashStorage:
             async with response["Body"] as stream:
                 return await stream.read()
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in NOT_FOUND_CODES:
+            if error_code(exc) in NOT_FOUND_CODES | {"NoSuchKey"}:
                 return None
             raise StorageError(f"cannot read {key} from {self.description}: {exc}") from exc
         except (BotoCoreError, OSError) as exc:
@@ -147,42 +161,41 @@ class S3CrashStorage:
             raise StorageError(f"cannot list {prefix} in {self.description}: {exc}") from exc
         return keys
 
-    async def save(
-        self,
-        crash_id: str,
-        raw_crash: RawCrash,
-        dumps: Mapping[str, Any],
-        then: Callable[[], None] | None = None,
-    ) -> None:
+    async def save(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
         if callable(raw_crash):
             raw_crash = await asyncio.to_thread(raw_crash)
-        await self._put(f"v1/dump_names/{crash_id}", _dump_names_json(dumps))
-        await asyncio.gather(
-            *(
-                self._put(f"v1/{dump_key_segment(name)}/{crash_id}", data)
-                for name, data in dumps.items()
-            )
-        )
-        await self._put(f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}", raw_crash)
-        if then is not None:
-            await asyncio.to_thread(then)
+        await self._put(dump_names_key(crash_id), _dump_names_json(dumps))
+        # A few dumps at a time (each is copied for its PUT); one failure cancels the rest.
+        slots = asyncio.Semaphore(PARALLEL_DUMP_PUTS)
+
+        async def put_dump(name: str, data: Any) -> None:
+            async with slots:
+                await self._put(dump_key(crash_id, name), data)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, data in dumps.items():
+                    group.create_task(put_dump(name, data))
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
+        await self._put(raw_crash_key(crash_id), raw_crash)
 
     async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
-        keys = [f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}"]
-        keys += [f"v1/{dump_key_segment(n)}/{crash_id}" for n in dump_names]
-        keys.append(f"v1/dump_names/{crash_id}")
+        keys = [raw_crash_key(crash_id)]
+        keys += [dump_key(crash_id, n) for n in dump_names]
+        keys.append(dump_names_key(crash_id))
         for key in keys:
             await self._delete(key)
 
     async def load_raw_crash(self, crash_id: str) -> bytes | None:
-        return await self._get(f"v1/raw_crash/{crash_date(crash_id)}/{crash_id}")
+        return await self._get(raw_crash_key(crash_id))
 
     async def load_dump_names(self, crash_id: str) -> list[str]:
-        data = await self._get(f"v1/dump_names/{crash_id}")
+        data = await self._get(dump_names_key(crash_id))
         return json.loads(data) if data else []
 
     async def load_dump(self, crash_id: str, name: str) -> bytes | None:
-        return await self._get(f"v1/{dump_key_segment(name)}/{crash_id}")
+        return await self._get(dump_key(crash_id, name))
 
     async def list_crash_ids(self, date: str) -> list[str]:
         prefix = f"v1/raw_crash/{date}/"
@@ -207,26 +220,28 @@ class S3CrashStorage:
             return f"HeadBucket on {self.description} failed: {exc}"
         return None
 
-    async def probe_write(self) -> None:
-        """Write (and try to delete) a test object: HeadBucket does not prove write access."""
+    async def start_up_check(self, create: bool = False) -> None:
+        """HeadBucket (creating the bucket if ``create``: the embedded server only), then write
+        and delete a test object, since HeadBucket does not prove write access."""
+        client = await self.client()
+        try:
+            await client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if not (create and error_code(exc) in NOT_FOUND_CODES):
+                raise StorageError(f"HeadBucket on {self.description} failed: {exc}") from exc
+            logger.info("creating crash bucket %s at %s", self.bucket, self.endpoint_url)
+            extra = {}
+            if self.region != "us-east-1":
+                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            await client.create_bucket(Bucket=self.bucket, **extra)
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"HeadBucket on {self.description} failed: {exc}") from exc
         key = f"test/testfile-{uuid.uuid4()}.txt"
         await self._put(key, b"test")
         try:
             await self._delete(key)
         except StorageError as exc:
             logger.warning("could not delete the start-up probe object: %s", exc)
-
-    async def ensure_bucket(self) -> None:
-        """Create the bucket: only ever called for the embedded development server."""
-        client = await self.client()
-        try:
-            await client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            logger.info("creating crash bucket %s at %s", self.bucket, self.endpoint_url)
-            extra = {}
-            if self.region != "us-east-1":
-                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            await client.create_bucket(Bucket=self.bucket, **extra)
 
     async def close(self) -> None:
         if self._creator is not None:
@@ -261,13 +276,7 @@ class FSCrashStorage:
         if atomic:
             os.replace(target, path)
 
-    def _save_sync(
-        self,
-        crash_id: str,
-        raw_crash: RawCrash,
-        dumps: Mapping[str, Any],
-        then: Callable[[], None] | None,
-    ) -> None:
+    def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
         # Only the raw crash, written last, needs to appear whole: readers start from it.
         day = self.root / crash_date(crash_id)
         if callable(raw_crash):
@@ -275,28 +284,20 @@ class FSCrashStorage:
         try:
             self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
             for name, data in dumps.items():
-                self._write(day / (name or "dump") / crash_id, data)
+                self._write(day / fs_dump_dir(name) / crash_id, data)
             self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash, atomic=True)
         except OSError as exc:
             self._made.clear()  # a directory may have been removed under us
             message = f"cannot write crash {crash_id} to {self.description}: {exc}"
             raise StorageError(message) from exc
-        if then is not None:
-            then()
 
-    async def save(
-        self,
-        crash_id: str,
-        raw_crash: RawCrash,
-        dumps: Mapping[str, Any],
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps, then)
+    async def save(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps)
 
     def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
         day = self.root / crash_date(crash_id)
         paths = [day / "raw_crash" / f"{crash_id}.json"]
-        paths += [day / (n or "dump") / crash_id for n in dump_names]
+        paths += [day / fs_dump_dir(n) / crash_id for n in dump_names]
         paths.append(day / "dump_names" / f"{crash_id}.json")
         return paths
 
@@ -323,7 +324,7 @@ class FSCrashStorage:
         return json.loads(data) if data else []
 
     async def load_dump(self, crash_id: str, name: str) -> bytes | None:
-        return self._read(self.root / crash_date(crash_id) / (name or "dump") / crash_id)
+        return self._read(self.root / crash_date(crash_id) / fs_dump_dir(name) / crash_id)
 
     async def list_crash_ids(self, date: str) -> list[str]:
         directory = self.root / date / "raw_crash"
@@ -355,7 +356,8 @@ class FSCrashStorage:
             return f"{self.description} is not a writable directory"
         return None
 
-    async def probe_write(self) -> None:
+    async def start_up_check(self, create: bool = False) -> None:
+        """Make the root if missing, and prove it takes files."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".testfile-{uuid.uuid4()}.txt"

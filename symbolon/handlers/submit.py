@@ -27,6 +27,18 @@ UNLIMITED_BODY = 2**62
 DRAIN_FACTOR = 2
 
 
+def content_length(value: str | None) -> int | None:
+    """The declared length (0 when absent), or None when Tornado would refuse it: digits only,
+    and a repeated value (``5, 5``) only when every copy agrees."""
+    if value is None or value.strip() == "":
+        return 0
+    copies = {v.strip() for v in value.split(",")}
+    if len(copies) != 1:
+        return None
+    (single,) = copies
+    return int(single) if single.isascii() and single.isdigit() else None
+
+
 @tornado.web.stream_request_body
 class SubmitHandler(tornado.web.RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
@@ -34,6 +46,8 @@ class SubmitHandler(tornado.web.RequestHandler):
     body: ReceivedBody | None = None
     refusal: Answer | None = None
     wire_bytes = 0
+    declared = 0
+    chunked = False
     _posting = False
     _last_data = 0.0
     _watchdog: Any = None
@@ -49,14 +63,12 @@ class SubmitHandler(tornado.web.RequestHandler):
         settings = self.collector.settings
         headers = self.request.headers
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        try:
-            declared = int(headers.get("Content-Length", "0") or 0)
-            if declared < 0:
-                raise ValueError
-        except ValueError:
+        declared = content_length(headers.get("Content-Length"))
+        if declared is None:
             # Tornado will not read such a body: answer now (it then closes the connection).
             self.answer(discarded("malformed_no_content_length"))
             return
+        self.declared = declared
         self.request.connection.set_max_body_size(UNLIMITED_BODY)
         self._arm_watchdog(settings.collector_body_timeout)
         if declared > settings.collector_max_body_size:
@@ -88,6 +100,9 @@ class SubmitHandler(tornado.web.RequestHandler):
             self.body.feed(chunk)
         except Malformed as exc:
             self.refusal = self.malformed(exc.reason)
+            self.inflated(self.body, "fail")
+            self.body.close()  # nothing more is kept: the rest is read and dropped
+            self.body = None
         except BodyTooLarge:
             self.too_large(now=False)
 
@@ -104,23 +119,22 @@ class SubmitHandler(tornado.web.RequestHandler):
         body = self.body
         payload: Payload | None = None
         try:
-            buffer = body.finish()
+            try:
+                buffer = body.finish()
+            except Malformed:
+                self.inflated(body, "fail")
+                raise
             if body.gzipped:
-                metrics.histogram(
-                    "breakpad_resource.crash_size", body.size, tags=["payload:compressed"]
-                )
-            else:
-                metrics.histogram(
-                    "breakpad_resource.crash_size", body.size, tags=["payload:uncompressed"]
-                )
+                self.inflated(body, "success")
+            kind = "compressed" if body.gzipped else "uncompressed"
+            metrics.histogram("breakpad_resource.crash_size", body.size, tags=[f"payload:{kind}"])
             if body.size > PARSE_IN_THREAD_BYTES:
                 payload = await asyncio.to_thread(self._parse, buffer)
             else:
                 payload = self._parse(buffer)
-            declared = self.request.headers.get("Content-Length")
             request = Submission(
                 user_agent=self.request.headers.get("User-Agent"),
-                payload_size=int(declared) if declared and not self.chunked else self.wire_bytes,
+                payload_size=self.wire_bytes if self.chunked else self.declared,
                 compressed=body.gzipped,
                 authorization=self.request.headers.get("Authorization"),
             )
@@ -138,10 +152,18 @@ class SubmitHandler(tornado.web.RequestHandler):
         query = {}
         for name, values in self.request.query_arguments.items():
             try:
-                query[name] = values[-1].decode("utf-8")  # the last one wins, as in the body
-            except UnicodeDecodeError:
+                # Tornado decodes names as Latin-1; both are UTF-8 as sent. The last one wins.
+                query[name.encode("latin-1").decode("utf-8")] = values[-1].decode("utf-8")
+            except UnicodeError:
                 continue
         return parse(buffer, self.boundary, query)
+
+    def inflated(self, body: ReceivedBody, result: str) -> None:
+        metrics.timing(
+            "breakpad_resource.gzipped_crash_decompress",
+            1000 * body.inflate_seconds,
+            tags=[f"result:{result}"],
+        )
 
     def malformed(self, reason: str) -> Answer:
         metrics.incr("breakpad_resource.malformed", tags=[f"reason:{reason}"])
@@ -174,6 +196,7 @@ class SubmitHandler(tornado.web.RequestHandler):
         )
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()  # ends the request: Tornado waits on it otherwise
         self._disarm_watchdog()
         if self.body is not None and not self._posting:  # else post() closes it when done
             self.body.close()

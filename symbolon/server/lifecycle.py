@@ -17,7 +17,7 @@ import tornado.netutil
 from symbolon.conf import Settings
 from symbolon.crashes.collector import Collector
 from symbolon.crashes.publish import TEST_MESSAGE
-from symbolon.crashes.storage import S3CrashStorage, StorageError
+from symbolon.crashes.storage import StorageError
 from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
 from symbolon.sentry import configure_sentry
@@ -55,12 +55,15 @@ def services(settings: Settings) -> Iterator[Settings]:
         stack.stop()
 
 
-async def connect(settings: Settings) -> Runtime:
-    """Connect, migrate and check storage, or raise StartupError naming what is wrong."""
+async def connect(settings: Settings, checks: bool = True) -> Runtime:
+    """Connect, migrate and check storage, or raise StartupError naming what is wrong.
+    Without ``checks`` (processes forked after they ran) it only connects."""
     try:
-        runtime = await Runtime.create(settings)
+        runtime = await Runtime.create(settings, apply_migrations=checks)
     except (TimeoutError, OSError) as exc:
         raise StartupError(f"cannot connect to the database (DATABASE_URL): {exc}") from exc
+    if not checks:
+        return runtime
     try:
         if settings.storage_is_embedded:
             # Only the embedded development server gets buckets made for it.
@@ -92,15 +95,7 @@ async def check_crash_collector(collector: Collector) -> None:
         else "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME / _REGION / _ENDPOINT_URL"
     )
     try:
-        if isinstance(storage, S3CrashStorage):
-            if settings.crash_storage_is_embedded:
-                await storage.ensure_bucket()
-            problem = await storage.check()
-            if problem:
-                raise StartupError(f"crash storage ({variable}): {problem}")
-            await storage.probe_write()
-        else:
-            await storage.probe_write()
+        await storage.start_up_check(create=settings.crash_storage_is_embedded)
     except StorageError as exc:
         raise StartupError(f"crash storage ({variable}): {exc}") from exc
     try:
@@ -112,10 +107,17 @@ async def check_crash_collector(collector: Collector) -> None:
         ) from exc
 
 
-async def republish_forever(collector: Collector) -> None:
-    """Publish the ids a broker outage left unpublished, on every node, every so often."""
+async def republish_forever(runtime: Runtime) -> None:
+    """Publish the ids a broker outage left unpublished, every so often. Every process runs
+    this; a Redis key lets one of them do it per period (and all of them when Redis cannot
+    say: publishing an id twice is allowed, never publishing it is not)."""
+    collector = runtime.collector
+    assert collector is not None
+    period = collector.settings.crashpublish_retry_seconds
     while True:
-        await asyncio.sleep(collector.settings.crashpublish_retry_seconds)
+        await asyncio.sleep(period)
+        if await runtime.cache.add("symbolon:crashes:republish", "1", ttl=period) is False:
+            continue
         try:
             await collector.republish_pending()
         except Exception:
@@ -129,11 +131,11 @@ async def serve_forever(
     worker_threads: int | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM: on ``sockets`` if given (a child of
-    ``serve_processes``), else on HOST:PORT."""
+    ``serve_processes``, which ran the start-up checks), else on HOST:PORT."""
     from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
     threads = settings.worker_threads if worker_threads is None else worker_threads
-    runtime = await connect(settings)
+    runtime = await connect(settings, checks=sockets is None)
     broker = worker = server = scheduler = republisher = None
     try:
         await runtime.symbolication.start()
@@ -143,7 +145,7 @@ async def serve_forever(
             scheduler = Scheduler(broker)
             scheduler.start()
         if runtime.collector is not None:
-            republisher = asyncio.create_task(republish_forever(runtime.collector))
+            republisher = asyncio.create_task(republish_forever(runtime))
         server = tornado.httpserver.HTTPServer(make_app(runtime), xheaders=True)
         if sockets is None:
             server.listen(settings.port, settings.host)
@@ -161,10 +163,16 @@ async def serve_forever(
     finally:
         if server is not None:
             server.stop()
-            with suppress(asyncio.TimeoutError):
+            if runtime.collector is not None:
+                # Reports being saved get their answer before their connections are closed.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(runtime.collector.idle(), SHUTDOWN_GRACE_SECONDS)
+            with suppress(TimeoutError):
                 await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
         if republisher is not None:
             republisher.cancel()
+            with suppress(asyncio.CancelledError):
+                await republisher
         if scheduler is not None:
             scheduler.stop()
         if worker is not None:
