@@ -10,7 +10,7 @@ from symbolon.accounts.sessions import SESSION_COOKIE
 from tests.accounts import Caller, call, make_user, token_of
 from tests.conftest import served, unique_email
 from tests.oidc_provider import Browser
-from tests.test_cache import own_redis, pause  # noqa: F401 - the fixture is used below
+from tests.test_cache import pause
 
 
 @pytest.mark.gen_test(timeout=30)
