@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import tornado.httpclient
 
+from symbolon.accounts.oidc import provider_fetch
 from symbolon.accounts.users import User
 from symbolon.cache import Cache
 from symbolon.conf import Settings
@@ -98,19 +99,8 @@ class Auth0Lookup:
         body: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        s = self.settings
-        request = tornado.httpclient.HTTPRequest(
-            url,
-            method=method,
-            body=body,
-            headers=headers,
-            connect_timeout=s.oidc_timeout,
-            request_timeout=s.oidc_timeout,
-            validate_cert=s.oidc_verify_ssl,
-            follow_redirects=False,
-        )
         try:
-            response = await tornado.httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+            response = await provider_fetch(self.settings, url, method, body, headers)
         except (OSError, tornado.httpclient.HTTPClientError) as exc:
             raise BlockedCheckError(f"Auth0 at {self.base} could not be reached: {exc}") from None
         path = urllib.parse.urlsplit(url).path

@@ -38,6 +38,28 @@ class ProviderUnavailable(Exception):
     """The provider could not be reached, answered with a server error, or is not configured."""
 
 
+async def provider_fetch(
+    settings: Settings,
+    url: str,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tornado.httpclient.HTTPResponse:
+    """One call to an identity provider with the OIDC timeouts and TLS setting; any status is
+    returned, network failures raise (OSError or HTTPClientError)."""
+    request = tornado.httpclient.HTTPRequest(
+        url,
+        method=method,
+        body=body,
+        headers=headers,
+        connect_timeout=settings.oidc_timeout,
+        request_timeout=settings.oidc_timeout,
+        validate_cert=settings.oidc_verify_ssl,
+        follow_redirects=False,
+    )
+    return await tornado.httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+
+
 @dataclass(frozen=True)
 class Endpoints:
     issuer: str | None
@@ -274,19 +296,8 @@ class OIDCClient:
         headers: dict[str, str] | None = None,
     ) -> tornado.httpclient.HTTPResponse:
         """A response below 500; anything else means the provider is not working."""
-        s = self.settings
-        request = tornado.httpclient.HTTPRequest(
-            url,
-            method=method,
-            body=body,
-            headers=headers,
-            connect_timeout=s.oidc_timeout,
-            request_timeout=s.oidc_timeout,
-            validate_cert=s.oidc_verify_ssl,
-            follow_redirects=False,
-        )
         try:
-            response = await tornado.httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+            response = await provider_fetch(self.settings, url, method, body, headers)
         except (OSError, tornado.httpclient.HTTPClientError) as exc:
             raise ProviderUnavailable(f"{what} at {url} could not be reached: {exc}") from None
         if response.code >= 500:
