@@ -26,20 +26,8 @@ def upload_detail(row: asyncpg.Record) -> dict[str, Any]:
     else:
         status = "processing"
     return {
-        "id": row["id"],
-        "filename": row["filename"],
+        **listing.upload_summary(row),
         "user": {"id": row["user_id"], "email": row["email"]},
-        "size": row["size"],
-        "bucket_name": row["bucket_name"],
-        "bucket_region": row["bucket_region"],
-        "bucket_endpoint_url": row["bucket_endpoint_url"],
-        "skipped_keys": list(row["skipped_keys"] or []),
-        "ignored_keys": list(row["ignored_keys"] or []),
-        "try_symbols": row["try_symbols"],
-        "download_url": row["download_url"],
-        "redirect_urls": list(row["redirect_urls"] or []),
-        "completed_at": timestamp(row["completed_at"]),
-        "created_at": timestamp(row["created_at"]),
         # Not in the reference: processing happens in a task, so say how it is going.
         "status": status,
         "error": row["error"],
