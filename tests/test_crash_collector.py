@@ -290,15 +290,17 @@ async def test_heartbeat_reports_a_missing_crash_bucket(crash_settings):
 
 def test_operators_can_list_show_and_republish_crashes(crash_settings):
     from symbolon.crashes.storage import S3CrashStorage, raw_crash_json
+    from symbolon.storage.s3 import S3Clients
 
     crash_id = an_id()
     raw = {"ProductName": "Cli", "uuid": crash_id}
 
     async def arrange() -> None:
-        storage = S3CrashStorage(crash_settings)
+        s3 = S3Clients(crash_settings)
+        storage = S3CrashStorage(crash_settings, s3)
         await storage.save(crash_id, raw_crash_json(raw), {"upload_file_minidump": b"MDMP"})
         await storage.mark_unpublished(crash_id)
-        await storage.close()
+        await s3.close()
 
     run_isolated(arrange())
     env = env_for(

@@ -16,6 +16,7 @@ from symbolon.crashes.crashid import is_valid_crash_id
 from symbolon.crashes.publish import Publisher
 from symbolon.crashes.storage import CrashStorage, StorageError, make_crash_storage
 from symbolon.server import lifecycle
+from symbolon.storage.s3 import S3Clients
 
 T = TypeVar("T")
 
@@ -29,13 +30,15 @@ def _run(fn: Callable[[Settings, CrashStorage], Awaitable[T]]) -> T:
     with lifecycle.services(settings) as live:
 
         async def main() -> T:
-            storage = make_crash_storage(live)
+            s3 = S3Clients(live)
+            storage = make_crash_storage(live, s3)
             try:
                 return await fn(live, storage)
             except StorageError as exc:
                 raise click.ClickException(str(exc)) from exc
             finally:
                 await storage.close()
+                await s3.close()
 
         return asyncio.run(main())
 

@@ -17,14 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.conf import Settings
 from symbolon.crashes.crashid import crash_date
 from symbolon.crashes.payload import dump_key_segment
-from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
+from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
 
 logger = logging.getLogger("symbolon.crashes")
 UNPUBLISHED_PREFIX = "symbolon/unpublished/"
@@ -85,41 +83,20 @@ def _dump_names_json(dumps: Mapping[str, Any]) -> bytes:
 class S3CrashStorage:
     """One bucket; keys as the reference wrote them (v1 layout, no leading slash)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, s3: S3Clients):
         self.bucket = settings.crash_bucket_name or ""
         self.region = settings.crash_region
         self.endpoint_url = settings.crash_endpoint_url
         self.description = (
             f"bucket {self.bucket!r} (region {self.region}, endpoint {self.endpoint_url or 'AWS'})"
         )
-        self._settings = settings
-        self._client: Any = None
-        self._creator: Any = None
-        self._lock = asyncio.Lock()
+        self._s3 = s3
+        self._credentials = None
+        if settings.crash_access_key or settings.crash_secret_access_key:
+            self._credentials = (settings.crash_access_key, settings.crash_secret_access_key)
 
     async def client(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    s = self._settings
-                    self._creator = get_session().create_client(
-                        "s3",
-                        region_name=self.region,
-                        endpoint_url=self.endpoint_url,
-                        aws_access_key_id=s.crash_access_key or s.aws_access_key_id,
-                        aws_secret_access_key=s.crash_secret_access_key or s.aws_secret_access_key,
-                        config=AioConfig(
-                            connect_timeout=s.s3_put_connect_timeout,
-                            read_timeout=s.s3_put_read_timeout,
-                            # The crash mover retries whole saves; one quick retry here.
-                            retries={"max_attempts": 2, "mode": "standard"},
-                            signature_version="s3v4",
-                            s3={"addressing_style": "path"},  # dots in bucket names over TLS
-                            max_pool_connections=64,
-                        ),
-                    )
-                    self._client = await self._creator.__aenter__()
-        return self._client
+        return await self._s3.client_for(self.endpoint_url, self.region, "crash", self._credentials)
 
     async def _put(self, key: str, body: Any) -> None:
         client = await self.client()
@@ -244,9 +221,7 @@ class S3CrashStorage:
             logger.warning("could not delete the start-up probe object: %s", exc)
 
     async def close(self) -> None:
-        if self._creator is not None:
-            await self._creator.__aexit__(None, None, None)
-            self._creator = self._client = None
+        pass  # the clients belong to the S3Clients they came from
 
 
 class FSCrashStorage:
@@ -370,7 +345,7 @@ class FSCrashStorage:
         pass
 
 
-def make_crash_storage(settings: Settings) -> S3CrashStorage | FSCrashStorage:
+def make_crash_storage(settings: Settings, s3: S3Clients) -> S3CrashStorage | FSCrashStorage:
     if settings.crash_storage == "fs":
         return FSCrashStorage(settings.crash_dir, settings.crash_fs_fsync)
-    return S3CrashStorage(settings)
+    return S3CrashStorage(settings, s3)

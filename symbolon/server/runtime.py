@@ -75,7 +75,7 @@ class Runtime:
         store = Cache(redis_client(settings.redis_store_url, settings), "store", ignore)
         collector = None
         if settings.enable_crash_collector:
-            collector = Collector(settings, make_crash_storage(settings), Publisher(settings))
+            collector = Collector(settings, make_crash_storage(settings, s3), Publisher(settings))
         return cls(
             settings=settings,
             storage=storage,

@@ -16,7 +16,9 @@ from symbolon.storage.sources import StorageConfig, SymbolSource
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["lookup", "put"]
+# lookup: existence checks (short timeouts, one retry); put: symbol writes (patient);
+# crash: crash reports (write timeouts, one retry: the crash mover retries whole saves).
+Purpose = Literal["lookup", "put", "crash"]
 NOT_FOUND_CODES = {"404", "NoSuchBucket", "NotFound"}
 FORBIDDEN_CODES = {"403", "AccessDenied", "Forbidden"}
 
@@ -32,10 +34,10 @@ class S3Clients:
         self.settings = settings
         self._session = get_session()
         self._stack = AsyncExitStack()
-        self._clients: dict[tuple[str | None, str | None, Purpose], Any] = {}
+        self._clients: dict[tuple[Any, ...], Any] = {}
         self._lock = asyncio.Lock()
 
-    def _config(self, source: SymbolSource, purpose: Purpose) -> AioConfig:
+    def _config(self, endpoint_url: str | None, purpose: Purpose) -> AioConfig:
         s = self.settings
         if purpose == "lookup":
             timeouts = (s.s3_lookup_connect_timeout, s.s3_lookup_read_timeout)
@@ -44,30 +46,43 @@ class S3Clients:
         return AioConfig(
             connect_timeout=timeouts[0],
             read_timeout=timeouts[1],
-            # A download waits on lookups: one retry. Writes are worth more patience.
-            retries={"max_attempts": 2 if purpose == "lookup" else 5, "mode": "standard"},
+            # A download waits on lookups, a crash mover retries on its own: one retry. Symbol
+            # writes are worth more patience.
+            retries={"max_attempts": 5 if purpose == "put" else 2, "mode": "standard"},
             signature_version="s3v4",
             # S3-compatible servers (MinIO, the embedded one) want bucket names in the path.
-            s3={"addressing_style": "path" if source.endpoint_url else "auto"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
             max_pool_connections=64,
         )
 
     async def client(self, source: SymbolSource, purpose: Purpose = "lookup") -> Any:
-        ident = (source.endpoint_url, source.region, purpose)
+        return await self.client_for(source.endpoint_url, source.region, purpose)
+
+    async def client_for(
+        self,
+        endpoint_url: str | None,
+        region: str | None,
+        purpose: Purpose,
+        credentials: tuple[str | None, str | None] | None = None,
+    ) -> Any:
+        """A client for one endpoint, region and purpose; ``credentials`` (key, secret)
+        override the AWS ones of the settings (the crash bucket may have its own)."""
+        s = self.settings
+        key, secret = credentials or (s.aws_access_key_id, s.aws_secret_access_key)
+        ident = (endpoint_url, region, purpose, key)
         client = self._clients.get(ident)
         if client is not None:
             return client
         async with self._lock:
             client = self._clients.get(ident)
             if client is None:
-                s = self.settings
                 creator = self._session.create_client(
                     "s3",
-                    region_name=source.region or s.aws_default_region or "us-east-1",
-                    endpoint_url=source.endpoint_url,
-                    aws_access_key_id=s.aws_access_key_id,
-                    aws_secret_access_key=s.aws_secret_access_key,
-                    config=self._config(source, purpose),
+                    region_name=region or s.aws_default_region or "us-east-1",
+                    endpoint_url=endpoint_url,
+                    aws_access_key_id=key,
+                    aws_secret_access_key=secret,
+                    config=self._config(endpoint_url, purpose),
                 )
                 client = await self._stack.enter_async_context(creator)
                 self._clients[ident] = client
