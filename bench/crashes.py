@@ -178,6 +178,16 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_pids(proc: subprocess.Popen, processes: int) -> list[int]:
+    """A server's pid, and its forked web processes' once they are all there."""
+    pids = [proc.pid]
+    deadline = time.monotonic() + 30
+    while processes > 1 and len(pids) < processes + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = [proc.pid, *child_pids(proc.pid)]
+    return pids
+
+
 def child_pids(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -422,12 +432,7 @@ class Bench:
                 wait_port(port, proc)
             except SystemExit as exc:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
-            pids = [proc.pid]
-            if processes > 1:  # the web processes fork after the start-up checks
-                deadline = time.monotonic() + 30
-                while len(pids) < processes + 1 and time.monotonic() < deadline:
-                    pids = [proc.pid, *child_pids(proc.pid)]
-                    time.sleep(0.1)
+            pids = server_pids(proc, processes)  # they fork after the start-up checks
             self.warm_up(port, log)
             measure(port, {"server": pids, **self.services}, self.args, self.body, run)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
@@ -462,12 +467,7 @@ class Bench:
                 wait_port(port, proc)
             except SystemExit as exc:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
-            pids = [proc.pid]
-            if processes > 1:
-                deadline = time.monotonic() + 30
-                while len(pids) < processes + 1 and time.monotonic() < deadline:
-                    pids = [proc.pid, *child_pids(proc.pid)]
-                    time.sleep(0.1)
+            pids = server_pids(proc, processes)
             self.warm_up(port, log)
             measure(port, {"server": pids, **self.services}, self.args, self.body, run)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
