@@ -273,6 +273,7 @@ async def test_sign_out_also_works_from_a_plain_form(settings, oidc_provider, br
         ("https://evil.example/", SIGNED_IN),
         ("/\\evil.example", SIGNED_IN),
         ("javascript:alert(1)", SIGNED_IN),
+        ("/\x0b/x", SIGNED_IN),  # no header may hold a control character
     ],
 )
 async def test_after_sign_in_only_local_paths(

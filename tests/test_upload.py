@@ -221,7 +221,15 @@ async def test_changed_content_overwrites_and_is_marked_update(
 async def test_try_uploads(http_client, base_url, runtime, worker, s3):
     try_only, _ = await token_for(runtime, ["upload.upload_try_symbols"], superuser=False)
     full, _ = await token_for(runtime, UPLOAD)
-    for token, fields in ((try_only, {}), (try_only, {"try": ""}), (full, {"try": "1"})):
+    cases = (
+        (try_only, {}),
+        (try_only, {"try": ""}),
+        (full, {"try": "1"}),
+        # A bucket choice cannot take try symbols out of the try location.
+        (try_only, {"bucket_name": "symbols"}),
+        (full, {"try": "1", "bucket_name": "symbols"}),
+    )
+    for token, fields in cases:
         ident = debug_id()
         body, content_type = multipart(
             {"t.zip": make_zip({f"t.pdb/{ident}/t.sym": b"MODULE"})}, fields

@@ -173,7 +173,8 @@ class OIDCClient:
         tokens = await self._exchange(endpoints, code, redirect_uri, code_verifier)
         claims = await self._verify_id_token(endpoints, tokens.get("id_token"), nonce)
         info = await self._userinfo(endpoints, tokens["access_token"])
-        if info.get("sub") not in (None, claims["sub"]):
+        # OpenID Connect Core 5.3.2: the user-info response must name the same subject.
+        if info.get("sub") != claims["sub"]:
             raise SignInFailed("the user-info subject differs from the ID token's")
         email = info.get("email")
         if not isinstance(email, str) or not email.strip():

@@ -34,7 +34,9 @@ def local_path(value: str | None) -> str | None:
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
         return None
     parts = urllib.parse.urlsplit(value)
-    if parts.scheme or parts.netloc or any(c in value for c in "\r\n\t\\"):
+    if parts.scheme or parts.netloc or "\\" in value:
+        return None
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):  # control characters: no header holds them
         return None
     return value
 

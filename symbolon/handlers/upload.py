@@ -183,8 +183,9 @@ class UploadHandler(BaseHandler):
                 return self.write_json({"error": str(exc)}, status=400)
             content_hash = archive.content_hash(members)
         destination = rt.storage.upload_destination(principal.user.email, try_symbols)
-        if fields.get("bucket_name"):
-            # The web UI's choice among the locations this user may upload to (§5.5).
+        if fields.get("bucket_name") and not try_symbols:
+            # The web UI's choice among the locations this user may upload to (§5.5). Try
+            # symbols always go to the try location: the choice is for regular uploads.
             possible = rt.storage.possible_upload_sources(
                 principal.user.email, principal.user.is_superuser
             )
