@@ -165,6 +165,27 @@ CASES = [
         stack_error(1, 1, "has an invalid module_offset", i=1),
         "invalid_stacks",
     ),
+    # Limits the reference did not have: each request's cost is bounded.
+    (
+        job(modules=[["a" * (request.MAX_DEBUG_FILENAME + 1), "AB"]]),
+        module_error(0, "has an invalid debug_filename"),
+        "invalid_modules",
+    ),
+    (
+        job(modules=[["a.so", "A" * (request.MAX_DEBUG_ID + 1)]]),
+        module_error(0, "has an invalid debug_id"),
+        "invalid_modules",
+    ),
+    (
+        job(modules=[["a.so", "AB"]] * (request.MAX_MODULES + 1)),
+        f"job 0 has invalid modules: more than {request.MAX_MODULES} modules",
+        "invalid_modules",
+    ),
+    (
+        {"jobs": [job(stacks=[[[0, 1]] * (request.MAX_FRAMES // 2 + 1)])] * 2},
+        f"please limit number of frames in a single request to <= {request.MAX_FRAMES}",
+        "too_many_frames",
+    ),
 ]
 
 
@@ -288,3 +309,9 @@ def test_jobs_key_wins_over_a_top_level_job():
 def test_metrics_names_are_the_references():
     # The registry the spec names: eliot.* (plus STATSD_NAMESPACE when set).
     assert markus.get_metrics("eliot").prefix == "eliot"
+
+
+def test_a_huge_jobs_string_is_refused_without_being_expanded():
+    with pytest.raises(request.BadRequest) as caught:
+        request.v5_jobs({"jobs": "x" * 10_000_000})
+    assert caught.value.reason == "too_many_jobs"

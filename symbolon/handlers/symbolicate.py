@@ -72,7 +72,7 @@ class SymbolicateHandler(BaseHandler):
     def jobs(self, payload: Any) -> list[request.Job]:
         raw = request.v5_jobs(payload)
         metrics.histogram("symbolicate.jobs_count", len(raw), tags=["version:v5"])
-        return [request.validate_job(i, job) for i, job in enumerate(raw)]
+        return request.check_size([request.validate_job(i, job) for i, job in enumerate(raw)])
 
     def respond(self, jobs: list[request.Job], done: Any, started: float) -> str:
         debug = None
@@ -102,7 +102,7 @@ class SymbolicateV4Handler(SymbolicateHandler):
     version = "v4"
 
     def jobs(self, payload: Any) -> list[request.Job]:
-        return [request.v4_job(payload)]
+        return request.check_size([request.v4_job(payload)])
 
     def respond(self, jobs: list[request.Job], done: Any, started: float) -> str:
         return json.dumps(v4_response(jobs[0], done))

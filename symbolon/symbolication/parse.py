@@ -182,9 +182,10 @@ class ParsePool:
             self._reserved += need
             self._running += 1
         try:
+            pool = self._pool()
             try:
                 return await loop.run_in_executor(
-                    self._pool(),
+                    pool,
                     build_entry,
                     str(sym_path),
                     debug_filename,
@@ -193,8 +194,9 @@ class ParsePool:
                     compressed,
                 )
             except BrokenProcessPool:
-                # A process died (out of memory, killed): a new pool for the next jobs.
-                self._discard_pool()
+                # A process died (out of memory, killed): a new pool for the next jobs. Only
+                # this broken one is dropped: another job may already run on its successor.
+                self._discard_pool(pool)
                 return Parsed(False, 0.0, reason="sym_malformed", error="parser process died")
         finally:
             async with self._changed:
@@ -202,9 +204,9 @@ class ParsePool:
                 self._running -= 1
                 self._changed.notify_all()
 
-    def _discard_pool(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+    def _discard_pool(self, pool: ProcessPoolExecutor) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._executor is pool:
             self._executor = None
 
     def close(self) -> None:

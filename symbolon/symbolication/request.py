@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_JOBS = 10
+# Not in the reference, which had none: a request's cost grows with these, and one long name
+# is repeated in every frame of the answer.
+MAX_DEBUG_FILENAME = 1024
+MAX_DEBUG_ID = 128
+MAX_MODULES = 10_000  # per job
+MAX_FRAMES = 500_000  # per request
 # Python's "$" also matches before one trailing newline; kept, as the reference accepts such
 # names (they are simply never found).
 DEBUG_FILENAME = re.compile(r"^[a-zA-Z0-9_.+{}@<> -]*$")
@@ -52,12 +58,22 @@ def v5_jobs(payload: Any) -> list[Any]:
         # The reference iterates whatever it finds: strings by character, objects by key.
         if not isinstance(raw, list | str | dict):
             raise BadRequest("job 0 is invalid")
-        jobs = list(raw)
+        jobs = list(raw) if len(raw) <= MAX_JOBS else raw  # a huge string is not expanded
     else:
         jobs = [payload]
     if len(jobs) > MAX_JOBS:
         raise BadRequest(
             f"please limit number of jobs in a single request to <= {MAX_JOBS}", "too_many_jobs"
+        )
+    return jobs
+
+
+def check_size(jobs: list[Job]) -> list[Job]:
+    """The jobs, unless their frames together pass MAX_FRAMES."""
+    if sum(len(stack) for job in jobs for stack in job.stacks) > MAX_FRAMES:
+        raise BadRequest(
+            f"please limit number of frames in a single request to <= {MAX_FRAMES}",
+            "too_many_frames",
         )
     return jobs
 
@@ -104,14 +120,24 @@ def _validate_modules(i: int, memory_map: Any) -> list[ModuleKey]:
 
     if not isinstance(memory_map, list):
         raise bad("modules must be a list")
+    if len(memory_map) > MAX_MODULES:
+        raise bad(f"more than {MAX_MODULES} modules")
     modules: list[ModuleKey] = []
     for j, entry in enumerate(memory_map):
         if not isinstance(entry, list) or len(entry) != 2:
             raise bad(f"module index {j} does not have a debug_filename and debug_id")
         filename, debug_id = entry
-        if not isinstance(filename, str) or not DEBUG_FILENAME.match(filename):
+        if (
+            not isinstance(filename, str)
+            or len(filename) > MAX_DEBUG_FILENAME
+            or not DEBUG_FILENAME.match(filename)
+        ):
             raise bad(f"module index {j} has an invalid debug_filename")
-        if not isinstance(debug_id, str) or not DEBUG_ID.match(debug_id):
+        if (
+            not isinstance(debug_id, str)
+            or len(debug_id) > MAX_DEBUG_ID
+            or not DEBUG_ID.match(debug_id)
+        ):
             raise bad(f"module index {j} has an invalid debug_id")
         modules.append((filename, debug_id))
     return modules

@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_TTL_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.1
-MEMO_LIMIT = 500_000  # resolved ranges kept per open module before its memo starts over
 RENEW_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
@@ -168,8 +167,6 @@ class Symbolication:
         self._open.move_to_end(ident)
         while len(self._open) > self.open_limit:
             self._open.popitem(last=False)
-        if len(table._memo) > MEMO_LIMIT:
-            table._memo.clear()
 
     async def _obtain(self, key: ModuleKey, outcome: Outcome) -> Outcome:
         await self._prepare()

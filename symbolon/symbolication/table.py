@@ -30,6 +30,7 @@ TRAILER = struct.Struct("<I8s")  # length of the JSON metadata, magic
 U32_MAX = 0xFFFFFFFF
 NO_LOCATION = (U32_MAX, U32_MAX, U32_MAX, U32_MAX)
 MAX_INLINE_DEPTH = 256
+MEMO_LIMIT = 500_000  # resolved ranges kept per module before its memo starts over
 FAST_VERSION = 9
 
 Inline = tuple[str, str | None, int]  # (function, file, line) of an inlined call
@@ -176,6 +177,8 @@ class SymbolTable:
 
     def _resolve_rows(self, addresses: Sequence[int], rows: list[int]) -> list[Hit | None]:
         memo = self._memo
+        if len(memo) > MEMO_LIMIT:  # a module in use for long: start over rather than grow
+            memo.clear()
         resolve = self._resolve
         out: list[Hit | None] = []
         append = out.append
