@@ -96,6 +96,9 @@ async def test_five_attempts_at_most(upstream, symbolication):
     upstream.script[path] = [500] * 5
     assert not await found(symbolication, "libdemo.so", ident)
     assert upstream.hits == [path] * 5
+    # A source that could not answer is no proof of absence: the next request asks again.
+    assert await found(symbolication, "libdemo.so", ident)
+    assert upstream.hits == [path] * 6
 
 
 @pytest.mark.gen_test(timeout=60)

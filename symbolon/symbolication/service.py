@@ -316,8 +316,10 @@ class Symbolication:
             outcome.download_seconds = fetched.seconds
             if not fetched.found:
                 if fetched.errors:
+                    # A source that could not answer may have it: not a miss to remember.
                     logger.info("%s/%s not found; source errors: %s", *key, fetched.errors)
-                await self.misses.remember(key)
+                else:
+                    await self.misses.remember(key)
                 return None
             body = fetched.body
             assert body is not None
