@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -34,3 +35,16 @@ def proc_status_mb(pid: int, field: str) -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def stop_servers(*procs: subprocess.Popen | None, timeout: float = 30) -> None:
+    """Ctrl-C each server at once (they stop in parallel), then wait; kill what does not stop."""
+    running = [p for p in procs if p is not None]
+    for proc in running:
+        proc.send_signal(signal.SIGINT)
+    for proc in running:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -18,7 +18,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, wait_port  # noqa: E402
+from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
@@ -126,13 +125,7 @@ def main() -> None:
         }
         rss = proc_status_mb(server.pid, "VmHWM")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(*procs)
         stack.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 

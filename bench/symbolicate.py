@@ -27,7 +27,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, wait_port  # noqa: E402
+from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
 from make_syms import make_big, module_set  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
@@ -314,12 +313,7 @@ def main() -> None:
         bare = looked_up / (time.perf_counter() - started)
         identical = check_identical(port, caches, per_module, module_keys)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_servers(server)
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -47,7 +47,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, wait_port  # noqa: E402
+from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
@@ -373,13 +373,7 @@ def main() -> None:
         moto_rss = proc_status_mb(moto, "VmHWM")
         ceiling_s, ceiling_bytes = gzip_only(archive, names, 128 * MB)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop_servers(server)
         if stack is not None:
             stack.stop()
         shutil.rmtree(work, ignore_errors=True)
