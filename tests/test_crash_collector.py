@@ -4,7 +4,11 @@ directory store, start-up checks and the operator's commands (spec/crashes.md §
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import redis
@@ -206,10 +210,11 @@ async def test_a_broker_outage_saves_the_crash_and_publishes_it_later(crash_sett
         assert await collector.republish_pending() == 0
 
 
+@pytest.mark.parametrize("fsync", [False, True])
 @pytest.mark.gen_test(timeout=30)
-async def test_directory_storage_uses_the_date_first_layout(crash_settings, tmp_path):
+async def test_directory_storage_uses_the_date_first_layout(crash_settings, tmp_path, fsync):
     root = tmp_path / "crashes"
-    settings = crash_settings.replace(crash_storage="fs", crash_fs_root=root)
+    settings = crash_settings.replace(crash_storage="fs", crash_fs_root=root, crash_fs_fsync=fsync)
     async with served(settings) as (client, base_url):
         dumps = {"upload_file_minidump": b"MDMP", "memory_report": b"{}"}
         crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, dumps)))
@@ -222,6 +227,53 @@ async def test_directory_storage_uses_the_date_first_layout(crash_settings, tmp_
     assert (day / "upload_file_minidump" / crash_id).read_bytes() == b"MDMP"  # not renamed
     assert (day / "memory_report" / crash_id).read_bytes() == b"{}"
     assert published(settings) == [crash_id]
+
+
+def open_files(under: Path) -> list[str]:
+    """The files under a directory that this process holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(under)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_dump_the_writer_thread_cannot_write_is_a_503_leaving_nothing(
+    crash_settings, tmp_path
+):
+    root = tmp_path / "crashes"
+    settings = crash_settings.replace(
+        crash_storage="fs", crash_fs_root=root, crashmover_max_attempts=2
+    )
+    server = served(settings)
+    async with server as (client, base_url):
+        storage = server.runtime.collector.storage
+        write_fd = storage._write_fd
+
+        def full_disk(fd, data):
+            if len(data) == len(MINIDUMP["upload_file_minidump"]):
+                raise OSError(28, "injected: No space left on device")
+            write_fd(fd, data)
+
+        storage._write_fd = full_disk
+        response = await post(client, base_url, report({"ProductName": "X"}, MINIDUMP))
+        assert response.code == 503
+        assert response.headers["Retry-After"] == "60"
+        assert open_files(root) == []  # the writer closed what it opened
+        assert [p for p in root.rglob("*") if p.is_file()] == []  # the partial crash is gone
+        assert published(settings) == []
+
+        storage._write_fd = write_fd  # the disk has room again
+        crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, MINIDUMP)))
+        day = root / ("20" + crash_id[-6:])
+        assert (day / "upload_file_minidump" / crash_id).read_bytes() == b"MDMP\x93\xa7"
+        raw = json.loads((day / "raw_crash" / f"{crash_id}.json").read_text())
+        assert raw["metadata"]["dump_checksums"] == {
+            "upload_file_minidump": hashlib.sha256(b"MDMP\x93\xa7").hexdigest()
+        }
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -344,7 +396,7 @@ async def test_a_resent_stage_crash_is_not_removed_by_a_failed_save(crash_settin
         def broken(*args):
             raise OSError("injected: disk gone")
 
-        storage._save_sync = broken  # the resend cannot be stored
+        storage._create = broken  # the resend cannot be stored
         response = await post(client, base_url, body, headers)
         assert response.code == 503
         assert await storage.load_raw_crash(crash_id) is not None  # the first one stays
@@ -463,10 +515,10 @@ async def test_an_aborted_upload_ends_its_request(crash_settings):
 async def test_start_up_refuses_a_queue_that_takes_no_message(crash_settings, monkeypatch):
     from symbolon.crashes.publish import Publisher
 
-    def refuse(self, crash_id):
+    async def refuse(self, crash_ids):
         raise ConnectionError("injected: broker refuses")
 
-    monkeypatch.setattr(Publisher, "_send", refuse)
+    monkeypatch.setattr(Publisher, "_enqueue", refuse)
     with pytest.raises(StartupError) as caught:
         await connect(crash_settings)
     assert "crash queue (REDIS_URL" in str(caught.value)

@@ -118,7 +118,7 @@ def republish(day: str | None) -> None:
                     ) from exc
             return pending, pending + len(of_day)
         finally:
-            collector.publisher.close()
+            await collector.publisher.close()
 
     pending, total = _run(run)
     click.echo(f"published {total} crash id(s), {pending} of them marked unpublished")

@@ -5,49 +5,134 @@ The message calls ``CRASHMOVER_CRASHPUBLISH_ACTOR_NAME`` (default ``process_cras
 argument. Symbolon declares no such actor, so its own workers never take these messages: the
 processor that consumes them declares it. At start-up the id ``test`` is published; consumers
 drop it (spec/crashes.md §8.3).
+
+Messages are enqueued the way dramatiq's ``RedisBroker.enqueue`` does it (its ``dispatch`` script,
+with the broker's own arguments), but from the event loop with an asyncio Redis client: no thread
+hop per crash. Ids published while a round trip is under way wait for it and then go together,
+pipelined: each is still its own message and its own answer, and a quiet server sends each at
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 import dramatiq
 import redis
+import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
+from redis.exceptions import NoScriptError
 
 from symbolon.conf import Settings
 from symbolon.tasks.broker import NAMESPACE
 
 TEST_MESSAGE = "test"
+# At most this many ids in one round trip.
+MAX_BATCH = 100
 
 
 class Publisher:
     def __init__(self, settings: Settings):
         assert settings.redis_url
+        self.settings = settings
         self.queue_name = settings.crashpublish_queue_name
         self.actor_name = settings.crashpublish_actor_name
-        # A client of its own with timeouts: a paused broker must not hold a request forever.
+        # The broker gives the dispatch script and the arguments its consumers expect (broker id,
+        # timeouts, the Lua stack bound, which it asks Redis once): a client with timeouts too.
         client = redis.Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_socket_timeout,
             socket_connect_timeout=settings.redis_socket_connect_timeout,
         )
         self.broker = RedisBroker(client=client, namespace=NAMESPACE, middleware=[])
+        self._dispatch = self.broker.scripts["dispatch"]
+        self._unpack_size: int | None = None
+        self._client: redis.asyncio.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[tuple[str, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
-    def _send(self, crash_id: str) -> None:
+    async def publish(self, crash_id: str) -> None:
+        """Raises whatever the broker raised; the caller decides what a failure means."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((crash_id, done))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send_waiting())
+        await done
+
+    async def _send_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                results: list[Any] = await self._enqueue([crash_id for crash_id, _ in batch])
+            except Exception as exc:  # the whole round trip failed: every id in it did
+                results = [exc] * len(batch)
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.done():  # its request went away; the message may still be queued
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(None)
+
+    async def _enqueue(self, crash_ids: list[str]) -> list[Any]:
+        client = self._client_for_loop()
+        if self._unpack_size is None:  # asks Redis once (a script call), as dramatiq does
+            self._unpack_size = await asyncio.to_thread(self.broker._max_unpack_size)
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for crash_id in crash_ids:
+                pipe.evalsha(self._dispatch.sha, 1, NAMESPACE, *self._enqueue_args(crash_id))
+            results = await pipe.execute(raise_on_error=False)
+            # A Redis server that restarted has forgotten the script: load it, send again.
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                await client.script_load(self._dispatch.script)
+                continue
+            return results
+        raise AssertionError("unreachable")
+
+    def _enqueue_args(self, crash_id: str) -> list[Any]:
+        """The arguments of dramatiq's ``do_enqueue`` for one message."""
+        broker = self.broker
+        message_id = str(uuid.uuid4())  # unique per enqueue, as RedisBroker.enqueue makes it
         message = dramatiq.Message(
             queue_name=self.queue_name,
             actor_name=self.actor_name,
             args=(crash_id,),
             kwargs={},
-            options={},
+            options={"redis_message_id": message_id},
         )
-        self.broker.enqueue(message)
+        return [
+            "enqueue",
+            current_millis(),
+            self.queue_name,
+            broker.broker_id,
+            broker.heartbeat_timeout,
+            broker.dead_message_ttl,
+            broker._should_do_maintenance("enqueue"),
+            self._unpack_size,
+            message_id,
+            message.encode(),
+        ]
 
-    async def publish(self, crash_id: str) -> None:
-        """Raises whatever the broker raised; the caller decides what a failure means."""
-        await asyncio.to_thread(self._send, crash_id)
+    def _client_for_loop(self) -> redis.asyncio.Redis:
+        # An asyncio client belongs to the loop it was made in (the CLI runs several loops).
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = redis.asyncio.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=self.settings.redis_socket_timeout,
+                socket_connect_timeout=self.settings.redis_socket_connect_timeout,
+            )
+            self._loop = loop
+        return self._client
 
-    def close(self) -> None:
-        self.broker.close()
+    async def close(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None
         self.broker.client.close()

@@ -14,6 +14,8 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +29,8 @@ from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
 logger = logging.getLogger("symbolon.crashes")
 UNPUBLISHED_PREFIX = "symbolon/unpublished/"
 PARALLEL_DUMP_PUTS = 4
+# Threads writing dumps in directory storage, per process.
+DUMP_WRITERS = 2
 
 
 class StorageError(Exception):
@@ -229,6 +233,11 @@ class FSCrashStorage:
 
     The raw crash is written to a temporary name and renamed, so a reader never sees half of one;
     any failure is a save failure (the reference skipped files silently).
+
+    The dumps, the bulk of a crash, are written by threads of the store's own, which do little
+    but make the system calls, so they seldom need the GIL the event loop holds; the small
+    files are written on the event loop, as page-cache writes. With ``fsync`` every file waits
+    for the disk, so all of a save goes to a thread.
     """
 
     def __init__(self, root: Path, fsync: bool = False):
@@ -236,18 +245,30 @@ class FSCrashStorage:
         self.fsync = fsync
         self.description = f"directory {str(root)!r}"
         self._made: set[Path] = set()  # directories known to exist: one mkdir per day and kind
+        self._writers: ThreadPoolExecutor | None = None  # made in the process that saves
 
-    def _write(self, path: Path, data: Any, atomic: bool = False) -> None:
+    def _create(self, path: Path) -> int:
         directory = path.parent
         if directory not in self._made:
             directory.mkdir(parents=True, exist_ok=True)
             self._made.add(directory)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+    def _write_fd(self, fd: int, data: Any) -> None:
+        with memoryview(data) as whole:
+            view = whole
+            while view:
+                view = view[os.write(fd, view) :]
+        if self.fsync:
+            os.fsync(fd)
+
+    def _write(self, path: Path, data: Any, atomic: bool = False) -> None:
         target = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if atomic else path
-        with open(target, "wb") as f:
-            f.write(data)
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        fd = self._create(target)
+        try:
+            self._write_fd(fd, data)
+        finally:
+            os.close(fd)
         if atomic:
             os.replace(target, path)
 
@@ -262,12 +283,44 @@ class FSCrashStorage:
                 self._write(day / fs_dump_dir(name) / crash_id, data)
             self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash, atomic=True)
         except OSError as exc:
-            self._made.clear()  # a directory may have been removed under us
-            message = f"cannot write crash {crash_id} to {self.description}: {exc}"
-            raise StorageError(message) from exc
+            raise self._failed(crash_id, exc) from exc
+
+    def _write_dumps(self, files: list[tuple[int, Any]], raw_crash: RawCrash) -> bytes:
+        """In a writer thread: the dumps' bytes, then the raw crash rendered (it hashes them)."""
+        try:
+            for fd, data in files:
+                self._write_fd(fd, data)
+        finally:
+            for fd, _ in files:
+                os.close(fd)
+        return raw_crash() if callable(raw_crash) else raw_crash
+
+    def _failed(self, crash_id: str, exc: OSError) -> StorageError:
+        self._made.clear()  # a directory may have been removed under us
+        return StorageError(f"cannot write crash {crash_id} to {self.description}: {exc}")
 
     async def save(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps)
+        if self.fsync:
+            await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps)
+            return
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(DUMP_WRITERS, thread_name_prefix="crash-writer")
+        day = self.root / crash_date(crash_id)
+        files: list[tuple[int, Any]] = []
+        try:
+            self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
+            for name, data in dumps.items():
+                files.append((self._create(day / fs_dump_dir(name) / crash_id), data))
+        except OSError as exc:
+            for fd, _ in files:
+                os.close(fd)
+            raise self._failed(crash_id, exc) from exc
+        write = partial(self._write_dumps, files, raw_crash)
+        try:
+            rendered = await asyncio.get_running_loop().run_in_executor(self._writers, write)
+            self._write(day / "raw_crash" / f"{crash_id}.json", rendered, atomic=True)
+        except OSError as exc:
+            raise self._failed(crash_id, exc) from exc
 
     def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
         day = self.root / crash_date(crash_id)
@@ -342,7 +395,9 @@ class FSCrashStorage:
             raise StorageError(f"cannot write to {self.description}: {exc}") from exc
 
     async def close(self) -> None:
-        pass
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
+            self._writers = None
 
 
 def make_crash_storage(settings: Settings, s3: S3Clients) -> S3CrashStorage | FSCrashStorage:

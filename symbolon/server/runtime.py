@@ -98,7 +98,7 @@ class Runtime:
         await self.symbolication.close()
         if self.collector is not None:
             await self.collector.storage.close()
-            self.collector.publisher.close()
+            await self.collector.publisher.close()
         await self.lookup.close()
         await self.s3.close()
         await self.cache.close()
