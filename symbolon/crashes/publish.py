@@ -24,7 +24,7 @@ import redis
 import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from symbolon.conf import Settings
 from symbolon.tasks.broker import NAMESPACE
@@ -50,7 +50,7 @@ class Publisher:
         self.broker = RedisBroker(client=client, namespace=NAMESPACE, middleware=[])
         self._dispatch = self.broker.scripts["dispatch"]
         self._unpack_size: int | None = None
-        self._client: redis.asyncio.Redis | None = None
+        self._connection: redis.asyncio.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -80,20 +80,36 @@ class Publisher:
                     done.set_result(None)
 
     async def _enqueue(self, crash_ids: list[str]) -> list[Any]:
-        client = self._client_for_loop()
         if self._unpack_size is None:  # asks Redis once (a script call), as dramatiq does
             self._unpack_size = await asyncio.to_thread(self.broker._max_unpack_size)
-        for attempt in range(2):
-            pipe = client.pipeline(transaction=False)
-            for crash_id in crash_ids:
-                pipe.evalsha(self._dispatch.sha, 1, NAMESPACE, *self._enqueue_args(crash_id))
-            results = await pipe.execute(raise_on_error=False)
-            # A Redis server that restarted has forgotten the script: load it, send again.
-            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
-                await client.script_load(self._dispatch.script)
-                continue
-            return results
-        raise AssertionError("unreachable")
+        sha = self._dispatch.sha
+        commands = b"".join(
+            pack_command("EVALSHA", sha, 1, NAMESPACE, *self._enqueue_args(crash_id))
+            for crash_id in crash_ids
+        )
+        results = await self._round_trip(commands, len(crash_ids))
+        # A Redis server that restarted has forgotten the script: load it, send again.
+        if any(isinstance(r, NoScriptError) for r in results):
+            await self._round_trip(pack_command("SCRIPT", "LOAD", self._dispatch.script), 1)
+            results = await self._round_trip(commands, len(crash_ids))
+        return results
+
+    async def _round_trip(self, commands: bytes, count: int) -> list[Any]:
+        """Send commands, read their ``count`` answers: an error answer is that command's
+        result; any other failure is the whole round trip's, and drops the connection."""
+        connection = self._connection_for_loop()
+        results: list[Any] = []
+        try:
+            await connection.send_packed_command(commands, check_health=False)
+            for _ in range(count):
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        return results
 
     def _enqueue_args(self, crash_id: str) -> list[Any]:
         """The arguments of dramatiq's ``do_enqueue`` for one message."""
@@ -119,20 +135,32 @@ class Publisher:
             message.encode(),
         ]
 
-    def _client_for_loop(self) -> redis.asyncio.Redis:
-        # An asyncio client belongs to the loop it was made in (the CLI runs several loops).
+    def _connection_for_loop(self) -> redis.asyncio.Connection:
+        # One connection, since round trips go one at a time; it belongs to the loop it was
+        # made in (the CLI runs several loops). The URL's host, database, password and TLS
+        # come through redis-py's own parsing.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = redis.asyncio.Redis.from_url(
+        if self._connection is None or self._loop is not loop:
+            pool = redis.asyncio.ConnectionPool.from_url(
                 self.settings.redis_url,
                 socket_timeout=self.settings.redis_socket_timeout,
                 socket_connect_timeout=self.settings.redis_socket_connect_timeout,
             )
+            self._connection = pool.make_connection()
             self._loop = loop
-        return self._client
+        return self._connection
 
     async def close(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = None
+        if self._connection is not None and self._loop is asyncio.get_running_loop():
+            await self._connection.disconnect()
+        self._connection = None
         self.broker.client.close()
+
+
+def pack_command(*args: str | int | bytes) -> bytes:
+    """A command in the Redis protocol (RESP), as redis-py would send it."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)

@@ -244,13 +244,17 @@ class FSCrashStorage:
         self.root = root
         self.fsync = fsync
         self.description = f"directory {str(root)!r}"
-        self._made: set[Path] = set()  # directories known to exist: one mkdir per day and kind
+        self._made: set[str] = set()  # directories known to exist: one mkdir per day and kind
         self._writers: ThreadPoolExecutor | None = None  # made in the process that saves
 
-    def _create(self, path: Path) -> int:
-        directory = path.parent
+    def _file(self, crash_id: str, kind: str, name: str) -> tuple[str, str]:
+        """A crash file's directory and path, as strings: a save makes several of them."""
+        directory = f"{self.root}/{crash_date(crash_id)}/{kind}"
+        return directory, f"{directory}/{name}"
+
+    def _create(self, directory: str, path: str) -> int:
         if directory not in self._made:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
 
@@ -262,9 +266,10 @@ class FSCrashStorage:
         if self.fsync:
             os.fsync(fd)
 
-    def _write(self, path: Path, data: Any, atomic: bool = False) -> None:
-        target = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if atomic else path
-        fd = self._create(target)
+    def _write(self, file: tuple[str, str], data: Any, atomic: bool = False) -> None:
+        directory, path = file
+        target = f"{directory}/.{os.path.basename(path)}.{os.urandom(8).hex()}.tmp"
+        fd = self._create(directory, target if atomic else path)
         try:
             self._write_fd(fd, data)
         finally:
@@ -274,14 +279,17 @@ class FSCrashStorage:
 
     def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
         # Only the raw crash, written last, needs to appear whole: readers start from it.
-        day = self.root / crash_date(crash_id)
         if callable(raw_crash):
             raw_crash = raw_crash()
         try:
-            self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
+            self._write(
+                self._file(crash_id, "dump_names", f"{crash_id}.json"), _dump_names_json(dumps)
+            )
             for name, data in dumps.items():
-                self._write(day / fs_dump_dir(name) / crash_id, data)
-            self._write(day / "raw_crash" / f"{crash_id}.json", raw_crash, atomic=True)
+                self._write(self._file(crash_id, fs_dump_dir(name), crash_id), data)
+            self._write(
+                self._file(crash_id, "raw_crash", f"{crash_id}.json"), raw_crash, atomic=True
+            )
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
 
@@ -305,12 +313,15 @@ class FSCrashStorage:
             return
         if self._writers is None:
             self._writers = ThreadPoolExecutor(DUMP_WRITERS, thread_name_prefix="crash-writer")
-        day = self.root / crash_date(crash_id)
         files: list[tuple[int, Any]] = []
         try:
-            self._write(day / "dump_names" / f"{crash_id}.json", _dump_names_json(dumps))
+            self._write(
+                self._file(crash_id, "dump_names", f"{crash_id}.json"), _dump_names_json(dumps)
+            )
             for name, data in dumps.items():
-                files.append((self._create(day / fs_dump_dir(name) / crash_id), data))
+                files.append(
+                    (self._create(*self._file(crash_id, fs_dump_dir(name), crash_id)), data)
+                )
         except OSError as exc:
             for fd, _ in files:
                 os.close(fd)
@@ -318,7 +329,9 @@ class FSCrashStorage:
         write = partial(self._write_dumps, files, raw_crash)
         try:
             rendered = await asyncio.get_running_loop().run_in_executor(self._writers, write)
-            self._write(day / "raw_crash" / f"{crash_id}.json", rendered, atomic=True)
+            self._write(
+                self._file(crash_id, "raw_crash", f"{crash_id}.json"), rendered, atomic=True
+            )
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
 
@@ -366,7 +379,8 @@ class FSCrashStorage:
 
     async def mark_unpublished(self, crash_id: str) -> None:
         try:
-            self._write(self._unpublished_dir / crash_id, b"", atomic=True)
+            directory = str(self._unpublished_dir)
+            self._write((directory, f"{directory}/{crash_id}"), b"", atomic=True)
         except OSError as exc:
             raise StorageError(f"cannot mark {crash_id} unpublished: {exc}") from exc
 
@@ -389,7 +403,7 @@ class FSCrashStorage:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".testfile-{uuid.uuid4()}.txt"
-            self._write(probe, b"test", atomic=True)
+            self._write((str(self.root), str(probe)), b"test", atomic=True)
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"cannot write to {self.description}: {exc}") from exc
