@@ -2,7 +2,10 @@
 part crudely, writes the dump to a file and answers with a crash id. No checks, no throttling, no
 storage layout, no publishing.
 
-    python bench/bare_submit.py PORT DIRECTORY [PROCESSES]
+    python bench/bare_submit.py PORT DIRECTORY [PROCESSES] [parsed]
+
+With ``parsed`` it is the plain Tornado handler instead: Tornado reads the whole body and parses
+the form itself (``self.request.files``), as a Tornado application does by default.
 
 With PROCESSES > 1 the listening socket is bound once and the process forks (Tornado's
 ``fork_processes``); the children share the socket.
@@ -47,9 +50,24 @@ class Submit(tornado.web.RequestHandler):
         self.finish(f"CrashID=bp-{crash_id}\n")
 
 
-async def serve(sockets: list, directory: str) -> None:
+class ParsedSubmit(tornado.web.RequestHandler):
+    def post(self) -> None:
+        files = self.request.files.get("upload_file_minidump")
+        if not files:
+            self.set_status(400)
+            self.finish("Discarded=malformed_invalid_payload_structure")
+            return
+        crash_id = str(uuid.uuid4())
+        with open(os.path.join(self.settings["directory"], crash_id), "wb") as f:
+            f.write(files[0]["body"])
+        self.set_header("Content-Type", "text/plain")
+        self.finish(f"CrashID=bp-{crash_id}\n")
+
+
+async def serve(sockets: list, directory: str, parsed: bool) -> None:
+    handler = ParsedSubmit if parsed else Submit
     app = tornado.web.Application(
-        [(r"/submit", Submit)], directory=directory, log_function=lambda _: None
+        [(r"/submit", handler)], directory=directory, log_function=lambda _: None
     )
     tornado.httpserver.HTTPServer(app).add_sockets(sockets)
     await asyncio.Event().wait()
@@ -58,10 +76,11 @@ async def serve(sockets: list, directory: str) -> None:
 def main() -> None:
     port, directory = int(sys.argv[1]), sys.argv[2]
     processes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    parsed = len(sys.argv) > 4 and sys.argv[4] == "parsed"
     sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
     if processes > 1:
         tornado.process.fork_processes(processes, max_restarts=0)  # before any event loop
-    asyncio.run(serve(sockets, directory))
+    asyncio.run(serve(sockets, directory, parsed))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ PostgreSQL, Redis and S3 in a temporary directory, then for each store (S3 = the
 server, bucket ``crashes``; fs = a directory) and each number of concurrent clients starts one
 ``symbolon serve`` process (``WORKER_THREADS=0``) and has ``wrk`` post the report for a fixed
 time. In the same run it measures the limit: ``bench/bare_submit.py``, a bare Tornado handler
-that receives the same body and writes the dump to a file, with one process and with two.
+that receives the same body and writes the dump to a file, with one process and with two; and,
+for comparison, the same handler written as a plain Tornado application, which lets Tornado read
+and parse the form (``parsed``).
 
 The runs are interleaved by number of connections, so that the runs compared with each other
 are close in time. Each store is also run once with ``LOGGING_LEVEL=INFO`` (``--info-at``);
@@ -19,7 +21,8 @@ the store holds every crash answered with a CrashID (raw crash and dump), the se
 and CPU time per crash, and the CPU (in cores) used by the server, the S3 server, Redis, the
 client and everything else on the machine. The client runs on the same cores as the server.
 Each run gets a fresh server process, so the peak RSS is that run's. Everything it starts and
-writes is removed on exit, also after an error, Ctrl-C or SIGTERM. About 3.5 minutes.
+writes is removed on exit, also after an error, Ctrl-C or SIGTERM (files are truncated
+between runs and deleted at the end, see ``empty_files``). About 12 minutes.
 
     .venv/bin/python bench/crashes.py [--duration 10] [--connections 1,8,32] [--stores s3,fs]
 
@@ -354,6 +357,10 @@ def count_fs(root: Path) -> tuple[set[str], set[str]]:
     return raw, dumps
 
 
+def bare_name(processes: int, parsed: bool = False) -> str:
+    return f"bare Tornado{' parsed' if parsed else ''}, {processes} proc"
+
+
 def empty_files(root: Path) -> None:
     """Truncate a run's files instead of deleting them (they are deleted at the end): ext4 skips
     inodes deleted in the last minutes one by one when it allocates new ones, so deleting a
@@ -458,9 +465,9 @@ class Bench:
             check_store(run, *count_s3(self.s3))
         return run
 
-    def bare(self, processes: int, connections: int) -> Run:
+    def bare(self, processes: int, connections: int, parsed: bool = False) -> Run:
         self.runs += 1
-        run = Run(f"bare Tornado, {processes} proc", connections)
+        run = Run(bare_name(processes, parsed), connections)
         port = free_port()
         directory = self.work / f"bare-{self.runs}"
         directory.mkdir()
@@ -468,7 +475,8 @@ class Bench:
         script = ROOT / "bench" / "bare_submit.py"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(script), str(port), str(directory), str(processes)],
+                [sys.executable, str(script), str(port), str(directory), str(processes)]
+                + (["parsed"] if parsed else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -500,7 +508,7 @@ class Bench:
 # -- output --------------------------------------------------------------------------------------
 
 HEADER = (
-    f"{'scenario':<24} {'conns':>5} {'crashes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  "
+    f"{'scenario':<28} {'conns':>5} {'crashes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  "
     f"{'stored/answered':<25} {'RSS MB':>6} {'CPU ms':>6}   "
     "cores: server S3 Redis client rest"
 )
@@ -516,7 +524,7 @@ def row(run: Run) -> str:
     cpu = run.cpu
     stored = f"{run.stored}/{run.expected} {run.storage_check()}"
     line = (
-        f"{run.name:<24} {run.connections:>5} {run.crashes_s:>9.1f} {run.p50:>7.1f} "
+        f"{run.name:<28} {run.connections:>5} {run.crashes_s:>9.1f} {run.p50:>7.1f} "
         f"{run.p99:>7.1f} {errors:>6}  {stored:<25} {run.peak_rss:>6.0f} "
         f"{1000 * run.server_cpu_per_crash:>6.2f}   "
         f"{cpu['server']:>13.2f} {cpu['s3']:>4.2f} {cpu['redis']:>5.2f} {cpu['client']:>6.2f} "
@@ -547,11 +555,15 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
     for run in runs:
         if not run.name.startswith("symbolon") or "(" in run.name:
             continue
-        parts = [f"  {run.name:<19} c={run.connections:<3}"]
+        parts = [f"  {run.name:<21} c={run.connections:<3}"]
         for processes in (1, 2):
-            bare = find(f"bare Tornado, {processes} proc", run.connections)
+            bare = find(bare_name(processes), run.connections)
             if bare:
                 parts.append(f"/ bare {processes} proc {run.crashes_s / bare.crashes_s:>4.0%}")
+        for processes in (1, 2):
+            parsed = find(bare_name(processes, parsed=True), run.connections)
+            if parsed:
+                parts.append(f"/ parsed {processes} proc {run.crashes_s / parsed.crashes_s:>4.0%}")
         parts.append(
             f"/ reference {low}-{high}/s {run.crashes_s / high:.1f}-{run.crashes_s / low:.1f}x"
         )
@@ -562,7 +574,7 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
         best[run.name] = max(best.get(run.name, 0.0), run.crashes_s)
     print("\nbest over the numbers of connections (crashes/s)")
     for name, rate in best.items():
-        print(f"  {name:<24} {rate:>7.1f}")
+        print(f"  {name:<28} {rate:>7.1f}")
     for processes in (1, 2):
         name = "symbolon fs" + (f" {processes} proc" if processes > 1 else "")
         rate = best.get(name)
@@ -575,12 +587,18 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
             f"{2 * low}-{2 * high}/s: {name} ({cores}) {rate:.0f}/s is {rate / high:.1f}-"
             f"{rate / low:.1f}x, {met}"
         )
-        bare = best.get(f"bare Tornado, {processes} proc")
+        bare = best.get(bare_name(processes))
         if bare:
             met = "met" if rate >= 0.7 * bare else "missed"
             print(
                 f"goal: at least 70% of the bare handler at {cores} ({bare:.0f}/s): "
                 f"{rate / bare:.0%}, {met}"
+            )
+        parsed = best.get(bare_name(processes, parsed=True))
+        if parsed:
+            print(
+                f"  beside the plain Tornado handler (request.files) at {cores} "
+                f"({parsed:.0f}/s): {rate / parsed:.0%}"
             )
     if "symbolon fs" in best:
         print(
@@ -617,6 +635,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str | int, int, str, int]]
                 runs.append(("symbolon", store, conns, "INFO", 1))
         if not args.no_bare:
             runs += [("bare", processes, conns, "", processes) for processes in (1, 2)]
+            runs += [("parsed", processes, conns, "", processes) for processes in (1, 2)]
     return runs
 
 
@@ -659,7 +678,7 @@ def main() -> None:
             if kind == "symbolon":
                 run = bench.symbolon(str(what), conns, level, processes)
             else:
-                run = bench.bare(int(what), conns)
+                run = bench.bare(int(what), conns, parsed=kind == "parsed")
             runs.append(run)
             print(row(run), flush=True)
     finally:

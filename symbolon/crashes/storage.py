@@ -268,8 +268,10 @@ class FSCrashStorage:
 
     def _write(self, file: tuple[str, str], data: Any, atomic: bool = False) -> None:
         directory, path = file
-        target = f"{directory}/.{os.path.basename(path)}.{os.urandom(8).hex()}.tmp"
-        fd = self._create(directory, target if atomic else path)
+        target = path
+        if atomic:
+            target = f"{directory}/.{os.path.basename(path)}.{os.urandom(8).hex()}.tmp"
+        fd = self._create(directory, target)
         try:
             self._write_fd(fd, data)
         finally:
