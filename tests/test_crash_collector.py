@@ -8,13 +8,14 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 import redis
 
 from symbolon.crashes.crashid import create_crash_id
-from symbolon.crashes.storage import StorageError
+from symbolon.crashes.storage import DUMP_WRITERS, FSCrashStorage, StorageError
 from symbolon.server.lifecycle import StartupError, connect
 from tests.cli import env_for, symbolon
 from tests.conftest import run_isolated, s3_client, served
@@ -274,6 +275,53 @@ async def test_a_dump_the_writer_thread_cannot_write_is_a_503_leaving_nothing(
         assert raw["metadata"]["dump_checksums"] == {
             "upload_file_minidump": hashlib.sha256(b"MDMP\x93\xa7").hexdigest()
         }
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_save_cancelled_before_its_writer_starts_still_closes_its_files(tmp_path):
+    root = tmp_path / "crashes"
+    storage = FSCrashStorage(root)
+    release = threading.Event()
+    write_dumps = storage._write_dumps
+
+    def slow(files, raw_crash):
+        release.wait(10)  # every writer thread is busy
+        return write_dumps(files, raw_crash)
+
+    storage._write_dumps = slow
+    busy = [
+        asyncio.ensure_future(storage.save(an_id(), b"{}", {"upload_file_minidump": b"MDMP"}))
+        for _ in range(DUMP_WRITERS)
+    ]
+    queued_id = an_id()
+    queued = asyncio.ensure_future(
+        storage.save(queued_id, b"{}", {"upload_file_minidump": b"MDMP"})
+    )
+    await asyncio.sleep(0.2)
+    queued.cancel()  # its write has not started
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(*busy)
+    for _ in range(50):  # the cancelled save's write still runs, and closes what it opened
+        if not open_files(root):
+            break
+        await asyncio.sleep(0.05)
+    assert open_files(root) == []
+    assert await storage.load_raw_crash(queued_id) is None  # never answered: not a crash
+    await storage.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_raw_crash_that_cannot_be_renamed_into_place_leaves_no_temporary_file(tmp_path):
+    root = tmp_path / "crashes"
+    storage = FSCrashStorage(root)
+    crash_id = an_id()
+    in_the_way = root / ("20" + crash_id[-6:]) / "raw_crash" / f"{crash_id}.json"
+    (in_the_way / "occupied").mkdir(parents=True)  # a directory where the file goes
+    with pytest.raises(StorageError):
+        await storage.save(crash_id, b"{}", {"upload_file_minidump": b"MDMP"})
+    assert [p.name for p in in_the_way.parent.iterdir()] == [in_the_way.name]
+    await storage.close()
 
 
 @pytest.mark.gen_test(timeout=30)

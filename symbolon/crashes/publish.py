@@ -16,6 +16,7 @@ once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -29,6 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from symbolon.conf import Settings
 from symbolon.tasks.broker import NAMESPACE
 
+logger = logging.getLogger("symbolon.crashes")
 TEST_MESSAGE = "test"
 # At most this many ids in one round trip.
 MAX_BATCH = 100
@@ -69,43 +71,63 @@ class Publisher:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
                 results: list[Any] = await self._enqueue([crash_id for crash_id, _ in batch])
-            except Exception as exc:  # the whole round trip failed: every id in it did
+            except Exception as exc:  # nothing was sent
                 results = [exc] * len(batch)
-            for (_, done), result in zip(batch, results, strict=True):
-                if done.done():  # its request went away; the message may still be queued
-                    continue
-                if isinstance(result, Exception):
-                    done.set_exception(result)
-                else:
-                    done.set_result(None)
+            for (crash_id, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    if isinstance(result, Exception):
+                        done.set_exception(result)
+                    else:
+                        done.set_result(None)
+                elif isinstance(result, Exception):
+                    # Its request was cancelled (a shutdown): nobody will mark it for later.
+                    logger.error(
+                        "%s: not published (%r) and its request is gone; "
+                        "`symbolon crashes republish --date 20%s` publishes it",
+                        crash_id,
+                        result,
+                        crash_id[-6:],
+                    )
 
     async def _enqueue(self, crash_ids: list[str]) -> list[Any]:
+        """One result per id: None once enqueued, else the exception that stopped it."""
         if self._unpack_size is None:  # asks Redis once (a script call), as dramatiq does
             self._unpack_size = await asyncio.to_thread(self.broker._max_unpack_size)
         sha = self._dispatch.sha
-        commands = b"".join(
+        commands = [
             pack_command("EVALSHA", sha, 1, NAMESPACE, *self._enqueue_args(crash_id))
             for crash_id in crash_ids
-        )
-        results = await self._round_trip(commands, len(crash_ids))
-        # A Redis server that restarted has forgotten the script: load it, send again.
-        if any(isinstance(r, NoScriptError) for r in results):
-            await self._round_trip(pack_command("SCRIPT", "LOAD", self._dispatch.script), 1)
-            results = await self._round_trip(commands, len(crash_ids))
+        ]
+        results = await self._round_trip(commands)
+        # A Redis server that restarted has forgotten the script: load it, then send again
+        # only what it refused (another client may have loaded it in the meantime).
+        again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if again:
+            load = pack_command("SCRIPT", "LOAD", self._dispatch.script)
+            (loaded,) = await self._round_trip([load])
+            answers = [loaded] * len(again)
+            if not isinstance(loaded, Exception):
+                answers = await self._round_trip([commands[i] for i in again])
+            for i, answer in zip(again, answers, strict=True):
+                results[i] = answer
         return results
 
-    async def _round_trip(self, commands: bytes, count: int) -> list[Any]:
-        """Send commands, read their ``count`` answers: an error answer is that command's
-        result; any other failure is the whole round trip's, and drops the connection."""
+    async def _round_trip(self, commands: list[bytes]) -> list[Any]:
+        """Send commands and read one answer each: an error answer is that command's result.
+        When the connection fails, the commands not answered get that failure (they may or may
+        not have run: publishing is at least once) and the connection is dropped."""
         connection = self._connection_for_loop()
         results: list[Any] = []
         try:
-            await connection.send_packed_command(commands, check_health=False)
-            for _ in range(count):
+            await connection.send_packed_command(b"".join(commands), check_health=False)
+            for _ in commands:
                 try:
                     results.append(await connection.read_response())
                 except ResponseError as exc:
                     results.append(exc)
+        except Exception as exc:
+            await connection.disconnect(nowait=True)
+            results += [exc] * (len(commands) - len(results))
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
@@ -151,6 +173,9 @@ class Publisher:
         return self._connection
 
     async def close(self) -> None:
+        """After the collector went idle: nothing is waiting to be published."""
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
         if self._connection is not None and self._loop is asyncio.get_running_loop():
             await self._connection.disconnect()
         self._connection = None

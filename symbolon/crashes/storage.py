@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -273,11 +274,17 @@ class FSCrashStorage:
             target = f"{directory}/.{os.path.basename(path)}.{os.urandom(8).hex()}.tmp"
         fd = self._create(directory, target)
         try:
-            self._write_fd(fd, data)
-        finally:
-            os.close(fd)
-        if atomic:
-            os.replace(target, path)
+            try:
+                self._write_fd(fd, data)
+            finally:
+                os.close(fd)
+            if atomic:
+                os.replace(target, path)
+        except OSError:
+            if atomic:  # no temporary file left behind
+                with suppress(OSError):
+                    os.unlink(target)
+            raise
 
     def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
         # Only the raw crash, written last, needs to appear whole: readers start from it.
@@ -329,8 +336,10 @@ class FSCrashStorage:
                 os.close(fd)
             raise self._failed(crash_id, exc) from exc
         write = partial(self._write_dumps, files, raw_crash)
+        # Shielded: cancelling a write not yet started would leave its files open.
+        writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
         try:
-            rendered = await asyncio.get_running_loop().run_in_executor(self._writers, write)
+            rendered = await asyncio.shield(writing)
             self._write(
                 self._file(crash_id, "raw_crash", f"{crash_id}.json"), rendered, atomic=True
             )
@@ -412,7 +421,7 @@ class FSCrashStorage:
 
     async def close(self) -> None:
         if self._writers is not None:
-            self._writers.shutdown(wait=True)
+            await asyncio.to_thread(self._writers.shutdown, wait=True)
             self._writers = None
 
 
