@@ -164,6 +164,9 @@ class Settings:
     symbolication_store_symcaches: bool = True
     symbolication_miss_ttl_seconds: int = 60
     symbolication_open_symcaches: int = 64
+    # Per source: a sym file larger than this (as received) or slower than this is an error.
+    symbolication_max_sym_size: int = 4 * 1024**3
+    symbolication_fetch_deadline_seconds: float = 600.0
     symbolication_parse_workers: int = 0  # 0: one per core
     symbolication_parse_memory: int = 0  # bytes; 0: half of the machine's memory
 
@@ -500,6 +503,8 @@ def load_settings(
         symbolication_store_symcaches=r.boolean("SYMBOLICATION_STORE_SYMCACHES", True),
         symbolication_miss_ttl_seconds=r.integer("SYMBOLICATION_MISS_TTL_SECONDS", 60),
         symbolication_open_symcaches=r.integer("SYMBOLICATION_OPEN_SYMCACHES", 64, minimum=1),
+        symbolication_max_sym_size=r.integer("SYMBOLICATION_MAX_SYM_SIZE", 4 * 1024**3, minimum=1),
+        symbolication_fetch_deadline_seconds=r.number("SYMBOLICATION_FETCH_DEADLINE", 600.0),
         symbolication_parse_workers=r.integer("SYMBOLICATION_PARSE_WORKERS", 0),
         symbolication_parse_memory=r.integer("SYMBOLICATION_PARSE_MEMORY", 0),
         worker_threads=r.integer("WORKER_THREADS", 2),

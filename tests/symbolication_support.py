@@ -46,7 +46,8 @@ class Upstream:
     request before falling back to ``files``: a status code, ``("sleep", seconds)``,
     ``("gzip", body)`` (a gzip body with Content-Encoding), ``("raw-gzip", body)`` (gzip bytes
     without the header), ``("bad-gzip", body)`` (the header on a body that is not gzip),
-    ``("cut-gzip", body)`` (a gzip body that stops short).
+    ``("cut-gzip", body)`` (a gzip body that stops short), ``("trickle", seconds)`` (the file,
+    sent in ten pieces over that many seconds).
     """
 
     def __init__(self) -> None:
@@ -71,6 +72,14 @@ class Upstream:
                     if kind == "sleep":
                         await asyncio.sleep(value)
                         step = None
+                    elif kind == "trickle":
+                        data = upstream.files[path]
+                        piece = len(data) // 10 + 1
+                        for start in range(0, len(data), piece):
+                            self.write(data[start : start + piece])
+                            await self.flush()
+                            await asyncio.sleep(value / 10)
+                        return self.finish()
                     elif kind in ("gzip", "bad-gzip", "cut-gzip"):
                         self.set_header("Content-Encoding", "gzip")
                         body = {

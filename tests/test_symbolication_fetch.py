@@ -4,6 +4,7 @@ servers on 127.0.0.1 that answer as scripted: retries, timeouts, encodings, sour
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 from markus.testing import MetricsMock
@@ -151,6 +152,61 @@ async def test_read_timeouts_are_retried(upstream, symbolication):
     upstream.script[path] = [("sleep", 1.0)]
     assert await found(symbolication, "libdemo.so", ident)
     assert upstream.hits == [path, path]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_source_that_trickles_past_the_deadline_gives_way_to_the_next(
+    two_sources, symbolication
+):
+    first, second = two_sources
+    symbolication.fetcher.deadline = 0.5  # each piece comes within the read timeout
+    ident = new_id()
+    slow = first.put("libdemo.so", ident, demo(ident))
+    first.script[slow] = [("trickle", 3.0)]
+    second.put("libdemo.so", ident, demo(ident))
+    outcome = await symbolication.module(("libdemo.so", ident))
+    assert outcome.table is not None
+    assert first.hits == [slow]  # given up, not retried
+    assert second.hits == [slow]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_trickling_only_source_is_an_error_not_a_miss(upstream, symbolication):
+    symbolication.fetcher.deadline = 0.5
+    ident = new_id()
+    path = upstream.put("libdemo.so", ident, demo(ident))
+    upstream.script[path] = [("trickle", 3.0)]
+    assert not await found(symbolication, "libdemo.so", ident)
+    assert await found(symbolication, "libdemo.so", ident)  # not remembered as missing
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_sym_file_over_the_size_limit_is_refused_for_that_source(
+    two_sources, symbolication
+):
+    first, second = two_sources
+    ident = new_id()
+    small = demo(ident)
+    symbolication.fetcher.max_size = len(small) + 100
+    path = first.put("libdemo.so", ident, small + b"INFO padding\n" * 1000)
+    second.put("libdemo.so", ident, small)
+    assert await found(symbolication, "libdemo.so", ident)
+    assert first.hits == [path] and second.hits == [path]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_sym_file_over_the_size_limit_in_own_storage_is_refused(
+    settings, upstream, symbolication
+):
+    ident = new_id()
+    small = demo(ident)
+    # Stored gzip-compressed: the limit is on the bytes received, so the padding is random.
+    symbolication.fetcher.max_size = len(gzip.compress(small)) + 100
+    padded = small + b"INFO " + os.urandom(4000).hex().encode() + b"\n"
+    put_own(settings, f"libdemo.so/{ident}/libdemo.so.sym", padded)
+    upstream.put("libdemo.so", ident, small)
+    assert await found(symbolication, "libdemo.so", ident)  # from upstream instead
+    assert len(upstream.hits) == 1
 
 
 @pytest.mark.gen_test(timeout=60)

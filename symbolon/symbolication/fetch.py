@@ -51,6 +51,10 @@ def upstream_url(base: str, key: ModuleKey) -> str:
     return base + "/".join(quote(s, safe="+@") for s in segments)
 
 
+class TooLarge(Exception):
+    """A sym file larger than ``SYMBOLICATION_MAX_SYM_SIZE``."""
+
+
 class _Sink:
     """Writes a body to a file as received; a compressed one is only probed (see inflate)."""
 
@@ -80,14 +84,22 @@ class Body:
 
 
 async def stream_to_file(
-    chunks: AsyncIterator[bytes], path: Path, content_encoding: str | None
+    chunks: AsyncIterator[bytes],
+    path: Path,
+    content_encoding: str | None,
+    max_size: int | None = None,
 ) -> Body:
-    """Write the chunks in a thread while the next chunk is being received."""
+    """Write the chunks in a thread while the next chunk is being received; past ``max_size``
+    bytes received, stop with TooLarge."""
     is_compressed = inflate.compressed(content_encoding)
     sink = _Sink(path, is_compressed)
     pending: asyncio.Future | None = None
+    received = 0
     try:
         async for chunk in chunks:
+            received += len(chunk)
+            if max_size is not None and received > max_size:
+                raise TooLarge(f"larger than {max_size} bytes (SYMBOLICATION_MAX_SYM_SIZE)")
             if pending is not None:
                 await pending
             pending = asyncio.ensure_future(asyncio.to_thread(sink.write, chunk))
@@ -127,6 +139,8 @@ class Fetcher:
         read_timeout: float = 5.0,
         attempts: int = 5,
         backoff: float = 1.0,
+        max_size: int | None = None,
+        deadline: float | None = None,
     ):
         self.lookup = lookup
         self.s3 = s3
@@ -136,6 +150,8 @@ class Fetcher:
         self.read_timeout = read_timeout
         self.attempts = attempts
         self.backoff = backoff
+        self.max_size = max_size
+        self.deadline = deadline  # per source, retries included
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -161,16 +177,23 @@ class Fetcher:
     async def fetch(self, key: ModuleKey, dest: Path) -> Fetched:
         started = time.perf_counter()
         result = Fetched(found=False)
-        attempts = [self._from_storage]
+        attempts = [("own storage", self._from_storage)]
         attempts += [
-            lambda k, d, url=url: self._from_upstream(url, k, d) for url in self.upstream_urls
+            (url, lambda k, d, url=url: self._from_upstream(url, k, d))
+            for url in self.upstream_urls
         ]
-        for attempt in attempts:
+        for name, attempt in attempts:
             tried = time.perf_counter()
             try:
-                where, body = await attempt(key, dest)
+                async with asyncio.timeout(self.deadline):
+                    where, body = await attempt(key, dest)
             except _SourceError as exc:
                 result.errors.append(str(exc))
+                where, body = None, None
+            except TimeoutError:  # a source that trickles must not hold the module forever
+                message = f"{name}: no whole answer within {self.deadline:g} s"
+                logger.warning("%s (SYMBOLICATION_FETCH_DEADLINE)", message)
+                result.errors.append(message)
                 where, body = None, None
             elapsed_ms = 1000.0 * (time.perf_counter() - tried)
             if where is _SKIPPED:
@@ -210,7 +233,7 @@ class Fetcher:
             body = response["Body"]
             async with body:
                 received = await stream_to_file(
-                    body.iter_chunks(CHUNK), dest, response.get("ContentEncoding")
+                    body.iter_chunks(CHUNK), dest, response.get("ContentEncoding"), self.max_size
                 )
             return source.url, received
         except ClientError as exc:
@@ -224,6 +247,7 @@ class Fetcher:
             inflate.DecodeError,
             aiohttp.ClientError,
             TimeoutError,
+            TooLarge,
         ) as exc:
             raise _SourceError(f"{source.url}: {exc!r}") from None
 
@@ -232,7 +256,8 @@ class Fetcher:
             if response.status != 200:
                 return None
             encoding = response.headers.get("Content-Encoding")
-            return await stream_to_file(response.content.iter_chunked(CHUNK), dest, encoding)
+            chunks = response.content.iter_chunked(CHUNK)
+            return await stream_to_file(chunks, dest, encoding, self.max_size)
 
     # -- upstream symbol servers -----------------------------------------------------------------
 
@@ -252,7 +277,7 @@ class Fetcher:
                     if status == 200:
                         encoding = response.headers.get("Content-Encoding")
                         chunks = response.content.iter_chunked(CHUNK)
-                        return base, await stream_to_file(chunks, dest, encoding)
+                        return base, await stream_to_file(chunks, dest, encoding, self.max_size)
                     if status == 404:
                         return None, None
                     problem = f"{url} answered {status}"
@@ -262,6 +287,9 @@ class Fetcher:
                         raise _SourceError(problem)
             except inflate.DecodeError as exc:
                 raise _SourceError(f"{url}: bad compressed body: {exc}") from None
+            except TooLarge as exc:
+                logger.error("symbol downloader refused %s: %s", url, exc)
+                raise _SourceError(f"{url}: {exc}") from None
             except aiohttp.ClientPayloadError as exc:
                 raise _SourceError(f"{url}: broken body: {exc}") from None
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:

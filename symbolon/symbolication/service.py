@@ -90,7 +90,12 @@ class Symbolication:
         )
         self.misses = MissMemory(cache, self.namespace, settings.symbolication_miss_ttl_seconds)
         self.fetcher = Fetcher(
-            lookup, s3, urls, include_try=settings.symbolication_include_try_symbols
+            lookup,
+            s3,
+            urls,
+            include_try=settings.symbolication_include_try_symbols,
+            max_size=settings.symbolication_max_sym_size,
+            deadline=settings.symbolication_fetch_deadline_seconds,
         )
         # The budgets are the machine's: WEB_PROCESSES processes each get their share.
         processes = max(1, settings.web_processes)
