@@ -207,6 +207,33 @@ async def test_a_restarted_process_finds_its_disk_cache(settings, upstream, runt
         await again.close()
 
 
+def test_long_names_fit_in_a_file_name_and_stay_distinct():
+    long_a = "lib" + "\u00e9" * 300 + "a.so"
+    long_b = "lib" + "\u00e9" * 300 + "b.so"
+    names = {entry_name((n, "A" * 128)) for n in (long_a, long_b)}
+    assert len(names) == 2
+    for name in names:
+        assert all(len(segment.encode()) <= 255 for segment in name.split("/"))
+    crafted = entry_name((long_a, "A")).split("/")[0]  # a short name spelled like a long one's
+    assert entry_name((crafted, "A")) != entry_name((long_a, "A"))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_module_with_a_long_name_is_cached_on_disk(
+    settings, upstream, runtime, symbolication
+):
+    name, ident = "lib" + "x" * 300 + ".so", new_id()  # more than a file name can hold
+    upstream.put(name, ident, with_debug_id(sym(DEMO), ident))
+    assert (await symbolication.module((name, ident))).table is not None
+    again = await Runtime.create(settings.replace(symbolication_store_symcaches=False))
+    try:
+        outcome = await again.symbolication.module((name, ident))
+        assert outcome.cache_hit and outcome.table is not None
+        assert len(upstream.hits) == 1
+    finally:
+        await again.close()
+
+
 # -- the Redis store (L2) --------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ has open stays readable by it (the pages live until it lets go).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -33,6 +34,19 @@ TOUCH_INTERVAL_SECONDS = 60.0
 STALE_TMP_SECONDS = 3600.0
 
 
+# File systems allow 255 bytes per name; percent-encoding can triple a 1,024-character one.
+MAX_SEGMENT = 200
+
+
+def _fit(segment: str) -> str:
+    """A segment short enough to be a file name: a long one keeps its start and gets the
+    SHA-256 of the whole after ``%~``, which quote() never writes, so it cannot collide with a
+    name that was short to begin with."""
+    if len(segment.encode()) <= MAX_SEGMENT:
+        return segment
+    return f"{segment[:120]}%~{hashlib.sha256(segment.encode()).hexdigest()}"
+
+
 def entry_name(key: ModuleKey) -> str:
     """``<debug_filename>/<DEBUG_ID>.symc``, percent-encoded so that distinct names stay
     distinct (the reference mapped ``a+b`` and ``a b`` to one file) and no segment is ``..``."""
@@ -41,7 +55,7 @@ def entry_name(key: ModuleKey) -> str:
     if name.startswith("."):
         name = "%2E" + name[1:]  # never a "." or ".." segment
     # quote() never writes a lone "%": the empty name cannot collide with a real one.
-    return f"{name or '%'}/{quote(debug_id.upper(), safe='')}{ENTRY_SUFFIX}"
+    return f"{_fit(name) or '%'}/{_fit(quote(debug_id.upper(), safe=''))}{ENTRY_SUFFIX}"
 
 
 @dataclass
