@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
 import symbolic
 
 from symbolon.symbolication import table as table_module
-from symbolon.symbolication.parse import build_entry, module_filename
+from symbolon.symbolication.parse import ParsePool, build_entry, module_filename
 from symbolon.symbolication.table import EntryError, SymbolTable, read_trailer
 from tests.symbolication_support import DATA, sym
 
@@ -148,3 +150,25 @@ def test_trailer_round_trip(tmp_path):
     length, meta = read_trailer(data)
     assert meta == {"module": "demo.dll"}
     assert symbolic.SymCache.from_bytes(data[:length]).lookup(0x5010)[0].symbol == "DemoMain"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_parse_on_a_pool_another_job_broke_is_tried_again(tmp_path):
+    """A parse process that dies fails every job of its pool; a job that was only beside the
+    culprit is parsed on a new pool instead of being remembered as unparseable."""
+    pool = ParsePool(workers=1, memory_budget=1024**3)
+    try:
+        name = "spec/libdemo.so.sym"
+        filename, debug_id = FIXTURES[name]
+        first = await pool.build(DATA / name, 1000, filename, debug_id, tmp_path / "1.symc")
+        assert first.ok, first
+        broken = pool._executor
+        for process in list(broken._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)  # the culprit's death, as far as we know
+            process.join(10)
+        parsed = await pool.build(DATA / name, 1000, filename, debug_id, tmp_path / "2.symc")
+        assert parsed.ok, parsed
+        assert pool._executor is not broken
+        assert SymbolTable(tmp_path / "2.symc").lookup_many([4104])[0] is not None
+    finally:
+        pool.close()

@@ -182,22 +182,24 @@ class ParsePool:
             self._reserved += need
             self._running += 1
         try:
-            pool = self._pool()
-            try:
-                return await loop.run_in_executor(
-                    pool,
-                    build_entry,
-                    str(sym_path),
-                    debug_filename,
-                    debug_id,
-                    str(out),
-                    compressed,
-                )
-            except BrokenProcessPool:
-                # A process died (out of memory, killed): a new pool for the next jobs. Only
-                # this broken one is dropped: another job may already run on its successor.
-                self._discard_pool(pool)
-                return Parsed(False, 0.0, reason="sym_malformed", error="parser process died")
+            # A process died (out of memory, killed), which fails every job of its pool: this
+            # one may only have been beside the culprit, so it gets one more go on a new pool.
+            for _ in range(2):
+                pool = self._pool()
+                try:
+                    return await loop.run_in_executor(
+                        pool,
+                        build_entry,
+                        str(sym_path),
+                        debug_filename,
+                        debug_id,
+                        str(out),
+                        compressed,
+                    )
+                except BrokenProcessPool:
+                    # Only this broken pool is dropped: a job may already run on its successor.
+                    self._discard_pool(pool)
+            return Parsed(False, 0.0, reason="sym_malformed", error="parser process died twice")
         finally:
             async with self._changed:
                 self._reserved -= need
