@@ -7,10 +7,10 @@ processor that consumes them declares it. At start-up the id ``test`` is publish
 drop it (spec/crashes.md §8.3).
 
 Messages are enqueued the way dramatiq's ``RedisBroker.enqueue`` does it (its ``dispatch`` script,
-with the broker's own arguments), but from the event loop with an asyncio Redis client: no thread
-hop per crash. Ids published while a round trip is under way wait for it and then go together,
-pipelined: each is still its own message and its own answer, and a quiet server sends each at
-once.
+with the broker's own arguments), but from the event loop over one asyncio connection of
+redis-py's: no thread hop per crash. Ids published while a round trip is under way wait for it
+and then go together, pipelined: each is still its own message and its own answer, and a quiet
+server sends each at once.
 """
 
 from __future__ import annotations
