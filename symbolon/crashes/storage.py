@@ -253,6 +253,16 @@ class FSCrashStorage:
         directory = f"{self.root}/{crash_date(crash_id)}/{kind}"
         return directory, f"{directory}/{name}"
 
+    # The layout of §7.2, in one place.
+    def _raw_crash_file(self, crash_id: str) -> tuple[str, str]:
+        return self._file(crash_id, "raw_crash", f"{crash_id}.json")
+
+    def _dump_names_file(self, crash_id: str) -> tuple[str, str]:
+        return self._file(crash_id, "dump_names", f"{crash_id}.json")
+
+    def _dump_file(self, crash_id: str, name: str) -> tuple[str, str]:
+        return self._file(crash_id, fs_dump_dir(name), crash_id)
+
     def _create(self, directory: str, path: str) -> int:
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
@@ -286,19 +296,24 @@ class FSCrashStorage:
                     os.unlink(target)
             raise
 
+    def _open_dumps(self, crash_id: str, dumps: Mapping[str, Any]) -> list[tuple[int, Any]]:
+        """Write ``dump_names`` and open the dump files (all closed again on failure)."""
+        self._write(self._dump_names_file(crash_id), _dump_names_json(dumps))
+        files: list[tuple[int, Any]] = []
+        try:
+            for name, data in dumps.items():
+                files.append((self._create(*self._dump_file(crash_id, name)), data))
+        except OSError:
+            for fd, _ in files:
+                os.close(fd)
+            raise
+        return files
+
     def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Any]) -> None:
         # Only the raw crash, written last, needs to appear whole: readers start from it.
-        if callable(raw_crash):
-            raw_crash = raw_crash()
         try:
-            self._write(
-                self._file(crash_id, "dump_names", f"{crash_id}.json"), _dump_names_json(dumps)
-            )
-            for name, data in dumps.items():
-                self._write(self._file(crash_id, fs_dump_dir(name), crash_id), data)
-            self._write(
-                self._file(crash_id, "raw_crash", f"{crash_id}.json"), raw_crash, atomic=True
-            )
+            rendered = self._write_dumps(self._open_dumps(crash_id, dumps), raw_crash)
+            self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
 
@@ -322,36 +337,24 @@ class FSCrashStorage:
             return
         if self._writers is None:
             self._writers = ThreadPoolExecutor(DUMP_WRITERS, thread_name_prefix="crash-writer")
-        files: list[tuple[int, Any]] = []
         try:
-            self._write(
-                self._file(crash_id, "dump_names", f"{crash_id}.json"), _dump_names_json(dumps)
-            )
-            for name, data in dumps.items():
-                files.append(
-                    (self._create(*self._file(crash_id, fs_dump_dir(name), crash_id)), data)
-                )
+            files = self._open_dumps(crash_id, dumps)
         except OSError as exc:
-            for fd, _ in files:
-                os.close(fd)
             raise self._failed(crash_id, exc) from exc
         write = partial(self._write_dumps, files, raw_crash)
         # Shielded: cancelling a write not yet started would leave its files open.
         writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
         try:
             rendered = await asyncio.shield(writing)
-            self._write(
-                self._file(crash_id, "raw_crash", f"{crash_id}.json"), rendered, atomic=True
-            )
+            self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
 
     def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
-        day = self.root / crash_date(crash_id)
-        paths = [day / "raw_crash" / f"{crash_id}.json"]
-        paths += [day / fs_dump_dir(n) / crash_id for n in dump_names]
-        paths.append(day / "dump_names" / f"{crash_id}.json")
-        return paths
+        files = [self._raw_crash_file(crash_id)]
+        files += [self._dump_file(crash_id, n) for n in dump_names]
+        files.append(self._dump_names_file(crash_id))
+        return [Path(path) for _, path in files]
 
     async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
         for path in self._paths(crash_id, dump_names):
@@ -369,14 +372,14 @@ class FSCrashStorage:
             raise StorageError(f"cannot read {path}: {exc}") from exc
 
     async def load_raw_crash(self, crash_id: str) -> bytes | None:
-        return self._read(self.root / crash_date(crash_id) / "raw_crash" / f"{crash_id}.json")
+        return self._read(Path(self._raw_crash_file(crash_id)[1]))
 
     async def load_dump_names(self, crash_id: str) -> list[str]:
-        data = self._read(self.root / crash_date(crash_id) / "dump_names" / f"{crash_id}.json")
+        data = self._read(Path(self._dump_names_file(crash_id)[1]))
         return json.loads(data) if data else []
 
     async def load_dump(self, crash_id: str, name: str) -> bytes | None:
-        return self._read(self.root / crash_date(crash_id) / fs_dump_dir(name) / crash_id)
+        return self._read(Path(self._dump_file(crash_id, name)[1]))
 
     async def list_crash_ids(self, date: str) -> list[str]:
         directory = self.root / date / "raw_crash"
