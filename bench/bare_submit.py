@@ -2,10 +2,11 @@
 part crudely, writes the dump to a file and answers with a crash id. No checks, no throttling, no
 storage layout, no publishing.
 
-    python bench/bare_submit.py PORT DIRECTORY [PROCESSES] [parsed]
+    python bench/bare_submit.py PORT DIRECTORY [PROCESSES] [parsed] [uvloop]
 
 With ``parsed`` it is the plain Tornado handler instead: Tornado reads the whole body and parses
-the form itself (``self.request.files``), as a Tornado application does by default.
+the form itself (``self.request.files``), as a Tornado application does by default. With
+``uvloop`` it runs on uvloop's event loop instead of the standard library's.
 
 With PROCESSES > 1 the listening socket is bound once and the process forks (Tornado's
 ``fork_processes``); the children share the socket.
@@ -76,11 +77,17 @@ async def serve(sockets: list, directory: str, parsed: bool) -> None:
 def main() -> None:
     port, directory = int(sys.argv[1]), sys.argv[2]
     processes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    parsed = len(sys.argv) > 4 and sys.argv[4] == "parsed"
+    flags = set(sys.argv[4:])
     sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
     if processes > 1:
         tornado.process.fork_processes(processes, max_restarts=0)  # before any event loop
-    asyncio.run(serve(sockets, directory, parsed))
+    factory = None
+    if "uvloop" in flags:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(sockets, directory, "parsed" in flags))
 
 
 if __name__ == "__main__":

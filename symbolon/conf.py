@@ -174,6 +174,8 @@ class Settings:
     worker_threads: int = 2
     # Web processes of `serve`, forked after binding one socket.
     web_processes: int = 1
+    # The event loop of `serve`: uvloop, or the standard library's.
+    event_loop: str = "uvloop"
 
     # Observability.
     logging_level: str = "INFO"
@@ -509,6 +511,7 @@ def load_settings(
         symbolication_parse_memory=r.integer("SYMBOLICATION_PARSE_MEMORY", 0),
         worker_threads=r.integer("WORKER_THREADS", 2),
         web_processes=r.integer("WEB_PROCESSES", 1, minimum=1),
+        event_loop=r.choice("EVENT_LOOP", "uvloop", {"uvloop", "asyncio"}),
         logging_level=r.choice(
             "LOGGING_LEVEL", "INFO", LOG_LEVELS, aliases=("LOGGING_DEFAULT_LEVEL",)
         ),

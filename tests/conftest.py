@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 import tornado.ioloop
+import uvloop
 
 from symbolon.conf import Settings, load_settings
 from symbolon.server.app import make_app
@@ -28,6 +29,8 @@ def _interrupt(*_: object) -> None:
 
 
 signal.signal(signal.SIGTERM, _interrupt)
+# Tests run on the event loop that `serve` runs on by default (EVENT_LOOP).
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 # Tests must not pick up the developer's own configuration.
 _CONFIGURATION = (

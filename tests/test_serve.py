@@ -1,5 +1,6 @@
 """``symbolon serve`` end to end, as ``make run`` starts it: embedded services, then Ctrl-C."""
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from symbolon.server.lifecycle import StartupError, run_loop
 from tests.cli import env_for, symbolon
 from tests.conftest import s3_client
 
@@ -106,13 +110,14 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_
     finally:
         output = stop(proc)
     assert "Traceback" not in output, output
+    assert "event loop uvloop" in output, output  # EVENT_LOOP's default
     deadline = time.monotonic() + 15
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in pids), "Ctrl-C left embedded servers running"
 
-    # A second start finds the user and the stored symbol again.
-    proc = start(env)
+    # A second start finds the user and the stored symbol again; on the standard library's loop.
+    proc = start({**env, "EVENT_LOOP": "asyncio"})
     try:
         assert heartbeat(port, proc)["code"] == 200
         again = symbolon("superuser", "ops@example.com", env=env)
@@ -120,7 +125,8 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_
         obj = embedded_s3(data_dir).get_object(Bucket="symbols", Key="v1/a.pdb/ID/a.sym")
         assert obj["Body"].read() == b"MODULE" and obj["Metadata"] == {"m": "1"}
     finally:
-        stop(proc)
+        output = stop(proc)
+    assert "event loop asyncio" in output, output
 
 
 def test_serve_refuses_to_start_when_a_configured_bucket_is_missing(live_settings):
@@ -174,3 +180,27 @@ def test_serve_runs_several_web_processes_and_replaces_one_that_dies(live_settin
         output = stop(proc)
     assert "exited (status 9); starting another" in output, output
     assert not any(pid_alive(p) for p in now), "a web process outlived serve"
+
+
+async def running_loop_type() -> type:
+    return type(asyncio.get_running_loop())
+
+
+def test_event_loop_names_the_loop_serve_runs_on(live_settings):
+    uvloop = pytest.importorskip("uvloop")
+    assert run_loop(live_settings.replace(event_loop="uvloop"), running_loop_type()) is uvloop.Loop
+    policy = asyncio.get_event_loop_policy()  # the suite's is uvloop's (conftest)
+    asyncio.set_event_loop_policy(None)
+    try:
+        standard = run_loop(live_settings.replace(event_loop="asyncio"), running_loop_type())
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    assert issubclass(standard, asyncio.BaseEventLoop) and not issubclass(standard, uvloop.Loop)
+
+
+def test_serve_refuses_to_start_when_uvloop_is_missing(live_settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop then raises ImportError
+    main = running_loop_type()
+    with pytest.raises(StartupError, match="EVENT_LOOP=asyncio"):
+        run_loop(live_settings.replace(event_loop="uvloop"), main)
+    assert main.cr_frame is None  # closed: no "never awaited" warning

@@ -88,7 +88,7 @@ def serve(
             if live.web_processes > 1:
                 lifecycle.serve_processes(live)
             else:
-                asyncio.run(lifecycle.serve_forever(live))
+                lifecycle.run_loop(live, lifecycle.serve_forever(live))
     except lifecycle.StartupError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from exc
 

@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -124,6 +125,31 @@ async def republish_forever(runtime: Runtime) -> None:
             logger.exception("re-publishing unpublished crash ids failed; will try again")
 
 
+def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``EVENT_LOOP`` names; None is the standard library's, as ``asyncio.run``."""
+    if settings.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise StartupError(
+            "EVENT_LOOP=uvloop, but uvloop is not installed (it is not made for Windows): "
+            "install it, or set EVENT_LOOP=asyncio"
+        ) from None
+    return uvloop.new_event_loop
+
+
+def run_loop(settings: Settings, main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` to its end on the event loop ``EVENT_LOOP`` names."""
+    try:
+        factory = loop_factory(settings)
+    except StartupError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
 async def serve_forever(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -151,11 +177,15 @@ async def serve_forever(
             server.listen(settings.port, settings.host)
         else:
             server.add_sockets(sockets)
+        loop = asyncio.get_running_loop()
         logger.info(
-            "Symbolon serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+            "Symbolon serving on http://%s:%d (pid %d, event loop %s)",
+            settings.host,
+            settings.port,
+            os.getpid(),
+            type(loop).__module__.partition(".")[0],  # uvloop, or asyncio
         )
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
@@ -190,6 +220,7 @@ def serve_processes(settings: Settings) -> None:
     SIGINT or SIGTERM every process is told to stop and waited for, so that the embedded
     services (this process's) outlive them.
     """
+    loop_factory(settings)  # a missing event loop stops start-up here, not in every child
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
 
     async def check() -> None:
@@ -207,7 +238,7 @@ def serve_processes(settings: Settings) -> None:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 threads = settings.worker_threads if index == 0 else 0
-                asyncio.run(serve_forever(settings, sockets=sockets, worker_threads=threads))
+                run_loop(settings, serve_forever(settings, sockets=sockets, worker_threads=threads))
             except BaseException:
                 logger.exception("web process %d failed", os.getpid())
                 code = 1
