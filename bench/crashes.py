@@ -8,8 +8,9 @@ server, bucket ``crashes``; fs = a directory) and each number of concurrent clie
 ``symbolon serve`` process (``WORKER_THREADS=0``) and has ``wrk`` post the report for a fixed
 time. In the same run it measures the limit: ``bench/bare_submit.py``, a bare Tornado handler
 that receives the same body and writes the dump to a file, with one process and with two; and,
-for comparison, the same handler written as a plain Tornado application, which lets Tornado read
-and parse the form (``parsed``).
+for comparison, the same handler on uvloop (``uvloop``, the event loop ``symbolon serve`` runs
+on), and the handler written as a plain Tornado application, which lets Tornado read and parse
+the form (``parsed``).
 
 The runs are interleaved by number of connections, so that the runs compared with each other
 are close in time. Each store is also run once with ``LOGGING_LEVEL=INFO`` (``--info-at``);
@@ -22,7 +23,7 @@ and CPU time per crash, and the CPU (in cores) used by the server, the S3 server
 client and everything else on the machine. The client runs on the same cores as the server.
 Each run gets a fresh server process, so the peak RSS is that run's. Everything it starts and
 writes is removed on exit, also after an error, Ctrl-C or SIGTERM (files are truncated
-between runs and deleted at the end, see ``empty_files``). About 12 minutes.
+between runs and deleted at the end, see ``empty_files``). About 14 minutes.
 
     .venv/bin/python bench/crashes.py [--duration 10] [--connections 1,8,32] [--stores s3,fs]
 
@@ -174,6 +175,18 @@ def machine_busy_seconds() -> float:
     """CPU seconds all cores spent on anything but idle and I/O wait since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(values[:8]) - values[3] - values[4]) / TICKS
+
+
+def wait_quiet(limit: float = 0.15, longest: float = 30.0) -> None:
+    """Wait until the machine uses less than ``limit`` of a core (a started server's own start-up
+    work, PostgreSQL's after the migrations), at most ``longest`` seconds: else the first run
+    measures it too."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before = machine_busy_seconds()
+        time.sleep(0.5)
+        if machine_busy_seconds() - before < limit * 0.5:
+            return
 
 
 def children_cpu_seconds() -> float:
@@ -357,8 +370,13 @@ def count_fs(root: Path) -> tuple[set[str], set[str]]:
     return raw, dumps
 
 
-def bare_name(processes: int, parsed: bool = False) -> str:
-    return f"bare Tornado{' parsed' if parsed else ''}, {processes} proc"
+# The bare handlers: streaming on the standard library's loop (the limit), the same on uvloop
+# (Symbolon's loop), and the plain Tornado handler that lets Tornado parse the form.
+BARE_VARIANTS = ("", "uvloop", "parsed")
+
+
+def bare_name(processes: int, variant: str = "") -> str:
+    return f"bare Tornado{' ' + variant if variant else ''}, {processes} proc"
 
 
 def empty_files(root: Path) -> None:
@@ -465,9 +483,9 @@ class Bench:
             check_store(run, *count_s3(self.s3))
         return run
 
-    def bare(self, processes: int, connections: int, parsed: bool = False) -> Run:
+    def bare(self, processes: int, connections: int, variant: str = "") -> Run:
         self.runs += 1
-        run = Run(bare_name(processes, parsed), connections)
+        run = Run(bare_name(processes, variant), connections)
         port = free_port()
         directory = self.work / f"bare-{self.runs}"
         directory.mkdir()
@@ -476,7 +494,7 @@ class Bench:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, str(script), str(port), str(directory), str(processes)]
-                + (["parsed"] if parsed else []),
+                + ([variant] if variant else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -503,6 +521,7 @@ class Bench:
         status, text = post_once(port, self.body_bytes)
         if status != 200 or not text.startswith("CrashID=bp-"):
             raise SystemExit(f"the warm-up request got {status} {text!r}\n{tail(log)}")
+        wait_quiet()
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -556,14 +575,12 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
         if not run.name.startswith("symbolon") or "(" in run.name:
             continue
         parts = [f"  {run.name:<21} c={run.connections:<3}"]
-        for processes in (1, 2):
-            bare = find(bare_name(processes), run.connections)
-            if bare:
-                parts.append(f"/ bare {processes} proc {run.crashes_s / bare.crashes_s:>4.0%}")
-        for processes in (1, 2):
-            parsed = find(bare_name(processes, parsed=True), run.connections)
-            if parsed:
-                parts.append(f"/ parsed {processes} proc {run.crashes_s / parsed.crashes_s:>4.0%}")
+        for variant in BARE_VARIANTS:
+            for processes in (1, 2):
+                bare = find(bare_name(processes, variant), run.connections)
+                if bare:
+                    label = f"{variant or 'bare'} {processes} proc"
+                    parts.append(f"/ {label} {run.crashes_s / bare.crashes_s:>4.0%}")
         parts.append(
             f"/ reference {low}-{high}/s {run.crashes_s / high:.1f}-{run.crashes_s / low:.1f}x"
         )
@@ -594,7 +611,13 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
                 f"goal: at least 70% of the bare handler at {cores} ({bare:.0f}/s): "
                 f"{rate / bare:.0%}, {met}"
             )
-        parsed = best.get(bare_name(processes, parsed=True))
+        on_uvloop = best.get(bare_name(processes, "uvloop"))
+        if on_uvloop:
+            print(
+                f"  beside the bare handler on uvloop at {cores} ({on_uvloop:.0f}/s): "
+                f"{rate / on_uvloop:.0%}"
+            )
+        parsed = best.get(bare_name(processes, "parsed"))
         if parsed:
             print(
                 f"  beside the plain Tornado handler (request.files) at {cores} "
@@ -634,8 +657,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str | int, int, str, int]]
             if conns == args.info_at and args.logging_level != "INFO":
                 runs.append(("symbolon", store, conns, "INFO", 1))
         if not args.no_bare:
-            runs += [("bare", processes, conns, "", processes) for processes in (1, 2)]
-            runs += [("parsed", processes, conns, "", processes) for processes in (1, 2)]
+            for variant in BARE_VARIANTS:
+                runs += [("bare " + variant, p, conns, "", p) for p in (1, 2)]
     return runs
 
 
@@ -678,7 +701,7 @@ def main() -> None:
             if kind == "symbolon":
                 run = bench.symbolon(str(what), conns, level, processes)
             else:
-                run = bench.bare(int(what), conns, parsed=kind == "parsed")
+                run = bench.bare(int(what), conns, kind.removeprefix("bare").strip())
             runs.append(run)
             print(row(run), flush=True)
     finally:
