@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from symbolon.server.lifecycle import StartupError, run_loop
 from tests.cli import env_for, symbolon
@@ -187,7 +188,6 @@ async def running_loop_type() -> type:
 
 
 def test_event_loop_names_the_loop_serve_runs_on(live_settings):
-    uvloop = pytest.importorskip("uvloop")
     assert run_loop(live_settings.replace(event_loop="uvloop"), running_loop_type()) is uvloop.Loop
     policy = asyncio.get_event_loop_policy()  # the suite's is uvloop's (conftest)
     asyncio.set_event_loop_policy(None)
