@@ -643,7 +643,9 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str | int, int, str, int]]:
     """The runs, interleaved by number of connections, so that the ones compared with each other
-    run close together in time and see the same load from other users of the machine."""
+    run close together in time and see the same load from other users of the machine. Each is
+    (kind, store or processes, connections, option, processes); the option is the logging level
+    of a Symbolon run, the variant of a bare one."""
     connections = [int(c) for c in args.connections.split(",")]
     process_counts = [int(p) for p in args.processes.split(",")]
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -658,7 +660,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str | int, int, str, int]]
                 runs.append(("symbolon", store, conns, "INFO", 1))
         if not args.no_bare:
             for variant in BARE_VARIANTS:
-                runs += [("bare " + variant, p, conns, "", p) for p in (1, 2)]
+                runs += [("bare", p, conns, variant, p) for p in (1, 2)]
     return runs
 
 
@@ -697,11 +699,11 @@ def main() -> None:
         bench = Bench(args, work, body)
         bench.start_services()
         print(HEADER, flush=True)
-        for kind, what, conns, level, processes in todo:
+        for kind, what, conns, option, processes in todo:
             if kind == "symbolon":
-                run = bench.symbolon(str(what), conns, level, processes)
+                run = bench.symbolon(str(what), conns, option, processes)
             else:
-                run = bench.bare(int(what), conns, kind.removeprefix("bare").strip())
+                run = bench.bare(int(what), conns, option)
             runs.append(run)
             print(row(run), flush=True)
     finally:
