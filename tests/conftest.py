@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -168,6 +169,12 @@ class served:
     async def __aexit__(self, *exc: object) -> None:
         self.server.stop()
         await self.runtime.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def unique_email(label: str = "user") -> str:

@@ -9,16 +9,19 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 import redis
+from markus.testing import MetricsMock
+from tornado.httpclient import AsyncHTTPClient
 
 from symbolon.crashes.crashid import create_crash_id
 from symbolon.crashes.storage import DUMP_WRITERS, FSCrashStorage, StorageError
-from symbolon.server.lifecycle import StartupError, connect
+from symbolon.server.lifecycle import StartupError, connect, serve_forever
 from tests.cli import env_for, symbolon
-from tests.conftest import run_isolated, s3_client, served
+from tests.conftest import free_port, run_isolated, s3_client, served
 from tests.crashes import (
     crash_id_of,
     crash_keys,
@@ -31,6 +34,8 @@ from tests.crashes import (
 
 TOKEN = "stage-submitter-secret"
 MINIDUMP = {"upload_file_minidump": b"MDMP\x93\xa7"}
+COLLECTOR = "socorro.collector.breakpad_resource."
+MOVER = "socorro.collector.crashmover."
 
 
 @pytest.fixture
@@ -65,12 +70,14 @@ async def test_a_stage_submitter_keeps_its_crash_id_and_date(crash_settings):
     "authorization", [None, "Bearer wrong", f"bearer {TOKEN}", f"Bearer  {TOKEN}", TOKEN]
 )
 async def test_a_uuid_without_the_bearer_token_is_401(crash_settings, authorization):
-    async with served(crash_settings) as (client, base_url):
-        body = report({"ProductName": "X", "uuid": an_id()}, MINIDUMP)
-        extra = {"Authorization": authorization} if authorization else {}
-        response = await post(client, base_url, body, headers_for(**extra))
-        assert (response.code, response.body) == (401, b"Discarded=unauthorized_uuid")
-        assert published(crash_settings) == []
+    with MetricsMock() as mm:
+        async with served(crash_settings) as (client, base_url):
+            body = report({"ProductName": "X", "uuid": an_id()}, MINIDUMP)
+            extra = {"Authorization": authorization} if authorization else {}
+            response = await post(client, base_url, body, headers_for(**extra))
+            assert (response.code, response.body) == (401, b"Discarded=unauthorized_uuid")
+            assert published(crash_settings) == []
+    assert mm.has_record("incr", COLLECTOR + "unauthorized_uuid")
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -79,6 +86,9 @@ async def test_a_uuid_in_json_extra_needs_the_token_too(live_settings):
     async with served(settings) as (client, base_url):
         body = report(extra={"ProductName": "X", "uuid": an_id()})
         response = await post(client, base_url, body)
+        assert (response.code, response.body) == (401, b"Discarded=unauthorized_uuid")
+        # No token configured is not an empty token that an empty bearer matches.
+        response = await post(client, base_url, body, headers_for(Authorization="Bearer "))
         assert (response.code, response.body) == (401, b"Discarded=unauthorized_uuid")
 
 
@@ -117,25 +127,34 @@ def mozilla(crash_settings):
     ],
 )
 async def test_mozilla_rules_reject_with_200_and_store_nothing(mozilla, annotations, answer):
-    async with served(mozilla) as (client, base_url):
-        before = object_count(mozilla)
-        body = report({"Other": "x", **annotations}, MINIDUMP)
-        response = await post(client, base_url, body)
-        assert (response.code, response.body.decode()) == (200, answer)
-        assert published(mozilla) == []
-        assert object_count(mozilla) == before
+    with MetricsMock() as mm:
+        async with served(mozilla) as (client, base_url):
+            before = object_count(mozilla)
+            body = report({"Other": "x", **annotations}, MINIDUMP)
+            response = await post(client, base_url, body)
+            assert (response.code, response.body.decode()) == (200, answer)
+            assert published(mozilla) == []
+            assert object_count(mozilla) == before
+    assert mm.has_record("incr", COLLECTOR + "throttle", tags=["result:reject"])
+    rule = answer.removeprefix("Discarded=rule_")
+    assert mm.has_record("incr", COLLECTOR + "throttle_rule", tags=[f"rule:{rule}"])
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_mozilla_rules_accept_nightly_and_fake_accept_b2g(mozilla):
-    async with served(mozilla) as (client, base_url):
-        nightly = report({"ProductName": "Firefox", "ReleaseChannel": "nightly"}, MINIDUMP)
-        accepted = crash_id_of(await post(client, base_url, nightly))
-        assert accepted[-7] == "0"
-        fake = crash_id_of(await post(client, base_url, report({"ProductName": "B2G"}, MINIDUMP)))
-        assert fake[-7] == "3"
-        assert crash_keys(mozilla, fake) == []  # answered, never stored
-        assert published(mozilla) == [accepted]
+    with MetricsMock() as mm:
+        async with served(mozilla) as (client, base_url):
+            nightly = report({"ProductName": "Firefox", "ReleaseChannel": "nightly"}, MINIDUMP)
+            accepted = crash_id_of(await post(client, base_url, nightly))
+            assert accepted[-7] == "0"
+            b2g = report({"ProductName": "B2G"}, MINIDUMP)
+            fake = crash_id_of(await post(client, base_url, b2g))
+            assert fake[-7] == "3"
+            assert crash_keys(mozilla, fake) == []  # answered, never stored
+            assert published(mozilla) == [accepted]
+    assert mm.has_record("incr", COLLECTOR + "throttle", tags=["result:accept"])
+    assert mm.has_record("incr", COLLECTOR + "throttle", tags=["result:fakeaccept"])
+    assert len(mm.filter_records("incr", MOVER + "save_crash.count")) == 1
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -172,18 +191,24 @@ def object_count(settings) -> int:
 async def test_a_storage_outage_is_a_503_and_nothing_is_stored_twice(crash_settings, caplog):
     settings = crash_settings.replace(crashmover_max_attempts=3)
     server = served(settings)
+    mm = MetricsMock()
     async with server as (client, base_url):
         storage = server.runtime.collector.storage
         fault = storage._put = FailingRawCrashWrites(storage)
         before = object_count(settings)
         body = report({"ProductName": "X"}, MINIDUMP)
-        response = await post(client, base_url, body)
+        with mm:
+            response = await post(client, base_url, body)
         assert (response.code, response.body) == (503, b"")
         assert response.headers["Retry-After"] == "60"
         assert "too many errors trying to save; dropped" in caplog.text
         assert caplog.text.count("CrashMover.crashmover_save: exception") == 3
         assert object_count(settings) == before  # the partly saved crash was removed
         assert published(settings) == []
+        retries = mm.filter_records("incr", MOVER + "retry_count")
+        assert [r.tags for r in retries] == [["count:save_crash_exception.count"]] * 2
+        assert len(mm.filter_records("incr", MOVER + "save_crash_dropped.count")) == 1
+        assert mm.filter_records("incr", MOVER + "save_crash.count") == []
 
         fault.down = False  # storage is back; the client sends the same report again
         crash_id = crash_id_of(await post(client, base_url, body))
@@ -200,15 +225,60 @@ async def test_a_broker_outage_saves_the_crash_and_publishes_it_later(crash_sett
         admin = redis.Redis.from_url(own_redis)
         admin.execute_command("CLIENT", "PAUSE", 2000, "ALL")
         admin.close()
-        crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, MINIDUMP)))
+        with MetricsMock() as mm:
+            body = report({"ProductName": "X"}, MINIDUMP)
+            crash_id = crash_id_of(await post(client, base_url, body))
         assert await collector.storage.load_raw_crash(crash_id) is not None
         assert await collector.storage.unpublished() == [crash_id]
+        assert len(mm.filter_records("incr", MOVER + "publish_crash_dropped.count")) == 1
+        assert mm.filter_records("incr", MOVER + "save_crash.count") == []
 
         await asyncio.sleep(2.5)  # the pause ends
         assert await collector.republish_pending() == 1
         assert published(settings) == [crash_id]
         assert await collector.storage.unpublished() == []
         assert await collector.republish_pending() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_serve_publishes_later_what_a_broker_outage_left(crash_settings, own_redis, tmp_path):
+    # Nobody calls republish_pending here: the loop that serve runs beside the server does.
+    root = tmp_path / "crashes"
+    settings = crash_settings.replace(
+        redis_url=own_redis,
+        redis_socket_timeout=0.5,
+        crash_storage="fs",
+        crash_fs_root=root,
+        crashpublish_retry_seconds=0.3,
+        host="127.0.0.1",
+        port=free_port(),
+        worker_threads=0,
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve_forever(settings, stop))
+    try:
+        base_url = f"http://127.0.0.1:{settings.port}"
+        client = AsyncHTTPClient()
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                await client.fetch(base_url + "/__lbheartbeat__")
+                break
+            await asyncio.sleep(0.1)
+        admin = redis.Redis.from_url(own_redis)
+        admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        admin.close()
+        crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, MINIDUMP)))
+        marker = root / "symbolon" / "unpublished" / crash_id
+        assert marker.exists()  # the publish failed
+        for _ in range(100):
+            if not marker.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not marker.exists()
+        assert published(settings) == sorted([crash_id, "test"])  # and the start-up check's
+    finally:
+        stop.set()
+        await serving
 
 
 @pytest.mark.parametrize("fsync", [False, True])
@@ -374,6 +444,51 @@ async def test_start_up_refuses_a_missing_crash_bucket_naming_it(crash_settings)
     assert "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME" in message
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_start_up_refuses_an_unreachable_crash_store_naming_it(crash_settings):
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = crash_settings.replace(
+        crash_bucket_name="unreachable-crashes",
+        crash_endpoint_url=closed,
+        crash_storage_is_embedded=False,
+    )
+    with pytest.raises(StartupError) as caught:
+        await connect(settings)
+    message = str(caught.value)
+    assert "unreachable-crashes" in message
+    assert closed in message  # where it looked
+    assert "Could not connect to the endpoint URL" in message  # the error itself
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_start_up_refuses_when_the_embedded_crash_bucket_cannot_be_made(
+    crash_settings, monkeypatch
+):
+    from botocore.exceptions import ClientError
+
+    from symbolon.crashes.storage import S3CrashStorage
+
+    client_for = S3CrashStorage.client
+
+    async def refusing_creation(self):  # fault injection: the server refuses CreateBucket
+        client = await client_for(self)
+
+        async def create_bucket(**_):
+            error = {"Error": {"Code": "AccessDenied", "Message": "no buckets for you"}}
+            raise ClientError(error, "CreateBucket")
+
+        monkeypatch.setattr(client, "create_bucket", create_bucket)
+        return client
+
+    monkeypatch.setattr(S3CrashStorage, "client", refusing_creation)
+    settings = crash_settings.replace(crash_bucket_name=f"new-crashes-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(StartupError) as caught:  # a refusal, not a traceback
+        await connect(settings)
+    message = str(caught.value)
+    assert settings.crash_bucket_name in message
+    assert "AccessDenied" in message
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_heartbeat_reports_a_missing_crash_bucket(crash_settings):
     settings = crash_settings.replace(crash_bucket_name="no-such-crash-bucket")
@@ -505,8 +620,6 @@ async def test_the_raw_crash_escapes_non_ascii_as_the_reference_does(crash_setti
 
 @pytest.mark.gen_test(timeout=30)
 async def test_the_reference_metrics_are_emitted(crash_settings):
-    from markus.testing import MetricsMock
-
     from tests.crashes import gzipped
 
     with MetricsMock() as mm:

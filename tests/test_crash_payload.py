@@ -152,6 +152,7 @@ def test_classification_of_parts():
             part("textfile", "has a filename", "text/plain", "notes.txt"),
             part("image", b"\x89PNG", "image/png"),
             part("octet", b"\x00", "application/octet-stream"),
+            part("attachment", b"MDMP", None, "crash.dmp"),  # a file part with no type
         ]
     )
     payload = parse(body, BOUNDARY)
@@ -160,10 +161,12 @@ def test_classification_of_parts():
         "textfile": b"has a filename",
         "image": b"\x89PNG",
         "octet": b"\x00",
+        "attachment": b"MDMP",
     }
     assert payload.notes == [
         "unknown content type: textfile text/plain",
         "unknown content type: image image/png",
+        "unknown content type: attachment text/plain",  # multipart's default type
     ]
 
 

@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,7 @@ import uvloop
 
 from symbolon.server.lifecycle import StartupError, run_loop
 from tests.cli import env_for, symbolon
-from tests.conftest import s3_client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port, s3_client
 
 
 def embedded_env(data_dir: Path, port: int) -> dict[str, str]:

@@ -282,6 +282,23 @@ async def test_malformed_reports_are_discarded_with_their_reason(
 
 
 @pytest.mark.gen_test
+async def test_a_broken_structure_logs_what_the_parser_found(http_client, base_url, caplog):
+    # The one malformed case the reference logs (spec §13): with the parser's own message.
+    body = report({"A": "1"})
+    headers = headers_for(boundary="foo", **{"Content-Length": str(len(body))})
+    status, _, answer = await send_raw(base_url, body, headers)
+    assert (status, answer) == (400, b"Discarded=malformed_invalid_payload_structure")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["extract payload exception: no boundary delimiter in the body"]
+    # Other malformed reports are only counted.
+    caplog.clear()
+    body = report(dumps={"upload_file_minidump": b"x"})
+    status, _, _ = await send_raw(base_url, body, headers_for(**{"Content-Length": str(len(body))}))
+    assert status == 400
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.gen_test
 @pytest.mark.parametrize("length", [None, "0"])
 async def test_a_body_without_length_or_chunking_is_no_content_length(
     http_client, base_url, length
@@ -396,6 +413,20 @@ async def test_an_idle_body_times_out_without_a_5xx(live_settings):
         headers = headers_for(**{"Content-Length": str(len(body) + 1000)})
         status, _, _ = await send_raw(base_url, body, headers)  # then goes quiet
         assert status == 408
+
+
+@pytest.mark.gen_test
+async def test_a_limit_above_tornados_own_is_the_collectors_to_enforce(live_settings):
+    # Tornado answers 400 to a declared length over its own 100 MiB limit unless the handler
+    # lifts it: a body the configured limit allows is read, here until it goes quiet.
+    settings = live_settings.replace(
+        collector_max_body_size=200 * 1024**2, collector_body_timeout=0.5
+    )
+    async with served(settings) as (_, base_url):
+        body = report({"A": "1"})
+        headers = headers_for(**{"Content-Length": str(150 * 1024**2)})
+        status, _, answer = await send_raw(base_url, body, headers)
+        assert (status, answer) == (408, b"Discarded=timeout")
 
 
 @pytest.mark.gen_test

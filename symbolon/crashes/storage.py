@@ -215,7 +215,10 @@ class S3CrashStorage:
             extra = {}
             if self.region != "us-east-1":
                 extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            await client.create_bucket(Bucket=self.bucket, **extra)
+            try:
+                await client.create_bucket(Bucket=self.bucket, **extra)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise StorageError(f"cannot create {self.description}: {exc}") from exc
         except (BotoCoreError, OSError) as exc:
             raise StorageError(f"HeadBucket on {self.description} failed: {exc}") from exc
         key = f"test/testfile-{uuid.uuid4()}.txt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -19,6 +20,7 @@ from symbolon.crashes.body import BodyTooLarge, ReceivedBody
 from symbolon.crashes.collector import Answer, Collector, Submission, discarded, metrics
 from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
 
+logger = logging.getLogger("symbolon.crashes")
 # Above this, the parse runs in a thread, off the event loop (the checksums always do).
 PARSE_IN_THREAD_BYTES = 2 * 1024 * 1024
 # Tornado's own limit is lifted (it would answer 400 first); ours answers 413.
@@ -140,6 +142,9 @@ class SubmitHandler(tornado.web.RequestHandler):
             )
             return await self.collector.submit(payload, request)
         except Malformed as exc:
+            if exc.reason == "invalid_payload_structure":
+                # The one malformed case the reference logs (spec §13), with the parser's words.
+                logger.error("extract payload exception: %s", exc)
             return self.malformed(exc.reason)
         finally:
             if payload is not None:

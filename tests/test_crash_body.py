@@ -1,0 +1,60 @@
+"""Receiving a report's body with bounded memory (spec/crashes.md §3.3, §3.4, §3.8)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from symbolon.crashes.body import BodyTooLarge, ReceivedBody
+from symbolon.crashes.payload import Malformed
+
+SPOOL_AFTER = 64 * 1024
+
+
+def feed_all(body: ReceivedBody, data: bytes, step: int = 8192) -> None:
+    for start in range(0, len(data), step):
+        body.feed(data[start : start + step])
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_body_past_the_threshold_is_kept_in_a_file_not_in_memory(tmp_path, gzipped):
+    data = os.urandom(3 * SPOOL_AFTER)
+    body = ReceivedBody(gzipped, max_inflated=10 * SPOOL_AFTER, spool_dir=tmp_path)
+    body.spool_after = SPOOL_AFTER
+    feed_all(body, gzip.compress(data) if gzipped else data)
+    assert body._file is not None and body._chunks == []  # nothing piles up in memory
+    assert body.size == len(data)
+    whole = body.finish()
+    assert bytes(whole) == data
+    body.close()
+    assert body._file is None
+
+
+def test_a_small_body_stays_in_memory(tmp_path):
+    body = ReceivedBody(False, 10 * SPOOL_AFTER, spool_dir=tmp_path, spool_after=SPOOL_AFTER)
+    feed_all(body, b"x" * SPOOL_AFTER)  # the threshold itself is not past it
+    assert body._file is None
+    assert body.finish() == b"x" * SPOOL_AFTER
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gzip_bomb_stops_at_the_inflated_limit_in_bounded_steps():
+    bomb = gzip.compress(b"\0" * 50_000_000)
+    body = ReceivedBody(True, max_inflated=1_000_000)
+    with pytest.raises(BodyTooLarge) as caught:
+        body.feed(bomb)  # one chunk holding the whole bomb
+    assert caught.value.inflated
+    assert body.size <= 1_000_000 + 1024 * 1024  # at most one inflate step past the limit
+    body.close()
+
+
+@pytest.mark.parametrize("wire", [b"not gzip at all", gzip.compress(b"abc" * 1000)[:-12]])
+def test_bad_or_truncated_gzip_is_malformed(wire):
+    body = ReceivedBody(True, max_inflated=1_000_000)
+    with pytest.raises(Malformed) as caught:
+        body.feed(wire)
+        body.finish()
+    assert caught.value.reason == "bad_gzip"
+    body.close()
