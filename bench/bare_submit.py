@@ -1,12 +1,13 @@
-"""The limit for ``POST /submit``: a bare Tornado handler that streams the body in, finds the dump
-part crudely, writes the dump to a file and answers with a crash id. No checks, no throttling, no
-storage layout, no publishing.
+"""Bare handlers for ``POST /submit``, to compare the collector with: each receives the body, writes
+the dump to a file and answers with a crash id. No checks, no throttling, no storage layout, no
+publishing.
 
     python bench/bare_submit.py PORT DIRECTORY [PROCESSES] [parsed] [uvloop]
 
-With ``parsed`` it is the plain Tornado handler instead: Tornado reads the whole body and parses
-the form itself (``self.request.files``), as a Tornado application does by default. With
-``uvloop`` it runs on uvloop's event loop instead of the standard library's.
+By default the handler streams the body in and finds the dump part crudely (the stricter bound).
+With ``parsed`` it is the plain Tornado handler, the bare handler of the collector's goal: Tornado
+reads the whole body and parses the form itself (``self.request.files``), as a Tornado application
+does by default. With ``uvloop`` it runs on uvloop's event loop instead of the standard library's.
 
 With PROCESSES > 1 the listening socket is bound once and the process forks (Tornado's
 ``fork_processes``); the children share the socket.

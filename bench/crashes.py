@@ -1,16 +1,17 @@
 #!/usr/bin/env python
-"""Crash collector throughput on 127.0.0.1: ``POST /submit`` with 400 KB dumps, and the limit.
+"""Crash collector throughput on 127.0.0.1: ``POST /submit`` with 400 KB dumps, and bare handlers.
 
 Builds one realistic crash report (22 text annotations of a Firefox nightly crash and a 400 KiB
 ``upload_file_minidump`` of random bytes, ``multipart/form-data``), starts the embedded
 PostgreSQL, Redis and S3 in a temporary directory, then for each store (S3 = the embedded moto
 server, bucket ``crashes``; fs = a directory) and each number of concurrent clients starts one
 ``symbolon serve`` process (``WORKER_THREADS=0``) and has ``wrk`` post the report for a fixed
-time. In the same run it measures the limit: ``bench/bare_submit.py``, a bare Tornado handler
-that receives the same body and writes the dump to a file, with one process and with two; and,
-for comparison, the same handler on uvloop (``uvloop``, the event loop ``symbolon serve`` runs
-on), and the handler written as a plain Tornado application, which lets Tornado read and parse
-the form (``parsed``).
+time. In the same run it measures the bare handlers of ``bench/bare_submit.py``, which receive
+the same body and write the dump to a file, with one process and with two: the bare handler of
+the goal, a plain Tornado application that lets Tornado read and parse the form (``parsed``;
+its figures are the ones the goal quotes, 400-530/s with two processes); and a stricter bound,
+a streaming handler that finds the dump part crudely, on the standard library's loop and on
+uvloop (``uvloop``, the event loop ``symbolon serve`` runs on).
 
 The runs are interleaved by number of connections, so that the runs compared with each other
 are close in time. Each store is also run once with ``LOGGING_LEVEL=INFO`` (``--info-at``);
@@ -66,7 +67,7 @@ SYMBOLS_BUCKET = "bench-symbols"
 KEY, SECRET = "bench", "bench-secret"
 TICKS = os.sysconf("SC_CLK_TCK")
 REFERENCE = (130, 180)  # the reference collector, 2 workers, filesystem storage, this machine
-BARE_REFERENCE = (400, 530)  # a bare handler with 2 processes, as measured for the spec
+BARE_REFERENCE = (400, 530)  # the goal's bare handler, 2 processes, as measured for the spec
 SETTLE_SECONDS = 2.0
 
 # -- the report ----------------------------------------------------------------------------------
@@ -370,8 +371,8 @@ def count_fs(root: Path) -> tuple[set[str], set[str]]:
     return raw, dumps
 
 
-# The bare handlers: streaming on the standard library's loop (the limit), the same on uvloop
-# (Symbolon's loop), and the plain Tornado handler that lets Tornado parse the form.
+# The bare handlers: streaming on the standard library's loop, the same on uvloop (Symbolon's
+# loop), and the plain Tornado handler that lets Tornado parse the form (the goal's).
 BARE_VARIANTS = ("", "uvloop", "parsed")
 
 
@@ -604,28 +605,23 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
             f"{2 * low}-{2 * high}/s: {name} ({cores}) {rate:.0f}/s is {rate / high:.1f}-"
             f"{rate / low:.1f}x, {met}"
         )
-        bare = best.get(bare_name(processes))
-        if bare:
-            met = "met" if rate >= 0.7 * bare else "missed"
-            print(
-                f"goal: at least 70% of the bare handler at {cores} ({bare:.0f}/s): "
-                f"{rate / bare:.0%}, {met}"
-            )
-        on_uvloop = best.get(bare_name(processes, "uvloop"))
-        if on_uvloop:
-            print(
-                f"  beside the bare handler on uvloop at {cores} ({on_uvloop:.0f}/s): "
-                f"{rate / on_uvloop:.0%}"
-            )
         parsed = best.get(bare_name(processes, "parsed"))
         if parsed:
+            met = "met" if rate >= 0.7 * parsed else "missed"
             print(
-                f"  beside the plain Tornado handler (request.files) at {cores} "
-                f"({parsed:.0f}/s): {rate / parsed:.0%}"
+                f"goal: at least 70% of the bare handler (plain Tornado, request.files) at "
+                f"{cores} ({parsed:.0f}/s): {rate / parsed:.0%}, {met}"
             )
+        for variant, label in (
+            ("", "streaming handler"),
+            ("uvloop", "streaming handler on uvloop"),
+        ):
+            bare = best.get(bare_name(processes, variant))
+            if bare:
+                print(f"  beside the {label} at {cores} ({bare:.0f}/s): {rate / bare:.0%}")
     if "symbolon fs" in best:
         print(
-            f"(the spec measured the bare handler with 2 processes at {BARE_REFERENCE[0]}-"
+            f"(the spec measured the goal's bare handler with 2 processes at {BARE_REFERENCE[0]}-"
             f"{BARE_REFERENCE[1]}/s on this machine)"
         )
     print(
