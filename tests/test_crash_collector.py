@@ -266,6 +266,8 @@ async def test_serve_publishes_later_what_a_broker_outage_left(crash_settings, o
         base_url = f"http://127.0.0.1:{settings.port}"
         client = AsyncHTTPClient()
         for _ in range(100):
+            if serving.done():
+                serving.result()  # start-up failed: say why
             with contextlib.suppress(OSError):
                 await client.fetch(base_url + "/__lbheartbeat__")
                 break
