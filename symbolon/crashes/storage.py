@@ -211,14 +211,7 @@ class S3CrashStorage:
         except ClientError as exc:
             if not (create and error_code(exc) in NOT_FOUND_CODES):
                 raise StorageError(f"HeadBucket on {self.description} failed: {exc}") from exc
-            logger.info("creating crash bucket %s at %s", self.bucket, self.endpoint_url)
-            extra = {}
-            if self.region != "us-east-1":
-                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            try:
-                await client.create_bucket(Bucket=self.bucket, **extra)
-            except (ClientError, BotoCoreError, OSError) as exc:
-                raise StorageError(f"cannot create {self.description}: {exc}") from exc
+            await self._create_bucket(client)
         except (BotoCoreError, OSError) as exc:
             raise StorageError(f"HeadBucket on {self.description} failed: {exc}") from exc
         key = f"test/testfile-{uuid.uuid4()}.txt"
@@ -227,6 +220,16 @@ class S3CrashStorage:
             await self._delete(key)
         except StorageError as exc:
             logger.warning("could not delete the start-up probe object: %s", exc)
+
+    async def _create_bucket(self, client: Any) -> None:
+        logger.info("creating crash bucket %s at %s", self.bucket, self.endpoint_url)
+        extra = {}
+        if self.region != "us-east-1":
+            extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            await client.create_bucket(Bucket=self.bucket, **extra)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise StorageError(f"cannot create {self.description}: {exc}") from exc
 
     async def close(self) -> None:
         pass  # the clients belong to the S3Clients they came from
