@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,6 +176,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def wait_until(predicate: Any, seconds: float = 3.0) -> bool:
+    """Whether ``predicate()`` became true within ``seconds``, asked every 10 ms."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 def unique_email(label: str = "user") -> str:

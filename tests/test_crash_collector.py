@@ -23,7 +23,7 @@ from symbolon.crashes.payload import Payload
 from symbolon.crashes.storage import DUMP_WRITERS, FSCrashStorage, StorageError
 from symbolon.server.lifecycle import StartupError, connect, serve_forever
 from tests.cli import env_for, symbolon
-from tests.conftest import free_port, run_isolated, s3_client, served
+from tests.conftest import free_port, run_isolated, s3_client, served, wait_until
 from tests.crashes import (
     crash_id_of,
     crash_keys,
@@ -278,11 +278,7 @@ async def test_serve_publishes_later_what_a_broker_outage_left(crash_settings, o
         crash_id = crash_id_of(await post(client, base_url, report({"ProductName": "X"}, MINIDUMP)))
         marker = root / "symbolon" / "unpublished" / crash_id
         assert marker.exists()  # the publish failed
-        for _ in range(100):
-            if not marker.exists():
-                break
-            await asyncio.sleep(0.1)
-        assert not marker.exists()
+        assert await wait_until(lambda: not marker.exists(), seconds=10)
         assert published(settings) == sorted([crash_id, "test"])  # and the start-up check's
     finally:
         stop.set()

@@ -12,7 +12,7 @@ import pytest
 import tornado.httpclient
 
 from symbolon.server.runtime import Runtime
-from tests.conftest import s3_client, s3_endpoint, served
+from tests.conftest import s3_client, s3_endpoint, served, wait_until
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"
 
@@ -335,15 +335,6 @@ async def test_invalidation_makes_an_upload_visible_at_once(
     put(buckets, "dl-third", key)
     await runtime.lookup.invalidate([key])  # what the upload does for each stored file
     assert (await get(http_client, base_url, f"/{key}")).code == 302
-
-
-async def wait_until(predicate, seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return False
 
 
 @pytest.mark.gen_test(timeout=20)
