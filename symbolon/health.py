@@ -12,7 +12,7 @@ from typing import Any
 
 from symbolon import __version__
 from symbolon.db import migrate
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 
 OK, WARNING, ERROR = 0, 30, 40
 STATUS = {OK: "ok", WARNING: "warning", ERROR: "error"}

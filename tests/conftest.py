@@ -21,9 +21,9 @@ import tornado.ioloop
 import uvloop
 
 from symbolon.conf import Settings, load_settings
+from symbolon.runtime import Runtime
 from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
-from symbolon.server.runtime import Runtime
 
 
 def _interrupt(*_: object) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 import redis
 
-from symbolon.tasks.broker import NAMESPACE
+from symbolon.queues import NAMESPACE
 from tests.conftest import s3_client
 
 BOUNDARY = "XyZzY-test-boundary"

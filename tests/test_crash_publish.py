@@ -10,7 +10,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from symbolon.crashes.publish import MAX_BATCH, Publisher, pack_command
-from symbolon.tasks.broker import NAMESPACE
+from symbolon.queues import NAMESPACE
 from tests.crashes import unique_queue
 
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import tornado.httpclient
 
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 from tests.conftest import s3_client, s3_endpoint, served, wait_until
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"

@@ -3,8 +3,8 @@ import subprocess
 
 import pytest
 
+from symbolon.runtime import Runtime
 from symbolon.server.app import make_app
-from symbolon.server.runtime import Runtime
 from tests.conftest import repo_root, s3_endpoint, served
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from markus.testing import MetricsMock
 
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 from symbolon.symbolication.cache import DiskCache, entry_name
 from tests.conftest import running_worker
 from tests.symbolication_support import (  # noqa: F401 (fixtures)

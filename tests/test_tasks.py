@@ -79,7 +79,7 @@ def test_stopping_a_worker_lets_the_task_in_flight_finish(broker, live_settings,
     import io
     import zipfile
 
-    from symbolon.server.runtime import Runtime
+    from symbolon.runtime import Runtime
     from symbolon.uploads import process
     from tests.conftest import run_isolated, unique_email
 

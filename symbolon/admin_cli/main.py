@@ -146,7 +146,7 @@ def migrate() -> None:
 )
 def cleanup(days: int | None) -> None:
     """Delete try symbols older than the expiry now (workers also do it every hour)."""
-    from symbolon.server.runtime import Runtime
+    from symbolon.runtime import Runtime
     from symbolon.symbols.expiry import expire_try_symbols
 
     settings = _settings()

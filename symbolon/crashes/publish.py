@@ -28,7 +28,7 @@ from dramatiq.common import current_millis
 from redis.exceptions import NoScriptError, ResponseError
 
 from symbolon.conf import Settings
-from symbolon.tasks.broker import NAMESPACE
+from symbolon.queues import NAMESPACE
 
 logger = logging.getLogger("symbolon.crashes")
 TEST_MESSAGE = "test"

@@ -14,7 +14,7 @@ from symbolon.accounts import admin, csrf
 from symbolon.accounts.auth import AuthError, Principal, authenticate_session, authenticate_token
 from symbolon.accounts.blocked import BLOCKED_MESSAGE, BlockedCheckError
 from symbolon.accounts.sessions import SESSION_COOKIE
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers.base import NotFoundHandler
 from symbolon.health import version_info
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 
 access_log = logging.getLogger("symbolon.access")
 

@@ -21,10 +21,10 @@ from symbolon.crashes.publish import TEST_MESSAGE
 from symbolon.crashes.storage import StorageError
 from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
+from symbolon.runtime import Runtime
 from symbolon.sentry import configure_sentry
 from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
-from symbolon.server.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 10

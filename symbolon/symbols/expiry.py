@@ -5,12 +5,30 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import asyncpg
 
 from symbolon.metrics import metrics
-from symbolon.server.runtime import Runtime
+from symbolon.storage.lookup import SymbolLookup
+from symbolon.storage.s3 import S3Clients
+from symbolon.storage.sources import StorageConfig
 
 logger = logging.getLogger(__name__)
 DELETE_BATCH = 1000
+
+
+class ExpiryServices(Protocol):
+    """What expiring try symbols uses; the runtime provides it."""
+
+    @property
+    def storage(self) -> StorageConfig: ...
+    @property
+    def s3(self) -> S3Clients: ...
+    @property
+    def db(self) -> asyncpg.Pool: ...
+    @property
+    def lookup(self) -> SymbolLookup: ...
 
 
 @dataclass
@@ -20,7 +38,7 @@ class Expired:
     files: int = 0
 
 
-async def expire_try_symbols(rt: Runtime, days: int, now: datetime | None = None) -> Expired:
+async def expire_try_symbols(rt: ExpiryServices, days: int, now: datetime | None = None) -> Expired:
     """Delete try objects, and try uploads with their file rows, older than ``days``."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     location = rt.storage.upload_try
@@ -63,7 +81,9 @@ async def expire_try_symbols(rt: Runtime, days: int, now: datetime | None = None
     return result
 
 
-async def _delete(rt: Runtime, client: object, bucket: str, prefix: str, keys: list[str]) -> int:
+async def _delete(
+    rt: ExpiryServices, client: object, bucket: str, prefix: str, keys: list[str]
+) -> int:
     await client.delete_objects(  # type: ignore[attr-defined]
         Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
     )

@@ -18,7 +18,7 @@ def ping(token: str) -> None:
 @dramatiq.actor(max_retries=6, min_backoff=1_000, max_backoff=60_000, time_limit=6 * 3_600_000)
 async def process_upload(upload_id: int) -> None:
     """Store the members of a received archive; safe to run again after a crash."""
-    from symbolon.tasks.runtime import worker_runtime
+    from symbolon.tasks.worker_runtime import worker_runtime
     from symbolon.uploads.process import process_upload as run
 
     await run(await worker_runtime(), upload_id)
@@ -28,7 +28,7 @@ async def process_upload(upload_id: int) -> None:
 async def expire_try_symbols() -> None:
     """Delete try symbols older than TRY_SYMBOLS_EXPIRY_DAYS; the scheduler sends it hourly."""
     from symbolon.symbols.expiry import expire_try_symbols as run
-    from symbolon.tasks.runtime import worker_runtime
+    from symbolon.tasks.worker_runtime import worker_runtime
 
     rt = await worker_runtime()
     await run(rt, rt.settings.try_symbols_expiry_days)
@@ -37,7 +37,7 @@ async def expire_try_symbols() -> None:
 @dramatiq.actor(max_retries=5, min_backoff=1_000, time_limit=6 * 3_600_000)
 async def complete_upload_v2(upload_id: int) -> None:
     """Verify and record the files a v2 client PUT to storage."""
-    from symbolon.tasks.runtime import worker_runtime
+    from symbolon.tasks.worker_runtime import worker_runtime
     from symbolon.uploads.v2 import complete
 
     await complete(await worker_runtime(), upload_id)

@@ -18,21 +18,21 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware.asyncio import AsyncIO
 
 from symbolon.conf import Settings
+from symbolon.queues import NAMESPACE
 
 logger = logging.getLogger(__name__)
 ACTOR_MODULES = ("symbolon.tasks.actors",)
-NAMESPACE = "symbolon-tasks"
 
 
 def setup_broker(settings: Settings) -> RedisBroker:
     assert settings.redis_url, "the broker needs REDIS_URL (or the embedded Redis)"
-    from symbolon.tasks import runtime
+    from symbolon.tasks import worker_runtime
 
     broker = RedisBroker(url=settings.redis_url, namespace=NAMESPACE)
     # Lets actors be coroutines, run on an event loop of the worker's own.
     broker.add_middleware(AsyncIO())
-    broker.add_middleware(runtime.CloseRuntimes())
-    runtime.configure(settings)
+    broker.add_middleware(worker_runtime.CloseRuntimes())
+    worker_runtime.configure(settings)
     dramatiq.set_broker(broker)
     for module in ACTOR_MODULES:
         if module in sys.modules:  # declared on an earlier broker: declare again on this one

@@ -17,16 +17,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from symbolon.metrics import metrics
-from symbolon.server.runtime import Runtime
 from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import archive
 from symbolon.uploads import fetch
+from symbolon.uploads.services import UploadServices
 
 logger = logging.getLogger(__name__)
 
 
-def limits(rt: Runtime) -> archive.Limits:
+def limits(rt: UploadServices) -> archive.Limits:
     s = rt.settings
     return archive.Limits(
         max_members=s.upload_max_members,
@@ -35,7 +35,7 @@ def limits(rt: Runtime) -> archive.Limits:
     )
 
 
-def inspect_file(rt: Runtime, path: Path) -> tuple[zipfile.ZipFile, list[archive.Member]]:
+def inspect_file(rt: UploadServices, path: Path) -> tuple[zipfile.ZipFile, list[archive.Member]]:
     """Open and validate; raises ArchiveError with the client's message."""
     zf = archive.open_archive(path)
     try:
@@ -48,7 +48,7 @@ def inspect_file(rt: Runtime, path: Path) -> tuple[zipfile.ZipFile, list[archive
 MAX_ATTEMPTS = 5
 
 
-async def process_upload(rt: Runtime, upload_id: int) -> None:
+async def process_upload(rt: UploadServices, upload_id: int) -> None:
     """Process, or on the last of MAX_ATTEMPTS failures mark the upload failed (a 500)."""
     upload = await rt.db.fetchrow(
         """UPDATE uploads SET attempts = attempts + 1
@@ -66,7 +66,7 @@ async def process_upload(rt: Runtime, upload_id: int) -> None:
         await fail(rt, upload_id, f"Storing the symbols failed: {exc}", status=500)
 
 
-async def _process(rt: Runtime, upload: Any) -> None:
+async def _process(rt: UploadServices, upload: Any) -> None:
     if upload["staging_ref"] is None and upload["download_url"]:
         # Fetched again by each attempt: a retry may run on another machine.
         staged = await _download(rt, upload)
@@ -82,7 +82,7 @@ async def _process(rt: Runtime, upload: Any) -> None:
             await asyncio.to_thread(staged.unlink, missing_ok=True)
 
 
-async def _store_archive(rt: Runtime, upload: Any, staged: Path) -> None:
+async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
     upload_id = upload["id"]
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     try:
@@ -129,7 +129,7 @@ async def _store_archive(rt: Runtime, upload: Any, staged: Path) -> None:
         await rt.staging.delete(upload["staging_ref"])
 
 
-async def _download(rt: Runtime, upload: Any) -> Path | None:
+async def _download(rt: UploadServices, upload: Any) -> Path | None:
     """Fetch an upload-by-URL archive into staging; None when that failed (and was recorded)."""
     settings = rt.settings
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ async def _download(rt: Runtime, upload: Any) -> Path | None:
     return staged
 
 
-async def fail(rt: Runtime, upload_id: int, message: str, status: int = 400) -> None:
+async def fail(rt: UploadServices, upload_id: int, message: str, status: int = 400) -> None:
     staged = await rt.db.fetchval("SELECT staging_ref FROM uploads WHERE id = $1", upload_id)
     await rt.db.execute(
         """UPDATE uploads SET error = $2, error_status = $3, failed_at = now(), staging_ref = NULL
@@ -167,7 +167,7 @@ async def fail(rt: Runtime, upload_id: int, message: str, status: int = 400) -> 
 
 
 async def store_member(
-    rt: Runtime,
+    rt: UploadServices,
     upload_id: int,
     zf: zipfile.ZipFile,
     member: archive.Member,

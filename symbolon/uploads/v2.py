@@ -16,11 +16,11 @@ import re
 import zlib
 from typing import Any
 
-from symbolon.server.runtime import Runtime
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
 from symbolon.uploads.process import head
+from symbolon.uploads.services import UploadServices
 
 PROTOCOL = "s3-presigned-put"
 MAX_FILES = 1024
@@ -65,7 +65,7 @@ def normalized_key(key: str) -> str | None:
     return f"{match.group(1)}/{match.group(2).upper()}/{match.group(3)}"
 
 
-def _headers(rt: Runtime, key: str, size: int, md5: str) -> tuple[dict[str, Any], bool]:
+def _headers(rt: UploadServices, key: str, size: int, md5: str) -> tuple[dict[str, Any], bool]:
     """PutObject parameters the presigned URL fixes, and whether the body must be gzipped."""
     extension = key.rsplit(".", 1)[-1].lower() if "." in key else ""
     params: dict[str, Any] = {}
@@ -90,7 +90,7 @@ def _client_headers(params: dict[str, Any]) -> dict[str, str]:
 
 
 async def _stored_identically(
-    rt: Runtime, source: SymbolSource, key: str, size: int, md5: str
+    rt: UploadServices, source: SymbolSource, key: str, size: int, md5: str
 ) -> bool:
     client = await rt.s3.client(source)
     existing = await head(client, source.bucket, source.object_key(key))
@@ -106,7 +106,7 @@ async def _stored_identically(
 
 
 async def plan(
-    rt: Runtime, files: list[dict[str, Any]], destination: SymbolSource, try_symbols: bool
+    rt: UploadServices, files: list[dict[str, Any]], destination: SymbolSource, try_symbols: bool
 ):
     """The action for each file, in request order, and the files the client will PUT."""
     expires = rt.settings.download_presigned_url_expiry_seconds
@@ -144,7 +144,7 @@ async def plan(
     return list(actions), pending
 
 
-async def complete(rt: Runtime, upload_id: int) -> None:
+async def complete(rt: UploadServices, upload_id: int) -> None:
     """Verify what the client PUT, record it, and finish the upload (run by a task)."""
     upload = await rt.db.fetchrow(
         "SELECT * FROM uploads WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL",
@@ -165,7 +165,7 @@ async def complete(rt: Runtime, upload_id: int) -> None:
 
 
 async def _verify(
-    rt: Runtime, upload_id: int, destination: SymbolSource, f: dict[str, Any]
+    rt: UploadServices, upload_id: int, destination: SymbolSource, f: dict[str, Any]
 ) -> str | None:
     object_key = destination.object_key(f["key"])
     done = await rt.db.fetchval(

@@ -12,7 +12,7 @@ from contextlib import suppress
 import dramatiq
 
 from symbolon.conf import Settings
-from symbolon.server.runtime import Runtime
+from symbolon.runtime import Runtime
 
 _settings: Settings | None = None
 _runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}
