@@ -10,12 +10,12 @@ import asyncpg
 from symbolon.accounts.blocked import BlockedGuard, make_guard
 from symbolon.accounts.oidc import OIDCClient
 from symbolon.accounts.sessions import SessionStore
-from symbolon.cache import Cache, redis_client
 from symbolon.conf import Settings
 from symbolon.crashes.collector import Collector
 from symbolon.crashes.publish import Publisher
 from symbolon.crashes.storage import make_crash_storage
 from symbolon.db import migrate
+from symbolon.redis_cache import Cache, redis_client
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig

@@ -400,7 +400,7 @@ async def test_downloads_work_while_redis_is_paused(settings, buckets, tmp_path)
 
 
 def tornado_redis(url, settings):
-    from symbolon.cache import redis_client
+    from symbolon.redis_cache import redis_client
 
     return redis_client(url, settings)
 

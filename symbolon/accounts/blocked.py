@@ -22,8 +22,8 @@ import tornado.httpclient
 
 from symbolon.accounts.oidc import provider_fetch
 from symbolon.accounts.users import User
-from symbolon.cache import Cache
 from symbolon.conf import Settings
+from symbolon.redis_cache import Cache
 
 logger = logging.getLogger(__name__)
 BLOCKED_MESSAGE = "User is blocked in Auth0 and made inactive."

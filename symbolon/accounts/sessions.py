@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from tornado.web import create_signed_value, decode_signed_value
 
-from symbolon.cache import Cache
+from symbolon.redis_cache import Cache
 
 SESSION_COOKIE = "symbolon_session"
 CACHE_SECONDS = 300

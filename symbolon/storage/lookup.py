@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import aiohttp
 from botocore.exceptions import ClientError
 
-from symbolon.cache import Cache
 from symbolon.metrics import metrics
+from symbolon.redis_cache import Cache
 from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
 from symbolon.storage.sources import StorageConfig, SymbolSource
 

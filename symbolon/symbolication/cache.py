@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from symbolon.cache import CACHE_ERRORS, Cache
 from symbolon.metrics import symbolication_metrics as metrics
+from symbolon.redis_cache import CACHE_ERRORS, Cache
 from symbolon.symbolication.request import ModuleKey
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from symbolon.cache import CACHE_ERRORS, Cache
 from symbolon.conf import Settings
 from symbolon.metrics import symbolication_metrics as metrics
+from symbolon.redis_cache import CACHE_ERRORS, Cache
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import config_hash

@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from symbolon.cache import Cache
 from symbolon.filters import FilterError, Query, count_filter, date_filter, ordering, page_number
 from symbolon.jsonutil import timestamp
+from symbolon.redis_cache import Cache
 
 logger = logging.getLogger(__name__)
 MAX_LENGTH = 150

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import asyncpg
 
-from symbolon.cache import Cache
+from symbolon.redis_cache import Cache
 
 CACHE_TTL_SECONDS = 600
 MAX_CODE_ID_LENGTH = 32  # debug ids are 33 characters; anything shorter may be a code id

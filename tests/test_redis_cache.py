@@ -6,8 +6,8 @@ import time
 import pytest
 import redis.exceptions
 
-from symbolon.cache import Cache, redis_client
 from symbolon.handlers.base import BaseHandler
+from symbolon.redis_cache import Cache, redis_client
 from tests.conftest import served
 
 PAUSE_MS = 10_000  # longer than any test below waits on it
