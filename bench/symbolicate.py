@@ -47,7 +47,7 @@ from make_syms import make_big, module_set  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
-from symbolon.symbolication.cache import entry_name  # noqa: E402
+from symbolon.symbolication.symcaches import entry_name  # noqa: E402
 
 ADDRESSES_PER_MODULE = 2000
 MODULES = 10

@@ -24,10 +24,10 @@ from symbolon.redis_cache import CACHE_ERRORS, Cache
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import config_hash
-from symbolon.symbolication.cache import DiskCache, MissMemory, SymcacheStore, entry_name
-from symbolon.symbolication.fetch import Fetcher
 from symbolon.symbolication.parse import ParsePool, physical_memory
 from symbolon.symbolication.request import ModuleKey
+from symbolon.symbolication.sym_fetch import Fetcher
+from symbolon.symbolication.symcaches import DiskCache, MissMemory, SymcacheStore, entry_name
 from symbolon.symbolication.table import EntryError, SymbolTable
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import pytest
 from markus.testing import MetricsMock
 from tornado.testing import bind_unused_port
 
-from symbolon.symbolication.fetch import sym_filename, upstream_url
+from symbolon.symbolication.sym_fetch import sym_filename, upstream_url
 from tests.symbolication_support import (  # noqa: F401 (fixtures)
     Upstream,
     cache_dir,

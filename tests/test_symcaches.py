@@ -12,7 +12,7 @@ import pytest
 from markus.testing import MetricsMock
 
 from symbolon.runtime import Runtime
-from symbolon.symbolication.cache import DiskCache, entry_name
+from symbolon.symbolication.symcaches import DiskCache, entry_name
 from tests.conftest import running_worker
 from tests.symbolication_support import (  # noqa: F401 (fixtures)
     cache_dir,
