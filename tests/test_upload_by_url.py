@@ -12,7 +12,7 @@ import tornado.httpserver
 import tornado.web
 from tornado.testing import bind_unused_port
 
-from symbolon.uploads.fetch import FetchError, FetchPolicy, fetch_to_file
+from symbolon.uploads.by_url import FetchError, FetchPolicy, fetch_to_file
 from tests.conftest import running_worker
 from tests.test_download import get
 from tests.test_upload import UPLOAD, make_zip, post, token_for

@@ -20,7 +20,7 @@ from symbolon.jsonutil import timestamp
 from symbolon.metrics import metrics
 from symbolon.symbols import archive
 from symbolon.tasks.broker import enqueue
-from symbolon.uploads import fetch, process
+from symbolon.uploads import by_url, process
 from symbolon.uploads.multipart import MAX_FIELDS_BYTES, FormError, UploadForm
 
 UPLOAD_PERMISSIONS = ("upload.upload_symbols", "upload.upload_try_symbols")
@@ -159,10 +159,10 @@ class UploadHandler(BaseHandler):
         rt = self.runtime
         if file_field is None:
             try:
-                fetch.FetchPolicy.from_settings(rt.settings).check_url(url)
-            except fetch.FetchError as exc:
+                by_url.FetchPolicy.from_settings(rt.settings).check_url(url)
+            except by_url.FetchError as exc:
                 return self.write_json({"error": exc.message}, status=exc.status)
-        name = file_field if file_field is not None else fetch.archive_name(url)
+        name = file_field if file_field is not None else by_url.archive_name(url)
         if not name.lower().endswith(".zip"):
             extension = "." + name.rsplit(".", 1)[-1] if "." in name else ""
             return self.write_json(

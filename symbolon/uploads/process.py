@@ -20,7 +20,7 @@ from symbolon.metrics import metrics
 from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import archive
-from symbolon.uploads import fetch
+from symbolon.uploads import by_url
 from symbolon.uploads.services import UploadServices
 
 logger = logging.getLogger(__name__)
@@ -134,13 +134,13 @@ async def _download(rt: UploadServices, upload: Any) -> Path | None:
     settings = rt.settings
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
     staged = settings.staging_dir / f"upload-{upload['id']}-{uuid.uuid4().hex}.zip"
-    policy = fetch.FetchPolicy.from_settings(settings)
+    policy = by_url.FetchPolicy.from_settings(settings)
     try:
         with metrics.timer("upload_download_by_url"):
-            got = await fetch.fetch_to_file(
+            got = await by_url.fetch_to_file(
                 upload["download_url"], staged, policy, settings.upload_max_size
             )
-    except fetch.FetchError as exc:
+    except by_url.FetchError as exc:
         await asyncio.to_thread(staged.unlink, missing_ok=True)
         await fail(rt, upload["id"], exc.message, status=exc.status)
         return None
