@@ -586,7 +586,7 @@ def _check_crash_settings(s: Settings, r: _Reader) -> None:
             "ENABLE_CRASH_COLLECTOR=false)"
         )
     # Imported here: the throttler is a domain module that must not depend on settings.
-    from symbolon.crashes.throttler import load_throttler
+    from symbolon.crashes.throttling.presets import load_throttler
 
     try:
         load_throttler(

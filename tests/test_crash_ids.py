@@ -10,7 +10,7 @@ from symbolon.crashes.crashid import (
     submitted_timestamp,
     throttle_digit,
 )
-from symbolon.crashes.throttler import Result
+from symbolon.crashes.throttling.engine import Result
 
 SPEC_ID = "de1bb258-cbbf-4589-a673-34f800160918"
 WHEN = datetime(2026, 11, 22, 14, 31, 7, 900770, tzinfo=UTC)

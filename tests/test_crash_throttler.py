@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from symbolon.crashes.crashid import create_crash_id, throttle_digit
-from symbolon.crashes.throttler import (
-    ACCEPT_ALL,
-    ALL_PRODUCT_PACKAGENAMES,
-    ALL_PRODUCTS,
-    MOZILLA_PRODUCT_PACKAGENAMES,
-    MOZILLA_PRODUCTS,
-    MOZILLA_RULES,
+from symbolon.crashes.throttling.engine import (
     NO_MATCH,
     Decision,
     Result,
@@ -21,11 +15,20 @@ from symbolon.crashes.throttler import (
     Sample,
     Throttler,
     always_match,
-    load_rules_file,
-    load_throttler,
     log_decision,
-    rules_from_data,
 )
+from symbolon.crashes.throttling.mozilla import (
+    MOZILLA_PRODUCT_PACKAGENAMES,
+    MOZILLA_PRODUCTS,
+    MOZILLA_RULES,
+)
+from symbolon.crashes.throttling.presets import (
+    ACCEPT_ALL,
+    ALL_PRODUCT_PACKAGENAMES,
+    ALL_PRODUCTS,
+    load_throttler,
+)
+from symbolon.crashes.throttling.rule_files import load_rules_file, rules_from_data
 
 ACCEPT, DEFER, REJECT, FAKEACCEPT, CONTINUE = (
     Result.ACCEPT,
@@ -63,7 +66,7 @@ def info(caplog):
     return caplog
 
 
-# --- The evaluation loop (§5.2) ---------------------------------------------------------------
+# --- The evaluation loop (docs/throttling.md, "How rules are evaluated") ------------------------
 
 
 def test_star_key_gets_the_whole_map():
@@ -212,7 +215,7 @@ def test_throttler_refuses_a_string_as_product_list():
         Throttler(ACCEPT_ALL, (), {"Fenix": "org.mozilla.fenix"})
 
 
-# --- Logging (§5.6) -------------------------------------------------------------------------
+# --- Logging (docs/throttling.md#logging) ------------------------------------------------------
 
 
 def test_log_decision_line(info):
@@ -238,7 +241,7 @@ def test_no_match_is_logged_like_a_rule(info):
     assert messages(info) == ["x: matched by NO_MATCH; returned REJECT"]
 
 
-# --- The Mozilla rule set, one rule at a time (§5.3) ---------------------------------------------
+# --- The Mozilla rule set, one rule at a time (docs/throttling.md, "Built-in rule sets") ---------
 
 FIREFOX_RELEASE = {"ProductName": "Firefox", "ReleaseChannel": "release"}
 FIREFOX_NIGHTLY = {"ProductName": "Firefox", "ReleaseChannel": "nightly"}
@@ -608,7 +611,7 @@ def test_accept_all_preset():
     assert throttler.throttle({"BuildID": "20100101000000", "HangID": "x"}).result is ACCEPT
 
 
-# --- Worked outcomes (§5.3 and §16) ------------------------------------------------------------
+# --- Worked outcomes of the mozilla rules (docs/throttling.md, "Built-in rule sets") -----------
 
 
 def test_worked_outcomes():

@@ -25,7 +25,8 @@ from symbolon.crashes.crashid import create_crash_id, is_valid_crash_id, submitt
 from symbolon.crashes.payload import Malformed, Payload
 from symbolon.crashes.publish import Publisher
 from symbolon.crashes.storage import CrashStorage, RawCrash, StorageError, raw_crash_json
-from symbolon.crashes.throttler import Result, Throttler, load_throttler, log_decision
+from symbolon.crashes.throttling.engine import Result, Throttler, log_decision
+from symbolon.crashes.throttling.presets import load_throttler
 
 logger = logging.getLogger("symbolon.crashes")
 # The reference's names (spec §11): with no statsd namespace they are emitted exactly.
