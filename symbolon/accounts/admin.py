@@ -1,4 +1,6 @@
-"""User administration: the active flag, the superuser flag and group membership (§7.10, §8.2).
+"""User administration: the active flag, the superuser flag and group membership.
+
+See docs/accounts.md, "Users, groups and permissions" and "User management".
 
 Every change is recorded in the audit trail. When a user loses a permission (a group taken away,
 superuser status removed), the user's tokens lose it too: a token never carries more than its
@@ -131,7 +133,7 @@ async def set_superuser(conn: asyncpg.Connection, actor: Actor, user: User, flag
         )
         if current == flag:
             return False
-        # Staff goes with superuser, as the `superuser` command sets both (spec §11).
+        # Staff goes with superuser, as the `superuser` command sets both (docs/accounts.md).
         await conn.execute(
             "UPDATE users SET is_superuser = $2, is_staff = $2 WHERE id = $1", user.id, flag
         )
@@ -237,7 +239,7 @@ async def sign_in_user(conn: asyncpg.Connection, email: str) -> User | None:
     """The account a successful sign-in opens: found by e-mail, or created with no permissions.
 
     An account the blocked check made inactive is active again: the provider has just let its
-    owner sign in, so the block was lifted or a mistake (the seeds' rule). An account an
+    owner sign in, so the block was lifted or a mistake (docs/decisions.md). An account an
     administrator deactivated stays so, and the sign-in is refused (None).
     """
     async with conn.transaction():

@@ -1,4 +1,4 @@
-"""The audit trail of changes made to users (spec/symbols.md §9.6: actor, object, action)."""
+"""The audit trail of changes made to users: who did what to whom (docs/accounts.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Who is asking: an ``Auth-Token`` header (spec/symbols.md §8.3) or a session cookie (§8.6)."""
+"""Who is asking: an ``Auth-Token`` header or a session cookie (docs/accounts.md, "API tokens",
+"Sessions and CSRF")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Is a user blocked at the identity provider? (spec/symbols.md §8.5; the seeds' "Auth0 issues")
+"""Is a user blocked at the identity provider? (docs/accounts.md, "Blocked users (Auth0)")
 
 Someone who leaves loses their provider account, but their API tokens and year-long session would
 live on. So requests by an active user (session or token) ask the provider, at most once per

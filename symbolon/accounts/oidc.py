@@ -1,4 +1,4 @@
-"""Browser sign-in with OpenID Connect, authorization-code flow (spec/symbols.md §8.6).
+"""Browser sign-in with OpenID Connect, authorization-code flow (docs/accounts.md).
 
 Any standards-compliant provider works, configured by its endpoints (``OIDC_OP_*``) or discovered
 from its issuer (``OIDC_OP_ISSUER``). oauthlib builds and parses the OAuth 2.0 messages; PyJWT

@@ -1,6 +1,6 @@
-"""Browser sessions (spec/symbols.md §8.6): a signed cookie naming a row in PostgreSQL.
+"""Browser sessions: a signed cookie naming a row in PostgreSQL (docs/accounts.md).
 
-The seeds' rule is that signed-in users stay signed in while Redis is paused or down, so the
+Signed-in users must stay signed in while Redis is paused or down, so the
 database holds every session and Redis only saves the lookup ("cached_db"). A cached entry lives
 a few minutes at most: a logout that could not reach Redis leaves a stale entry for that long,
 never longer. The user row itself is read from the database on every request, so deactivating

@@ -1,4 +1,4 @@
-"""API tokens (spec/symbols.md §8.3 to 8.4). Secrets are shown once and stored only as SHA-256.
+"""API tokens (docs/accounts.md). Secrets are shown once and stored only as SHA-256.
 
 A key is 32 random hex characters (128 bits), so a plain SHA-256 is enough to make a stolen
 table useless: there is nothing to guess from. A label after the first ``-`` is ignored.

@@ -1,4 +1,4 @@
-"""Users and what they may do (spec/symbols.md §8.1 and 8.2)."""
+"""Users and what they may do (docs/accounts.md, "Users, groups and permissions")."""
 
 from __future__ import annotations
 

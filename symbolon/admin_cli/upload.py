@@ -1,4 +1,4 @@
-"""``symbolon upload PATH``: send a symbol archive to ``POST /upload/`` (spec/symbols.md §5).
+"""``symbolon upload PATH``: send a symbol archive to ``POST /upload/`` (docs/upload.md).
 
 PATH is a ``.zip`` file, or a directory in the Breakpad layout (``<module>/<debug_id>/<file>``)
 that is zipped into a temporary file first. The archive is streamed from disk as a
@@ -7,7 +7,7 @@ size. Only the standard library is used, so the client needs nothing beyond Symb
 dependencies.
 
 Connection errors and 408, 429, 500, 502, 503 and 504 answers are retried with exponential
-back-off (§5.9); other 4xx answers are final.
+back-off; other 4xx answers are final (docs/upload.md, "The client").
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class MultipartBody:
     """``multipart/form-data`` framing around one file on disk, produced in chunks.
 
     Plain fields come first, then the file part, whose form field name is ``field_name`` (the
-    archive name the server uses, §5.1). ``length`` is known up front for ``Content-Length``.
+    archive name the server uses). ``length`` is known up front for ``Content-Length``.
     """
 
     def __init__(
@@ -298,7 +298,7 @@ def post_with_retries(
     log: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """POST ``archive`` as ``field_name``; retry connection errors and 408/429/5xx (§5.9).
+    """POST ``archive`` as ``field_name``; retry connection errors and 408/429/5xx.
 
     Makes at most ``retries + 1`` attempts, waiting ``retry_delay``, twice that, four times
     that… (at most ``max_delay``, or longer if the server's ``Retry-After`` asks for it, within
