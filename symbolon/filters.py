@@ -1,4 +1,4 @@
-"""The filter expressions of the JSON API (spec/symbols.md §7.2), turned into SQL conditions.
+"""The filter expressions of the JSON API (docs/accounts.md, "Filters"), as SQL conditions.
 
 Every parser returns SQL fragments with numbered placeholders, so user input never reaches SQL
 text. A value that cannot be parsed raises FilterError, answered as

@@ -1,4 +1,4 @@
-"""Dependency checks behind ``/__heartbeat__`` (Dockerflow; spec/symbols.md §10.1)."""
+"""Dependency checks behind ``/__heartbeat__`` (docs/operations.md, "Health (Dockerflow)")."""
 
 from __future__ import annotations
 

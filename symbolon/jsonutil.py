@@ -1,4 +1,4 @@
-"""JSON conventions of the v1 API (spec/symbols.md §2)."""
+"""JSON conventions of the v1 API (docs/accounts.md, "Conventions")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The Redis caches: the general cache (``REDIS_URL``) and the LRU store (``REDIS_STORE_URL``).
 
 Both exist only to make things faster, so by default every error is logged and swallowed: a Redis
-that is down, or paused with ``CLIENT PAUSE``, makes requests slower, never failed (the seeds'
-rule). ``REDIS_IGNORE_EXCEPTIONS=false`` lets the errors through.
+that is down, or paused with ``CLIENT PAUSE``, makes requests slower, never failed
+(docs/decisions.md). ``REDIS_IGNORE_EXCEPTIONS=false`` lets the errors through.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CACHE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def redis_client(url: str, settings: Settings) -> aioredis.Redis:
-    """A client with the seeds' socket timeouts (1 s connect, 2 s read by default)."""
+    """A client with short socket timeouts (1 s connect, 2 s read by default)."""
     return aioredis.Redis.from_url(
         url,
         socket_connect_timeout=settings.redis_socket_connect_timeout,

@@ -326,7 +326,7 @@ class EmbeddedStack:
     def redis_servers(self) -> tuple[EmbeddedRedis, EmbeddedRedis]:
         directory = self.data_dir / "redis"
         # The cache also carries the task queue: it must never evict, and keeps an AOF so
-        # queued tasks survive a restart. The store is the seeds' LRU cache.
+        # queued tasks survive a restart. The store is the LRU cache.
         cache = EmbeddedRedis(
             directory, "cache", {"appendonly": "yes", "maxmemory-policy": "noeviction"}
         )

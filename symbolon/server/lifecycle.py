@@ -86,7 +86,7 @@ async def connect(settings: Settings, checks: bool = True) -> Runtime:
 
 
 async def check_crash_collector(collector: Collector) -> None:
-    """The seeds' start-up checks: the crash store answers and takes writes, the broker takes
+    """Start-up checks (docs/crashes.md): the crash store answers and takes writes, the broker takes
     messages (the ``test`` publish). Any failure names what to fix."""
     settings, storage = collector.settings, collector.storage
     logger.info("crash storage: %s", storage.description)

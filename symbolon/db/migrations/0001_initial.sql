@@ -1,4 +1,4 @@
--- Accounts, tokens, uploads, files and missing symbols (spec/symbols.md §9).
+-- Accounts, tokens, uploads, files and missing symbols.
 
 CREATE TABLE users (
     id           bigserial PRIMARY KEY,
@@ -127,7 +127,7 @@ INSERT INTO permissions (codename, name) VALUES
     ('tokens.manage_tokens', 'Manage Your API Tokens');
 
 -- Granting upload rights means "put the user in Uploaders"; manage_tokens is there too so that
--- uploaders can create their own tokens (spec/symbols.md §8.2).
+-- uploaders can create their own tokens (docs/accounts.md).
 INSERT INTO groups (name) VALUES ('Uploaders'), ('Upload Auditors');
 INSERT INTO group_permissions (group_id, permission_id)
     SELECT g.id, p.id FROM groups g, permissions p

@@ -1,4 +1,4 @@
--- Browser sessions (spec/symbols.md §8.6). The rows are the truth; Redis only caches them, so a
+-- Browser sessions (docs/accounts.md). The rows are the truth; Redis only caches them, so a
 -- paused Redis never signs anyone out. The cookie carries a random key; only its SHA-256 is here.
 CREATE TABLE sessions (
     key_hash   text PRIMARY KEY,
@@ -11,7 +11,7 @@ CREATE INDEX sessions_user_id ON sessions (user_id);
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
 -- Why an account is inactive: 'blocked' (the identity provider said so; signing in again undoes
--- it, as the seeds ask) or 'admin' (an administrator decided; signing in does not undo it).
+-- it, see docs/decisions.md) or 'admin' (an administrator decided; signing in does not undo it).
 ALTER TABLE users ADD COLUMN inactive_reason text;
 
 -- Every change an administrator makes to a user, by the web API or the command line.
