@@ -19,7 +19,6 @@ from symbolon.jsonutil import timestamp
 MAX_DAYS = 36_500  # beyond a century, dates stop fitting the types that store them
 MAX_AHEAD = timedelta(days=MAX_DAYS)
 EXTEND_DEFAULT_DAYS = 365
-STATES = ("active", "expired", "all")
 
 
 class FormError(Exception):

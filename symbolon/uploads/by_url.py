@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +167,3 @@ async def fetch_to_file(url: str, path: Path, policy: FetchPolicy, max_size: int
 
 def archive_name(url: str) -> str:
     return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(v) for v in values)
