@@ -1,1 +1,1 @@
-"""Crash collection: throttle rules and crash ids (spec/crashes.md)."""
+"""Crash collection: throttle rules and crash ids (docs/crashes.md, docs/throttling.md)."""

@@ -1,5 +1,5 @@
 """Receiving a report's body with bounded memory: gzip inflated as it arrives, both the wire size
-and the inflated size capped, and anything past a few MB spooled to a file (spec §3.3 to 3.4, §3.8).
+and the inflated size capped, and anything past a few MB spooled to a file (docs/crashes.md).
 """
 
 from __future__ import annotations

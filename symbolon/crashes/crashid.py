@@ -1,4 +1,4 @@
-"""Crash ids and the receipt timestamp (spec/crashes.md §4 and §6).
+"""Crash ids and the receipt timestamp (docs/throttling.md, "Crash ids").
 
 A crash id is a UUID4 whose last seven characters are rewritten: one throttle digit, then the UTC
 date of receipt as ``YYMMDD``. Storage keys and downstream consumers read both back from the id, so

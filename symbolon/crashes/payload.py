@@ -1,4 +1,4 @@
-"""A crash report's body: header checks and the multipart parse (spec/crashes.md §3.1 to 3.6).
+"""A crash report's body: header checks and the multipart parse (docs/crashes.md).
 
 The outcomes are the reference's (Falcon's parser), not a lenient streaming parser's: CRLF line
 breaks only, the closing delimiter required, at most 8 KiB of headers per part. The parse runs on
@@ -24,7 +24,7 @@ MAX_PART_HEADERS = 8 * 1024
 MAX_TEXT_VALUE = 20 * 1024 * 1024
 MAX_DUMP_NAME = 30
 RESERVED_DUMP_NAMES = {"dump_names", "processed_crash", "raw_crash"}
-# The names stored under v1/dump/<id> (§7.1): a report with two of them would lose one.
+# The names stored under v1/dump/<id>: a report with two of them would lose one.
 MAIN_DUMP_ALIASES = frozenset({"upload_file_minidump", "dump", ""})
 _NOT_DUMP_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
@@ -166,7 +166,7 @@ def iter_parts(body: Any, boundary: str) -> Iterator[tuple[bytes, memoryview]]:
 
 
 def parse(body: Any, boundary: str, query: Mapping[str, str] | None = None) -> Payload:
-    """Classify the parts of a report (§3.6); the first problem in body order decides.
+    """Classify the parts of a report; the first problem in body order decides.
 
     ``query`` holds annotations from the URL's query string, which Crashpad clients use
     (``?product=...&version=...``): they count as text fields placed before the body's."""

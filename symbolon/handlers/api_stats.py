@@ -1,4 +1,4 @@
-"""``/api/stats/`` and ``/api/stats/uploads`` (spec/symbols.md §7.4, §7.5)."""
+"""``/api/stats/`` and ``/api/stats/uploads`` (docs/accounts.md, "JSON API")."""
 
 from __future__ import annotations
 

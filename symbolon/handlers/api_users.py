@@ -1,4 +1,4 @@
-"""User administration for superusers: the seeds' "User management" page (spec §7.10).
+"""User administration for superusers (docs/accounts.md, "User management").
 
 ``GET /api/_users/`` lists users and groups; ``GET /api/_users/user/<id>`` shows one user with
 its audit trail; ``POST /api/_users/user/<id>`` changes ``is_active``, ``is_superuser`` and

@@ -1,4 +1,4 @@
-"""Browser sign-in and sign-out (spec/symbols.md §8.6), and ``/api/_auth/`` (§7.3).
+"""Browser sign-in and sign-out, and ``/api/_auth/`` (docs/accounts.md).
 
 ``/oidc/authenticate/`` sends the browser to the provider with a fresh ``state``, ``nonce`` and
 PKCE verifier, kept in a short-lived signed cookie (anonymous visitors make no session rows).
@@ -174,7 +174,7 @@ class LogoutHandler(_AuthHandler):
 
 
 class ApiAuthHandler(ReadHandler):
-    """``/api/_auth/``: who is signed in, with the account's permissions (spec §7.3)."""
+    """``/api/_auth/``: who is signed in, with the account's permissions."""
 
     async def get(self) -> None:
         principal = self.principal
@@ -203,8 +203,8 @@ class ApiAuthHandler(ReadHandler):
 
 
 class AuthDebugHandler(_AuthHandler):
-    """``GET /__auth_debug__``: do the cache and cookies work for this browser? (spec §10.1;
-    the seeds' first step with someone who cannot stay signed in)."""
+    """``GET /__auth_debug__``: do the cache and cookies work for this browser? The first thing
+    to ask of someone who cannot stay signed in (docs/operations.md, "Health (Dockerflow)")."""
 
     COOKIE = "symbolon_auth_debug"
     SECONDS = 10

@@ -1,4 +1,5 @@
-"""What every handler shares: JSON errors in the reference's shapes (spec/symbols.md §2)."""
+"""What every handler shares: JSON errors in the reference's shapes (docs/accounts.md,
+"Conventions")."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class BaseHandler(tornado.web.RequestHandler):
     csrf_failed = False
 
     def prepare(self) -> Awaitable[None] | None:
-        """An ``Auth-Token`` header is checked on every path (spec §8.3): a bad one is a 403,
+        """An ``Auth-Token`` header is checked on every path (docs/accounts.md): a bad one is a 403,
         even on a download. Without it the session cookie decides. With neither nothing is
         awaited: downloads are the hot path."""
         presented = self.request.headers.get("Auth-Token")
@@ -79,7 +80,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.principal = principal
 
     async def _refuse_blocked(self, principal: Principal) -> None:
-        """The blocked-user check (spec §8.5), when it is on."""
+        """The blocked-user check (docs/accounts.md, "Blocked users (Auth0)"), when it is on."""
         guard = self.runtime.blocked
         if guard is None:
             return
@@ -149,7 +150,7 @@ class NotFoundHandler(BaseHandler):
 
 class ReadHandler(BaseHandler):
     """A read-only JSON endpoint. Like the reference's, it does not restrict methods: any other
-    method behaves like GET (spec §7.1), after the same authentication and CSRF checks."""
+    method behaves like GET, after the same authentication and CSRF checks (docs/decisions.md)."""
 
     async def get(self, *args: str) -> None:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Symbol download: ``GET|HEAD /[try/]<debug_file>/<debug_id>/<symbol_file>`` (spec §4).
+"""Symbol download: ``GET|HEAD /[try/]<debug_file>/<debug_id>/<symbol_file>`` (docs/download.md).
 
 Answers are redirects to where the bytes live, never the bytes themselves.
 """

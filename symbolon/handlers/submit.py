@@ -1,4 +1,4 @@
-"""``POST /submit``: crash reports from Breakpad, Crashpad and Firefox clients (spec/crashes.md).
+"""``POST /submit``: crash reports from Breakpad, Crashpad and Firefox clients (docs/crashes.md).
 
 The size limit and the header checks are decided before the body is read. The body streams in
 (``Content-Length`` or chunked, plain or gzip) with bounded memory; a report refused early is
@@ -143,7 +143,7 @@ class SubmitHandler(tornado.web.RequestHandler):
             return await self.collector.submit(payload, request)
         except Malformed as exc:
             if exc.reason == "invalid_payload_structure":
-                # The one malformed case the reference logs (spec §13), with the parser's words.
+                # The one malformed case the reference logs (docs/crashes.md, "Logs").
                 logger.error("extract payload exception: %s", exc)
             return self.malformed(exc.reason)
         finally:

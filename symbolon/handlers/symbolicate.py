@@ -1,4 +1,4 @@
-"""``POST /symbolicate/v5`` and ``/symbolicate/v4`` (spec/symbolication.md §3, §6, §7).
+"""``POST /symbolicate/v5`` and ``/symbolicate/v4`` (docs/symbolication.md).
 
 Errors are ``{"title": ...}`` as the reference's framework wrote them, and CORS is open to any
 origin: the Firefox Profiler calls this from the browser.

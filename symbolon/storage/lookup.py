@@ -1,7 +1,7 @@
 """Where does a symbol file live? Existence checks across sources, with two cache layers.
 
 Each source's answer for a key (found / not found) is kept in Redis for
-``SYMBOLDOWNLOAD_EXISTS_TTL_SECONDS`` (spec/symbols.md §4.8), and in a per-process memo in front
+``SYMBOLDOWNLOAD_EXISTS_TTL_SECONDS`` (docs/download.md), and in a per-process memo in front
 of Redis. The memo is only trusted while this process is subscribed to the invalidation channel:
 an upload (in any process) deletes the Redis entries of the keys it stored and publishes them, and
 every subscriber drops them from its memo, so a new upload is visible at once everywhere.
@@ -213,7 +213,7 @@ class SymbolLookup:
         return True
 
     async def _public_exists(self, url: str) -> bool:
-        """An anonymous HTTP HEAD, retried on 429/500/503 (spec/symbols.md §4.4)."""
+        """An anonymous HTTP HEAD, retried on 429/500/503 (docs/download.md, "Looking up")."""
         session = self._session()
         for attempt in range(PUBLIC_HEAD_ATTEMPTS):
             async with session.head(url, allow_redirects=False) as response:

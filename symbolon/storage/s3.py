@@ -95,7 +95,7 @@ class S3Clients:
     async def bucket_problem(
         self, source: SymbolSource, read_only_public: bool = False
     ) -> str | None:
-        """None if the bucket answers, else the health message of spec/symbols.md §10.1."""
+        """None if the bucket answers, else the message ``/__heartbeat__`` shows."""
         where = f"Unable to connect to {source.url} (bucket={source.bucket!r})"
         try:
             client = await self.client(source)

@@ -1,4 +1,5 @@
-"""Symbol sources and upload destinations, parsed from URLs (spec/symbols.md §3).
+"""Symbol sources and upload destinations, parsed from URLs (docs/configuration.md,
+"Symbol storage").
 
 A URL such as ``https://s3-us-west-2.amazonaws.com/bucket/pfx?access=public`` names a bucket
 (first path segment), an optional prefix (the rest of the path), whether objects are public, the
@@ -103,7 +104,7 @@ def derive_try_url(upload_url: str) -> str:
 
 
 def config_hash(symbol_urls: Iterable[str]) -> str:
-    """Five hex characters that change whenever the list of read locations changes (§3.3)."""
+    """Five hex characters that change whenever the list of read locations changes."""
     return hashlib.md5("".join(symbol_urls).encode(), usedforsecurity=False).hexdigest()[:5]
 
 
@@ -162,7 +163,7 @@ class StorageConfig:
         )
 
     def upload_destination(self, email: str, try_symbols: bool = False) -> SymbolSource:
-        """Where an upload by this user goes (§5.5): try, a matching exception, or the default."""
+        """Where an upload goes (docs/upload.md): try, a matching exception, or the default."""
         if try_symbols:
             return self.upload_try
         for pattern, source in self.upload_exceptions:
@@ -171,7 +172,7 @@ class StorageConfig:
         return self.upload_default
 
     def possible_upload_sources(self, email: str, superuser: bool) -> list[SymbolSource]:
-        """Where a user may choose to upload (§5.5): matching exceptions, else the default."""
+        """Where a user may choose to upload: matching exceptions, else the default."""
         matching = [
             source
             for pattern, source in self.upload_exceptions

@@ -1,8 +1,8 @@
 """Symbolication request bodies: JSON → validated jobs, with the reference's exact 400 titles.
 
 The order of the checks and the wording of every message are part of the contract
-(spec/symbolication.md §5.4): clients and the reference's tests compare them. Shapes on which
-the reference crashed with a 500 (§5.5) are 400s here.
+(docs/symbolication.md, "Requests and errors"): clients and the reference's tests compare
+them. Shapes on which the reference crashed with a 500 are 400s here.
 """
 
 from __future__ import annotations

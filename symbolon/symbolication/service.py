@@ -366,7 +366,7 @@ class Symbolication:
 
 
 def _identity(key: ModuleKey) -> ModuleKey:
-    """The cache identity of a module: debug ids compare upper-cased (spec §6.4)."""
+    """The cache identity of a module: debug ids compare upper-cased (docs/symbolication.md)."""
     return (key[0], key[1].upper())
 
 

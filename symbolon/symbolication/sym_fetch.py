@@ -1,7 +1,7 @@
 """Getting a module's sym file: this server's own storage first, then upstream symbol servers.
 
 Own storage is read directly (the same lookup, try rules and invalidation as downloads, then a GET
-from S3), upstream servers over HTTP with the reference's retry rules (spec/symbolication.md §8).
+from S3), upstream servers over HTTP with the reference's retry rules (docs/symbolication.md).
 Bodies are streamed to a temp file as received (gzip-compressed ones stay compressed: the parse
 process inflates them, see inflate.py), so a sym file of a gigabyte never sits in the server's
 memory.
@@ -264,7 +264,7 @@ class Fetcher:
     async def _from_upstream(
         self, base: str, key: ModuleKey, dest: Path
     ) -> tuple[Any, Body | None]:
-        """One source, at most ``attempts`` tries (spec §8.3): 200 found, 404 not found; 429,
+        """One source, at most ``attempts`` tries: 200 found, 404 not found; 429,
         500, 503, 504 and network errors retried with full-jitter back-off; others final."""
         url = upstream_url(base, key)
         problem = ""

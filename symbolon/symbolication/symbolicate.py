@@ -1,4 +1,4 @@
-"""Symbolicating validated jobs, and shaping v5 and v4 answers (spec/symbolication.md §6, §7).
+"""Symbolicating validated jobs, and shaping v5 and v4 answers (docs/symbolication.md).
 
 A profiler's request has tens of thousands of frames, and building a dict per frame for
 ``json.dumps`` cost more than everything else together. Frames are kept as small lists and the
@@ -63,7 +63,7 @@ async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
     metrics.histogram("symbolicate.frames_count", frame_count)
 
     # Spellings of one module that differ only in the case of the id are obtained one after
-    # the other, in sorted order: the later ones find the first one's symcache (spec §6.4).
+    # the other, in sorted order: the later ones find the first one's symcache.
     groups: dict[ModuleKey, list[ModuleKey]] = {}
     for key in sorted(wanted):
         groups.setdefault((key[0], key[1].upper()), []).append(key)
@@ -89,7 +89,7 @@ def _fill(table: Any, frames: list[Frame]) -> None:
     """Write the lookups of one module into its frames."""
     name = table.module_filename
     for frame in frames:
-        frame[0] = name  # even for offset -1 (spec §6.1)
+        frame[0] = name  # even for offset -1
     # Offsets >= 2**64 cannot be looked up (the reference crashed on them): no function.
     looked_up = [frame for frame in frames if 0 <= frame[1] < 1 << 64]
     hits = table.lookup_many([frame[1] for frame in looked_up])
@@ -102,7 +102,7 @@ def found_modules(job: Job, found: dict[ModuleKey, bool]) -> dict[str, bool | No
     """Per memory-map entry of this job: found, not found, or not looked up (None).
 
     Lookups are shared by the jobs of a request, so a module another job referenced shows its
-    result here too (spec §6.2).
+    result here too (docs/symbolication.md, "Answers").
     """
     return {f"{name}/{ident}": found.get((name, ident)) for name, ident in job.modules}
 
@@ -191,7 +191,7 @@ def v4_response(job: Job, done: Symbolicated) -> dict[str, Any]:
 
 
 def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str, Any]:
-    """The ``Debug`` header's diagnostics (spec §6.5): diagnostic only, key names kept."""
+    """The ``Debug`` header's diagnostics: for people, with the reference's key names."""
     cache = {"count": 0, "time": 0.0}
     downloads: dict[str, Any] = {"count": 0}
     parse: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """Validating an uploaded symbol archive and preparing its members for storage.
 
-Spec/symbols.md §5.2 (validation and its messages), §5.6 (compression, metadata, ``.sym``
-headers) and §5.7 (``content_hash``). Archives come from anyone holding an upload token, so on
-top of Tecken's rules this refuses what could hurt us: path tricks, encrypted or exotic members,
+See docs/upload.md, "What happens": validation and its messages, compression, metadata, ``.sym``
+headers and ``content_hash``. Archives come from anyone holding an upload token, so on top of
+Tecken's rules this refuses what could hurt us: path tricks, encrypted or exotic members,
 and zip bombs (declared sizes are checked up front, and never trusted while inflating).
 """
 
@@ -53,7 +53,7 @@ class Limits:
 @dataclass(frozen=True)
 class Member:
     name: str  # path exactly as in the zip
-    key: str  # the key to store under: the debug id directory upper-cased (§0 decision 4)
+    key: str  # the key to store under: the debug id directory upper-cased
     size: int  # declared uncompressed size
     ignored: bool  # a -symbols.txt or a .DS_Store: not stored, reported in ignored_keys
 
@@ -169,14 +169,14 @@ def _check_entry(info: zipfile.ZipInfo, limits: Limits) -> None:
 
 
 def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
-    """Tecken's rules (§5.2 #5-#7) and the storage key."""
+    """Tecken's rules for member paths (snippets, characters, shape) and the storage key."""
     for snippet in disallowed_snippets:
         if snippet in name:
             raise ArchiveError(
                 f"Content of archive file contains the snippet '{snippet}' which is not allowed"
             )
     parts = name.split("/")
-    # §5.6: these are listed in ignored_keys; -symbols.txt wherever it is, as Tecken does.
+    # These are listed in ignored_keys; -symbols.txt wherever it is, as Tecken does.
     ignored = parts[-1] == ".DS_Store" or name.lower().endswith("-symbols.txt")
     if parts[-1] == ".DS_Store":
         return Member(name, name, size, ignored)
@@ -193,16 +193,16 @@ def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
 
 
 def content_hash(members: Sequence[Member]) -> str:
-    """§5.7: finds re-uploads of the same archive; covers every member, ignored ones too."""
+    """Finds re-uploads of the same archive; covers every member, ignored ones too."""
     listing = "\n".join(f"{m.name}:{m.size}" for m in sorted(members, key=lambda m: m.name))
     return hashlib.md5(listing.encode("utf-8")).hexdigest()[:30]
 
 
 def parse_sym_header(head: bytes) -> SymHeader:
-    """The MODULE and INFO lines at the top of a Breakpad .sym file (§5.6, last paragraph).
+    """The MODULE and INFO lines at the top of a Breakpad .sym file.
 
     Stops at the first other line. Anything malformed yields an empty header: the file is
-    still stored, only the code-file lookup (§4.9) won't find it.
+    still stored, only the code-file lookup (docs/download.md) won't find it.
     """
     fields: dict[str, str | None] = {}
     try:
@@ -234,7 +234,7 @@ def prepare(
     tmpdir: str | os.PathLike[str] | None = None,
     chunk_size: int = 1 << 20,
 ) -> Prepared:
-    """Inflate one member into a temp file, gzipped when its extension says so (§5.6).
+    """Inflate one member into a temp file, gzipped when its extension says so.
 
     Streams chunk_size bytes at a time; safe to call from several threads on one ZipFile.
     """

@@ -1,4 +1,4 @@
-"""Rules about symbol keys ``<debug_file>/<debug_id>/<symbol_file>`` (spec/symbols.md §4.3)."""
+"""Rules about symbol keys ``<debug_file>/<debug_id>/<symbol_file>`` (docs/download.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Missing symbols: every GET that ends in 404 is remembered (spec/symbols.md §4.11).
+"""Missing symbols: every GET that ends in 404 is remembered (docs/download.md).
 
 Stack walkers ask for the same missing files over and over; a Redis guard lets one tuple reach
 the database at most once per ``MEMOIZE_LOG_MISSING_SYMBOLS_SECONDS``. The CSV of recent misses is

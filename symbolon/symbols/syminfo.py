@@ -1,4 +1,4 @@
-"""Finding a symbol file by code file and code id (spec/symbols.md §4.9 and §7.12).
+"""Finding a symbol file by code file and code id (docs/download.md, "Code file and code id").
 
 Windows tooling sometimes knows only the binary (``xul.dll``) and its code id. Uploads record
 the ``MODULE`` and ``INFO CODE_ID`` lines of every ``.sym`` file, so either pair leads to the
