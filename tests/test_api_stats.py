@@ -1,4 +1,4 @@
-"""``/api/stats/`` and ``/api/stats/uploads`` (spec/symbols.md §7.4, §7.5), on a database of
+"""``/api/stats/`` and ``/api/stats/uploads`` (docs/accounts.md), on a database of
 their own so that every number is known."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The token API (spec/symbols.md §7.6) and the life of a token (§8.3, §8.4)."""
+"""The token API and the life of a token (docs/accounts.md, "API tokens")."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ async def test_token_list_is_your_own_newest_first_with_what_you_may_grant(
     assert status == 200
     assert [t["key_prefix"] for t in body["tokens"]] == [second[:8], first[:8]]
     ids = await permission_ids(runtime)
-    # Uploaders hold manage_tokens, and may put it on a token (spec §0.8).
+    # Uploaders hold manage_tokens, and may put it on a token.
     assert body["permissions"] == [
         {"name": NAMES[c], "id": ids[c]}
         for c in ("upload.upload_symbols", "upload.upload_try_symbols", "tokens.manage_tokens")

@@ -1,5 +1,5 @@
 """``/api/uploads/``, ``/api/uploads/files/``, their detail views and the uploads per day
-(``/api/uploads/created/…``) (spec/symbols.md §7.7, §7.8).
+(``/api/uploads/created/…``) (docs/accounts.md, "JSON API").
 
 Listings run against a database of their own, so that totals and pages are exact.
 """

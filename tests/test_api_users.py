@@ -1,4 +1,4 @@
-"""User management for superusers (the seeds' "User management"; spec/symbols.md §7.10, §8.2)."""
+"""User management for superusers (docs/accounts.md, "User management")."""
 
 from __future__ import annotations
 

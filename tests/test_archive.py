@@ -1,4 +1,4 @@
-"""Archive validation and member preparation (spec/symbols.md §5.2, §5.6, §5.7).
+"""Archive validation and member preparation (docs/upload.md, "What happens").
 
 Every archive here is a real zip written with the zipfile module; hostile ones are patched
 byte by byte where zipfile refuses to write them.
@@ -158,7 +158,7 @@ def test_duplicates_of_equal_size_collapse(tmp_path):
     assert members_of(path) == [Member("xul.pdb/ABC/xul.sym", "xul.pdb/ABC/xul.sym", 3, False)]
 
 
-# --- inspect: the rules of §5.2 -------------------------------------------------------------
+# --- inspect: the validation rules ------------------------------------------------------------
 
 
 def test_duplicates_of_different_size(tmp_path):

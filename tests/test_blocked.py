@@ -1,4 +1,4 @@
-"""The blocked-user check (spec/symbols.md §8.5) against a stand-in for Auth0's management API.
+"""The blocked-user check (docs/accounts.md) against a stand-in for Auth0's management API.
 
 Auth0 is a hosted service that no test can start, so a small server plays its two endpoints,
 checking what the reference sends them; it can also fail on demand.
@@ -15,7 +15,7 @@ import tornado.web
 from tornado.testing import bind_unused_port
 
 from tests.accounts import Caller, call, make_user, token_of
-from tests.cli import env_for, symbolon
+from tests.cli import env_for, invoke
 from tests.conftest import served, unique_email
 
 BLOCKED = {"error": "User is blocked in Auth0 and made inactive."}
@@ -198,7 +198,7 @@ async def test_is_blocked_command(live_settings, auth0):
     )
     # The command talks to the stand-in served on this test's event loop: run it in a thread.
     results = [
-        await asyncio.to_thread(symbolon, command, email, env=env)
+        await asyncio.to_thread(invoke, command, email, env=env)
         for command, email in (
             ("is-blocked", blocked),
             ("is-blocked", fine),
@@ -211,5 +211,5 @@ async def test_is_blocked_command(live_settings, auth0):
         f"{missing} could not be found in Auth0",
     ], [r.stderr for r in results]
     auth0.failing = True
-    failed = await asyncio.to_thread(symbolon, "is-blocked", fine, env=env)
+    failed = await asyncio.to_thread(invoke, "is-blocked", fine, env=env)
     assert failed.returncode != 0 and "answered 503" in failed.stderr

@@ -1,4 +1,4 @@
-"""Receiving a report's body with bounded memory (spec/crashes.md §3.3, §3.4, §3.8)."""
+"""Receiving a report's body with bounded memory (docs/crashes.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The multipart rules of spec/crashes.md §3.2, §3.5 and §3.6, on the parser alone."""
+"""The multipart rules of docs/crashes.md ("What happens to a report"), on the parser alone."""
 
 from __future__ import annotations
 

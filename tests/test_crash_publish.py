@@ -1,4 +1,4 @@
-"""Publishing crash ids (spec/crashes.md §8.3): each id is one dramatiq message that a dramatiq
+"""Publishing crash ids (docs/crashes.md): each id is one dramatiq message that a dramatiq
 consumer takes, also when many are pipelined in one round trip or Redis lost the script."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Symbol download (spec/symbols.md §4) against real S3 (moto), Redis and PostgreSQL."""
+"""Symbol download (docs/download.md) against real S3 (moto), Redis and PostgreSQL."""
 
 from __future__ import annotations
 

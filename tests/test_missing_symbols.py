@@ -1,4 +1,4 @@
-"""Missing-symbol bookkeeping and reports (spec/symbols.md §4.11, §7.9)."""
+"""Missing-symbol bookkeeping and reports (docs/download.md, "Missing symbols")."""
 
 from __future__ import annotations
 

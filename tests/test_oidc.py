@@ -1,4 +1,4 @@
-"""Browser sign-in end to end against a real OpenID Connect provider (spec/symbols.md §8.6)."""
+"""Browser sign-in end to end against a real OpenID Connect provider (docs/accounts.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every protected endpoint, for each of {anonymous, no permission, right permission, superuser} (§7, §8).
+"""Every protected endpoint, for each of {anonymous, no permission, right permission, superuser}
+(docs/accounts.md).
 
 Each caller kind comes as a browser session and as a token where that makes a difference: a
 token carries only its own permissions, even a superuser's.
@@ -138,7 +139,7 @@ async def test_permission_matrix(http_client, base_url, runtime, case):
         else:
             expected = (403, case.denied)
         if case.path == "/upload/auth_info/" and not by_token and expected[0] == 200:
-            expected = (403, NEEDS_LOGIN)  # it describes the caller's token (§6.1)
+            expected = (403, NEEDS_LOGIN)  # it describes the caller's token
 
         assert status == expected[0], f"{case.id} as {label}: {status} {body}"
         if expected[1] is not None:

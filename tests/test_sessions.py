@@ -1,4 +1,4 @@
-"""Browser sessions: PostgreSQL holds them, Redis only caches them; CSRF on every change (§8.6)."""
+"""Browser sessions: PostgreSQL holds them, Redis only caches them; CSRF on every change (docs/accounts.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ async def test_signing_in_and_staying_signed_in_while_redis_is_paused(
     settings,
     oidc_provider,
 ):
-    """The seeds: with the cache paused "your session cookie should continue to work"."""
+    """With the cache paused, a session cookie still works."""
     configured = oidc_provider.settings(settings.replace(redis_url=own_redis))
     email = unique_email("paused")
     async with served(configured) as (_, base), Browser() as signed_in, Browser() as late:

@@ -1,4 +1,4 @@
-"""POST /submit end to end: real HTTP, the embedded S3 and the real task broker (spec/crashes.md)."""
+"""POST /submit end to end: real HTTP, the embedded S3 and the real task broker (docs/crashes.md)."""
 
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ async def test_malformed_reports_are_discarded_with_their_reason(
 
 @pytest.mark.gen_test
 async def test_a_broken_structure_logs_what_the_parser_found(http_client, base_url, caplog):
-    # The one malformed case the reference logs (spec §13): with the parser's own message.
+    # The one malformed case the reference logs (docs/crashes.md, "Logs"), in the parser's words.
     body = report({"A": "1"})
     headers = headers_for(boundary="foo", **{"Content-Length": str(len(body))})
     status, _, answer = await send_raw(base_url, body, headers)

@@ -1,4 +1,4 @@
-"""Fetching sym files from upstream symbol servers (spec/symbolication.md §8), against real HTTP
+"""Fetching sym files from upstream symbol servers (docs/symbolication.md), against real HTTP
 servers on 127.0.0.1 that answer as scripted: retries, timeouts, encodings, source order."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``/symbolicate/v5`` and ``/v4`` answers (spec/symbolication.md §4, §6, §7), on the spec's
+"""``/symbolicate/v5`` and ``/v4`` answers (docs/symbolication.md), on small
 example modules and on real ``dump_syms`` output, served by a real upstream and own storage."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Request validation (spec/symbolication.md §5): order of checks, exact titles, error bodies."""
+"""Request validation (docs/symbolication.md, "Requests and errors"): order of checks, exact
+titles, error bodies."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def stack_error(s: int, f: int, what: str, i: int = 0) -> str:
     return f"job {i} has invalid stacks: stack {s} frame {f} {what}"
 
 
-# (body, title, request_error reason or None); every title of §5.4 and the fixed 500s of §5.5.
+# (body, title, request_error reason or None); every title, and the reference's 500s made 400s.
 CASES = [
     (b"", "Payload is not valid JSON", "bad_json"),
     (b"{", "Payload is not valid JSON", "bad_json"),
@@ -307,7 +308,7 @@ def test_jobs_key_wins_over_a_top_level_job():
 
 
 def test_metrics_names_are_the_references():
-    # The registry the spec names: eliot.* (plus STATSD_NAMESPACE when set).
+    # The reference's names: eliot.* (plus STATSD_NAMESPACE when set).
     assert markus.get_metrics("eliot").prefix == "eliot"
 
 

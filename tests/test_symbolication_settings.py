@@ -1,4 +1,4 @@
-"""Symbolication settings (spec/symbolication.md §11): names, the reference's aliases, checks."""
+"""Symbolication settings (docs/configuration.md): names, the reference's aliases, checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Code-file / code-id lookup (spec/symbols.md §4.9) and ``/api/syminfo/`` (§7.12)."""
+"""Code-file / code-id lookup and ``/api/syminfo/`` (docs/download.md, "Code file and code id")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Symbol upload v1 (spec/symbols.md §5) end to end: HTTP, staging, the actor, S3, PostgreSQL."""
+"""Symbol upload v1 (docs/upload.md) end to end: HTTP, staging, the actor, S3, PostgreSQL."""
 
 from __future__ import annotations
 

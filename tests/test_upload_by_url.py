@@ -1,4 +1,4 @@
-"""Upload by download (spec/symbols.md §5.3), with every redirect hop and address checked."""
+"""Upload by download (docs/upload.md, "Upload by URL"), with every redirect hop and address checked."""
 
 from __future__ import annotations
 

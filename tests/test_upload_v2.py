@@ -1,4 +1,4 @@
-"""Upload v2 (spec/symbols.md §6) with presigned PUTs to real S3, and the completion call."""
+"""Upload v2 (docs/upload.md) with presigned PUTs to real S3, and the completion call."""
 
 from __future__ import annotations
 
