@@ -1,7 +1,7 @@
-"""The token API of the web UI (spec/symbols.md §7.6): list, create, delete, extend.
+"""The token API of the web UI (docs/accounts.md): list, create, delete, extend.
 
 Keys are stored hashed, so a list shows each token's prefix, and the full key is in the answer to
-the POST that created it, once (spec §0.12).
+the POST that created it, once (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class TokensHandler(BaseHandler):
 def grantable(principal: Principal) -> frozenset[str]:
     """What the caller may put on a token: what the caller holds right now. For a session that
     is the account's permissions (all four for superusers); for a token, only the token's, so a
-    token can never mint a stronger one (spec §0.8: manage_tokens included)."""
+    token can never mint a stronger one (docs/decisions.md)."""
     return principal.permissions
 
 
