@@ -12,7 +12,7 @@ from symbolon.crashes.crashid import (
 )
 from symbolon.crashes.throttling.engine import Result
 
-SPEC_ID = "de1bb258-cbbf-4589-a673-34f800160918"
+DOCS_ID = "de1bb258-cbbf-4589-a673-34f800160918"  # the example of docs/throttling.md, "Crash ids"
 WHEN = datetime(2026, 11, 22, 14, 31, 7, 900770, tzinfo=UTC)
 
 
@@ -80,24 +80,24 @@ def test_naive_datetimes_are_refused():
         submitted_timestamp(datetime(2026, 11, 22, 12, 0))
 
 
-def test_crash_date_and_digit_of_the_spec_example():
-    assert crash_date(SPEC_ID) == "20160918"
-    assert throttle_digit(SPEC_ID) == 0
+def test_crash_date_and_digit_of_the_documented_example():
+    assert crash_date(DOCS_ID) == "20160918"
+    assert throttle_digit(DOCS_ID) == 0
 
 
-def test_spec_example_is_valid():
-    assert is_valid_crash_id(SPEC_ID)
-    assert is_valid_crash_id(SPEC_ID, strict=False)
+def test_documented_example_is_valid():
+    assert is_valid_crash_id(DOCS_ID)
+    assert is_valid_crash_id(DOCS_ID, strict=False)
 
 
 def test_uppercase_is_invalid():
-    assert not is_valid_crash_id(SPEC_ID.upper())
+    assert not is_valid_crash_id(DOCS_ID.upper())
     assert not is_valid_crash_id("DE1bb258-cbbf-4589-a673-34f800160918")
 
 
 @pytest.mark.parametrize("digit", "23456789")
 def test_strict_mode_wants_digit_0_or_1(digit):
-    crash_id = SPEC_ID[:-7] + digit + SPEC_ID[-6:]
+    crash_id = DOCS_ID[:-7] + digit + DOCS_ID[-6:]
     assert not is_valid_crash_id(crash_id)
     assert is_valid_crash_id(crash_id, strict=False)
 
@@ -110,17 +110,17 @@ def test_the_regex_alone_allows_a_hex_throttle_character():
 
 
 def test_digit_1_is_valid_in_strict_mode():
-    assert is_valid_crash_id(SPEC_ID[:-7] + "1" + SPEC_ID[-6:])
+    assert is_valid_crash_id(DOCS_ID[:-7] + "1" + DOCS_ID[-6:])
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        SPEC_ID[:-1],  # 35 characters
-        SPEC_ID + "0",  # 37 characters
-        "bp-" + SPEC_ID,  # the response prefix is not part of the id
-        SPEC_ID + "\n",  # anchored at the very end
-        " " + SPEC_ID,
+        DOCS_ID[:-1],  # 35 characters
+        DOCS_ID + "0",  # 37 characters
+        "bp-" + DOCS_ID,  # the response prefix is not part of the id
+        DOCS_ID + "\n",  # anchored at the very end
+        " " + DOCS_ID,
         "de1bb258cbbf-4589-a673-34f800160918-",  # dashes in the wrong places
         "ge1bb258-cbbf-4589-a673-34f800160918",  # not hex
         "de1bb258-cbbf-4589-a673-34f80016091a",  # the date must be digits
@@ -133,7 +133,7 @@ def test_wrong_shapes_are_invalid(value):
 
 def test_non_strings_are_invalid():
     assert not is_valid_crash_id(None)  # type: ignore[arg-type]
-    assert not is_valid_crash_id(SPEC_ID.encode())  # type: ignore[arg-type]
+    assert not is_valid_crash_id(DOCS_ID.encode())  # type: ignore[arg-type]
 
 
 def test_date_digits_are_not_checked_as_a_calendar_date():

@@ -8,7 +8,7 @@ from symbolon.storage.sources import StorageConfig, SymbolSource, config_hash, d
 PUBLIC = "https://s3-us-west-2.amazonaws.com/org.mozilla.crash-stats.symbols-public/?access=public"
 
 
-def test_public_aws_url_from_the_spec():
+def test_public_aws_url_of_mozilla_public_symbols():
     s = SymbolSource.parse(PUBLIC)
     assert (s.scheme, s.netloc) == ("https", "s3-us-west-2.amazonaws.com")
     assert s.bucket == "org.mozilla.crash-stats.symbols-public"

@@ -24,7 +24,7 @@ from tests.symbolication_support import (  # noqa: F401 (fixtures)
     with_debug_id,
 )
 
-DEMO = "spec/libdemo.so.sym"
+DEMO = "examples/libdemo.so.sym"
 
 
 def demo(ident: str) -> bytes:

@@ -34,9 +34,9 @@ async def post(http_client, base_url, path, body, headers=None):
 
 
 @pytest.fixture
-def spec_modules(upstream):
-    upstream.put("libdemo.so", DEMO_ID, sym("spec/libdemo.so.sym"))
-    upstream.put("demo.pdb", WIN_ID, sym("spec/demo.sym"))
+def example_modules(upstream):
+    upstream.put("libdemo.so", DEMO_ID, sym("examples/libdemo.so.sym"))
+    upstream.put("demo.pdb", WIN_ID, sym("examples/demo.sym"))
     return upstream
 
 
@@ -49,7 +49,7 @@ SPEC_MEMORY_MAP = [
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_v5_answers_the_spec_example(http_client, base_url, spec_modules, symbolication):
+async def test_v5_answers_the_worked_example(http_client, base_url, example_modules, symbolication):
     stack = [[0, 4104], [0, 4124], [0, 4136], [1, 20496], [1, 20740], [2, 256], [-1, 65536]]
     stack.append([0, -1])
     body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [stack]}]}
@@ -134,7 +134,7 @@ async def test_v5_answers_the_spec_example(http_client, base_url, spec_modules, 
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_v4_answers_the_spec_example(http_client, base_url, spec_modules, symbolication):
+async def test_v4_answers_the_worked_example(http_client, base_url, example_modules, symbolication):
     body = {
         "memoryMap": SPEC_MEMORY_MAP,
         "stacks": [[[0, 4104], [0, 4124], [1, 20496], [2, 256], [-1, 65536]], [[0, 1000]]],
@@ -159,7 +159,7 @@ async def test_v4_answers_the_spec_example(http_client, base_url, spec_modules, 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_v4_gives_duplicate_modules_their_own_slot(
-    http_client, base_url, spec_modules, symbolication
+    http_client, base_url, example_modules, symbolication
 ):
     body = {"memoryMap": [SPEC_MEMORY_MAP[0], SPEC_MEMORY_MAP[0]], "stacks": [[[1, 4104]]]}
     response = await post(http_client, base_url, "/symbolicate/v4", body)
@@ -238,7 +238,7 @@ async def test_own_storage_is_read_first(http_client, base_url, settings, upstre
     put_own(
         settings,
         f"libdemo.so/{ident}/libdemo.so.sym",
-        with_debug_id(sym("spec/libdemo.so.sym"), ident),
+        with_debug_id(sym("examples/libdemo.so.sym"), ident),
     )
     body = {"memoryMap": [["libdemo.so", ident.lower()]], "stacks": [[[0, 4104]]]}
     response = await post(http_client, base_url, "/symbolicate/v5", body)
@@ -250,7 +250,7 @@ async def test_own_storage_is_read_first(http_client, base_url, settings, upstre
 
 @pytest.mark.gen_test(timeout=60)
 async def test_found_modules_are_shared_across_jobs(
-    http_client, base_url, spec_modules, symbolication
+    http_client, base_url, example_modules, symbolication
 ):
     body = {
         "jobs": [
@@ -278,7 +278,7 @@ async def test_found_modules_are_shared_across_jobs(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_found_modules_collapse_duplicates_and_keep_case(
-    http_client, base_url, spec_modules, symbolication
+    http_client, base_url, example_modules, symbolication
 ):
     lower = DEMO_ID.lower()
     body = {
@@ -297,9 +297,9 @@ async def test_debug_id_mismatch_and_malformed_files_are_not_found(
     http_client, base_url, upstream, symbolication
 ):
     wrong, malformed, short = new_id(), new_id(), "ABCDE"
-    upstream.put("wrong.so", wrong, sym("spec/libdemo.so.sym"))  # MODULE names another id
+    upstream.put("wrong.so", wrong, sym("examples/libdemo.so.sym"))  # MODULE names another id
     upstream.put("bad.so", malformed, b"this is not a symbol file\n")
-    upstream.put("short.so", short, sym("spec/libdemo.so.sym"))
+    upstream.put("short.so", short, sym("examples/libdemo.so.sym"))
     body = {
         "memoryMap": [["wrong.so", wrong], ["bad.so", malformed], ["short.so", short]],
         "stacks": [[[0, 4104], [1, 4104], [2, 4104]]],
@@ -312,7 +312,7 @@ async def test_debug_id_mismatch_and_malformed_files_are_not_found(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_offsets_beyond_64_bits_are_formatted_not_looked_up(
-    http_client, base_url, spec_modules, symbolication
+    http_client, base_url, example_modules, symbolication
 ):
     body = {"memoryMap": [SPEC_MEMORY_MAP[0]], "stacks": [[[0, 2**64], [0, 2**64 + 4104]]]}
     response = await post(http_client, base_url, "/symbolicate/v5", body)
@@ -322,7 +322,7 @@ async def test_offsets_beyond_64_bits_are_formatted_not_looked_up(
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_debug_header_adds_diagnostics(http_client, base_url, spec_modules, symbolication):
+async def test_debug_header_adds_diagnostics(http_client, base_url, example_modules, symbolication):
     body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [[[0, 4104], [2, 1]]]}]}
     first = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "false"})
     debug = json.loads(first.body)["debug"]
@@ -330,7 +330,7 @@ async def test_debug_header_adds_diagnostics(http_client, base_url, spec_modules
     assert debug["cache_lookups"]["count"] == 2
     assert debug["cache_lookups"]["hits"] == 0
     assert debug["downloads"]["count"] == 2
-    size = len(sym("spec/libdemo.so.sym"))
+    size = len(sym("examples/libdemo.so.sym"))
     assert debug["downloads"]["size_per_module"] == {f"libdemo.so/{DEMO_ID}": size}
     assert list(debug["downloads"]["fail_time_per_module"]) == [f"libmissing.so/{MISSING_ID}"]
     assert list(debug["parse_sym"]["time_per_module"]) == [f"libdemo.so/{DEMO_ID}"]
@@ -364,7 +364,7 @@ async def test_empty_jobs_and_limits(http_client, base_url, symbolication):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_content_type_is_ignored(http_client, base_url, spec_modules, symbolication):
+async def test_content_type_is_ignored(http_client, base_url, example_modules, symbolication):
     body = json.dumps({"memoryMap": [SPEC_MEMORY_MAP[0]], "stacks": [[[0, 4104]]]})
     headers = {"Content-Type": "text/plain;charset=UTF-8"}
     response = await post(http_client, base_url, "/symbolicate/v5", body, headers)
@@ -433,7 +433,7 @@ async def test_options_without_origin_lists_the_methods(http_client, base_url):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_v5_text_is_formatted_as_json_dumps_formats_it(
-    http_client, base_url, spec_modules, symbolication
+    http_client, base_url, example_modules, symbolication
 ):
     stack = [[0, 4104], [0, 4124], [1, 20740], [2, 256], [-1, 65536], [0, -1]]
     body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [stack, []]}]}

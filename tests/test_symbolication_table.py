@@ -18,8 +18,8 @@ from tests.symbolication_support import DATA, sym
 FIXTURES = {
     "libinlines.so.sym": ("libinlines.so", "8ED0A570BE768792AF7EF6AEDDC3230E0"),
     "plain.sym": ("plain", None),
-    "spec/libdemo.so.sym": ("libdemo.so", "5C5A1B1D2E3F405162738495061728390"),
-    "spec/demo.sym": ("demo.pdb", "A1B2C3D4E5F60718293A4B5C6D7E8F901"),
+    "examples/libdemo.so.sym": ("libdemo.so", "5C5A1B1D2E3F405162738495061728390"),
+    "examples/demo.sym": ("demo.pdb", "A1B2C3D4E5F60718293A4B5C6D7E8F901"),
 }
 
 
@@ -74,7 +74,7 @@ def test_bulk_lookups_equal_symbolic_everywhere(tmp_path, name):
     assert flat(table.lookup_many(addresses)) == expected  # warm: from the memo
     assert flat(table.lookup_many(list(reversed(addresses)))) == list(reversed(expected))
     assert any(r and r[4] for r in expected) == (
-        name in ("libinlines.so.sym", "spec/libdemo.so.sym")
+        name in ("libinlines.so.sym", "examples/libdemo.so.sym")
     )
 
 
@@ -89,9 +89,9 @@ def test_the_binding_path_gives_the_same_answers(tmp_path, monkeypatch):
 
 
 def test_entries_carry_the_module_filename(tmp_path):
-    windows = SymbolTable(build(tmp_path, "spec/demo.sym"))
+    windows = SymbolTable(build(tmp_path, "examples/demo.sym"))
     assert windows.module_filename == "demo.dll"
-    linux = SymbolTable(build(tmp_path, "spec/libdemo.so.sym"))
+    linux = SymbolTable(build(tmp_path, "examples/libdemo.so.sym"))
     assert linux.module_filename == "libdemo.so"
 
 
@@ -121,9 +121,11 @@ def test_a_sym_file_with_only_a_module_line_is_an_empty_symcache(tmp_path):
 
 def test_crlf_sym_files_parse(tmp_path):
     source = tmp_path / "crlf.sym"
-    source.write_bytes(sym("spec/libdemo.so.sym").replace(b"\n", b"\r\n"))
+    source.write_bytes(sym("examples/libdemo.so.sym").replace(b"\n", b"\r\n"))
     out = tmp_path / "crlf.symc"
-    parsed = build_entry(str(source), "libdemo.so", FIXTURES["spec/libdemo.so.sym"][1], str(out))
+    parsed = build_entry(
+        str(source), "libdemo.so", FIXTURES["examples/libdemo.so.sym"][1], str(out)
+    )
     assert parsed.ok
     assert SymbolTable(out).lookup_many([0x1008])[0][0].name == "process_request"
 
@@ -138,14 +140,14 @@ def test_crlf_sym_files_parse(tmp_path):
     ],
 )
 def test_damaged_entries_are_refused(tmp_path, damage):
-    path = build(tmp_path, "spec/libdemo.so.sym")
+    path = build(tmp_path, "examples/libdemo.so.sym")
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises((EntryError, ValueError)):
         SymbolTable(path)
 
 
 def test_trailer_round_trip(tmp_path):
-    path = build(tmp_path, "spec/demo.sym")
+    path = build(tmp_path, "examples/demo.sym")
     data = path.read_bytes()
     length, meta = read_trailer(data)
     assert meta == {"module": "demo.dll"}
@@ -158,7 +160,7 @@ async def test_a_parse_on_a_pool_another_job_broke_is_tried_again(tmp_path):
     culprit is parsed on a new pool instead of being remembered as unparseable."""
     pool = ParsePool(workers=1, memory_budget=1024**3)
     try:
-        name = "spec/libdemo.so.sym"
+        name = "examples/libdemo.so.sym"
         filename, debug_id = FIXTURES[name]
         first = await pool.build(DATA / name, 1000, filename, debug_id, tmp_path / "1.symc")
         assert first.ok, first

@@ -27,7 +27,7 @@ from tests.symbolication_support import (  # noqa: F401 (fixtures)
 from tests.test_upload import UPLOAD, make_zip, multipart, token_for
 from tests.test_upload import post as post_upload
 
-DEMO = "spec/libdemo.so.sym"
+DEMO = "examples/libdemo.so.sym"
 
 
 async def symbolicate(http_client, base_url, name, ident, offset=4104):
