@@ -40,7 +40,7 @@ def example_modules(upstream):
     return upstream
 
 
-SPEC_MEMORY_MAP = [
+EXAMPLE_MEMORY_MAP = [
     ["libdemo.so", DEMO_ID],
     ["demo.pdb", WIN_ID],
     ["libmissing.so", MISSING_ID],
@@ -52,7 +52,7 @@ SPEC_MEMORY_MAP = [
 async def test_v5_answers_the_worked_example(http_client, base_url, example_modules, symbolication):
     stack = [[0, 4104], [0, 4124], [0, 4136], [1, 20496], [1, 20740], [2, 256], [-1, 65536]]
     stack.append([0, -1])
-    body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [stack]}]}
+    body = {"jobs": [{"memoryMap": EXAMPLE_MEMORY_MAP, "stacks": [stack]}]}
     response = await post(http_client, base_url, "/symbolicate/v5", body)
     assert response.code == 200
     assert response.headers["Content-Type"] == "application/json"
@@ -136,7 +136,7 @@ async def test_v5_answers_the_worked_example(http_client, base_url, example_modu
 @pytest.mark.gen_test(timeout=60)
 async def test_v4_answers_the_worked_example(http_client, base_url, example_modules, symbolication):
     body = {
-        "memoryMap": SPEC_MEMORY_MAP,
+        "memoryMap": EXAMPLE_MEMORY_MAP,
         "stacks": [[[0, 4104], [0, 4124], [1, 20496], [2, 256], [-1, 65536]], [[0, 1000]]],
         "version": 4,
     }
@@ -161,7 +161,7 @@ async def test_v4_answers_the_worked_example(http_client, base_url, example_modu
 async def test_v4_gives_duplicate_modules_their_own_slot(
     http_client, base_url, example_modules, symbolication
 ):
-    body = {"memoryMap": [SPEC_MEMORY_MAP[0], SPEC_MEMORY_MAP[0]], "stacks": [[[1, 4104]]]}
+    body = {"memoryMap": [EXAMPLE_MEMORY_MAP[0], EXAMPLE_MEMORY_MAP[0]], "stacks": [[[1, 4104]]]}
     response = await post(http_client, base_url, "/symbolicate/v4", body)
     assert json.loads(response.body)["knownModules"] == [True, True]
 
@@ -255,11 +255,11 @@ async def test_found_modules_are_shared_across_jobs(
     body = {
         "jobs": [
             {
-                "memoryMap": [SPEC_MEMORY_MAP[0], SPEC_MEMORY_MAP[2]],
+                "memoryMap": [EXAMPLE_MEMORY_MAP[0], EXAMPLE_MEMORY_MAP[2]],
                 "stacks": [[[0, 4104], [1, 1]]],
             },
             # Lists both, references neither: job 0's lookups still show.
-            {"memoryMap": [SPEC_MEMORY_MAP[2], SPEC_MEMORY_MAP[0], ["", ""]], "stacks": [[]]},
+            {"memoryMap": [EXAMPLE_MEMORY_MAP[2], EXAMPLE_MEMORY_MAP[0], ["", ""]], "stacks": [[]]},
             {"memoryMap": [["libdemo.so", ""], ["", DEMO_ID]], "stacks": [[[0, 1], [1, 1]]]},
         ]
     }
@@ -282,7 +282,7 @@ async def test_found_modules_collapse_duplicates_and_keep_case(
 ):
     lower = DEMO_ID.lower()
     body = {
-        "memoryMap": [SPEC_MEMORY_MAP[0], SPEC_MEMORY_MAP[0], ["libdemo.so", lower]],
+        "memoryMap": [EXAMPLE_MEMORY_MAP[0], EXAMPLE_MEMORY_MAP[0], ["libdemo.so", lower]],
         "stacks": [[[0, 4104], [2, -1]]],
     }
     response = await post(http_client, base_url, "/symbolicate/v5", body)
@@ -314,7 +314,7 @@ async def test_debug_id_mismatch_and_malformed_files_are_not_found(
 async def test_offsets_beyond_64_bits_are_formatted_not_looked_up(
     http_client, base_url, example_modules, symbolication
 ):
-    body = {"memoryMap": [SPEC_MEMORY_MAP[0]], "stacks": [[[0, 2**64], [0, 2**64 + 4104]]]}
+    body = {"memoryMap": [EXAMPLE_MEMORY_MAP[0]], "stacks": [[[0, 2**64], [0, 2**64 + 4104]]]}
     response = await post(http_client, base_url, "/symbolicate/v5", body)
     assert response.code == 200
     frames = json.loads(response.body)["results"][0]["stacks"][0]
@@ -323,7 +323,7 @@ async def test_offsets_beyond_64_bits_are_formatted_not_looked_up(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_debug_header_adds_diagnostics(http_client, base_url, example_modules, symbolication):
-    body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [[[0, 4104], [2, 1]]]}]}
+    body = {"jobs": [{"memoryMap": EXAMPLE_MEMORY_MAP, "stacks": [[[0, 4104], [2, 1]]]}]}
     first = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "false"})
     debug = json.loads(first.body)["debug"]
     assert list(json.loads(first.body)) == ["results", "debug"]
@@ -365,7 +365,7 @@ async def test_empty_jobs_and_limits(http_client, base_url, symbolication):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_content_type_is_ignored(http_client, base_url, example_modules, symbolication):
-    body = json.dumps({"memoryMap": [SPEC_MEMORY_MAP[0]], "stacks": [[[0, 4104]]]})
+    body = json.dumps({"memoryMap": [EXAMPLE_MEMORY_MAP[0]], "stacks": [[[0, 4104]]]})
     headers = {"Content-Type": "text/plain;charset=UTF-8"}
     response = await post(http_client, base_url, "/symbolicate/v5", body, headers)
     assert json.loads(response.body)["results"][0]["stacks"][0][0]["function"] == "process_request"
@@ -436,6 +436,6 @@ async def test_v5_text_is_formatted_as_json_dumps_formats_it(
     http_client, base_url, example_modules, symbolication
 ):
     stack = [[0, 4104], [0, 4124], [1, 20740], [2, 256], [-1, 65536], [0, -1]]
-    body = {"jobs": [{"memoryMap": SPEC_MEMORY_MAP, "stacks": [stack, []]}]}
+    body = {"jobs": [{"memoryMap": EXAMPLE_MEMORY_MAP, "stacks": [stack, []]}]}
     response = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "1"})
     assert response.body.decode() == json.dumps(json.loads(response.body))
