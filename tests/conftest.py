@@ -24,6 +24,7 @@ from symbolon.conf import Settings, load_settings
 from symbolon.runtime import Runtime
 from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
+from tests.environment import OPERATOR_CONFIGURATION
 
 
 def _interrupt(*_: object) -> None:
@@ -35,13 +36,8 @@ signal.signal(signal.SIGTERM, _interrupt)
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 # Tests must not pick up the developer's own configuration.
-_CONFIGURATION = (
-    *("DATABASE_URL", "REDIS_", "SYMBOL_URLS", "UPLOAD_", "DJANGO_", "ELIOT_"),
-    *("CRASHMOVER_", "BREAKPAD_", "COLLECTOR_", "ENABLE_CRASH_COLLECTOR"),
-    *("OIDC_", "SESSION_COOKIE_", "ENABLE_AUTH0_", "NOT_BLOCKED_IN_AUTH0_", "LOCAL_DEV_ENV"),
-)
 for _name in list(os.environ):
-    if _name.startswith(_CONFIGURATION):
+    if _name.startswith(OPERATOR_CONFIGURATION):
         del os.environ[_name]
 
 

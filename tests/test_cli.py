@@ -1,12 +1,13 @@
-import asyncio
 import hashlib
 import re
+import subprocess
+import sys
 
-import asyncpg
 import pytest
 
-from tests.cli import env_for, symbolon
+from tests.cli import env_for, invoke, symbolon
 from tests.conftest import unique_email
+from tests.database import query
 
 KEY = re.compile(r"^[0-9a-f]{32}$")
 
@@ -16,24 +17,13 @@ def env(live_settings):
     return env_for(live_settings)
 
 
-def query(settings, sql, *args):
-    async def run():
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def test_superuser_creates_the_user_then_reports_it_already_is(env, live_settings):
     email = unique_email("boss")
-    first = symbolon("superuser", email, env=env)
+    first = invoke("superuser", email, env=env)
     assert first.returncode == 0, first.stderr
     assert f"created user {email}" in first.stdout
     assert f"{email} is now a superuser" in first.stdout
-    again = symbolon("superuser", email.upper(), env=env)
+    again = invoke("superuser", email.upper(), env=env)
     assert again.returncode == 0
     assert "already a superuser" in again.stdout
     rows = query(live_settings, "SELECT * FROM users WHERE lower(email) = lower($1)", email)
@@ -43,15 +33,15 @@ def test_superuser_creates_the_user_then_reports_it_already_is(env, live_setting
 
 @pytest.mark.parametrize("bad", ["no-at-sign", "two@@example.com", "has space@example.com"])
 def test_superuser_refuses_what_is_not_an_email(env, bad):
-    result = symbolon("superuser", bad, env=env)
+    result = invoke("superuser", bad, env=env)
     assert result.returncode != 0
     assert "is not an e-mail address" in result.stderr
 
 
 def test_token_create_prints_the_secret_last_and_stores_only_its_hash(env, live_settings):
     email = unique_email("admin")
-    assert symbolon("superuser", email, env=env).returncode == 0
-    result = symbolon(
+    assert invoke("superuser", email, env=env).returncode == 0
+    result = invoke(
         "token", "create", email,
         "--permission", "upload_symbols",
         "--permission", "upload.view_all_uploads",
@@ -85,13 +75,13 @@ def test_token_create_prints_the_secret_last_and_stores_only_its_hash(env, live_
 
 def test_token_create_makes_the_user_but_refuses_permissions_they_lack(env, live_settings):
     email = unique_email("newbie")
-    result = symbolon("token", "create", email, "--permission", "upload_symbols", env=env)
+    result = invoke("token", "create", email, "--permission", "upload_symbols", env=env)
     assert result.returncode != 0
     assert f"{email} does not hold upload.upload_symbols" in result.stderr
     assert not KEY.search(result.stdout)
     # Refused as a whole: neither the user nor a token was left behind.
     assert query(live_settings, "SELECT 1 FROM users WHERE email = $1", email) == []
-    plain = symbolon("token", "create", email, env=env)
+    plain = invoke("token", "create", email, env=env)
     assert plain.returncode == 0, plain.stderr
     assert f"created user {email}" in plain.stdout
     assert KEY.match(plain.stdout.strip().splitlines()[-1])
@@ -99,26 +89,26 @@ def test_token_create_makes_the_user_but_refuses_permissions_they_lack(env, live
 
 def test_group_membership_grants_token_permissions(env, live_settings):
     email = unique_email("uploader")
-    assert symbolon("token", "create", email, env=env).returncode == 0
+    assert invoke("token", "create", email, env=env).returncode == 0
     query(
         live_settings,
         """INSERT INTO user_groups (user_id, group_id)
            SELECT u.id, g.id FROM users u, groups g WHERE u.email = $1 AND g.name = 'Uploaders'""",
         email,
     )
-    ok = symbolon("token", "create", email, "--permission", "upload_try_symbols", env=env)
+    ok = invoke("token", "create", email, "--permission", "upload_try_symbols", env=env)
     assert ok.returncode == 0, ok.stderr
-    refused = symbolon("token", "create", email, "--permission", "view_all_uploads", env=env)
+    refused = invoke("token", "create", email, "--permission", "view_all_uploads", env=env)
     assert refused.returncode != 0
     assert "does not hold upload.view_all_uploads" in refused.stderr
 
 
 def test_token_create_refuses_unknown_and_conflicting_permissions(env):
     email = unique_email("admin")
-    symbolon("superuser", email, env=env)
-    unknown = symbolon("token", "create", email, "--permission", "fly", env=env)
+    invoke("superuser", email, env=env)
+    unknown = invoke("token", "create", email, "--permission", "fly", env=env)
     assert unknown.returncode != 0 and "unknown permission 'fly'" in unknown.stderr
-    both = symbolon(
+    both = invoke(
         "token", "create", email,
         "--permission", "upload_symbols", "--permission", "upload_try_symbols",
         env=env,
@@ -128,12 +118,12 @@ def test_token_create_refuses_unknown_and_conflicting_permissions(env):
 
 def test_token_list_shows_prefixes_never_secrets_and_revoke_by_id_or_key(env):
     email = unique_email("lister")
-    symbolon("superuser", email, env=env)
+    invoke("superuser", email, env=env)
     keys = []
     for note in ("first", "second"):
-        made = symbolon("token", "create", email, "--notes", note, env=env)
+        made = invoke("token", "create", email, "--notes", note, env=env)
         keys.append(made.stdout.strip().splitlines()[-1])
-    listed = symbolon("token", "list", email, env=env)
+    listed = invoke("token", "list", email, env=env)
     assert listed.returncode == 0
     lines = listed.stdout.strip().splitlines()
     assert len(lines) == 2
@@ -142,22 +132,37 @@ def test_token_list_shows_prefixes_never_secrets_and_revoke_by_id_or_key(env):
         assert f"{key[:8]}…" in line
     first_id = lines[0].split("\t")[0]
 
-    by_id = symbolon("token", "revoke", first_id, env=env)
+    by_id = invoke("token", "revoke", first_id, env=env)
     assert by_id.returncode == 0 and f"revoked token {first_id}" in by_id.stdout
-    by_key = symbolon("token", "revoke", f"{keys[1]}-ci-label", env=env)
+    by_key = invoke("token", "revoke", f"{keys[1]}-ci-label", env=env)
     assert by_key.returncode == 0, by_key.stderr
-    assert symbolon("token", "list", email, env=env).stdout.strip() == "no tokens"
-    again = symbolon("token", "revoke", keys[1], env=env)
+    assert invoke("token", "list", email, env=env).stdout.strip() == "no tokens"
+    again = invoke("token", "revoke", keys[1], env=env)
     assert again.returncode != 0 and "no token matches" in again.stderr
 
 
+def test_the_entry_point_lists_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-m", "symbolon.admin_cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: symbolon" in result.stdout
+    for command in ("serve", "worker", "migrate", "superuser", "token", "user", "crashes"):
+        assert f"  {command} " in result.stdout
+
+
 def test_migrate_reports_an_up_to_date_database(env):
+    # A real process, as an operator runs it: the other tests run the commands in this one.
     result = symbolon("migrate", env=env)
     assert result.returncode == 0, result.stderr
     assert "the database is up to date" in result.stdout
 
 
 def test_bad_configuration_stops_the_command_with_the_variable_named(env):
-    result = symbolon("migrate", env={**env, "PORT": "lots"})
+    result = invoke("migrate", env={**env, "PORT": "lots"})
     assert result.returncode != 0
     assert "PORT='lots'" in result.stderr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli import env_for, symbolon
+from tests.cli import env_for, invoke
 from tests.conftest import unique_email
-from tests.test_cli import query
+from tests.database import query
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def env(live_settings):
 
 
 def ok(*args, env):
-    result = symbolon(*args, env=env)
+    result = invoke(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -31,7 +31,7 @@ def test_user_groups_set_show_and_clear(env, live_settings):
     assert line.split("\t")[1:4] == ["active", "no", "Uploaders,Upload Auditors"]
     assert f"{email} groups now: (none)" in ok("user", "groups", email, "--clear", env=env)
 
-    unknown = symbolon("user", "groups", email, "Admins", env=env)
+    unknown = invoke("user", "groups", email, "Admins", env=env)
     assert unknown.returncode != 0
     assert "unknown group 'Admins' (known: Upload Auditors, Uploaders)" in unknown.stderr
     actions = query(
@@ -56,7 +56,7 @@ def test_user_deactivate_and_activate(env, live_settings):
         line.startswith(email) and "INACTIVE (admin)" in line for line in listing.splitlines()
     )
     assert f"{email} is now active" in ok("user", "activate", email, env=env)
-    missing = symbolon("user", "activate", unique_email("nobody"), env=env)
+    missing = invoke("user", "activate", unique_email("nobody"), env=env)
     assert missing.returncode != 0 and "no user" in missing.stderr
 
 
@@ -77,7 +77,7 @@ def test_token_revoke_every_token_of_a_user(env, live_settings):
     assert count[0][0] == 0
     assert ok("token", "list", other, env=env).count(other) == 1
 
-    both = symbolon("token", "revoke", "1", "--user", email, env=env)
+    both = invoke("token", "revoke", "1", "--user", email, env=env)
     assert both.returncode != 0 and "not both" in both.stderr
-    neither = symbolon("token", "revoke", env=env)
+    neither = invoke("token", "revoke", env=env)
     assert neither.returncode != 0

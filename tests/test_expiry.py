@@ -9,7 +9,7 @@ import pytest
 
 from symbolon.symbols.expiry import expire_try_symbols
 from symbolon.tasks.broker import Scheduler, setup_broker
-from tests.cli import env_for, symbolon
+from tests.cli import env_for, invoke
 from tests.conftest import s3_client, s3_endpoint, unique_email
 
 
@@ -80,6 +80,6 @@ def test_one_process_sends_the_periodic_task_per_period(live_settings):
 
 
 def test_cleanup_command(live_settings):
-    result = symbolon("cleanup", "--days", "28", env=env_for(live_settings))
+    result = invoke("cleanup", "--days", "28", env=env_for(live_settings))
     assert result.returncode == 0, result.stderr
     assert "try object(s)" in result.stdout
