@@ -1,19 +1,24 @@
-"""The per-process resources every handler and actor needs, created once and closed once."""
+"""The composition root: settings checked as a whole, and the per-process resources every
+handler and actor needs, created once and closed once. Domain modules never import this one;
+they declare what they use and receive it from here."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
 from symbolon.accounts.blocked import BlockedGuard, make_guard
 from symbolon.accounts.oidc import OIDCClient
 from symbolon.accounts.sessions import SessionStore
-from symbolon.conf import Settings
+from symbolon.conf import Settings, SettingsError, read_settings
 from symbolon.crashes.collector import Collector
 from symbolon.crashes.publish import Publisher
-from symbolon.crashes.storage import make_crash_storage
+from symbolon.crashes.stores import make_crash_storage
+from symbolon.crashes.throttling.presets import load_throttler
 from symbolon.db import migrate
 from symbolon.redis_cache import Cache, redis_client
 from symbolon.storage.lookup import SymbolLookup
@@ -24,6 +29,37 @@ from symbolon.symbols.missing import MissingRecorder
 from symbolon.uploads.staging import Staging, make_staging
 
 logger = logging.getLogger(__name__)
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """The problems only the domain modules can see: symbol locations and throttling rules."""
+    problems: list[str] = []
+    if settings.symbol_urls:
+        try:
+            StorageConfig.from_settings(settings)
+        except SettingsError as exc:
+            problems.extend(exc.problems)
+    if settings.enable_crash_collector:
+        try:
+            load_throttler(
+                settings.breakpad_throttler_rules,
+                settings.breakpad_throttler_products,
+                settings.breakpad_throttler_product_packagenames,
+            )
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))  # names the setting itself
+    return problems
+
+
+def load_checked_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Settings from the environment, or SettingsError naming every problem at once."""
+    settings, problems = read_settings(environ, dotenv_path)
+    problems.extend(check_settings(settings))
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 @dataclass

@@ -3,6 +3,9 @@ from pathlib import Path
 import pytest
 
 from symbolon.conf import SettingsError, load_settings
+from symbolon.conf.settings import declarations
+from symbolon.runtime import load_checked_settings
+from tests.conftest import repo_root
 
 REAL = {
     "DATABASE_URL": "postgresql://u:p@db/symbolon",
@@ -16,7 +19,8 @@ REAL = {
 
 
 def load(env: dict[str, str]):
-    return load_settings(env, dotenv_path=None)
+    """As every command loads them: the values, then what storage and throttling make of them."""
+    return load_checked_settings(env, dotenv_path=None)
 
 
 def problems(env: dict[str, str]) -> list[str]:
@@ -201,3 +205,40 @@ def test_crash_storage_settings_accept_the_reference_aliases():
 )
 def test_bad_crash_settings_stop_start_up(name, value):
     assert any(name.split("_")[0] in p for p in problems({name: value}))
+
+
+def test_every_problem_is_reported_at_once_values_storage_and_throttling_alike():
+    found = problems(
+        {
+            **REAL,
+            "PORT": "eighty",
+            "UPLOAD_URL_EXCEPTIONS": '{"*@x.com": "not a url"}',
+            "BREAKPAD_THROTTLER_RULES": "antenna.throttler.NO_SUCH_RULES",
+        }
+    )
+    for name in ("PORT=", "UPLOAD_URL_EXCEPTIONS", "BREAKPAD_THROTTLER_RULES"):
+        assert any(p.startswith(name) for p in found), (name, found)
+
+
+def test_the_settings_package_alone_leaves_domain_checks_to_the_runtime():
+    # Reading values needs nothing of the storage or throttling code.
+    s = load_settings({**REAL, "BREAKPAD_THROTTLER_RULES": "NO_SUCH_RULES"}, dotenv_path=None)
+    assert s.breakpad_throttler_rules == "NO_SUCH_RULES"
+
+
+def test_each_variable_is_declared_once():
+    names = [d.env for d in declarations().values()]
+    names += [alias for d in declarations().values() for alias in d.aliases]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_every_declared_variable_is_documented_for_operators():
+    page = (repo_root() / "docs" / "configuration.md").read_text()
+    missing = [d.env for d in declarations().values() if f"`{d.env}`" not in page]
+    assert missing == []
+
+
+def test_a_derived_default_follows_its_setting_unless_given():
+    assert load({}).session_cookie_secure is True
+    assert load({"LOCAL_DEV_ENV": "true"}).session_cookie_secure is False
+    assert load({"LOCAL_DEV_ENV": "true", "SESSION_COOKIE_SECURE": "true"}).session_cookie_secure

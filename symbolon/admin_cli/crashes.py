@@ -10,11 +10,13 @@ from typing import TypeVar
 
 import click
 
-from symbolon.conf import Settings, SettingsError, load_settings
+from symbolon.conf import Settings, SettingsError
 from symbolon.crashes.collector import Collector
 from symbolon.crashes.crashid import is_valid_crash_id
 from symbolon.crashes.publish import Publisher
-from symbolon.crashes.storage import CrashStorage, StorageError, make_crash_storage
+from symbolon.crashes.store import CrashStorage, StorageError
+from symbolon.crashes.stores import make_crash_storage
+from symbolon.runtime import load_checked_settings
 from symbolon.server import lifecycle
 from symbolon.storage.s3 import S3Clients
 
@@ -23,7 +25,7 @@ T = TypeVar("T")
 
 def _run(fn: Callable[[Settings, CrashStorage], Awaitable[T]]) -> T:
     try:
-        settings = load_settings()
+        settings = load_checked_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     lifecycle.configure_process(settings.replace(log_format="text", logging_level="WARNING"))

@@ -24,8 +24,9 @@ from symbolon.accounts.users import (
 )
 from symbolon.admin_cli.crashes import crashes
 from symbolon.admin_cli.upload import upload_command
-from symbolon.conf import Settings, SettingsError, load_settings
+from symbolon.conf import Settings, SettingsError
 from symbolon.db import migrate as migrations
+from symbolon.runtime import load_checked_settings
 from symbolon.server import lifecycle
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ T = TypeVar("T")
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        settings = load_settings()
+        settings = load_checked_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})

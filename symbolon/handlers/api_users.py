@@ -13,7 +13,7 @@ from typing import Any
 from symbolon.accounts import admin, audit
 from symbolon.accounts.auth import Principal
 from symbolon.accounts.users import AccountError, find_user_by_id
-from symbolon.conf import FALSE_WORDS, TRUE_WORDS
+from symbolon.conf.parsers import FALSE_WORDS, TRUE_WORDS
 from symbolon.handlers.base import ApiError, BaseHandler, ReadHandler, object_id
 
 
