@@ -64,7 +64,7 @@ def test_unprefixed_name_wins_over_alias():
     assert s.port == 9001
 
 
-def test_seed_names_for_logging_and_sentry():
+def test_reference_names_for_logging_and_sentry():
     s = load({"LOGGING_DEFAULT_LEVEL": "debug", "SECRET_SENTRY_DSN": "https://k@sentry/1"})
     assert s.logging_level == "DEBUG"
     assert s.sentry_dsn == "https://k@sentry/1"

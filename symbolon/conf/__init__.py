@@ -1,6 +1,6 @@
 """Settings: environment variables (optionally from ``.env``) parsed once into a typed object.
 
-Names follow the seed documents without the ``DJANGO_``/``ELIOT_`` prefixes; the prefixed
+Names follow the original services' without the ``DJANGO_``/``ELIOT_`` prefixes; the prefixed
 spellings are accepted too, so an old deployment's environment keeps working. A bad value stops
 start-up with a message that names the variable and says what was expected. Each setting is
 declared once, in ``symbolon.conf.settings``; this package imports nothing else of the project,

@@ -1,4 +1,4 @@
-"""Try symbols expire: builds from ad-hoc CI runs are not kept for long (seeds; spec §15)."""
+"""Try symbols expire: builds from ad-hoc CI runs are not kept for long (docs/upload.md, "Try symbols expire")."""
 
 from __future__ import annotations
 

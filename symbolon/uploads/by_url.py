@@ -1,4 +1,4 @@
-"""Upload by download: fetch an archive from a URL, safely (spec/symbols.md §5.3).
+"""Upload by download: fetch an archive from a URL, safely (docs/upload.md, "Upload by URL").
 
 Every URL on the way, the first and each redirect, must be https on an allowed domain, and the
 addresses a host resolves to are checked when connecting: loopback, private, link-local and other

@@ -92,7 +92,7 @@ class UploadForm:
         self._name = params.get(b"name", b"").decode("utf-8", "replace")
         is_file = b"filename" in params
         if is_file and self.file_field is None:
-            # The form field name, not the file name, is the archive name (spec §5.1).
+            # The form field name, not the file name, is the archive name (docs/upload.md).
             self.file_field = self._name
             self._out = open(self.path, "wb")  # noqa: SIM115 - closed in _part_end/close
             self._part = "file"
