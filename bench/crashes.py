@@ -67,7 +67,8 @@ SYMBOLS_BUCKET = "bench-symbols"
 KEY, SECRET = "bench", "bench-secret"
 TICKS = os.sysconf("SC_CLK_TCK")
 REFERENCE = (130, 180)  # the reference collector, 2 workers, filesystem storage, this machine
-BARE_REFERENCE = (400, 530)  # a bare handler, 2 processes, as measured on the reference's machine (docs/benchmarks.md)
+# A bare handler with 2 processes, as measured on the reference's machine (docs/benchmarks.md).
+BARE_REFERENCE = (400, 530)
 SETTLE_SECONDS = 2.0
 
 # -- the report ----------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Try symbols expire: builds from ad-hoc CI runs are not kept for long (docs/upload.md, "Try symbols expire")."""
+"""Try symbols expire: builds from ad-hoc CI runs are not kept for long.
+
+See docs/upload.md, "Try symbols expire".
+"""
 
 from __future__ import annotations
 
