@@ -10,8 +10,6 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import urllib.parse
@@ -26,6 +24,8 @@ from symbolon.admin_cli import upload as client
 from symbolon.admin_cli.main import cli
 from symbolon.uploads.multipart import UploadForm
 from tests import test_upload as upload_tests
+from tests.cli import Outcome
+from tests.cli import invoke as run_symbolon
 from tests.test_upload import UPLOAD, make_zip, sym_text, token_for
 
 # The real server's fixtures, as tests/test_upload.py defines them (bound here, so that pytest
@@ -42,18 +42,11 @@ def new_ident() -> str:
     return uuid.uuid4().hex.upper() + "1"
 
 
-def run_upload(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real command line in a subprocess (blocking: call it through asyncio.to_thread)."""
+def run_upload(*args: str, env: dict[str, str] | None = None) -> Outcome:
+    """The whole command line, in process (blocking: call it through asyncio.to_thread)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SYMBOLON_")}
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "symbolon.admin_cli.main", "upload", *args],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_symbolon("upload", *args, env=full_env)
 
 
 def upload_id_from(stdout: str) -> int:
