@@ -15,8 +15,8 @@ import asyncpg
 
 from symbolon.accounts import audit
 from symbolon.accounts.audit import Actor
+from symbolon.accounts.permissions import Permission
 from symbolon.accounts.users import (
-    PERMISSIONS,
     USER_COLUMNS,
     AccountError,
     User,
@@ -73,7 +73,7 @@ async def list_users(conn: asyncpg.Connection, user_id: int | None = None) -> li
         for gid in r["group_ids"]:
             held.update(p["codename"] for p in groups[gid]["permissions"])
         if r["is_superuser"]:
-            held = set(PERMISSIONS)
+            held = set(Permission)
         users.append(
             {
                 "id": r["id"],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from symbolon.accounts.permissions import Permission
 from symbolon.accounts.sessions import Session, SessionStore
 from symbolon.accounts.tokens import Token, find_by_key
 from symbolon.accounts.users import USER_COLUMNS, User, find_user_by_id, user_permissions
@@ -24,8 +25,8 @@ class Principal:
     token: Token | None = None
     session: Session | None = None
 
-    def has(self, codename: str) -> bool:
-        return codename in self.permissions
+    def has(self, permission: Permission) -> bool:
+        return permission in self.permissions
 
 
 async def authenticate_token(db: asyncpg.Pool, presented: str) -> Principal:

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from symbolon.accounts.users import PERMISSIONS, AccountError, User, user_permissions
+from symbolon.accounts.permissions import Permission
+from symbolon.accounts.users import AccountError, User, user_permissions
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 PREFIX_LENGTH = 8
-EXCLUSIVE = {"upload.upload_symbols", "upload.upload_try_symbols"}
+EXCLUSIVE = {Permission.UPLOAD_SYMBOLS, Permission.UPLOAD_TRY_SYMBOLS}
 
 
 def hash_key(key: str) -> str:
@@ -73,7 +74,7 @@ async def create_token(
     notes: str = "",
 ) -> tuple[Token, str]:
     """Returns the token and its secret key, which is not stored anywhere."""
-    unknown = permissions - PERMISSIONS.keys()
+    unknown = permissions - set(Permission)
     if unknown:
         raise AccountError(f"unknown permissions: {', '.join(sorted(unknown))}")
     if permissions >= EXCLUSIVE:

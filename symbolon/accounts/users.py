@@ -7,13 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-PERMISSIONS = {
-    "upload.upload_symbols": "Upload Symbols Files",
-    "upload.upload_try_symbols": "Upload Try Symbols Files",
-    "upload.view_all_uploads": "View All Symbols Uploads",
-    "tokens.manage_tokens": "Manage Your API Tokens",
-}
-SHORT_NAMES = {codename.split(".", 1)[1]: codename for codename in PERMISSIONS}
+from symbolon.accounts.permissions import Permission
 
 
 class AccountError(ValueError):
@@ -42,14 +36,13 @@ def validate_email(email: str) -> str:
     return email
 
 
-def permission_codename(name: str) -> str:
-    """``upload_symbols`` or ``upload.upload_symbols`` → ``upload.upload_symbols``."""
-    if name in PERMISSIONS:
-        return name
-    if name in SHORT_NAMES:
-        return SHORT_NAMES[name]
-    known = ", ".join(sorted(SHORT_NAMES))
-    raise AccountError(f"unknown permission {name!r} (known: {known})")
+def permission_codename(name: str) -> Permission:
+    """``upload_symbols`` or ``upload.upload_symbols`` → ``Permission.UPLOAD_SYMBOLS``."""
+    permission = Permission.lookup(name)
+    if permission is None:
+        known = ", ".join(sorted(p.short_name for p in Permission))
+        raise AccountError(f"unknown permission {name!r} (known: {known})")
+    return permission
 
 
 USER_COLUMNS = "id, email, is_active, is_superuser, is_staff, date_joined, last_login"
@@ -98,7 +91,7 @@ async def make_superuser(conn: asyncpg.Connection, email: str) -> tuple[User, li
 async def user_permissions(conn: asyncpg.Connection, user: User) -> set[str]:
     """Codenames the user holds, directly or through groups; superusers hold them all."""
     if user.is_superuser:
-        return set(PERMISSIONS)
+        return set(Permission)
     rows = await conn.fetch(
         """SELECT p.codename FROM permissions p
              JOIN user_permissions up ON up.permission_id = p.id WHERE up.user_id = $1

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from symbolon import stats
+from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ReadHandler
-
-VIEW_ALL = "upload.view_all_uploads"
 
 
 class StatsHandler(ReadHandler):
@@ -14,7 +13,7 @@ class StatsHandler(ReadHandler):
         body = await stats.home_stats(
             self.runtime.db,
             principal.user.id,
-            all_uploads=principal.has(VIEW_ALL),
+            all_uploads=principal.has(Permission.VIEW_ALL_UPLOADS),
             is_superuser=principal.user.is_superuser,
         )
         self.write_json(body)
@@ -24,7 +23,9 @@ class UploadStatsHandler(ReadHandler):
     async def get(self) -> None:
         principal = self.authorize()
         body = await stats.upload_stats(
-            self.runtime.db, principal.user.id, all_uploads=principal.has(VIEW_ALL)
+            self.runtime.db,
+            principal.user.id,
+            all_uploads=principal.has(Permission.VIEW_ALL_UPLOADS),
         )
         self.write_json(body)
 

@@ -12,6 +12,7 @@ from typing import Any
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.admin import permission_rows
 from symbolon.accounts.auth import Principal
+from symbolon.accounts.permissions import Permission
 from symbolon.accounts.users import AccountError
 from symbolon.handlers.base import ApiError, BaseHandler, object_id
 from symbolon.jsonutil import timestamp
@@ -64,7 +65,7 @@ class TokensHandler(BaseHandler):
     SUPPORTED_METHODS = ("GET", "POST")
 
     async def get(self) -> None:
-        principal = self.authorize("tokens.manage_tokens")
+        principal = self.authorize(Permission.MANAGE_TOKENS)
         state = self.get_query_argument("state", None)
         if state is not None and state not in ("expired", "all"):
             body = {"errors": {"state": [f"Unrecognized state value '{state}'"]}}
@@ -88,7 +89,7 @@ class TokensHandler(BaseHandler):
         )
 
     async def post(self) -> None:
-        principal = self.authorize("tokens.manage_tokens")
+        principal = self.authorize(Permission.MANAGE_TOKENS)
         async with self.runtime.db.acquire() as conn:
             known = await permission_rows(conn)
             try:

@@ -14,6 +14,7 @@ import tornado.web
 from symbolon.accounts import admin, csrf
 from symbolon.accounts.auth import AuthError, Principal, authenticate_session, authenticate_token
 from symbolon.accounts.blocked import BLOCKED_MESSAGE, BlockedCheckError
+from symbolon.accounts.permissions import Permission
 from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.runtime import Runtime
 
@@ -99,7 +100,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 await admin.mark_blocked(conn, principal.user)
             raise ApiError(403, BLOCKED_MESSAGE)
 
-    def authorize(self, *any_of: str) -> Principal:
+    def authorize(self, *any_of: Permission) -> Principal:
         """The ``Auth-Token`` caller, holding one of ``any_of`` if given; else a 403."""
         principal = self.principal
         if principal is None:

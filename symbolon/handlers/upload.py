@@ -14,13 +14,14 @@ from pathlib import Path
 
 import tornado.web
 
+from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.metrics import metrics
 from symbolon.tasks.broker import enqueue
 from symbolon.uploads import intake, records
 from symbolon.uploads.multipart import MAX_FIELDS_BYTES, FormError, UploadForm
 
-UPLOAD_PERMISSIONS = ("upload.upload_symbols", "upload.upload_try_symbols")
+UPLOAD_PERMISSIONS = (Permission.UPLOAD_SYMBOLS, Permission.UPLOAD_TRY_SYMBOLS)
 
 
 async def wait_for_upload(handler: BaseHandler, upload_id: int, email: str) -> None:

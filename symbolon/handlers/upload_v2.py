@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.handlers.upload import UPLOAD_PERMISSIONS, wait_for_upload
 from symbolon.tasks.broker import enqueue
@@ -19,7 +20,7 @@ class AuthInfoHandler(BaseHandler):
             {
                 "email": principal.user.email,
                 "user_id": principal.user.id,
-                "try_symbols": principal.has("upload.upload_try_symbols"),
+                "try_symbols": principal.has(Permission.UPLOAD_TRY_SYMBOLS),
                 "token_expires_at": int(token.expires_at.timestamp()),
                 "upload_api_version": token.preferred_upload_api_version,
             }
