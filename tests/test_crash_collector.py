@@ -1,5 +1,5 @@
 """The collector's guarantees: client-supplied ids, throttling, storage and broker outages, the
-directory store, start-up checks and the operator's commands (spec/crashes.md §4, §5, §7 to §9)."""
+directory store, start-up checks and the operator's commands (docs/crashes.md)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from tornado.httpclient import AsyncHTTPClient
 from symbolon.crashes.collector import Submission
 from symbolon.crashes.crashid import create_crash_id
 from symbolon.crashes.payload import Payload
-from symbolon.crashes.storage import DUMP_WRITERS, FSCrashStorage, StorageError
+from symbolon.crashes.store import StorageError
+from symbolon.crashes.stores.directory import DUMP_WRITERS, FSCrashStorage
 from symbolon.server.lifecycle import StartupError, connect, serve_forever
-from tests.cli import env_for, symbolon
+from tests.cli import env_for, invoke
 from tests.conftest import free_port, run_isolated, s3_client, served, wait_until
 from tests.crashes import (
     crash_id_of,
@@ -413,7 +414,7 @@ async def test_directory_storage_write_failures_are_save_failures(crash_settings
 
 @pytest.mark.gen_test(timeout=30)
 async def test_start_up_publishes_test_and_probes_the_bucket(crash_settings, monkeypatch):
-    from symbolon.crashes.storage import S3CrashStorage
+    from symbolon.crashes.stores.s3 import S3CrashStorage
 
     written, deleted = [], []
     put, delete = S3CrashStorage._put, S3CrashStorage._delete
@@ -470,7 +471,7 @@ async def test_start_up_refuses_when_the_embedded_crash_bucket_cannot_be_made(
 ):
     from botocore.exceptions import ClientError
 
-    from symbolon.crashes.storage import S3CrashStorage
+    from symbolon.crashes.stores.s3 import S3CrashStorage
 
     client_for = S3CrashStorage.client
 
@@ -508,7 +509,8 @@ async def test_heartbeat_reports_a_missing_crash_bucket(crash_settings):
 
 
 def test_operators_can_list_show_and_republish_crashes(crash_settings):
-    from symbolon.crashes.storage import S3CrashStorage, raw_crash_json
+    from symbolon.crashes.store import raw_crash_json
+    from symbolon.crashes.stores.s3 import S3CrashStorage
     from symbolon.storage.s3 import S3Clients
 
     crash_id = an_id()
@@ -526,23 +528,23 @@ def test_operators_can_list_show_and_republish_crashes(crash_settings):
         crash_settings, CRASHMOVER_CRASHPUBLISH_QUEUE_NAME=crash_settings.crashpublish_queue_name
     )
 
-    listed = symbolon("crashes", "list", "--date", "2024-02-29", env=env)
+    listed = invoke("crashes", "list", "--date", "2024-02-29", env=env)
     assert listed.returncode == 0, listed.stderr
     assert crash_id in listed.stdout.split()
 
-    shown = symbolon("crashes", "show", f"bp-{crash_id}", env=env)
+    shown = invoke("crashes", "show", f"bp-{crash_id}", env=env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == raw
 
-    missing = symbolon("crashes", "show", an_id(), env=env)
+    missing = invoke("crashes", "show", an_id(), env=env)
     assert missing.returncode == 1 and "no crash" in missing.stderr
 
-    republished = symbolon("crashes", "republish", env=env)
+    republished = invoke("crashes", "republish", env=env)
     assert republished.returncode == 0, republished.stderr
     assert published(crash_settings) == [crash_id]
-    again = symbolon("crashes", "republish", env=env)
+    again = invoke("crashes", "republish", env=env)
     assert "published 0 crash id(s)" in again.stdout
-    day = symbolon("crashes", "republish", "--date", "2024-02-29", env=env)
+    day = invoke("crashes", "republish", "--date", "2024-02-29", env=env)
     assert day.returncode == 0, day.stderr
     assert published(crash_settings).count(crash_id) == 2  # every crash of that day again
 

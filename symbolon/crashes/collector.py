@@ -1,4 +1,6 @@
-"""From a parsed report to the client's answer: throttle, crash id, save, publish (spec §3 to §8).
+"""From a parsed report to the client's answer: throttle, crash id, save, publish.
+
+The steps and answers are those of docs/crashes.md, "What happens to a report".
 
 A ``CrashID`` is only ever returned once ``dump_names``, the dumps and the raw crash are stored.
 Saving retries ``CRASHMOVER_MAX_ATTEMPTS`` times; if it still fails the client gets ``503`` with
@@ -24,12 +26,13 @@ from symbolon.conf import Settings
 from symbolon.crashes.crashid import create_crash_id, is_valid_crash_id, submitted_timestamp
 from symbolon.crashes.payload import Malformed, Payload
 from symbolon.crashes.publish import Publisher
-from symbolon.crashes.storage import CrashStorage, RawCrash, StorageError, raw_crash_json
+from symbolon.crashes.store import CrashStorage, Dump, RawCrash, StorageError, raw_crash_json
 from symbolon.crashes.throttling.engine import Result, Throttler, log_decision
 from symbolon.crashes.throttling.presets import load_throttler
 
 logger = logging.getLogger("symbolon.crashes")
-# The reference's names (spec §11): with no statsd namespace they are emitted exactly.
+# The reference's names (docs/crashes.md#metrics): with no statsd namespace they are emitted
+# exactly.
 metrics = markus.get_metrics("socorro.collector")
 
 RAW_CRASH_VERSION = 2
@@ -91,7 +94,7 @@ class Collector:
         return hmac.compare_digest(authorization[len("Bearer ") :].encode(), token.encode())
 
     async def submit(self, payload: Payload, request: Submission) -> Answer:
-        """Steps 7 to 13 of §3.1 for a well-formed body."""
+        """Throttle, give an id, save, publish and answer a well-formed body."""
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -166,13 +169,13 @@ class Collector:
         self,
         crash_id: str,
         raw_crash: RawCrash,
-        dumps: Mapping[str, Any],
+        dumps: Mapping[str, Dump],
         discard_on_failure: bool = True,
     ) -> bool:
         """Store the crash, retrying; False once every attempt failed (what the failed attempts
         wrote is then removed, if ``discard_on_failure``)."""
         s = self.settings
-        # Requests waiting for a slot are the seeds' "save queue".
+        # Requests waiting for a slot: the save_queue_size gauge of docs/crashes.md#metrics.
         self.save_queue_size += 1
         metrics.gauge("crashmover.save_queue_size", self.save_queue_size)
         waiting = True
@@ -212,7 +215,7 @@ class Collector:
             await self._discard_partial(crash_id, dumps)
         return False
 
-    async def _discard_partial(self, crash_id: str, dumps: Mapping[str, Any]) -> None:
+    async def _discard_partial(self, crash_id: str, dumps: Mapping[str, Dump]) -> None:
         """The client will send the crash again under a new id: remove what this one left."""
         try:
             await self.storage.discard(crash_id, dumps)

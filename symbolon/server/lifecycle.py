@@ -18,7 +18,7 @@ import tornado.netutil
 from symbolon.conf import Settings
 from symbolon.crashes.collector import Collector
 from symbolon.crashes.publish import TEST_MESSAGE
-from symbolon.crashes.storage import StorageError
+from symbolon.crashes.store import StorageError
 from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
 from symbolon.runtime import Runtime

@@ -1,0 +1,231 @@
+"""Crashes in a local directory, date first (docs/crashes.md, "Where crashes are kept"), for
+small single-machine installations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
+
+from symbolon.crashes.crashid import crash_date
+from symbolon.crashes.store import (
+    UNPUBLISHED_PREFIX,
+    Dump,
+    RawCrash,
+    StorageError,
+    dump_names_json,
+)
+
+# Threads writing dumps, per process.
+DUMP_WRITERS = 2
+
+
+def fs_dump_dir(name: str) -> str:
+    """The directory of a dump: here the main minidump keeps its name."""
+    return name or "dump"
+
+
+class FSCrashStorage:
+    """A directory, date first, for small single-machine installations.
+
+    The raw crash is written to a temporary name and renamed, so a reader never sees half of one;
+    any failure is a save failure (the reference skipped files silently).
+
+    The dumps, the bulk of a crash, are written by threads of the store's own, which do little
+    but make the system calls, so they seldom need the GIL the event loop holds; the small
+    files are written on the event loop, as page-cache writes. With ``fsync`` every file waits
+    for the disk, so all of a save goes to a thread.
+    """
+
+    def __init__(self, root: Path, fsync: bool = False) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.description = f"directory {str(root)!r}"
+        self._made: set[str] = set()  # directories known to exist: one mkdir per day and kind
+        self._writers: ThreadPoolExecutor | None = None  # made in the process that saves
+
+    def _file(self, crash_id: str, kind: str, name: str) -> tuple[str, str]:
+        """A crash file's directory and path, as strings: a save makes several of them."""
+        directory = f"{self.root}/{crash_date(crash_id)}/{kind}"
+        return directory, f"{directory}/{name}"
+
+    # The layout docs/crashes.md describes, in one place.
+    def _raw_crash_file(self, crash_id: str) -> tuple[str, str]:
+        return self._file(crash_id, "raw_crash", f"{crash_id}.json")
+
+    def _dump_names_file(self, crash_id: str) -> tuple[str, str]:
+        return self._file(crash_id, "dump_names", f"{crash_id}.json")
+
+    def _dump_file(self, crash_id: str, name: str) -> tuple[str, str]:
+        return self._file(crash_id, fs_dump_dir(name), crash_id)
+
+    def _create(self, directory: str, path: str) -> int:
+        if directory not in self._made:
+            os.makedirs(directory, exist_ok=True)
+            self._made.add(directory)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+    def _write_fd(self, fd: int, data: Dump) -> None:
+        with memoryview(data) as whole:
+            view = whole
+            while view:
+                view = view[os.write(fd, view) :]
+        if self.fsync:
+            os.fsync(fd)
+
+    def _write(self, file: tuple[str, str], data: Dump, atomic: bool = False) -> None:
+        directory, path = file
+        target = path
+        if atomic:
+            target = f"{directory}/.{os.path.basename(path)}.{os.urandom(8).hex()}.tmp"
+        fd = self._create(directory, target)
+        try:
+            try:
+                self._write_fd(fd, data)
+            finally:
+                os.close(fd)
+            if atomic:
+                os.replace(target, path)
+        except OSError:
+            if atomic:  # no temporary file left behind
+                with suppress(OSError):
+                    os.unlink(target)
+            raise
+
+    def _open_dumps(self, crash_id: str, dumps: Mapping[str, Dump]) -> list[tuple[int, Dump]]:
+        """Write ``dump_names`` and open the dump files (all closed again on failure)."""
+        self._write(self._dump_names_file(crash_id), dump_names_json(dumps))
+        files: list[tuple[int, Dump]] = []
+        try:
+            for name, data in dumps.items():
+                files.append((self._create(*self._dump_file(crash_id, name)), data))
+        except OSError:
+            for fd, _ in files:
+                os.close(fd)
+            raise
+        return files
+
+    def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Dump]) -> None:
+        # Only the raw crash, written last, needs to appear whole: readers start from it.
+        try:
+            rendered = self._write_dumps(self._open_dumps(crash_id, dumps), raw_crash)
+            self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
+        except OSError as exc:
+            raise self._failed(crash_id, exc) from exc
+
+    def _write_dumps(self, files: list[tuple[int, Dump]], raw_crash: RawCrash) -> bytes:
+        """In a writer thread: the dumps' bytes, then the raw crash rendered (it hashes them)."""
+        try:
+            for fd, data in files:
+                self._write_fd(fd, data)
+        finally:
+            for fd, _ in files:
+                os.close(fd)
+        return raw_crash() if callable(raw_crash) else raw_crash
+
+    def _failed(self, crash_id: str, exc: OSError) -> StorageError:
+        self._made.clear()  # a directory may have been removed under us
+        return StorageError(f"cannot write crash {crash_id} to {self.description}: {exc}")
+
+    async def save(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Dump]) -> None:
+        if self.fsync:
+            await asyncio.to_thread(self._save_sync, crash_id, raw_crash, dumps)
+            return
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(DUMP_WRITERS, thread_name_prefix="crash-writer")
+        try:
+            files = self._open_dumps(crash_id, dumps)
+        except OSError as exc:
+            raise self._failed(crash_id, exc) from exc
+        write = partial(self._write_dumps, files, raw_crash)
+        # Shielded: cancelling a write not yet started would leave its files open.
+        writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
+        try:
+            rendered = await asyncio.shield(writing)
+            self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
+        except OSError as exc:
+            raise self._failed(crash_id, exc) from exc
+
+    def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
+        files = [self._raw_crash_file(crash_id)]
+        files += [self._dump_file(crash_id, n) for n in dump_names]
+        files.append(self._dump_names_file(crash_id))
+        return [Path(path) for _, path in files]
+
+    async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
+        for path in self._paths(crash_id, dump_names):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot delete {path}: {exc}") from exc
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    async def load_raw_crash(self, crash_id: str) -> bytes | None:
+        return self._read(Path(self._raw_crash_file(crash_id)[1]))
+
+    async def load_dump_names(self, crash_id: str) -> list[str]:
+        data = self._read(Path(self._dump_names_file(crash_id)[1]))
+        names: list[str] = json.loads(data) if data else []
+        return names
+
+    async def load_dump(self, crash_id: str, name: str) -> bytes | None:
+        return self._read(Path(self._dump_file(crash_id, name)[1]))
+
+    async def list_crash_ids(self, date: str) -> list[str]:
+        directory = self.root / date / "raw_crash"
+        if not directory.is_dir():
+            return []
+        return sorted(p.stem for p in directory.glob("*.json"))
+
+    @property
+    def _unpublished_dir(self) -> Path:
+        return self.root / UNPUBLISHED_PREFIX
+
+    async def mark_unpublished(self, crash_id: str) -> None:
+        try:
+            directory = str(self._unpublished_dir)
+            self._write((directory, f"{directory}/{crash_id}"), b"", atomic=True)
+        except OSError as exc:
+            raise StorageError(f"cannot mark {crash_id} unpublished: {exc}") from exc
+
+    async def unpublished(self, limit: int = 1000) -> list[str]:
+        if not self._unpublished_dir.is_dir():
+            return []
+        names = sorted(p.name for p in self._unpublished_dir.iterdir())
+        return [n for n in names if not n.startswith(".")][:limit]
+
+    async def clear_unpublished(self, crash_id: str) -> None:
+        (self._unpublished_dir / crash_id).unlink(missing_ok=True)
+
+    async def check(self) -> str | None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            return f"{self.description} is not a writable directory"
+        return None
+
+    async def start_up_check(self, create: bool = False) -> None:
+        """Make the root if missing, and prove it takes files."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".testfile-{uuid.uuid4()}.txt"
+            self._write((str(self.root), str(probe)), b"test", atomic=True)
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.description}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._writers is not None:
+            await asyncio.to_thread(self._writers.shutdown, wait=True)
+            self._writers = None
