@@ -33,6 +33,7 @@ test: $(VENV)/.installed-test $(OIDC_PROVIDER)
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

@@ -43,7 +43,7 @@ def setting(
         made: Any = field(default_factory=lambda: dict(frozen), metadata=metadata)
     else:
         made = field(default=default, metadata=metadata)
-    return made  # type: ignore[no-any-return]
+    return made
 
 
 @dataclass(frozen=True)
