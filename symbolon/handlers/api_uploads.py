@@ -7,13 +7,12 @@ from typing import Any
 
 import asyncpg
 
+from symbolon.accounts.permissions import Permission
 from symbolon.filters import FilterError
 from symbolon.handlers import uploads_created
 from symbolon.handlers.base import ApiError, ReadHandler, object_id
 from symbolon.jsonutil import timestamp
 from symbolon.uploads import listing
-
-VIEW_ALL = "upload.view_all_uploads"
 
 UPLOAD_QUERY = """SELECT u.*, s.email FROM uploads u JOIN users s ON s.id = u.user_id"""
 
@@ -43,7 +42,7 @@ class UploadDetailHandler(ReadHandler):
         row = await db.fetchrow(UPLOAD_QUERY + " WHERE u.id = $1", object_id(upload_id, "Upload"))
         if row is None:
             raise ApiError(404, "No Upload matches the given query.")
-        if row["user_id"] != principal.user.id and not principal.has(VIEW_ALL):
+        if row["user_id"] != principal.user.id and not principal.has(Permission.VIEW_ALL_UPLOADS):
             raise ApiError(403, "Insufficient access to view this upload")
         files = await db.fetch(
             """SELECT id, bucket_name, key, update, compressed, size, completed_at, created_at
@@ -87,7 +86,10 @@ class UploadsHandler(_ListingHandler):
         principal = self.authorize()
         try:
             body = await listing.list_uploads(
-                self.runtime.db, self.params(), principal.user.id, principal.has(VIEW_ALL)
+                self.runtime.db,
+                self.params(),
+                principal.user.id,
+                principal.has(Permission.VIEW_ALL_UPLOADS),
             )
         except FilterError as exc:
             return self.write_json(exc.body(), status=400)
@@ -98,7 +100,7 @@ class FilesHandler(_ListingHandler):
     """``GET /api/uploads/files/``: every stored file; ``upload.view_all_uploads`` only."""
 
     async def get(self) -> None:
-        self.authorize(VIEW_ALL)
+        self.authorize(Permission.VIEW_ALL_UPLOADS)
         try:
             body = await listing.list_files(self.runtime.db, self.params())
         except FilterError as exc:
@@ -110,7 +112,7 @@ class UploadsCreatedHandler(_ListingHandler):
     """``GET /api/uploads/created/``: uploads per UTC day; ``upload.view_all_uploads`` only."""
 
     async def get(self) -> None:
-        self.authorize(VIEW_ALL)
+        self.authorize(Permission.VIEW_ALL_UPLOADS)
         try:
             body = await uploads_created.uploads_created(self.runtime.db, self.params())
         except FilterError as exc:
@@ -148,7 +150,7 @@ class FileDetailHandler(ReadHandler):
         if found is None:
             raise ApiError(404, "No FileUpload matches the given query.")
         body, owner_id = found
-        if owner_id != principal.user.id and not principal.has(VIEW_ALL):
+        if owner_id != principal.user.id and not principal.has(Permission.VIEW_ALL_UPLOADS):
             raise ApiError(403, "Insufficient access to view this file")
         self.write_json({"file": body})
 

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from symbolon.accounts.auth import Principal
+from symbolon.accounts.permissions import Permission
 from symbolon.jsonutil import timestamp
 from symbolon.storage.sources import StorageConfig, SymbolSource
 
@@ -46,7 +47,7 @@ def placement(
     A caller that may only upload try symbols always uploads try symbols. ``bucket_name``, the
     web UI's choice, applies to regular uploads only; NoValidBucket when it matches nothing.
     """
-    try_symbols = asked_try or not principal.has("upload.upload_symbols")
+    try_symbols = asked_try or not principal.has(Permission.UPLOAD_SYMBOLS)
     user = principal.user
     destination = storage.upload_destination(user.email, try_symbols)
     if bucket_name and not try_symbols:
