@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -69,7 +70,7 @@ def _token(row: asyncpg.Record) -> Token:
 async def create_token(
     conn: asyncpg.Connection,
     user: User,
-    permissions: set[str],
+    permissions: AbstractSet[str],
     expires_days: int,
     notes: str = "",
 ) -> tuple[Token, str]:
