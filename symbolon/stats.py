@@ -1,7 +1,8 @@
-"""The numbers on the web UI's home page: ``/api/stats/`` and ``/api/stats/uploads`` (§7.4, §7.5).
+"""The numbers on the web UI's home page: ``/api/stats/`` and ``/api/stats/uploads``.
 
 Upload and file counts cover everyone's uploads only for callers holding
-``upload.view_all_uploads`` (spec §0.9), else the caller's own. Days are UTC days.
+``upload.view_all_uploads``, else the caller's own. Days are UTC days (see docs/accounts.md,
+"JSON API").
 """
 
 from __future__ import annotations

@@ -1,36 +1,12 @@
-"""``/api/uploads/…``: uploads, the files they stored, and uploads per day (spec/symbols.md
-§7.7, §7.8)."""
+"""``/api/uploads/…``: uploads, the files they stored, and uploads per day (see docs/upload.md,
+"Uploads in the JSON API", and docs/accounts.md, "JSON API")."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
-
 from symbolon.accounts.permissions import Permission
 from symbolon.filters import FilterError
-from symbolon.handlers import uploads_created
 from symbolon.handlers.base import ApiError, ReadHandler, object_id
-from symbolon.jsonutil import timestamp
-from symbolon.uploads import listing
-
-UPLOAD_QUERY = """SELECT u.*, s.email FROM uploads u JOIN users s ON s.id = u.user_id"""
-
-
-def upload_detail(row: asyncpg.Record) -> dict[str, Any]:
-    if row["completed_at"] is not None:
-        status = "completed"
-    elif row["failed_at"] is not None:
-        status = "failed"
-    else:
-        status = "processing"
-    return {
-        **listing.upload_summary(row),
-        "user": {"id": row["user_id"], "email": row["email"]},
-        # Not in the reference: processing happens in a task, so say how it is going.
-        "status": status,
-        "error": row["error"],
-    }
+from symbolon.uploads import daily, listing, records
 
 
 class UploadDetailHandler(ReadHandler):
@@ -39,38 +15,12 @@ class UploadDetailHandler(ReadHandler):
     async def get(self, upload_id: str) -> None:
         principal = self.authorize()
         db = self.runtime.db
-        row = await db.fetchrow(UPLOAD_QUERY + " WHERE u.id = $1", object_id(upload_id, "Upload"))
+        row = await records.find(db, object_id(upload_id, "Upload"))
         if row is None:
             raise ApiError(404, "No Upload matches the given query.")
         if row["user_id"] != principal.user.id and not principal.has(Permission.VIEW_ALL_UPLOADS):
             raise ApiError(403, "Insufficient access to view this upload")
-        files = await db.fetch(
-            """SELECT id, bucket_name, key, update, compressed, size, completed_at, created_at
-               FROM file_uploads WHERE upload_id = $1 ORDER BY id""",
-            row["id"],
-        )
-        related = await db.fetch(
-            UPLOAD_QUERY
-            + """ WHERE u.user_id = $1 AND u.id <> $2 AND u.size = $3
-                  AND (CASE WHEN $4::text IS NULL THEN u.filename = $5
-                            ELSE u.content_hash = $4 END)
-                ORDER BY u.created_at DESC""",
-            row["user_id"],
-            row["id"],
-            row["size"],
-            row["content_hash"],
-            row["filename"],
-        )
-        upload = upload_detail(row)
-        upload["file_uploads"] = [
-            {
-                **dict(f),
-                "completed_at": timestamp(f["completed_at"]),
-                "created_at": timestamp(f["created_at"]),
-            }
-            for f in files
-        ]
-        upload["related"] = [upload_detail(r) for r in related]
+        upload = await records.full_detail(db, row)
         self.write_json({"upload": upload})
 
 
@@ -114,7 +64,7 @@ class UploadsCreatedHandler(_ListingHandler):
     async def get(self) -> None:
         self.authorize(Permission.VIEW_ALL_UPLOADS)
         try:
-            body = await uploads_created.uploads_created(self.runtime.db, self.params())
+            body = await daily.uploads_created(self.runtime.db, self.params())
         except FilterError as exc:
             return self.write_json(exc.body(), status=400)
         self.write_json(body)
@@ -127,11 +77,11 @@ class UploadsCreatedBackfilledHandler(ReadHandler):
 
     async def get(self) -> None:
         self.superuser()
-        self.write_json(await uploads_created.backfill_report(self.runtime.db))
+        self.write_json(await daily.backfill_report(self.runtime.db))
 
     async def post(self) -> None:
         self.superuser()
-        body = await uploads_created.backfill_report(self.runtime.db)
+        body = await daily.backfill_report(self.runtime.db)
         self.write_json({**body, "updated": []})
 
     def superuser(self) -> None:
@@ -157,7 +107,7 @@ class FileDetailHandler(ReadHandler):
 
 class PossibleUploadUrlsHandler(ReadHandler):
     """``GET /api/uploads/_possible_upload_urls/``: where the UI's upload form may send a file
-    (spec §5.5), one entry per bucket."""
+    (see docs/upload.md, "Where an upload goes"), one entry per bucket."""
 
     async def get(self) -> None:
         principal = self.authorize()

@@ -1,4 +1,4 @@
-"""The upload and file listings of the JSON API (spec/symbols.md §7.7 and §7.8).
+"""The upload and file listings of the JSON API (see docs/upload.md, "Uploads in the JSON API").
 
 ``total`` is exact when anything narrows the listing (seeing only your own uploads counts); an
 unfiltered listing reports the reference's placeholder instead of counting every row.
@@ -20,30 +20,12 @@ from symbolon.filters import (
     size_filter,
 )
 from symbolon.jsonutil import timestamp
+from symbolon.uploads import records
 
 UPLOADS_BATCH = 20
 FILES_BATCH = 40
 UNCOUNTED_TOTAL = 1_000_000
 UPLOAD_TYPES = {"try": "u.try_symbols", "regular": "NOT u.try_symbols"}
-
-
-def upload_summary(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "user": {"email": row["email"]},
-        "filename": row["filename"],
-        "size": row["size"],
-        "bucket_name": row["bucket_name"],
-        "bucket_region": row["bucket_region"],
-        "bucket_endpoint_url": row["bucket_endpoint_url"],
-        "skipped_keys": list(row["skipped_keys"] or []),
-        "ignored_keys": list(row["ignored_keys"] or []),
-        "try_symbols": row["try_symbols"],
-        "download_url": row["download_url"],
-        "redirect_urls": list(row["redirect_urls"] or []),
-        "completed_at": timestamp(row["completed_at"]),
-        "created_at": timestamp(row["created_at"]),
-    }
 
 
 async def list_uploads(
@@ -89,7 +71,7 @@ async def list_uploads(
     }
     uploads = []
     for row in rows:
-        upload = upload_summary(row)
+        upload = records.summary(row)
         count = counts.get(row["id"])
         upload["files_count"] = count["complete"] if count else 0
         upload["files_incomplete_count"] = count["incomplete"] if count else 0
@@ -189,14 +171,8 @@ def download_path(key: str, try_symbols: bool) -> str:
 async def file_detail(db: asyncpg.Pool, file_id: int) -> tuple[dict[str, Any], int | None] | None:
     """``GET /api/uploads/files/file/<id>``'s body and the owner's id, or None if not found."""
     row = await db.fetchrow(
-        """SELECT f.*, u.filename, u.user_id, u.size AS upload_size,
-                  u.bucket_name AS upload_bucket_name, u.bucket_region, u.bucket_endpoint_url,
-                  u.skipped_keys, u.ignored_keys, u.download_url, u.redirect_urls,
-                  u.try_symbols, u.created_at AS upload_created_at,
-                  u.completed_at AS upload_completed_at, s.email
-           FROM file_uploads f
-           LEFT JOIN uploads u ON u.id = f.upload_id
-           LEFT JOIN users s ON s.id = u.user_id
+        """SELECT f.*, u.user_id, u.try_symbols
+           FROM file_uploads f LEFT JOIN uploads u ON u.id = f.upload_id
            WHERE f.id = $1""",
         file_id,
     )
@@ -204,22 +180,9 @@ async def file_detail(db: asyncpg.Pool, file_id: int) -> tuple[dict[str, Any], i
         return None
     upload = None
     if row["upload_id"] is not None:
-        upload = {
-            "id": row["upload_id"],
-            "filename": row["filename"],
-            "user": {"id": row["user_id"], "email": row["email"]},
-            "size": row["upload_size"],
-            "bucket_name": row["upload_bucket_name"],
-            "bucket_region": row["bucket_region"],
-            "bucket_endpoint_url": row["bucket_endpoint_url"],
-            "skipped_keys": list(row["skipped_keys"] or []),
-            "ignored_keys": list(row["ignored_keys"] or []),
-            "download_url": row["download_url"],
-            "redirect_urls": list(row["redirect_urls"] or []),
-            "try_symbols": row["try_symbols"],
-            "created_at": timestamp(row["upload_created_at"]),
-            "completed_at": timestamp(row["upload_completed_at"]),
-        }
+        upload_row = await records.find(db, row["upload_id"])
+        if upload_row is not None:  # unless expired since
+            upload = records.summary(upload_row, uploader_id=True)
     body = {
         "id": row["id"],
         "bucket_name": row["bucket_name"],

@@ -1,4 +1,5 @@
-"""Processing a received symbol archive: validate, store each member, record it (spec §5.2-5.7).
+"""Processing a received symbol archive: validate, store each member, record it (see
+docs/upload.md, "What happens").
 
 Runs in a task actor. Every step can be repeated: a retry after a crash skips what is already
 recorded and finishes the rest, without duplicate rows.
@@ -244,7 +245,7 @@ async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
 
 
 def identical(existing: dict[str, Any], prepared: archive.Prepared) -> bool:
-    """The skip rules of spec §5.6 step 3."""
+    """Whether a stored object has the same content (see docs/upload.md, "What happens")."""
     metadata = existing.get("Metadata") or {}
     size = existing.get("ContentLength")
     if not prepared.compressed:

@@ -168,11 +168,13 @@ def upload_answer(row: Any, email: str) -> dict[str, Any]:
     }
 
 
-def summary(row: asyncpg.Record) -> dict[str, Any]:
-    """An upload as the listings show it; ``row`` carries the uploader's ``email``."""
+def summary(row: asyncpg.Record, uploader_id: bool = False) -> dict[str, Any]:
+    """An upload as the listings show it; ``row`` carries the uploader's ``email``. The upload
+    listing leaves out the uploader's id, the detail views show it."""
+    user = {"id": row["user_id"], "email": row["email"]} if uploader_id else {"email": row["email"]}
     return {
         "id": row["id"],
-        "user": {"email": row["email"]},
+        "user": user,
         "filename": row["filename"],
         "size": row["size"],
         "bucket_name": row["bucket_name"],
@@ -197,8 +199,7 @@ def detail(row: asyncpg.Record) -> dict[str, Any]:
     else:
         status = "processing"
     return {
-        **summary(row),
-        "user": {"id": row["user_id"], "email": row["email"]},
+        **summary(row, uploader_id=True),
         # Not in the reference: processing happens in a task, so say how it is going.
         "status": status,
         "error": row["error"],

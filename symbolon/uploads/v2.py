@@ -1,4 +1,4 @@
-"""Upload v2: clients PUT each file straight to storage (spec/symbols.md §6, adapted to S3).
+"""Upload v2: clients PUT each file straight to storage (see docs/upload.md, "Upload v2").
 
 ``POST /upload/v2/`` answers, per file, skip (an identical object is stored), error, or upload: a
 presigned ``PUT`` URL with the headers the client must send (protocol ``s3-presigned-put``). What
