@@ -11,8 +11,10 @@ import urllib.parse
 import uuid
 from contextlib import suppress
 from pathlib import Path
+from typing import cast
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ApiError, BaseHandler
@@ -60,7 +62,7 @@ class UploadHandler(BaseHandler):
         except ApiError as exc:
             # Read and drop the body, so that a client streaming it receives the 403.
             self.rejection = (exc.status_code, exc.message)
-            self.request.connection.set_max_body_size(settings.upload_max_size)
+            self._allow_body(settings.upload_max_size)
             return
         length = int(self.request.headers.get("Content-Length", "0") or 0)
         if length > settings.upload_max_size:
@@ -72,7 +74,7 @@ class UploadHandler(BaseHandler):
                 status=413,
             )
             return
-        self.request.connection.set_max_body_size(settings.upload_max_size)
+        self._allow_body(settings.upload_max_size)
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
         self.staged = settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
         content_type = self.request.headers.get("Content-Type", "")
@@ -83,6 +85,10 @@ class UploadHandler(BaseHandler):
             self.form = UploadForm(content_type, self.staged)
         except FormError as exc:
             self.rejection = (400, str(exc))
+
+    def _allow_body(self, size: int) -> None:
+        # Served by Tornado's HTTP/1 server, whose connection lets a handler raise the limit.
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(size)
 
     def data_received(self, chunk: bytes) -> None:
         if self.rejection is not None:
