@@ -111,22 +111,7 @@ class PossibleUploadUrlsHandler(ReadHandler):
 
     async def get(self) -> None:
         principal = self.authorize()
-        storage = self.runtime.storage
-        user = principal.user
-        urls, seen = [], set()
-        for source in storage.possible_upload_sources(user.email, user.is_superuser):
-            if source.bucket in seen:
-                continue
-            seen.add(source.bucket)
-            urls.append(
-                {
-                    "url": source.url,
-                    "bucket_name": source.bucket,
-                    "private": not source.public,
-                    "default": source.url == storage.upload_default.url,
-                }
-            )
-        self.write_json({"urls": urls})
+        self.write_json({"urls": records.bucket_choices(self.runtime.storage, principal)})
 
 
 ROUTES = [

@@ -59,6 +59,26 @@ def placement(
     return Placement(try_symbols, destination)
 
 
+def bucket_choices(storage: StorageConfig, principal: Principal) -> list[dict[str, Any]]:
+    """The locations the web UI may offer for ``placement``'s ``bucket_name``, one per bucket."""
+    user = principal.user
+    choices: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for source in storage.possible_upload_sources(user.email, user.is_superuser):
+        if source.bucket in seen:
+            continue
+        seen.add(source.bucket)
+        choices.append(
+            {
+                "url": source.url,
+                "bucket_name": source.bucket,
+                "private": not source.public,
+                "default": source.url == storage.upload_default.url,
+            }
+        )
+    return choices
+
+
 async def create_archive_upload(
     db: asyncpg.Pool,
     user_id: int,
