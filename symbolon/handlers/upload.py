@@ -35,7 +35,7 @@ async def wait_for_upload(handler: BaseHandler, upload_id: int, email: str) -> N
         )
         if outcome is not None and outcome.upload is not None:
             return handler.write_json({"upload": outcome.upload}, status=201)
-        if outcome is not None:
+        if outcome is not None:  # failed
             return handler.write_json({"error": outcome.error}, status=outcome.error_status)
     location = f"/api/uploads/upload/{upload_id}"
     handler.set_header("Location", location)

@@ -52,7 +52,7 @@ async def list_uploads(
     page = page_number(params.get("page"))
     direction = "DESC" if reverse else "ASC"
     rows = await db.fetch(
-        f"""SELECT u.*, s.email FROM uploads u JOIN users s ON s.id = u.user_id
+        f"""{records.WITH_EMAIL}
             WHERE {query.where} ORDER BY u.{sort} {direction}, u.id {direction}
             LIMIT {UPLOADS_BATCH + 1} OFFSET {(page - 1) * UPLOADS_BATCH}""",
         *query.args,
