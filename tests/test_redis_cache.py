@@ -9,14 +9,7 @@ import redis.exceptions
 from symbolon.handlers.base import BaseHandler
 from symbolon.redis_cache import Cache, redis_client
 from tests.conftest import served
-
-PAUSE_MS = 10_000  # longer than any test below waits on it
-
-
-async def pause(url: str, settings) -> None:
-    admin = redis_client(url, settings)
-    await admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-    await admin.aclose()
+from tests.redis_pause import pause
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -10,7 +10,7 @@ from symbolon.accounts.sessions import SESSION_COOKIE
 from tests.accounts import Caller, call, make_user, token_of
 from tests.conftest import served, unique_email
 from tests.oidc_provider import Browser
-from tests.test_redis_cache import pause
+from tests.redis_pause import pause
 
 
 @pytest.mark.gen_test(timeout=30)
