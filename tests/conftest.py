@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -24,7 +24,11 @@ from symbolon.conf import Settings, load_settings
 from symbolon.runtime import Runtime
 from symbolon.server.app import make_app
 from symbolon.server.embedded import EmbeddedStack
+from symbolon.symbolication.parse import ParsePool
 from tests.environment import OPERATOR_CONFIGURATION
+
+if TYPE_CHECKING:
+    from tests.symbolication_support import Upstream
 
 
 def _interrupt(*_: object) -> None:
@@ -216,3 +220,81 @@ def oidc_provider() -> Iterator[Any]:
 
     with running_provider() as provider:
         yield provider
+
+
+# -- uploads: module-scoped, so each module gets its own worker; a module uses them by naming
+# them, and its own ``settings`` fixture returns ``upload_settings`` for its app.
+
+
+@pytest.fixture(scope="module")
+def upload_settings(live_settings: Settings) -> Settings:
+    """Settings with a partner bucket for ``*@partner.example`` and longer upload waits."""
+    from tests.uploads import PARTNER_BUCKET  # here: tests.uploads imports this module
+
+    endpoint = s3_endpoint(live_settings)
+    s3_client(endpoint).create_bucket(Bucket=PARTNER_BUCKET)
+    return live_settings.replace(
+        upload_url_exceptions={"*@partner.example": f"{endpoint}/{PARTNER_BUCKET}"},
+        upload_wait_seconds=30.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(upload_settings: Settings) -> Iterator[Any]:
+    """A task worker with the upload settings; modules with settings of their own override it."""
+    with running_worker(upload_settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def s3(upload_settings: Settings) -> Any:
+    return s3_client(s3_endpoint(upload_settings))
+
+
+# -- symbolication: each test gets its own symcache directory and upstream symbol server; a
+# module uses them through its own ``settings`` fixture returning ``symbolication_settings``.
+
+
+@pytest.fixture
+def upstream(io_loop: tornado.ioloop.IOLoop) -> Iterator[Upstream]:
+    from tests.symbolication_support import Upstream  # here: it imports this module
+
+    server = Upstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cache_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="symbolon-symcache-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def symbolication_settings(
+    live_settings: Settings, upstream: Upstream, cache_dir: Path
+) -> Settings:
+    return live_settings.replace(
+        symbols_cache_dir=cache_dir,
+        symbolication_symbol_urls=(upstream.url,),
+        symbolication_parse_workers=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def parse_pool() -> Iterator[ParsePool]:
+    """One parse process for a whole test module: starting one costs about a second."""
+    pool = ParsePool(workers=1, memory_budget=4 * 1024**3)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def symbolication(runtime: Runtime, parse_pool: ParsePool) -> Iterator[Any]:
+    service = runtime.symbolication
+    own_pool, service.pool = service.pool, parse_pool
+    service.fetcher.backoff = 0.01  # retries keep their number, not their waits
+    yield service
+    service.pool = own_pool

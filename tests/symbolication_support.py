@@ -1,25 +1,19 @@
-"""What the symbolication tests share: real sym files, a scriptable upstream symbol server, own
-storage, and fixtures that give each test its own symcache directory and upstream."""
+"""What the symbolication tests share: real sym files, a scriptable upstream symbol server and
+own storage (their fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import re
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import tornado.httpserver
 import tornado.web
 from tornado.testing import bind_unused_port
 
 from symbolon.conf import Settings
-from symbolon.symbolication.parse import ParsePool
 from tests.conftest import repo_root, s3_client, s3_endpoint
 
 DATA = repo_root() / "tests" / "data"
@@ -126,44 +120,3 @@ def put_own(settings: Settings, key: str, data: bytes, try_symbols: bool = False
         ContentEncoding="gzip",
         ContentType="text/plain",
     )
-
-
-@pytest.fixture
-def upstream(io_loop) -> Iterator[Upstream]:
-    server = Upstream()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cache_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="symbolon-symcache-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def settings(live_settings: Settings, upstream: Upstream, cache_dir: Path) -> Settings:
-    return live_settings.replace(
-        symbols_cache_dir=cache_dir,
-        symbolication_symbol_urls=(upstream.url,),
-        symbolication_parse_workers=1,
-    )
-
-
-@pytest.fixture(scope="module")
-def parse_pool() -> Iterator[ParsePool]:
-    """One parse process for a whole test module: starting one costs about a second."""
-    pool = ParsePool(workers=1, memory_budget=4 * 1024**3)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def symbolication(runtime, parse_pool):
-    service = runtime.symbolication
-    own_pool, service.pool = service.pool, parse_pool
-    service.fetcher.backoff = 0.01  # retries keep their number, not their waits
-    yield service
-    service.pool = own_pool

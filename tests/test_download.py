@@ -13,6 +13,8 @@ import tornado.httpclient
 
 from symbolon.runtime import Runtime
 from tests.conftest import s3_client, s3_endpoint, served, wait_until
+from tests.downloads import get
+from tests.uploads import token_for
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"
 
@@ -67,17 +69,6 @@ def put(buckets, bucket: str, key: str, body: bytes = SYMBOL, prefix: str = "v1"
 
 def delete(buckets, bucket: str, key: str, prefix: str = "v1") -> None:
     buckets[1].delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
-
-
-async def get(http_client, base_url, path, method="GET", **kw):
-    return await http_client.fetch(
-        base_url + path,
-        method=method,
-        follow_redirects=False,
-        raise_error=False,
-        allow_nonstandard_methods=True,
-        **kw,
-    )
 
 
 def assert_cors(response) -> None:
@@ -442,8 +433,6 @@ async def test_concurrent_lookups_of_one_key_share_one_storage_trip(runtime, buc
 async def test_a_bad_auth_token_turns_a_download_into_a_403(
     http_client, base_url, runtime, buckets
 ):
-    from tests.test_upload import token_for
-
     ident = new_id()
     put(buckets, "dl-private", f"tok.pdb/{ident}/tok.sym")
     bad = await get(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import served
-from tests.test_download import get
+from tests.downloads import get
 
 
 def ident() -> str:

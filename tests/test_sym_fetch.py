@@ -11,18 +11,14 @@ from markus.testing import MetricsMock
 from tornado.testing import bind_unused_port
 
 from symbolon.symbolication.sym_fetch import sym_filename, upstream_url
-from tests.symbolication_support import (  # noqa: F401 (fixtures)
-    Upstream,
-    cache_dir,
-    new_id,
-    parse_pool,
-    put_own,
-    settings,
-    sym,
-    symbolication,
-    upstream,
-    with_debug_id,
-)
+from tests.symbolication_support import Upstream, new_id, put_own, sym, with_debug_id
+
+
+@pytest.fixture
+def settings(symbolication_settings):
+    """The app of these tests has an upstream and a symcache directory of its own."""
+    return symbolication_settings
+
 
 DEMO = "examples/libdemo.so.sym"
 

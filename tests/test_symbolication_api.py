@@ -8,17 +8,14 @@ import json
 import pytest
 
 from symbolon.symbolication.request import MAX_JOBS
-from tests.symbolication_support import (  # noqa: F401 (fixtures)
-    cache_dir,
-    new_id,
-    parse_pool,
-    put_own,
-    settings,
-    sym,
-    symbolication,
-    upstream,
-    with_debug_id,
-)
+from tests.symbolication_support import new_id, put_own, sym, with_debug_id
+
+
+@pytest.fixture
+def settings(symbolication_settings):
+    """The app of these tests has an upstream and a symcache directory of its own."""
+    return symbolication_settings
+
 
 DEMO_ID = "5C5A1B1D2E3F405162738495061728390"
 WIN_ID = "A1B2C3D4E5F60718293A4B5C6D7E8F901"

@@ -14,18 +14,16 @@ from markus.testing import MetricsMock
 from symbolon.runtime import Runtime
 from symbolon.symbolication.symcaches import DiskCache, entry_name
 from tests.conftest import running_worker
-from tests.symbolication_support import (  # noqa: F401 (fixtures)
-    cache_dir,
-    new_id,
-    parse_pool,
-    settings,
-    sym,
-    symbolication,
-    upstream,
-    with_debug_id,
-)
-from tests.test_upload import UPLOAD, make_zip, multipart, token_for
-from tests.test_upload import post as post_upload
+from tests.symbolication_support import new_id, sym, with_debug_id
+from tests.uploads import UPLOAD, make_zip, multipart, token_for
+from tests.uploads import post as post_upload
+
+
+@pytest.fixture
+def settings(symbolication_settings):
+    """The app of these tests has an upstream and a symcache directory of its own."""
+    return symbolication_settings
+
 
 DEMO = "examples/libdemo.so.sym"
 

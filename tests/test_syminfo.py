@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.conftest import unique_email
-from tests.test_download import get
+from tests.downloads import get
 
 
 async def uploaded(runtime, debug_filename, debug_id, code_file, code_id, try_symbols=False):

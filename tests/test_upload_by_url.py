@@ -14,8 +14,8 @@ from tornado.testing import bind_unused_port
 
 from symbolon.uploads.by_url import FetchError, FetchPolicy, fetch_to_file
 from tests.conftest import running_worker
-from tests.test_download import get
-from tests.test_upload import UPLOAD, make_zip, post, token_for
+from tests.downloads import get
+from tests.uploads import UPLOAD, make_zip, multipart, post, token_for
 
 IDENT = uuid.uuid4().hex.upper() + "1"
 ARCHIVE = make_zip(
@@ -131,8 +131,6 @@ async def test_remote_failures(
 async def test_a_multipart_form_with_only_a_url_works_too(
     http_client, base_url, runtime, worker, artifacts
 ):
-    from tests.test_upload import multipart
-
     token, _ = await token_for(runtime, UPLOAD)
     body, content_type = multipart({}, {"url": f"{artifacts}/good.zip"})
     response = await post(http_client, base_url, body, content_type, token)

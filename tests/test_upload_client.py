@@ -23,17 +23,16 @@ from click.testing import CliRunner
 from symbolon.admin_cli import upload as client
 from symbolon.admin_cli.main import cli
 from symbolon.uploads.multipart import UploadForm
-from tests import test_upload as upload_tests
 from tests.cli import Outcome
 from tests.cli import invoke as run_symbolon
-from tests.test_upload import UPLOAD, make_zip, sym_text, token_for
+from tests.uploads import UPLOAD, make_zip, sym_text, token_for
 
-# The real server's fixtures, as tests/test_upload.py defines them (bound here, so that pytest
-# finds them in this module: the app then runs with the upload settings and a task worker).
-settings = upload_tests.settings
-upload_settings = upload_tests.upload_settings
-worker = upload_tests.worker
-s3 = upload_tests.s3
+
+@pytest.fixture
+def settings(upload_settings):
+    """The app of these tests runs with the upload settings (a partner bucket, longer waits)."""
+    return upload_settings
+
 
 # -- helpers ------------------------------------------------------------------------------------
 

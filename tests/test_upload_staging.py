@@ -9,7 +9,7 @@ import pytest
 
 from symbolon.uploads import process
 from tests.conftest import running_worker, s3_client, s3_endpoint, unique_email
-from tests.test_upload import UPLOAD, debug_id, make_zip, multipart, post, token_for
+from tests.uploads import UPLOAD, debug_id, make_zip, multipart, post, token_for
 
 STAGING_BUCKET = "staging-area"
 

@@ -10,15 +10,15 @@ import uuid
 import pytest
 import tornado.httpclient
 
-import tests.test_upload as upload_tests
 from tests.conftest import s3_client, s3_endpoint
-from tests.test_download import get
-from tests.test_upload import UPLOAD, token_for
+from tests.downloads import get
+from tests.uploads import UPLOAD, token_for
 
-# The upload tests' module fixtures: settings with a partner bucket, and a running task worker.
-upload_settings = upload_tests.upload_settings
-worker = upload_tests.worker
-settings = upload_tests.settings
+
+@pytest.fixture
+def settings(upload_settings):
+    """The app of these tests runs with the upload settings (a partner bucket, longer waits)."""
+    return upload_settings
 
 
 def ident() -> str:
