@@ -159,7 +159,8 @@ class SymInfoHandler(BaseHandler):
         if info is None:
             self.set_status(404)
             self.set_header("Content-Type", "text/plain; charset=utf-8")
-            return self.finish("Code file / id Not Found")
+            self.finish("Code file / id Not Found")
+            return
         prefix = "/try" if info.try_symbols else ""
         name = syminfo.symbol_filename(info.debug_filename)
         path = f"{prefix}/{segment(info.debug_filename)}/{info.debug_id}/{segment(name)}"

@@ -12,9 +12,10 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from symbolon.crashes.body import BodyTooLarge, ReceivedBody
 from symbolon.crashes.collector import Answer, Collector, Submission, discarded, metrics
@@ -71,7 +72,8 @@ class SubmitHandler(tornado.web.RequestHandler):
             self.answer(discarded("malformed_no_content_length"))
             return
         self.declared = declared
-        self.request.connection.set_max_body_size(UNLIMITED_BODY)
+        # Tornado's HTTP/1 server serves it: its connection lets a handler raise the limit.
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(UNLIMITED_BODY)
         self._arm_watchdog(settings.collector_body_timeout)
         if declared > settings.collector_max_body_size:
             return self.too_large(now=declared > DRAIN_FACTOR * settings.collector_max_body_size)
