@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from types import ModuleType
 
+# Either module: both have zlib's interface (isal's stub calls its error an instance, not a class).
+_inflating: ModuleType
 try:
     from isal import isal_zlib as _inflating
 except ImportError:
-    _inflating = zlib  # type: ignore[assignment]
+    _inflating = zlib
 
 ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 AUTO_HEADER = 32 + zlib.MAX_WBITS  # gzip or zlib header; "deflate" is zlib-wrapped in practice

@@ -58,7 +58,9 @@ def build_entry(
 ) -> Parsed:
     """In a pool process: parse the sym file (inflated first if ``compressed``) and write the
     cache entry to ``out_path``."""
-    import symbolic
+    # From the submodules: the package's own namespace is filled at run time, so untyped.
+    from symbolic import exceptions
+    from symbolic.debuginfo import Archive, normalize_debug_id
 
     from symbolon.symbolication.inflate import DecodeError, inflate
     from symbolon.symbolication.table import write_trailer
@@ -69,8 +71,8 @@ def build_entry(
         return Parsed(False, time.perf_counter() - started, reason=reason, error=error)
 
     try:
-        normalized = symbolic.normalize_debug_id(debug_id)
-    except (symbolic.ParseDebugIdError, ValueError) as exc:
+        normalized = normalize_debug_id(debug_id)
+    except (exceptions.ParseDebugIdError, ValueError) as exc:
         return failed("bad_debug_id", str(exc))
     data = Path(sym_path).read_bytes()
     if compressed:
@@ -81,13 +83,13 @@ def build_entry(
     name = module_filename(data, debug_filename)
     try:
         # Archive.from_bytes does not keep its buffer: ``data`` must outlive make_symcache().
-        archive = symbolic.Archive.from_bytes(data)
+        archive = Archive.from_bytes(data)
         try:
             obj = archive.get_object(debug_id=normalized)
         except LookupError as exc:
             return failed("sym_debug_id_lookup_error", str(exc))
         symcache = obj.make_symcache()
-    except symbolic.SymbolicError as exc:
+    except exceptions.SymbolicError as exc:
         return failed("sym_malformed", f"{type(exc).__name__}: {exc}")
     finally:
         del data

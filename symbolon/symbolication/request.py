@@ -58,14 +58,13 @@ def v5_jobs(payload: Any) -> list[Any]:
         # The reference iterates whatever it finds: strings by character, objects by key.
         if not isinstance(raw, list | str | dict):
             raise BadRequest("job 0 is invalid")
-        jobs = list(raw) if len(raw) <= MAX_JOBS else raw  # a huge string is not expanded
     else:
-        jobs = [payload]
-    if len(jobs) > MAX_JOBS:
+        raw = [payload]
+    if len(raw) > MAX_JOBS:  # checked first: a huge string is not expanded
         raise BadRequest(
             f"please limit number of jobs in a single request to <= {MAX_JOBS}", "too_many_jobs"
         )
-    return jobs
+    return list(raw)
 
 
 def check_size(jobs: list[Job]) -> list[Job]:

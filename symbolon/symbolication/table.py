@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import symbolic
+from symbolic.exceptions import SymbolicError
+from symbolic.symcache import SymCache
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class SymbolTable:
         self.module_filename: str = meta["module"]
         try:
             # Maps the same file again (the trailer after the symcache is ignored by symbolic).
-            self._symcache = symbolic.SymCache.open(path)
-        except symbolic.SymbolicError as exc:
+            self._symcache = SymCache.open(path)
+        except SymbolicError as exc:
             raise EntryError(f"symbolic cannot load it: {exc}") from exc
         self.version: int = self._symcache.version
         self._functions: dict[int, tuple[str, int]] = {}
