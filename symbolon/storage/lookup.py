@@ -185,8 +185,7 @@ class SymbolLookup:
                 logger.error("existence check of %s in %s failed: %r", key, sources[i].url, answer)
                 failed = True
                 continue
-            known[i] = FOUND if answer else MISSING
-            fresh[cache_keys[i]] = known[i]
+            fresh[cache_keys[i]] = known[i] = FOUND if answer else MISSING
         await self.cache.set_many(fresh, ttl=self.ttl)
         for ck, value in fresh.items():
             self.memo.put(ck, value, generation)

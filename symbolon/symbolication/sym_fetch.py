@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -178,10 +179,7 @@ class Fetcher:
         started = time.perf_counter()
         result = Fetched(found=False)
         attempts = [("own storage", self._from_storage)]
-        attempts += [
-            (url, lambda k, d, url=url: self._from_upstream(url, k, d))
-            for url in self.upstream_urls
-        ]
+        attempts += [(url, partial(self._from_upstream, url)) for url in self.upstream_urls]
         for name, attempt in attempts:
             tried = time.perf_counter()
             try:

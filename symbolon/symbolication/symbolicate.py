@@ -139,7 +139,7 @@ class _Writer:
     def stack(self, frames: list[Frame]) -> str:
         modules = self.modules
         shape = self._shape
-        parts = []
+        parts: list[str] = []
         append = parts.append
         for position, (module, offset, symbol, function_offset) in enumerate(frames):
             encoded_module = modules.get(module)
