@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -83,13 +83,21 @@ class Cache:
             metrics.incr("redis.error", tags=[f"cache:{self.name}", f"op:{op}"])
             return default
 
+    # redis-py types replies as bytes | str; these clients do not decode them, so they are bytes.
     async def get(self, key: str) -> bytes | None:
-        return await self._guard("get", None, lambda: self.client.get(key))
+        def call() -> Awaitable[bytes | None]:
+            return cast("Awaitable[bytes | None]", self.client.get(key))
+
+        return await self._guard("get", None, call)
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return await self._guard("mget", [None] * len(keys), lambda: self.client.mget(keys))
+
+        def call() -> Awaitable[list[bytes | None]]:
+            return cast("Awaitable[list[bytes | None]]", self.client.mget(keys))
+
+        return await self._guard("mget", [None] * len(keys), call)
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         px = int(ttl * 1000) if ttl else None

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from symbolon.metrics import symbolication_metrics as metrics
@@ -211,7 +211,8 @@ class SymcacheStore:
             written = 0
             with open(dest, "wb") as f:  # noqa: ASYNC230 (chunks are written in a thread)
                 for start in range(0, size, self.CHUNK):
-                    chunk = await client.getrange(name, start, start + self.CHUNK - 1)
+                    # bytes: the store's client does not decode replies
+                    chunk = cast(bytes, await client.getrange(name, start, start + self.CHUNK - 1))
                     if not chunk:
                         return False  # evicted while being read
                     written += await asyncio.to_thread(f.write, chunk)
