@@ -40,12 +40,13 @@ class Publisher:
     def __init__(self, settings: Settings):
         assert settings.redis_url
         self.settings = settings
+        self.redis_url = settings.redis_url
         self.queue_name = settings.crashpublish_queue_name
         self.actor_name = settings.crashpublish_actor_name
         # The broker gives the dispatch script and the arguments its consumers expect (broker id,
         # timeouts, the Lua stack bound, which it asks Redis once): a client with timeouts too.
         client = redis.Redis.from_url(
-            settings.redis_url,
+            self.redis_url,
             socket_timeout=settings.redis_socket_timeout,
             socket_connect_timeout=settings.redis_socket_connect_timeout,
         )
@@ -137,7 +138,7 @@ class Publisher:
         """The arguments of dramatiq's ``do_enqueue`` for one message."""
         broker = self.broker
         message_id = str(uuid.uuid4())  # unique per enqueue, as RedisBroker.enqueue makes it
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=self.queue_name,
             actor_name=self.actor_name,
             args=(crash_id,),
@@ -164,7 +165,7 @@ class Publisher:
         loop = asyncio.get_running_loop()
         if self._connection is None or self._loop is not loop:
             pool = redis.asyncio.ConnectionPool.from_url(
-                self.settings.redis_url,
+                self.redis_url,
                 socket_timeout=self.settings.redis_socket_timeout,
                 socket_connect_timeout=self.settings.redis_socket_connect_timeout,
             )
@@ -182,10 +183,10 @@ class Publisher:
         self.broker.client.close()
 
 
-def pack_command(*args: str | int | bytes) -> bytes:
+def pack_command(*args: str | int | bytes | memoryview) -> bytes:
     """A command in the Redis protocol (RESP), as redis-py would send it."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        data = bytes(arg) if isinstance(arg, bytes | memoryview) else str(arg).encode()
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
