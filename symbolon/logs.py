@@ -18,6 +18,7 @@ class JsonFormatter(logging.Formatter):
     hostname = socket.gethostname()
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = {"msg": record.getMessage()}
         entry = {
             "Timestamp": int(record.created * 1e9),
             "Time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
@@ -26,10 +27,10 @@ class JsonFormatter(logging.Formatter):
             "Hostname": self.hostname,
             "Pid": os.getpid(),
             "Severity": record.levelname,
-            "Fields": {"msg": record.getMessage()},
+            "Fields": fields,
         }
         if record.exc_info:
-            entry["Fields"]["traceback"] = self.formatException(record.exc_info)
+            fields["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 

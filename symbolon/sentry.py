@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from symbolon import __version__
 from symbolon.conf import Settings
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 SCRUBBED_HEADERS = {"auth-token", "authorization", "cookie", "x-forwarded-for", "x-real-ip"}
 SCRUBBED_QUERY = {"code", "state"}
 
 
-def scrub_event(event: dict[str, Any], hint: Any = None) -> dict[str, Any]:
+def scrub_event(event: Event, hint: Hint | None = None) -> Event:
     request = event.get("request") or {}
     headers = request.get("headers")
     if isinstance(headers, dict):

