@@ -30,7 +30,7 @@ class Principal:
 
 
 async def authenticate_token(db: asyncpg.Pool, presented: str) -> Principal:
-    token = await find_by_key(db, presented)  # type: ignore[arg-type]
+    token = await find_by_key(db, presented)
     if token is None:
         raise AuthError("API Token not matched")
     if token.is_expired:
@@ -54,8 +54,8 @@ async def authenticate_session(
     session = await sessions.load(cookie)
     if session is None:
         return None
-    user = await find_user_by_id(db, session.user_id)  # type: ignore[arg-type]
+    user = await find_user_by_id(db, session.user_id)
     if user is None or not user.is_active:
         return None
-    permissions = await user_permissions(db, user)  # type: ignore[arg-type]
+    permissions = await user_permissions(db, user)
     return Principal(user=user, permissions=frozenset(permissions), session=session)

@@ -123,7 +123,7 @@ async def list_tokens(conn: asyncpg.Connection, email: str | None = None) -> lis
     return [_token(r) for r in rows]
 
 
-async def find_by_key(conn: asyncpg.Connection, presented: str) -> Token | None:
+async def find_by_key(conn: asyncpg.Connection | asyncpg.Pool, presented: str) -> Token | None:
     key = strip_label(presented)
     if not KEY_PATTERN.match(key):
         return None

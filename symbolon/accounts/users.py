@@ -88,7 +88,7 @@ async def make_superuser(conn: asyncpg.Connection, email: str) -> tuple[User, li
         return User.from_row(row), notes
 
 
-async def user_permissions(conn: asyncpg.Connection, user: User) -> set[str]:
+async def user_permissions(conn: asyncpg.Connection | asyncpg.Pool, user: User) -> set[str]:
     """Codenames the user holds, directly or through groups; superusers hold them all."""
     if user.is_superuser:
         return set(Permission)
@@ -104,6 +104,6 @@ async def user_permissions(conn: asyncpg.Connection, user: User) -> set[str]:
     return {r["codename"] for r in rows}
 
 
-async def find_user_by_id(conn: asyncpg.Connection, user_id: int) -> User | None:
+async def find_user_by_id(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> User | None:
     row = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
     return User.from_row(row) if row else None
