@@ -1,4 +1,4 @@
-"""The shape of the package: which module may import which (docs/contributing.md)."""
+"""The shape of the package (docs/contributing.md, "The rules the layout keeps")."""
 
 from __future__ import annotations
 
