@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 # Lowercase only and anchored at both ends (fullmatch): a trailing newline must not pass.
 CRASH_ID_RE = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{6}[0-9]{6}")
 
-# The throttle digit is the throttler's result (throttling.engine.Result); CONTINUE (4) never decides.
+# The throttle digit is the throttler's result (throttling.engine.Result);
+# CONTINUE (4) never decides.
 ACCEPT_DIGIT, DEFER_DIGIT, REJECT_DIGIT, FAKEACCEPT_DIGIT = 0, 1, 2, 3
 THROTTLE_DIGITS = frozenset({ACCEPT_DIGIT, DEFER_DIGIT, REJECT_DIGIT, FAKEACCEPT_DIGIT})
 # Digits a stored crash can carry; strict validation (client-supplied ids) allows only these.
