@@ -13,9 +13,17 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from symbolon.server.lifecycle import StartupError, run_loop
+from symbolon.server.lifecycle import SHUTDOWN_GRACE_SECONDS, StartupError, run_loop
 from tests.cli import env_for, symbolon
-from tests.conftest import free_port, s3_client
+from tests.conftest import free_port, run_isolated, s3_client, wait_until
+
+# serve starts its embedded servers one after another, each within its own allowance
+# (PostgreSQL's pg_ctl 60 s, each Redis 10 s, S3 30 s), then migrates and checks storage.
+START_WITHIN = 60 + 2 * 10 + 30 + 90
+# After Ctrl-C it finishes requests in flight, then stops the servers one after another, each
+# within its own allowance: S3 60 s (it writes a last snapshot), each Redis 15 s, PostgreSQL's
+# pg_ctl 60 s.
+STOP_WITHIN = SHUTDOWN_GRACE_SECONDS + 60 + 2 * 15 + 60 + 60
 
 
 def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
@@ -39,7 +47,7 @@ def start(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def heartbeat(port: int, proc: subprocess.Popen, seconds: float = 90) -> dict:
+def heartbeat(port: int, proc: subprocess.Popen, seconds: float = START_WITHIN) -> dict:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -54,7 +62,7 @@ def heartbeat(port: int, proc: subprocess.Popen, seconds: float = 90) -> dict:
 
 def stop(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=90)[0]
+    output = proc.communicate(timeout=STOP_WITHIN)[0]
     assert proc.returncode == 0, output
     return output
 
@@ -65,6 +73,20 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def described(pids: list[int]) -> list[str]:
+    """What each live process of ``pids`` is: pid, state, parent and command line."""
+    found = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        found.append(f"{pid} ({state}, parent {ppid}): {cmdline.strip()}")
+    return found
 
 
 def embedded_pids(data_dir: Path) -> list[int]:
@@ -105,10 +127,9 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_
         output = stop(proc)
     assert "Traceback" not in output, output
     assert "event loop uvloop" in output, output  # EVENT_LOOP's default
-    deadline = time.monotonic() + 15
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(pid_alive(p) for p in pids), "Ctrl-C left embedded servers running"
+    # serve waited for each server it stopped, but one it had to kill may take a moment to go.
+    gone = run_isolated(wait_until(lambda: not any(pid_alive(p) for p in pids), STOP_WITHIN))
+    assert gone, f"Ctrl-C left embedded servers running: {described(pids)}\n{output}"
 
     # A second start finds the user and the stored symbol again; on the standard library's loop.
     proc = start({**env, "EVENT_LOOP": "asyncio"})
@@ -155,19 +176,18 @@ def test_serve_runs_several_web_processes_and_replaces_one_that_dies(live_settin
     proc = start(env)
     try:
         assert heartbeat(port, proc)["code"] == 200
-        deadline = time.monotonic() + 30
-        while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        run_isolated(wait_until(lambda: len(children_of(proc.pid)) >= 2, START_WITHIN))
         first = children_of(proc.pid)
         assert len(first) == 2, first
 
         os.kill(first[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def replaced() -> bool:
             now = children_of(proc.pid)
-            if len(now) == 2 and first[0] not in now:
-                break
-            time.sleep(0.1)
+            return len(now) == 2 and first[0] not in now
+
+        run_isolated(wait_until(replaced, START_WITHIN))
+        now = children_of(proc.pid)
         assert len(now) == 2 and first[0] not in now, now
         assert heartbeat(port, proc)["code"] == 200
     finally:
