@@ -2,31 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from symbolon.conf import SettingsError, load_settings
+from symbolon.conf import load_settings
 from symbolon.conf.settings import declarations
-from symbolon.runtime import load_checked_settings
 from tests.conftest import repo_root
-
-REAL = {
-    "DATABASE_URL": "postgresql://u:p@db/symbolon",
-    "REDIS_URL": "redis://cache:6379/0",
-    "REDIS_STORE_URL": "redis://store:6379/0",
-    "SYMBOL_URLS": "https://s3-us-west-2.amazonaws.com/pub/?access=public,https://minio:9000/priv",
-    "UPLOAD_DEFAULT_URL": "https://minio:9000/priv",
-    "SECRET_KEY": "x" * 32,
-    "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME": "crashes",
-}
-
-
-def load(env: dict[str, str]):
-    """As every command loads them: the values, then what storage and throttling make of them."""
-    return load_checked_settings(env, dotenv_path=None)
-
-
-def problems(env: dict[str, str]) -> list[str]:
-    with pytest.raises(SettingsError) as info:
-        load(env)
-    return info.value.problems
+from tests.environment import REAL, load, problems
 
 
 def test_defaults_are_the_embedded_development_setup():

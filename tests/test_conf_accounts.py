@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.test_conf import REAL, load, problems
+from tests.environment import REAL, load, problems
 
 PROVIDER = {
     "OIDC_RP_CLIENT_ID": "symbolon",

@@ -106,3 +106,17 @@ def test_references_stay_inside_the_repository():
     outside = re.compile(r"\u00a7|\bspec/(symbols|crashes|symbolication)\.md")
     pointing = [f for f in tracked if outside.search((repo_root() / f).read_text())]
     assert pointing == []
+
+
+def test_test_modules_share_helpers_through_support_modules():
+    tests = repo_root() / "tests"
+    importing = [
+        p.name
+        for p in sorted(tests.glob("test_*.py"))
+        if re.search(
+            r"^\s*(from tests\.test_|from tests import test_|import tests\.test_)",
+            p.read_text(),
+            re.MULTILINE,
+        )
+    ]
+    assert importing == []

@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from symbolon.conf import SettingsError, load_settings
-from symbolon.storage.sources import StorageConfig, SymbolSource, config_hash, derive_try_url
+from symbolon.conf import SettingsError
+from symbolon.storage.sources import SymbolSource, config_hash, derive_try_url
+from tests.environment import storage
 
 PUBLIC = "https://s3-us-west-2.amazonaws.com/org.mozilla.crash-stats.symbols-public/?access=public"
 
@@ -97,16 +98,6 @@ def test_config_hash_is_five_hex_of_md5_of_the_joined_urls():
     urls = ["http://a/b", "http://c/d?access=public"]
     assert config_hash(urls) == hashlib.md5(b"http://a/bhttp://c/d?access=public").hexdigest()[:5]
     assert config_hash(urls) != config_hash(list(reversed(urls)))
-
-
-def storage(**env):
-    base = {
-        "SYMBOL_URLS": "http://minio:9000/public?access=public,http://minio:9000/private",
-        "UPLOAD_DEFAULT_URL": "http://minio:9000/private",
-        # Symbol storage only: the crash collector would want a bucket of its own.
-        "ENABLE_CRASH_COLLECTOR": "false",
-    }
-    return StorageConfig.from_settings(load_settings({**base, **env}, dotenv_path=None))
 
 
 def test_storage_config_keeps_source_order_and_derives_try():

@@ -10,7 +10,7 @@ from symbolon.accounts.auth import Principal
 from symbolon.accounts.permissions import Permission
 from symbolon.accounts.users import User
 from symbolon.uploads import records
-from tests.test_sources import storage
+from tests.environment import storage
 
 EXCEPTIONS = '{"*@partner.org": "http://minio:9000/partner"}'
 
