@@ -3,11 +3,14 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,8 +104,19 @@ def embedded_s3(data_dir: Path):
     return s3_client(f"http://127.0.0.1:{port}")
 
 
-def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(tmp_path):
-    data_dir = tmp_path / "data"
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir for serve's own embedded services.
+
+    Not under pytest's temp dir: every pytest start (any run on the machine) makes that private
+    (0700) again, and the embedded PostgreSQL runs as another user when tests run as root, so
+    pg_ctl could then no longer reach it, not even to stop it."""
+    parent = Path(tempfile.mkdtemp(prefix="symbolon-serve-test-"))
+    yield parent / "data"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(data_dir):
     port = free_port()
     env = embedded_env(data_dir, port)
     proc = start(env)
