@@ -358,7 +358,7 @@ async def test_crashpad_uploads_a_real_minidump_chunked(
 
         # Text fields have no Content-Type. Crashpad's multipart builder gives the minidump
         # none either (Sentry's own builds may add application/octet-stream): it is a dump
-        # because it has a filename (§3.6).
+        # because it has a filename (docs/crashes.md, "What happens to a report").
         dump_type = parts[-1][0].get("content-type")
         assert dump_type in (None, "application/octet-stream")
         assert [(h["content-disposition"], h.get("content-type")) for h, _ in parts] == [
