@@ -436,3 +436,15 @@ async def test_v5_text_is_formatted_as_json_dumps_formats_it(
     body = {"jobs": [{"memoryMap": EXAMPLE_MEMORY_MAP, "stacks": [stack, []]}]}
     response = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "1"})
     assert response.body.decode() == json.dumps(json.loads(response.body))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_debug_block_leaves_out_stacks_per_module_when_no_module_was_looked_up(
+    http_client, base_url, symbolication
+):
+    # A module with no frame is not looked up (found_modules null), so nothing is recorded.
+    body = {"jobs": [{"memoryMap": [["libunused.so", new_id()]], "stacks": [[[-1, 5]]]}]}
+    response = await post(http_client, base_url, "/symbolicate/v5", body, {"Debug": "1"})
+    answer = json.loads(response.body)
+    assert list(answer["results"][0]["found_modules"].values()) == [None]
+    assert answer["debug"]["modules"] == {"count": 0}

@@ -222,11 +222,14 @@ def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str
         for label, value in found_modules(job, done.found).items():
             if value is not None:
                 per_module[label] = per_module.get(label, 0) + 1
+    modules: dict[str, Any] = {"count": sum(per_module.values())}
+    if per_module:  # like the other per-module maps, present only when something was recorded
+        modules["stacks_per_module"] = per_module
     return {
         "cache_lookups": cache,
         "downloads": downloads,
         "time": seconds,
-        "modules": {"count": sum(per_module.values()), "stacks_per_module": per_module},
+        "modules": modules,
         "parse_sym": parse,
         "save_symcache": save,
     }
