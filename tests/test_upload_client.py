@@ -361,7 +361,7 @@ def test_400_is_not_retried(zip_path):
     assert 'error: HTTP 400: Unrecognized archive file extension ".rar"' in result.stderr
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 500, 501, 502, 503, 504, 507, 599])
 def test_retryable_statuses_are_retried_until_exhausted(zip_path, status):
     with FakeServer([(status, {"error": "later"}, {})]) as fake:
         result = invoke(

@@ -6,8 +6,8 @@ that is zipped into a temporary file first. The archive is streamed from disk as
 size. Only the standard library is used, so the client needs nothing beyond Symbolon's own
 dependencies.
 
-Connection errors and 408, 429, 500, 502, 503 and 504 answers are retried with exponential
-back-off; other 4xx answers are final (docs/upload.md, "The client").
+Connection errors and 408, 429 and every 5xx answer are retried with exponential back-off;
+other 4xx answers are final (docs/upload.md, "The client").
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT = 600.0  # the server waits up to UPLOAD_WAIT_SECONDS (300 s) before a 202
 DEFAULT_RETRY_DELAY = 2.0
 MAX_RETRY_DELAY = 60.0
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_4XX = frozenset({408, 429})
 CHUNK_SIZE = 256 * 1024
 DIRECTORY_FIELD = "symbols.zip"
 TEMP_PREFIX = "symbolon-upload-"
+
+
+def retryable(status: int) -> bool:
+    """408, 429 and any 5xx: the server may well take the same archive later (507 included)."""
+    return status in RETRY_4XX or 500 <= status <= 599
 
 
 class UploadError(Exception):
@@ -216,7 +221,7 @@ class Outcome:
 
     @property
     def retries_exhausted(self) -> bool:
-        return self.response is None or self.response.status in RETRY_STATUSES
+        return self.response is None or retryable(self.response.status)
 
 
 def upload_url(base_url: str) -> urllib.parse.SplitResult:
@@ -316,7 +321,7 @@ def post_with_retries(
             problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
             outcome.response = response
-            if response.status not in RETRY_STATUSES:
+            if not retryable(response.status):
                 return outcome
             problem = f"HTTP {response.status} {response.reason}: {response.error}"
         outcome.errors.append(problem)
@@ -409,7 +414,7 @@ def _report(outcome: Outcome, url: str) -> int:
     type=click.IntRange(min=0),
     default=DEFAULT_RETRIES,
     show_default=True,
-    help="Retries after connection errors and 408/429/500/502/503/504 answers.",
+    help="Retries after connection errors and 408, 429 and 5xx answers.",
 )
 @click.option(
     "--timeout",
