@@ -163,3 +163,42 @@ async def raw_crash(runtime, crash_id: str) -> dict:
     data = await runtime.collector.storage.load_raw_crash(crash_id)
     assert data is not None, f"no raw crash stored for {crash_id}"
     return json.loads(data)
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class EarlyAnsweringS3:
+    """An S3 endpoint that sheds load as S3 does: every request is answered ``503 SlowDown`` as
+    soon as its headers are in, before its body is read."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            writer.write(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(SLOW_DOWN), SLOW_DOWN)
+            )
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

@@ -26,6 +26,7 @@ from symbolon.server.lifecycle import StartupError, connect, serve_forever
 from tests.cli import env_for, invoke
 from tests.conftest import free_port, run_isolated, s3_client, served, wait_until
 from tests.crashes import (
+    EarlyAnsweringS3,
     crash_id_of,
     crash_keys,
     headers_for,
@@ -221,6 +222,55 @@ async def test_a_storage_outage_is_a_503_and_nothing_is_stored_twice(crash_setti
         crash_id = crash_id_of(await post(client, base_url, body))
         assert object_count(settings) == before + 3  # dump_names, dump, raw_crash: once
         assert published(settings) == [crash_id]
+
+
+class SlowDownStorm:
+    """Fault injection around the real S3 store: one dump write fails, and the write after it
+    goes to an endpoint that answers before reading the body, as S3 under load does."""
+
+    def __init__(self, storage, early_endpoint: str):
+        self.storage = storage
+        self.early_endpoint = early_endpoint
+        self.put = storage._put
+        self.client = storage.client
+        self.state = "healthy"  # then "failed", then "early", then "over"
+        storage._put = self._put
+        storage.client = self._client
+
+    async def _put(self, key, body):
+        if self.state == "healthy" and key.startswith("v1/dump/"):
+            self.state = "failed"
+            raise StorageError(f"cannot write {key}: SlowDown (injected)")
+        if self.state == "failed":
+            self.state = "early"
+            try:
+                return await self.put(key, body)
+            finally:
+                self.state = "over"
+        return await self.put(key, body)
+
+    async def _client(self):
+        if self.state == "early":
+            return await self.storage._s3.client_for(
+                self.early_endpoint, self.storage.region, "crash", self.storage._credentials
+            )
+        return await self.client()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_failed_dump_write_then_an_early_answer_is_a_503_leaving_nothing(crash_settings):
+    settings = crash_settings.replace(crashmover_max_attempts=2)
+    server, early = served(settings), EarlyAnsweringS3()
+    async with server as (client, base_url), early as early_endpoint:
+        storage = server.runtime.collector.storage
+        fault = SlowDownStorm(storage, early_endpoint)
+        before = object_count(settings)
+        response = await post(client, base_url, report({"ProductName": "X"}, MINIDUMP))
+        assert fault.state == "over" and early.requests >= 1
+        assert (response.code, response.body) == (503, b"")
+        assert response.headers["Retry-After"] == "60"
+        assert object_count(settings) == before  # the first attempt's writes were removed
+        assert published(settings) == []
 
 
 @pytest.mark.gen_test(timeout=60)

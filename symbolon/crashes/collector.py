@@ -57,6 +57,12 @@ class Submission:
     authorization: str | None
 
 
+def being_cancelled() -> bool:
+    """Whether the running task was asked to stop (a shutdown, a client gone)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 def discarded(reason: str, status: int = 400) -> Answer:
     return Answer(status, f"Discarded={reason}")
 
@@ -187,7 +193,14 @@ class Collector:
                 for attempt in range(s.crashmover_max_attempts):
                     started = time.perf_counter()
                     try:
-                        await self.storage.save(crash_id, raw_crash, dumps)
+                        try:
+                            await self.storage.save(crash_id, raw_crash, dumps)
+                        except asyncio.CancelledError as exc:
+                            if being_cancelled():
+                                raise
+                            # Nobody cancelled this request: a library's own cancellation
+                            # escaped a write, which is a failed attempt like any other.
+                            raise StorageError(f"a write was cancelled: {exc!r}") from exc
                     except (StorageError, OSError) as exc:
                         logger.warning(
                             "CrashMover.crashmover_save: exception %s, retry attempt %d",

@@ -7,8 +7,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,6 +38,25 @@ def dump_names_key(crash_id: str) -> str:
 
 def dump_key(crash_id: str, name: str) -> str:
     return f"v1/{dump_key_segment(name)}/{crash_id}"
+
+
+async def write_all(writes: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the writes at once; a failure cancels the others and is raised once they have
+    stopped. Not a TaskGroup: on Python 3.11 and 3.12, a child failing while the group waits
+    leaves the waiting task marked as cancelling, and aiohttp then turns a later early
+    answer from S3 into a CancelledError that no retry or cleanup sees."""
+    tasks = [asyncio.ensure_future(write) for write in writes]
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # only those still running: a failure, or this save cancelled
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise cast(BaseException, task.exception())
 
 
 class S3CrashStorage:
@@ -110,12 +129,7 @@ class S3CrashStorage:
             async with slots:
                 await self._put(dump_key(crash_id, name), data)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for name, data in dumps.items():
-                    group.create_task(put_dump(name, data))
-        except BaseExceptionGroup as group_error:
-            raise group_error.exceptions[0] from None
+        await write_all([put_dump(name, data) for name, data in dumps.items()])
         await self._put(raw_crash_key(crash_id), raw_crash)
 
     async def discard(self, crash_id: str, dump_names: Iterable[str]) -> None:
