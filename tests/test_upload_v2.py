@@ -5,11 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import urllib.parse
 import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import tornado.httpclient
+from botocore.exceptions import ConnectTimeoutError
 
+from symbolon.uploads import v2
 from tests.conftest import s3_client, s3_endpoint
 from tests.downloads import get
 from tests.uploads import UPLOAD, token_for
@@ -177,3 +182,248 @@ async def test_only_the_owner_completes(http_client, base_url, runtime):
     )
     response = await call(http_client, base_url, body["complete_url"], other)
     assert response.code == 404
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    """A gzip stream of ``inflated`` zero bytes, built without holding them."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    out = [packer.compress(zeros) for _ in range(inflated >> 20)]
+    return b"".join(out) + packer.flush()
+
+
+async def put_raw(action: dict, body: bytes) -> int:
+    response = await tornado.httpclient.AsyncHTTPClient().fetch(
+        action["url"], method="PUT", body=body, headers=action["headers"], raise_error=False
+    )
+    return response.code
+
+
+async def plan_files(http_client, base_url, token, files) -> dict:
+    response = await call(
+        http_client, base_url, "/upload/v2/", token, json.dumps({"files": files}).encode()
+    )
+    assert response.code == 201, response.body
+    return json.loads(response.body)
+
+
+class Chunks:
+    """A storage body that hands out ``data`` in reads, counting what was asked for."""
+
+    def __init__(self, data: bytes):
+        self.data = memoryview(data)
+        self.position = 0
+
+    async def read(self, size: int) -> bytes:
+        piece = bytes(self.data[self.position : self.position + size])
+        self.position += len(piece)
+        return piece
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_verification_stops_inflating_a_bomb_past_the_declared_size():
+    bomb = gzip_bomb(256 << 20)
+    declared = 1000
+    stream = Chunks(bomb)
+    read = await v2.read_verified(stream, declared, gzipped=True, chunk=64 * 1024)
+    assert declared < read.size <= declared + 64 * 1024
+    assert read.stored == stream.position <= 64 * 1024  # one read was enough to know
+    assert len(read.head) <= v2.HEADER_BYTES
+
+    exact = b"MODULE fits\n" * 1000
+    good = await v2.read_verified(Chunks(gzip.compress(exact)), len(exact), True, chunk=4096)
+    assert good.whole and good.size == len(exact)
+    assert good.md5.hexdigest() == hashlib.md5(exact).hexdigest()
+    cut = await v2.read_verified(Chunks(gzip.compress(exact)[:-20]), len(exact), True, 4096)
+    assert not cut.whole
+    garbage = await v2.read_verified(Chunks(b"not gzip at all"), 15, True)
+    assert not garbage.whole
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_gzip_bomb_put_is_refused(http_client, base_url, runtime, worker, s3):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    declared = b"MODULE windows x86_64 small.pdb\n"
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"bomb.pdb/{debug}/bomb.sym", declared)]
+    )
+    action = body["files"][0]["action"]
+    assert action["content_encoding"] == "gzip"
+    assert await put_raw(action, gzip_bomb(512 << 20)) == 200
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 400
+    assert "does not match its declared size and MD5" in json.loads(done.body)["error"]
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=f"v1/bomb.pdb/{debug}/")["KeyCount"] == 0
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 0
+
+
+def pending_key(action: dict) -> str:
+    """The object key a presigned PUT URL writes to."""
+    path = urllib.parse.urlsplit(action["url"]).path
+    return urllib.parse.unquote(path.split("/", 2)[2])
+
+
+def pending_prefix(action: dict) -> str:
+    return "/".join(pending_key(action).split("/")[:2]) + "/"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_files_are_published_only_by_completion(http_client, base_url, runtime, worker, s3):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    sym = f"MODULE windows x86_64 {debug} pend.pdb\n".encode()
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"pend.pdb/{debug}/pend.sym", sym)]
+    )
+    action = body["files"][0]["action"]
+    assert pending_key(action).startswith("pending/")
+    assert await put(action, sym) == 200
+    assert (await get(http_client, base_url, f"/pend.pdb/{debug}/pend.sym")).code == 404
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=f"v1/pend.pdb/{debug}/")["KeyCount"] == 0
+
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 201, done.body
+    assert (await get(http_client, base_url, f"/pend.pdb/{debug}/pend.sym")).code == 302
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_failed_verification_keeps_the_stored_file(
+    http_client, base_url, runtime, worker, s3
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    key = f"keep.pdb/{debug}/keep.sym"
+    good = f"MODULE windows x86_64 {debug} keep.pdb\n".encode()
+    first = await plan_files(http_client, base_url, token, [entry(key, good)])
+    assert await put(first["files"][0]["action"], good) == 200
+    assert (await call(http_client, base_url, first["complete_url"], token)).code == 201
+
+    newer = good + b"FILE 0 new.cpp\n"
+    second = await plan_files(http_client, base_url, token, [entry(key, newer)])
+    action = second["files"][0]["action"]
+    assert action["type"] == "upload"
+    assert await put(action, b"something else entirely") == 200
+    done = await call(http_client, base_url, second["complete_url"], token)
+    assert done.code == 400
+    stored = s3.get_object(Bucket="symbols", Key=f"v1/{key}")
+    assert gzip.decompress(stored["Body"].read()) == good
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_abandoned_uploads_expire(http_client, base_url, runtime, worker, s3):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    sym = f"MODULE windows x86_64 {debug} gone.pdb\n".encode()
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"gone.pdb/{debug}/gone.sym", sym)]
+    )
+    action = body["files"][0]["action"]
+    assert await put(action, sym) == 200
+
+    await v2.expire_pending(runtime, 3600)  # too recent: stays
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 1
+    later = datetime.now(UTC) + timedelta(hours=2)
+    expired = await v2.expire_pending(runtime, 3600, now=later)
+    assert expired.objects >= 1 and expired.uploads >= 1
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 0
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 400
+    assert "Not completed within 3600 seconds" in json.loads(done.body)["error"]
+
+
+class CountingClient:
+    """An S3 client that counts the HEADs in flight, or fails them as a timed-out storage."""
+
+    def __init__(self, client, stats: dict, fail: bool):
+        self.client, self.stats, self.fail = client, stats, fail
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    async def head_object(self, **kwargs):
+        if self.fail:
+            raise ConnectTimeoutError(endpoint_url="http://storage.invalid")
+        self.stats["now"] += 1
+        self.stats["most"] = max(self.stats["most"], self.stats["now"])
+        try:
+            return await self.client.head_object(**kwargs)
+        finally:
+            self.stats["now"] -= 1
+
+
+def count_heads(monkeypatch, runtime, fail: bool = False) -> dict:
+    stats = {"now": 0, "most": 0}
+    original = runtime.s3.client
+
+    async def client(source, purpose="lookup"):
+        return CountingClient(await original(source, purpose), stats, fail)
+
+    monkeypatch.setattr(runtime.s3, "client", client)
+    return stats
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_planning_many_files_bounds_its_lookups(
+    http_client, base_url, runtime, monkeypatch, upload_settings
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    stats = count_heads(monkeypatch, runtime)
+    debug = ident()
+    files = [entry(f"many{i}.pdb/{debug}/many{i}.sym", b"x%d" % i) for i in range(1024)]
+    body = await plan_files(http_client, base_url, token, files)
+    assert [f["action"]["type"] for f in body["files"]] == ["upload"] * 1024
+    assert 0 < stats["most"] <= upload_settings.upload_v2_plan_concurrency
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_storage_timeout_while_planning_is_a_503(
+    http_client, base_url, runtime, monkeypatch
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    count_heads(monkeypatch, runtime, fail=True)
+    files = [entry(f"t.pdb/{ident()}/t.sym", b"t")]
+    response = await call(
+        http_client, base_url, "/upload/v2/", token, json.dumps({"files": files}).encode()
+    )
+    assert response.code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert "storage is unavailable" in json.loads(response.body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"files": [{"key": "a/0A/a.sym", "size": 9223372036854775808, "md5_hash": "'
+            + b"0" * 32
+            + b'"}]}',
+            "files[0].size 9223372036854775808 is larger than a file may be",
+        ),
+        (
+            b'{"files": [{"key": "a\\ud800/0A/a.sym", "size": 1, "md5_hash": "'
+            + b"0" * 32
+            + b'"}]}',
+            "files[0].key is not valid Unicode text",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON request body nested too deeply"),
+        (b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    ],
+    ids=["size-2**63", "lone-surrogate", "nested", "nested-files"],
+)
+@pytest.mark.gen_test(timeout=60)
+async def test_hostile_v2_requests(http_client, base_url, runtime, body, message):
+    token, _ = await token_for(runtime, UPLOAD)
+    response = await call(http_client, base_url, "/upload/v2/", token, body)
+    assert response.code == 400
+    assert message in json.loads(response.body)["error"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_completing_an_impossible_id_is_a_404(http_client, base_url, runtime):
+    token, _ = await token_for(runtime, UPLOAD)
+    response = await call(http_client, base_url, f"/upload/v2/{2**63}/complete", token)
+    assert response.code == 404
+    assert json.loads(response.body) == {"error": "No Upload matches the given query."}

@@ -78,6 +78,33 @@ class Settings:
         p.text,
         "signing key; **required** when `DATABASE_URL` is set (unless `LOCAL_DEV_ENV=true`)",
     )
+    request_max_body_size: int = setting(
+        "REQUEST_MAX_BODY_SIZE",
+        1024**2,
+        p.integer(1),
+        "largest body of a request other than an upload, a crash report or a symbolication; "
+        "above it `413`, decided from `Content-Length` (chunked bodies: while reading)",
+    )
+    secure_content_type_nosniff: bool = setting(
+        "SECURE_CONTENT_TYPE_NOSNIFF",
+        True,
+        p.boolean,
+        "send `X-Content-Type-Options: nosniff` on every response",
+    )
+    x_frame_options: str = setting(
+        "X_FRAME_OPTIONS",
+        "DENY",
+        p.choice(frozenset({"DENY", "SAMEORIGIN", "OFF"})),
+        "`X-Frame-Options` on every response, with the matching CSP `frame-ancestors` "
+        "(`'none'`, `'self'`); `OFF` sends neither",
+    )
+    secure_hsts_seconds: int = setting(
+        "SECURE_HSTS_SECONDS",
+        31536000,
+        p.integer(0),
+        "`Strict-Transport-Security: max-age=…` on responses to HTTPS requests (as the request "
+        "arrived, or as `X-Forwarded-Proto` says); `0` sends none",
+    )
 
     # Backing services. None means "start the embedded one".
     database_url: str | None = setting(
@@ -216,6 +243,12 @@ class Settings:
         p.url,
         "S3 location for received archives, when workers run on other machines",
     )
+    upload_staging_sweep_seconds: float = setting(
+        "UPLOAD_STAGING_SWEEP_AGE",
+        86400.0,
+        p.seconds,
+        "staged archives this old that no unfinished upload refers to are deleted",
+    )
     try_symbols_expiry_days: int = setting(
         "TRY_SYMBOLS_EXPIRY_DAYS", 28, p.integer(1), "try symbols older than this are deleted"
     )
@@ -242,6 +275,24 @@ class Settings:
         200.0,
         p.positive,
         "a member (over 1 MiB) inflating more than this many times is refused as a zip bomb",
+    )
+    upload_v2_plan_concurrency: int = setting(
+        "UPLOAD_V2_PLAN_CONCURRENCY",
+        16,
+        p.integer(1),
+        "storage look-ups at once while `POST /upload/v2/` plans one request",
+    )
+    upload_v2_verify_concurrency: int = setting(
+        "UPLOAD_V2_VERIFY_CONCURRENCY",
+        4,
+        p.integer(1),
+        "files read back at once while one upload v2 is completed",
+    )
+    upload_v2_pending_expiry_seconds: int = setting(
+        "UPLOAD_V2_PENDING_EXPIRY_SECONDS",
+        86400,
+        p.integer(60),
+        "an upload v2 not completed this long after it began is failed and its PUT files deleted",
     )
     disallowed_symbols_snippets: tuple[str, ...] = setting(
         "DISALLOWED_SYMBOLS_SNIPPETS",
@@ -282,6 +333,19 @@ class Settings:
         (),
         p.networks,
         "CIDRs that upload by URL may reach although not public (an internal artifact server)",
+    )
+    upload_by_download_deadline_seconds: float = setting(
+        "UPLOAD_BY_DOWNLOAD_DEADLINE",
+        900.0,
+        p.seconds,
+        "seconds an upload by URL has to download its archive, redirects included",
+    )
+    upload_by_download_min_rate: int = setting(
+        "UPLOAD_BY_DOWNLOAD_MIN_RATE",
+        16 * 1024,
+        p.integer(0),
+        "bytes per second an upload by URL's download must average after its first 30 s "
+        "(`0`: no minimum)",
     )
 
     # Accounts.
@@ -519,6 +583,12 @@ class Settings:
         "comma-separated upstream symbol servers asked after this server's own storage, e.g. "
         "`https://symbols.mozilla.org/try/`",
         aliases=("ELIOT_SYMBOLS_URLS",),
+    )
+    symbolication_max_body_size: int = setting(
+        "SYMBOLICATION_MAX_BODY_SIZE",
+        64 * 1024**2,
+        p.integer(1),
+        "largest symbolication request body; above it `413`, decided from `Content-Length`",
     )
     symbolication_include_try_symbols: bool = setting(
         "SYMBOLICATION_INCLUDE_TRY_SYMBOLS",

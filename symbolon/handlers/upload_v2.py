@@ -6,6 +6,7 @@ from __future__ import annotations
 from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.handlers.upload import UPLOAD_PERMISSIONS, wait_for_upload
+from symbolon.storage.lookup import StorageUnavailable
 from symbolon.tasks.broker import enqueue
 from symbolon.uploads import records, v2
 
@@ -30,13 +31,19 @@ class AuthInfoHandler(BaseHandler):
 class UploadV2Handler(BaseHandler):
     async def post(self) -> None:
         principal = self.authorize(*UPLOAD_PERMISSIONS)
+        rt = self.runtime
         try:
-            files = v2.parse_files(self.request.body)
+            files = v2.parse_files(self.request.body, rt.settings.upload_max_uncompressed_size)
         except v2.MalformedRequest as exc:
             raise ApiError(400, str(exc)) from None
-        rt = self.runtime
         place = records.placement(rt.storage, principal)
-        actions, pending = await v2.plan(rt, files, place.destination, place.try_symbols)
+        try:
+            actions, pending = await v2.plan(rt, files, place.destination, place.try_symbols)
+        except StorageUnavailable:
+            self.set_header("Retry-After", str(v2.RETRY_AFTER_SECONDS))
+            return self.write_json(
+                {"error": "Symbol storage is unavailable; try again later."}, status=503
+            )
         upload_id, created_at = await records.create_v2_upload(
             rt.db,
             principal.user.id,
@@ -62,12 +69,15 @@ class UploadV2Handler(BaseHandler):
 class CompleteHandler(BaseHandler):
     async def post(self, upload_id: str) -> None:
         principal = self.authorize(*UPLOAD_PERMISSIONS)
-        if not await records.awaits_completion(self.runtime.db, int(upload_id), principal.user.id):
+        number = v2.parse_upload_id(upload_id)
+        if number is None or not await records.awaits_completion(
+            self.runtime.db, number, principal.user.id
+        ):
             raise ApiError(404, "No Upload matches the given query.")
         import symbolon.tasks.actors as actors
 
-        await enqueue(actors.complete_upload_v2, int(upload_id))
-        await wait_for_upload(self, int(upload_id), principal.user.email)
+        await enqueue(actors.complete_upload_v2, number)
+        await wait_for_upload(self, number, principal.user.email)
 
 
 ROUTES = [

@@ -1,10 +1,12 @@
 """Upload v2: clients PUT each file straight to storage (see docs/upload.md, "Upload v2").
 
 ``POST /upload/v2/`` answers, per file, skip (an identical object is stored), error, or upload: a
-presigned ``PUT`` URL with the headers the client must send (protocol ``s3-presigned-put``). What
-Tecken's v2 lacks, a completion call (``POST /upload/v2/<id>/complete``) has a task read every
-uploaded object back, check its size and MD5 against what the client declared, record the file
-rows (with the ``.sym`` header fields) and make the files visible to downloads at once.
+presigned ``PUT`` URL with the headers the client must send (protocol ``s3-presigned-put``). The
+URL points at a pending key (``pending/<token>/<object key>``, same bucket), which downloads never
+read. What Tecken's v2 lacks, a completion call (``POST /upload/v2/<id>/complete``) has a task
+read every pending object back, check its size and MD5 against what the client declared, then
+publish it (copy to its final key, delete the pending one) and record the file rows (with the
+``.sym`` header fields). Pending objects of uploads never completed are expired by a periodic task.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ import asyncio
 import hashlib
 import json
 import re
+import secrets
 import zlib
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
-from symbolon.storage.sources import SymbolSource
+import aiohttp
+import asyncpg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from symbolon.storage.lookup import StorageUnavailable
+from symbolon.storage.s3 import S3Clients
+from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
 from symbolon.uploads.process import head
@@ -27,18 +39,36 @@ MAX_FILES = 1024
 KEY = re.compile(r"^([^/]+)/([0-9A-Fa-f]+)/([^/]+)$")
 MD5 = re.compile(r"^[0-9a-f]{32}$")
 HEADER_BYTES = 64 * 1024
+# Bytes read from storage, and at most inflated, per step of a verification.
+READ_CHUNK = 256 * 1024
+PENDING_PREFIX = "pending/"
+MAX_ID = 2**63 - 1  # uploads.id is a bigint
+RETRY_AFTER_SECONDS = 30
+DELETE_BATCH = 1000
+# What a storage call raises when the service is slow or away (as opposed to a missing key).
+STORAGE_ERRORS = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError)
+
+T = TypeVar("T")
 
 
 class MalformedRequest(ValueError):
     pass
 
 
-def parse_files(body: bytes) -> list[dict[str, Any]]:
+def parse_files(body: bytes, max_size: int) -> list[dict[str, Any]]:
+    """The request's files; MalformedRequest says what is wrong with it."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise MalformedRequest("JSON request body nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedRequest("malformed JSON request body") from exc
+    try:
         files = data["files"]
         if not isinstance(files, list):
             raise TypeError
+        if len(files) > MAX_FILES:
+            raise MalformedRequest("too many files")
         for f in files:
             if not (
                 isinstance(f, dict)
@@ -49,11 +79,27 @@ def parse_files(body: bytes) -> list[dict[str, Any]]:
                 and isinstance(f["md5_hash"], str)
             ):
                 raise TypeError
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise MalformedRequest("malformed JSON request body") from exc
-    if len(files) > MAX_FILES:
-        raise MalformedRequest("too many files")
+    for i, f in enumerate(files):
+        if f["size"] > max_size:
+            raise MalformedRequest(
+                f"files[{i}].size {f['size']} is larger than a file may be ({max_size} bytes)"
+            )
+        for name in ("key", "md5_hash"):
+            try:
+                f[name].encode()
+            except UnicodeEncodeError:
+                raise MalformedRequest(
+                    f"files[{i}].{name} is not valid Unicode text (it holds a lone surrogate)"
+                ) from None
     return files
+
+
+def parse_upload_id(text: str) -> int | None:
+    """The id in a completion URL, or None for one no upload can have."""
+    upload_id = int(text)
+    return upload_id if upload_id <= MAX_ID else None
 
 
 def normalized_key(key: str) -> str | None:
@@ -105,12 +151,30 @@ async def _stored_identically(
     return existing.get("ContentLength") == size and existing.get("ETag", "").strip('"') == md5
 
 
+async def _all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """gather, but the first failure cancels the rest rather than leaving them running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def plan(
     rt: UploadServices, files: list[dict[str, Any]], destination: SymbolSource, try_symbols: bool
 ):
-    """The action for each file, in request order, and the files the client will PUT."""
+    """The action for each file, in request order, and the files the client will PUT.
+
+    StorageUnavailable when storage does not answer the existence checks.
+    """
     expires = rt.settings.download_presigned_url_expiry_seconds
+    token = secrets.token_hex(8)
     pending: list[dict[str, Any]] = []
+    # 1,024 HEADs at once would queue on the connection pool until connect timeouts fire.
+    lookups = asyncio.Semaphore(rt.settings.upload_v2_plan_concurrency)
 
     async def one(f: dict[str, Any]) -> dict[str, Any]:
         key = normalized_key(f["key"])
@@ -119,17 +183,31 @@ async def plan(
         if not MD5.match(f["md5_hash"]):
             return {"key": f["key"], "action": {"type": "error", "msg": "invalid MD5 hex digest"}}
         places = [rt.storage.upload_default, destination] if try_symbols else [destination]
-        for place in places:
-            if await _stored_identically(rt, place, key, f["size"], f["md5_hash"]):
-                return {"key": f["key"], "action": {"type": "skip"}}
+        async with lookups:
+            for place in places:
+                try:
+                    stored = await _stored_identically(rt, place, key, f["size"], f["md5_hash"])
+                except STORAGE_ERRORS as exc:
+                    raise StorageUnavailable(place.url) from exc
+                if stored:
+                    return {"key": f["key"], "action": {"type": "skip"}}
         params, compressed = _headers(rt, key, f["size"], f["md5_hash"])
+        pending_key = f"{PENDING_PREFIX}{token}/{destination.object_key(key)}"
         client = await rt.s3.client(destination, "put")
         url = await client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": destination.bucket, "Key": destination.object_key(key), **params},
+            Params={"Bucket": destination.bucket, "Key": pending_key, **params},
             ExpiresIn=expires,
         )
-        pending.append({"key": key, "size": f["size"], "md5": f["md5_hash"], "gzip": compressed})
+        pending.append(
+            {
+                "key": key,
+                "size": f["size"],
+                "md5": f["md5_hash"],
+                "gzip": compressed,
+                "pending_key": pending_key,
+            }
+        )
         return {
             "key": f["key"],
             "action": {
@@ -140,12 +218,77 @@ async def plan(
             },
         }
 
-    actions = await asyncio.gather(*(one(f) for f in files))
+    actions = await _all(one(f) for f in files)
     return list(actions), pending
 
 
+@dataclass
+class Verified:
+    """What reading one stored object back found."""
+
+    size: int = 0  # bytes inflated; reading stops once past the declared size
+    stored: int = 0  # bytes read from storage
+    md5: Any = field(default_factory=hashlib.md5)
+    head: bytearray = field(default_factory=bytearray)
+    whole: bool = True  # False for a truncated or corrupt gzip stream
+
+    def add(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.size += len(data)
+        if len(self.head) < HEADER_BYTES:
+            self.head += data[: HEADER_BYTES - len(self.head)]
+
+
+async def read_verified(
+    stream: Any, declared_size: int, gzipped: bool, chunk: int = READ_CHUNK
+) -> Verified:
+    """Read ``stream`` chunk by chunk, inflating and hashing as it goes.
+
+    At most ``chunk`` bytes are read or inflated per step, and reading stops as soon as more than
+    ``declared_size`` bytes came out: a gzip bomb costs ``declared_size + chunk`` bytes of
+    inflation, never its full size, and no more than a few chunks of memory.
+    """
+    result = Verified()
+    inflater = zlib.decompressobj(wbits=31) if gzipped else None
+
+    def step(data: bytes) -> None:
+        if inflater is None:
+            result.add(data)
+            return
+        while data and not inflater.eof and result.size <= declared_size:
+            result.add(inflater.decompress(data, chunk))
+            data = inflater.unconsumed_tail
+
+    while result.size <= declared_size:
+        data = await stream.read(chunk)
+        if not data:
+            break
+        result.stored += len(data)
+        try:
+            # Inflating and hashing hold the GIL little: a thread keeps the task loop answering.
+            await asyncio.to_thread(step, data)
+        except zlib.error:
+            result.whole = False
+            break
+    if inflater is not None and not inflater.eof and result.size <= declared_size:
+        result.whole = False
+    return result
+
+
+@dataclass
+class Checked:
+    problem: str | None = None
+    published: bool = False  # by an earlier run of this completion
+    stored: int = 0
+    header: archive.SymHeader | None = None
+
+
 async def complete(rt: UploadServices, upload_id: int) -> None:
-    """Verify what the client PUT, record it, and finish the upload (run by a task)."""
+    """Verify what the client PUT, publish and record it, and finish the upload (run by a task).
+
+    Nothing is published unless every file verifies; a failed upload's pending objects are
+    deleted, and what was stored under the final keys before stays as it was.
+    """
     upload = await rt.db.fetchrow(
         "SELECT * FROM uploads WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL",
         upload_id,
@@ -154,66 +297,154 @@ async def complete(rt: UploadServices, upload_id: int) -> None:
         return
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     pending = json.loads(upload["pending_files"] or "[]")
-    problems = await asyncio.gather(*(_verify(rt, upload_id, destination, f) for f in pending))
-    errors = [p for p in problems if p]
+    client = await rt.s3.client(destination, "put")
+    # Each read holds a few chunks: the bound keeps a completion's memory small.
+    reads = asyncio.Semaphore(rt.settings.upload_v2_verify_concurrency)
+
+    async def check(f: dict[str, Any]) -> Checked:
+        async with reads:
+            return await _verify(rt, client, upload_id, destination, f)
+
+    checks = await _all(check(f) for f in pending)
+    errors = [c.problem for c in checks if c.problem]
     if errors:
+        await _delete_keys(
+            client, destination.bucket, [f["pending_key"] for f in pending if "pending_key" in f]
+        )
         from symbolon.uploads.process import fail
 
         await fail(rt, upload_id, "Verification failed: " + "; ".join(errors), status=400)
         return
-    await rt.db.execute("UPDATE uploads SET completed_at = now() WHERE id = $1", upload_id)
+
+    async def publish(f: dict[str, Any], checked: Checked) -> None:
+        async with reads:
+            await _publish(rt, client, upload_id, destination, f, checked)
+
+    await _all(publish(f, c) for f, c in zip(pending, checks, strict=True))
+    await rt.db.execute(
+        "UPDATE uploads SET completed_at = now() WHERE id = $1 AND failed_at IS NULL", upload_id
+    )
 
 
 async def _verify(
-    rt: UploadServices, upload_id: int, destination: SymbolSource, f: dict[str, Any]
-) -> str | None:
+    rt: UploadServices, client: Any, upload_id: int, destination: SymbolSource, f: dict[str, Any]
+) -> Checked:
     object_key = destination.object_key(f["key"])
     done = await rt.db.fetchval(
         "SELECT 1 FROM file_uploads WHERE upload_id = $1 AND key = $2", upload_id, object_key
     )
     if done:
-        return None
-    client = await rt.s3.client(destination, "put")
+        return Checked(published=True)
+    # Uploads planned before pending keys existed were PUT to the final key.
+    source_key = f.get("pending_key", object_key)
     try:
-        response = await client.get_object(Bucket=destination.bucket, Key=object_key)
-    except Exception:
-        return f"{f['key']} was not uploaded"
-    md5, size, head_bytes = hashlib.md5(), 0, bytearray()
-    stored = 0
-    inflater = zlib.decompressobj(wbits=31) if f["gzip"] else None
+        response = await client.get_object(Bucket=destination.bucket, Key=source_key)
+    except ClientError:
+        return Checked(f"{f['key']} was not uploaded")
     async with response["Body"] as stream:
-        while chunk := await stream.read(1 << 20):
-            stored += len(chunk)
-            data = inflater.decompress(chunk) if inflater else chunk
-            md5.update(data)
-            size += len(data)
-            if len(head_bytes) < HEADER_BYTES:
-                head_bytes += data[: HEADER_BYTES - len(head_bytes)]
-            if size > f["size"]:
-                break
-    if inflater is not None and not inflater.eof and size <= f["size"]:
-        size = -1  # a truncated gzip stream
-    if size != f["size"] or md5.hexdigest() != f["md5"]:
-        await client.delete_object(Bucket=destination.bucket, Key=object_key)
-        return f"{f['key']} does not match its declared size and MD5 (deleted)"
-    header = archive.parse_sym_header(bytes(head_bytes)) if f["key"].endswith(".sym") else None
-    await rt.db.execute(
-        """INSERT INTO file_uploads
-             (upload_id, bucket_name, key, compressed, size, completed_at,
-              debug_filename, debug_id, code_file, code_id, generator)
-           VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10)
-           ON CONFLICT (upload_id, key) WHERE upload_id IS NOT NULL DO NOTHING""",
-        upload_id,
-        destination.bucket,
-        object_key,
-        f["gzip"],
-        stored,
-        header.debug_filename if header else None,
-        header.debug_id if header else None,
-        header.code_file if header else None,
-        header.code_id if header else None,
-        header.generator if header else None,
-    )
+        read = await read_verified(stream, f["size"], f["gzip"])
+    if not read.whole or read.size != f["size"] or read.md5.hexdigest() != f["md5"]:
+        if source_key == object_key:
+            await client.delete_object(Bucket=destination.bucket, Key=object_key)
+        return Checked(f"{f['key']} does not match its declared size and MD5 (deleted)")
+    header = archive.parse_sym_header(bytes(read.head)) if f["key"].endswith(".sym") else None
+    return Checked(stored=read.stored, header=header)
+
+
+async def _publish(
+    rt: UploadServices,
+    client: Any,
+    upload_id: int,
+    destination: SymbolSource,
+    f: dict[str, Any],
+    checked: Checked,
+) -> None:
+    object_key = destination.object_key(f["key"])
+    source_key = f.get("pending_key", object_key)
+    if not checked.published:
+        if source_key != object_key:
+            # Copies the content encoding, content type and metadata the PUT set.
+            await client.copy_object(
+                Bucket=destination.bucket,
+                Key=object_key,
+                CopySource={"Bucket": destination.bucket, "Key": source_key},
+            )
+        header = checked.header
+        await rt.db.execute(
+            """INSERT INTO file_uploads
+                 (upload_id, bucket_name, key, compressed, size, completed_at,
+                  debug_filename, debug_id, code_file, code_id, generator)
+               VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10)
+               ON CONFLICT (upload_id, key) WHERE upload_id IS NOT NULL DO NOTHING""",
+            upload_id,
+            destination.bucket,
+            object_key,
+            f["gzip"],
+            checked.stored,
+            header.debug_filename if header else None,
+            header.debug_id if header else None,
+            header.code_file if header else None,
+            header.code_id if header else None,
+            header.generator if header else None,
+        )
+    if source_key != object_key:
+        await client.delete_object(Bucket=destination.bucket, Key=source_key)
     await rt.lookup.invalidate([f["key"]])
     await rt.symbolication.forget_misses([f["key"]])
-    return None
+
+
+async def _delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = keys[start : start + DELETE_BATCH]
+        await client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+        )
+
+
+class PendingExpiryServices(Protocol):
+    """What expiring abandoned v2 uploads uses; the runtime provides it."""
+
+    @property
+    def storage(self) -> StorageConfig: ...
+    @property
+    def s3(self) -> S3Clients: ...
+    @property
+    def db(self) -> asyncpg.Pool: ...
+
+
+@dataclass
+class ExpiredPending:
+    objects: int = 0
+    uploads: int = 0
+
+
+async def expire_pending(
+    rt: PendingExpiryServices, max_age_seconds: int, now: datetime | None = None
+) -> ExpiredPending:
+    """Fail v2 uploads not completed within ``max_age_seconds`` and delete pending objects as old
+    (in every location an upload may go to), so that abandoned PUTs do not stay."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(seconds=max_age_seconds)
+    result = ExpiredPending()
+    status = await rt.db.execute(
+        """UPDATE uploads SET failed_at = now(), error_status = 400, error = $2
+           WHERE pending_files IS NOT NULL AND completed_at IS NULL AND failed_at IS NULL
+             AND created_at < $1""",
+        cutoff,
+        f"Not completed within {max_age_seconds} seconds; the files PUT for it were deleted",
+    )
+    result.uploads = int(status.rsplit(" ", 1)[-1])
+    storage = rt.storage
+    locations = [storage.upload_default, storage.upload_try]
+    locations += [source for _, source in storage.upload_exceptions]
+    seen: set[tuple[str | None, str]] = set()
+    for location in locations:
+        if (location.endpoint_url, location.bucket) in seen:
+            continue
+        seen.add((location.endpoint_url, location.bucket))
+        client = await rt.s3.client(location, "put")
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=location.bucket, Prefix=PENDING_PREFIX):
+            old = [i["Key"] for i in page.get("Contents", []) if i["LastModified"] < cutoff]
+            await _delete_keys(client, location.bucket, old)
+            result.objects += len(old)
+    return result
