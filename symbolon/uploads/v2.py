@@ -27,7 +27,7 @@ import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.storage.s3 import S3Clients
+from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
 from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
@@ -255,9 +255,12 @@ async def read_verified(
         if inflater is None:
             result.add(data)
             return
-        while data and not inflater.eof and result.size <= declared_size:
-            result.add(inflater.decompress(data, chunk))
+        while not inflater.eof and result.size <= declared_size:
+            out = inflater.decompress(data, chunk)
             data = inflater.unconsumed_tail
+            result.add(out)
+            if not data and len(out) < chunk:
+                break  # a full output may leave more inside the inflater: ask again
 
     while result.size <= declared_size:
         data = await stream.read(chunk)
@@ -339,8 +342,10 @@ async def _verify(
     source_key = f.get("pending_key", object_key)
     try:
         response = await client.get_object(Bucket=destination.bucket, Key=source_key)
-    except ClientError:
-        return Checked(f"{f['key']} was not uploaded")
+    except ClientError as exc:
+        if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
+            return Checked(f"{f['key']} was not uploaded")
+        raise  # storage trouble: the task tries again rather than failing the upload
     async with response["Body"] as stream:
         read = await read_verified(stream, f["size"], f["gzip"])
     if not read.whole or read.size != f["size"] or read.md5.hexdigest() != f["md5"]:
