@@ -18,6 +18,7 @@ import pytest
 
 from symbolon.symbols import archive
 from symbolon.symbols.archive import ArchiveError, Limits, Member, SymHeader
+from tests.uploads import overlapping_zip
 
 DEBUG_ID = "44E4EC8C2F41492B9369D6B9A059577C2"
 WINDOWS_SYM = (
@@ -41,6 +42,7 @@ MiB = 1 << 20
 # Offsets in the zip headers (APPNOTE.TXT 4.3.7 and 4.3.12).
 CENTRAL, LOCAL = b"PK\x01\x02", b"PK\x03\x04"
 CENTRAL_FLAGS, CENTRAL_SIZE, LOCAL_SIZE = 8, 24, 22
+CENTRAL_CRC, CENTRAL_COMPRESSED_SIZE = 16, 20
 
 
 def make_zip(tmp_path: Path, entries, compression=zipfile.ZIP_DEFLATED, name="symbols.zip"):
@@ -552,3 +554,116 @@ def test_prepare_rejects_corrupt_data(tmp_path):
             archive.prepare(zf, member, tmpdir=tmp_path / "staging")
     assert str(info.value).startswith("Archive member 'xul.pdb/ABC/xul.sym' is corrupt: Bad CRC")
     assert staging_files(tmp_path) == []
+
+
+# --- inspect: whole-archive bounds ----------------------------------------------------------
+
+
+def overlapping(tmp_path: Path, count: int, kernel: bytes) -> Path:
+    path = tmp_path / "overlapping.zip"
+    path.write_bytes(overlapping_zip([f"m{i}.pdb/ABC/m{i}.sym" for i in range(count)], kernel))
+    return path
+
+
+def test_overlapping_members_are_refused(tmp_path):
+    path = overlapping(tmp_path, 5, b"x" * 1000)
+    with archive.open_archive(path) as zf:  # a valid zip: every member inflates, CRC and all
+        assert [len(zf.read(n)) for n in zf.namelist()] == [1188, 1141, 1094, 1047, 1000]
+    assert rejection(path) == (
+        "Archive members 'm0.pdb/ABC/m0.sym' and 'm1.pdb/ABC/m1.sym' overlap (they share bytes "
+        "of the archive); it looks like a zip bomb"
+    )
+
+
+def test_an_overlapping_zip_bomb_is_refused(tmp_path):
+    # 100 MB from 13 KB, no member over the per-member floor.
+    path = overlapping(tmp_path, 100, bytes(1_000_000))
+    assert path.stat().st_size < 13_000
+    with archive.open_archive(path) as zf:
+        assert sum(i.file_size for i in zf.infolist()) > 100_000_000
+    assert "overlap" in rejection(path, limits=Limits(max_ratio=1e9))
+
+
+def test_total_compression_ratio_limit(tmp_path):
+    # Each member is at the per-member floor; together they inflate 1000 times the archive.
+    files = [(f"m{i}.pdb/ABC/m{i}.sym", bytes(MiB)) for i in range(20)]
+    path = make_zip(tmp_path, files)
+    message = rejection(path)
+    assert message.startswith("Archive contents inflate ")
+    assert message.endswith(
+        " times the archive's size (the limit is 200); it looks like a zip bomb"
+    )
+    assert len(members_of(path, limits=Limits(max_ratio=10_000))) == 20
+
+
+def test_total_compression_ratio_is_not_checked_up_to_16_mib(tmp_path):
+    path = make_zip(tmp_path, [(f"m{i}.pdb/ABC/m{i}.sym", bytes(MiB)) for i in range(16)])
+    assert len(members_of(path, limits=Limits(max_ratio=2))) == 16
+
+
+def test_total_compression_ratio_counts_duplicates_once(tmp_path):
+    same = [("m.pdb/ABC/m.sym", bytes(MiB)) for _ in range(20)]
+    assert len(members_of(make_zip(tmp_path, same))) == 1
+
+
+def test_member_data_past_the_end_of_the_archive(tmp_path):
+    path = make_zip(tmp_path, [("xul.pdb/ABC/xul.sym", b"A" * 1000)], zipfile.ZIP_STORED)
+    patch(path, CENTRAL, CENTRAL_COMPRESSED_SIZE, "<I", 100_000)
+    assert rejection(path) == (
+        "Archive member 'xul.pdb/ABC/xul.sym' is corrupt: its data runs past the end of the archive"
+    )
+
+
+def test_member_without_a_local_header(tmp_path):
+    path = make_zip(tmp_path, [("xul.pdb/ABC/xul.sym", b"A" * 1000)])
+    path.write_bytes(path.read_bytes().replace(LOCAL, b"PK\x00\x00"))
+    assert rejection(path) == (
+        "Archive member 'xul.pdb/ABC/xul.sym' is corrupt: its local header is missing"
+    )
+
+
+def test_archives_with_prepended_data_are_still_laid_out_correctly(tmp_path):
+    path = make_zip(tmp_path, [("a.pdb/ABC/a.sym", b"a" * 100), ("b.pdb/ABC/b.sym", b"b")])
+    path.write_bytes(b"#!/bin/sh\nexit 0\n" + path.read_bytes())  # zipfile finds the offsets
+    assert [m.name for m in members_of(path)] == ["a.pdb/ABC/a.sym", "b.pdb/ABC/b.sym"]
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def break_crc(path: Path, index: int) -> None:
+    """Flip a bit of the CRC the central directory holds for the index-th member."""
+    data = bytearray(path.read_bytes())
+    at = [i for i in range(len(data)) if data.startswith(CENTRAL, i)][index] + CENTRAL_CRC
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_verify_inflates_every_member_and_keeps_nothing(tmp_path, workers):
+    files = [(f"m{i}.pdb/ABC/m{i}.sym", bytes([i]) * 100_000) for i in range(8)]
+    path = make_zip(tmp_path, files)
+    before = set(tmp_path.iterdir())
+    with archive.open_archive(path) as zf:
+        archive.verify(zf, archive.inspect(zf), workers=workers, chunk_size=4096)
+    assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_verify_finds_a_bad_crc_after_good_members(tmp_path, workers):
+    files = [(f"m{i}.pdb/ABC/m{i}.sym", bytes([i]) * 100_000) for i in range(8)]
+    path = make_zip(tmp_path, files)
+    break_crc(path, 5)
+    with archive.open_archive(path) as zf:
+        members = archive.inspect(zf)  # the central directory is fine: found only by inflating
+        with pytest.raises(ArchiveError) as info:
+            archive.verify(zf, members, workers=workers, chunk_size=4096)
+    assert str(info.value).startswith("Archive member 'm5.pdb/ABC/m5.sym' is corrupt: Bad CRC")
+
+
+def test_verify_finds_a_lying_size(tmp_path):
+    path = make_zip(tmp_path, [("xul.pdb/ABC/xul.dl_", b"A" * 1000)], zipfile.ZIP_STORED)
+    patch(path, CENTRAL, CENTRAL_SIZE, "<I", 2000)
+    with archive.open_archive(path) as zf, pytest.raises(ArchiveError) as info:
+        archive.verify(zf, archive.inspect(zf))
+    assert "is shorter than its declared size" in str(info.value)

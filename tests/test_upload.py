@@ -23,6 +23,7 @@ from tests.uploads import (
     debug_id,
     make_zip,
     multipart,
+    overlapping_zip,
     post,
     sym_text,
     token_for,
@@ -450,3 +451,65 @@ async def test_bucket_name_chooses_among_the_users_possible_locations(
     refused = await post(http_client, base_url, body, content_type, token)
     assert refused.code == 403
     assert json.loads(refused.body) == {"error": "No valid bucket"}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_overlapping_zip_bomb_is_refused_before_anything_is_recorded(
+    http_client, base_url, runtime
+):
+    # 100 MB from 13 KB: each member's data runs through the next ones' to one shared stream.
+    names = [f"o{i}.pdb/{debug_id()}/o{i}.sym" for i in range(100)]
+    bomb = overlapping_zip(names, bytes(1_000_000))
+    token, email = await token_for(runtime, UPLOAD)
+    body, content_type = multipart({"bomb.zip": bomb})
+    response = await post(http_client, base_url, body, content_type, token)
+    assert response.code == 400
+    assert json.loads(response.body) == {
+        "error": f"Archive members '{names[0]}' and '{names[1]}' overlap (they share bytes of "
+        "the archive); it looks like a zip bomb"
+    }
+    uploads = await runtime.db.fetchval(
+        "SELECT count(*) FROM uploads u JOIN users s ON s.id = u.user_id WHERE s.email = $1", email
+    )
+    assert uploads == 0
+
+
+def with_bad_crc(archive: bytes, index: int) -> bytes:
+    """The archive with the CRC of its index-th member wrong in the central directory."""
+    data = bytearray(archive)
+    at = [i for i in range(len(data)) if data.startswith(b"PK\x01\x02", i)][index] + 16
+    data[at] ^= 1
+    return bytes(data)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_corrupt_member_refuses_the_whole_archive(
+    http_client, base_url, runtime, worker, s3
+):
+    first, second = debug_id(), debug_id()
+    stored = f"a.pdb/{first.upper()}/a.sym"
+    lines = (f"FUNC {n * 977:x} {n % 97:x} 0 f{n:x}()\n" for n in range(400_000))
+    archive = make_zip(
+        {
+            f"a.pdb/{first}/a.sym": sym_text(first.upper(), "a"),
+            # Large, so that its bad CRC shows late, as the end of its data is reached.
+            f"b.pdb/{second}/b.sym": sym_text(second.upper(), "b") + "".join(lines).encode(),
+        }
+    )
+    token, email = await token_for(runtime, UPLOAD)
+    body, content_type = multipart({"corrupt.zip": with_bad_crc(archive, 1)})
+    response = await post(http_client, base_url, body, content_type, token)
+    assert response.code == 400, response.body
+    error = json.loads(response.body)["error"]
+    assert error.startswith(f"Archive member 'b.pdb/{second}/b.sym' is corrupt: Bad CRC")
+    upload = await runtime.db.fetchrow(
+        """SELECT u.* FROM uploads u JOIN users s ON s.id = u.user_id WHERE s.email = $1""", email
+    )
+    assert upload["failed_at"] is not None and upload["error_status"] == 400
+    rows = await runtime.db.fetchval(
+        "SELECT count(*) FROM file_uploads WHERE upload_id = $1", upload["id"]
+    )
+    assert rows == 0
+    listed = s3.list_objects_v2(Bucket="symbols", Prefix=f"v1/a.pdb/{first.upper()}/")
+    assert listed["KeyCount"] == 0
+    assert (await get(http_client, base_url, f"/{stored}")).code == 404

@@ -4,8 +4,10 @@ tokens to authorise them, and the POST that sends them."""
 from __future__ import annotations
 
 import io
+import struct
 import uuid
 import zipfile
+import zlib
 
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.users import get_or_create_user
@@ -85,3 +87,33 @@ def debug_id() -> str:
 
 
 UPLOAD = ["upload.upload_symbols"]
+
+
+# Zip records (APPNOTE.TXT 4.3): local header, central directory header, end of central directory.
+LOCAL = struct.Struct("<4s2B4HL2L2H")
+CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+END = struct.Struct("<4s4H2LH")
+
+
+def overlapping_zip(names: list[str], kernel: bytes) -> bytes:
+    """An overlapping zip bomb: ``kernel`` is deflated once, at the end, and every member's data
+    runs into it, quoting the following members' local headers in stored deflate blocks on the
+    way. Each member inflates, with a valid CRC, to those headers and ``kernel``."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data, output = deflater.compress(kernel) + deflater.flush(), kernel
+    records = []  # (central directory fields, name, local header size), built back to front
+    quote = b""
+    for name in reversed(names):
+        encoded = name.encode()
+        sizes = (zlib.crc32(output), len(data), len(output), len(encoded), 0)
+        header = LOCAL.pack(b"PK\x03\x04", 20, 0, 0, 8, 0, 0x21, *sizes) + encoded
+        records.append(((20, 0, 20, 0, 0, 8, 0, 0x21, *sizes, 0, 0, 0, 0), encoded, len(header)))
+        quote = struct.pack("<B2H", 0, len(header), len(header) ^ 0xFFFF)  # a stored block
+        data, output = quote + header + data, header + output
+    body = data[len(quote) :]  # the first member's header, then everything it runs through
+    central, offset = b"", 0
+    for fields, encoded, header_size in reversed(records):
+        central += CENTRAL.pack(b"PK\x01\x02", *fields, offset) + encoded
+        offset += header_size + len(quote)
+    count = len(records)
+    return body + central + END.pack(b"PK\x05\x06", 0, 0, count, count, len(central), len(body), 0)

@@ -3,21 +3,26 @@
 See docs/upload.md, "What happens": validation and its messages, compression, metadata, ``.sym``
 headers and ``content_hash``. Archives come from anyone holding an upload token, so on top of
 Tecken's rules this refuses what could hurt us: path tricks, encrypted or exotic members,
-and zip bombs (declared sizes are checked up front, and never trusted while inflating).
+and zip bombs (declared sizes are checked up front, per member and for the whole archive, member
+data may not overlap, and sizes are never trusted while inflating).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import itertools
 import os
 import posixpath
 import re
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,10 @@ UNRECOGNIZED = (
 )
 HEX = re.compile(r"[0-9A-Fa-f]+")
 RATIO_FLOOR = 1 << 20  # small members can't hurt, whatever their ratio
+TOTAL_RATIO_FLOOR = 16 << 20  # nor can small archives: inflating this much is cheap
+# A member's local header (APPNOTE 4.3.7): signature … file name length, extra field length.
+LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+LOCAL_SIGNATURE = b"PK\x03\x04"
 HEAD_SIZE = 64 << 10  # .sym headers are a few hundred bytes; this is plenty
 MAX_HEADER_FIELD = 1024  # longer values are garbage, and would not fit a database index
 # bzip2 and LZMA are inflated by zipfile without an output bound (one small read can expand
@@ -47,7 +56,9 @@ class ArchiveError(ValueError):
 class Limits:
     max_members: int = 100_000  # regular-file members
     max_total_size: int = 20 * 1024**3  # sum of declared uncompressed sizes, bytes
-    max_ratio: float = 200.0  # declared uncompressed / compressed size, per member > 1 MiB
+    # Declared uncompressed / compressed size, per member over RATIO_FLOOR, and the distinct
+    # members' total / the archive's size, for archives inflating over TOTAL_RATIO_FLOOR.
+    max_ratio: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,13 @@ def inspect(
             )
     if not sizes:
         raise ArchiveError("Archive contains no files")
+    size = _check_layout(zf)
+    # Many members under the per-member floor add up: bound the whole against the archive too.
+    if total > max(TOTAL_RATIO_FLOOR, limits.max_ratio * size):
+        raise ArchiveError(
+            f"Archive contents inflate {total / max(size, 1):.0f} times the archive's size "
+            f"(the limit is {limits.max_ratio:g}); it looks like a zip bomb"
+        )
 
     members: list[Member] = []
     keys: dict[str, str] = {}
@@ -166,6 +184,43 @@ def _check_entry(info: zipfile.ZipInfo, limits: Limits) -> None:
                 f"Archive member '{name}' inflates {ratio:.0f} times (the limit is "
                 f"{limits.max_ratio:g}); it looks like a zip bomb"
             )
+
+
+def _check_layout(zf: zipfile.ZipFile) -> int:
+    """The archive's size, once every entry's local header and data are found to lie inside it
+    and apart from all others.
+
+    An overlapping zip bomb points many entries at the same bytes (each one's data quoting the
+    next ones' headers), so a small archive inflates many times over with innocent ratios.
+    """
+    fp = zf.fp
+    assert fp is not None  # an open archive, read mode
+    size = fp.seek(0, os.SEEK_END)
+    spans: list[tuple[int, int, str]] = []
+    for info in zf.infolist():
+        fp.seek(info.header_offset)
+        raw = fp.read(LOCAL_HEADER.size)
+        if len(raw) < LOCAL_HEADER.size or raw[:4] != LOCAL_SIGNATURE:
+            raise ArchiveError(
+                f"Archive member '{info.filename}' is corrupt: its local header is missing"
+            )
+        fields = LOCAL_HEADER.unpack(raw)
+        end = info.header_offset + LOCAL_HEADER.size + fields[10] + fields[11] + info.compress_size
+        if end > size:
+            raise ArchiveError(
+                f"Archive member '{info.filename}' is corrupt: its data runs past the end of the "
+                "archive"
+            )
+        spans.append((info.header_offset, end, info.filename))
+    spans.sort()
+    # Sorted by start, any overlap shows between neighbours.
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        if start < end:
+            raise ArchiveError(
+                f"Archive members '{first}' and '{second}' overlap (they share bytes of the "
+                "archive); it looks like a zip bomb"
+            )
+    return size
 
 
 def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
@@ -273,7 +328,44 @@ def prepare(
     return Prepared(Path(tmp.name), size, compressed, original_size, md5.hexdigest(), header)
 
 
-def _inflate(zf: zipfile.ZipFile, member: Member, chunk_size: int) -> Iterator[bytes]:
+def verify(
+    zf: zipfile.ZipFile, members: Sequence[Member], workers: int = 1, chunk_size: int = 1 << 20
+) -> None:
+    """Inflate every member, its CRC checked, keeping nothing; ArchiveError for a corrupt one.
+
+    Run before anything is stored, so that a corrupt member found late refuses the whole archive
+    instead of leaving the members before it stored. Once one fails, the others stop.
+    """
+    failed = threading.Event()
+    errors: dict[int, Exception] = {}
+    queue = iter(enumerate(members))
+    lock = threading.Lock()
+
+    # A few threads taking members in turn: a task per member costs more than a small member.
+    def run() -> None:
+        while not failed.is_set():
+            with lock:
+                index, member = next(queue, (-1, None))
+            if member is None:
+                return
+            try:
+                with contextlib.closing(_inflate(zf, member, chunk_size)) as chunks:
+                    for _ in chunks:
+                        if failed.is_set():
+                            return
+            except Exception as exc:
+                errors[index] = exc
+                failed.set()
+
+    count = max(1, min(workers, len(members)))
+    with ThreadPoolExecutor(count, thread_name_prefix="symbolon-verify") as pool:
+        for future in [pool.submit(run) for _ in range(count)]:
+            future.result()
+    if errors:
+        raise errors[min(errors)]  # the first in the archive's order of those found
+
+
+def _inflate(zf: zipfile.ZipFile, member: Member, chunk_size: int) -> Generator[bytes, None, None]:
     """The member's bytes, never more than its declared size (zipfile trusts that header)."""
     left = member.size
     try:

@@ -97,19 +97,23 @@ async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
             upload_id,
             archive.content_hash(members),
         )
+    stored = [m for m in members if not m.ignored]
+    workers = rt.settings.upload_file_upload_max_workers
     try:
+        # All or nothing: a corrupt member found while storing would leave the earlier ones
+        # stored, so every member is inflated and checked before the first is stored.
+        await asyncio.to_thread(archive.verify, zf, stored, workers)
         rows = await rt.db.fetch("SELECT key FROM file_uploads WHERE upload_id = $1", upload_id)
         done = {r["key"] for r in rows}
-        gate = asyncio.Semaphore(rt.settings.upload_file_upload_max_workers)
+        gate = asyncio.Semaphore(workers)
 
         async def one(member: archive.Member) -> str | None:
             async with gate:
                 return await store_member(rt, upload_id, zf, member, destination, done)
 
-        stored = [m for m in members if not m.ignored]
         with metrics.timer("upload_file_upload"):
             results = await asyncio.gather(*(one(m) for m in stored))
-    except archive.ArchiveError as exc:  # found while inflating: a lying or corrupt member
+    except archive.ArchiveError as exc:  # a lying or corrupt member
         await fail(rt, upload_id, str(exc))
         return
     finally:
