@@ -336,6 +336,75 @@ async def test_serve_publishes_later_what_a_broker_outage_left(crash_settings, o
         await serving
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_crash_saved_by_a_request_that_died_before_publishing_is_published_once(
+    crash_settings,
+):
+    server = served(crash_settings)
+    async with server as (client, base_url):
+        collector = server.runtime.collector
+        storage = collector.storage
+        body = report({"ProductName": "X"}, MINIDUMP)
+        whole = crash_id_of(await post(client, base_url, body))
+        assert published(crash_settings) == [whole]
+        assert await storage.publishing(0) == []  # a published crash leaves no mark
+
+        publish = collector.publish
+
+        async def died(crash_id):  # the process is killed once the crash is stored
+            pass
+
+        collector.publish = died
+        orphan = crash_id_of(await post(client, base_url, body))
+        collector.publish = publish
+        assert await storage.load_raw_crash(orphan) is not None
+        assert published(crash_settings) == [whole]
+        half = an_id()  # killed in the middle of saving: no raw crash, no crash id given
+        await storage.mark_publishing(half)
+
+        assert await collector.republish_pending() == 0  # the marks are still young
+        collector.publish_grace_seconds = 0
+        assert await collector.republish_pending() == 1
+        assert published(crash_settings) == sorted([whole, orphan])
+        assert await storage.publishing(0) == []
+        assert await collector.republish_pending() == 0
+        assert published(crash_settings) == sorted([whole, orphan])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_serve_publishes_a_crash_its_killed_predecessor_saved_but_did_not_publish(
+    crash_settings, tmp_path
+):
+    root = tmp_path / "crashes"
+    settings = crash_settings.replace(
+        crash_storage="fs",
+        crash_fs_root=root,
+        crashpublish_retry_seconds=0.3,
+        host="127.0.0.1",
+        port=free_port(),
+        worker_threads=0,
+    )
+    crash_id = an_id()
+    storage = FSCrashStorage(root)
+    await storage.mark_publishing(crash_id)  # what a request does before saving
+    await storage.save(crash_id, b'{"ProductName": "X"}', MINIDUMP)
+    await storage.close()
+    marker = root / "symbolon" / "publishing" / crash_id
+    an_hour_ago = marker.stat().st_mtime - 3600
+    os.utime(marker, (an_hour_ago, an_hour_ago))  # killed an hour ago, then started again
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve_forever(settings, stop))
+    try:
+        assert await wait_until(lambda: serving.done() or not marker.exists(), seconds=30)
+        assert not serving.done(), serving
+        assert published(settings) == sorted([crash_id, "test"])  # and the start-up check's
+    finally:
+        stop.set()
+        await serving
+    assert published(settings) == sorted([crash_id, "test"])
+
+
 @pytest.mark.parametrize("fsync", [False, True])
 @pytest.mark.gen_test(timeout=30)
 async def test_directory_storage_uses_the_date_first_layout(crash_settings, tmp_path, fsync):
@@ -636,9 +705,10 @@ async def test_dump_names_then_dumps_then_the_raw_crash_are_written(crash_settin
         storage._put = recording
         dumps = {"upload_file_minidump": b"M", "memory_report": b"R", "other": b"O"}
         crash_id_of(await post(client, base_url, report({"ProductName": "X"}, dumps)))
-    assert written[0] == "dump_names"
-    assert sorted(written[1:4]) == ["dump", "memory_report", "other"]
-    assert written[4:] == ["raw_crash"]
+    assert written[0] == "publishing"  # symbolon/publishing/<id>, until it is published
+    assert written[1] == "dump_names"
+    assert sorted(written[2:5]) == ["dump", "memory_report", "other"]
+    assert written[5:] == ["raw_crash"]
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -96,20 +96,20 @@ def list_crashes(day: str | None) -> None:
     help="Also publish every crash stored that day again (consumers must accept duplicates).",
 )
 def republish(day: str | None) -> None:
-    """Publish the crash ids a broker outage left unpublished (workers do it every so often)."""
+    """Publish the crash ids a broker outage or a stopped process left unpublished (serve does it
+    every so often)."""
     date = _date(day) if day else None
 
     async def run(settings: Settings, storage: CrashStorage) -> tuple[int, int]:
         collector = Collector(settings, storage, Publisher(settings))
         try:
             pending = 0
-            while await storage.unpublished(limit=1):
-                published = await collector.republish_pending()
-                if not published:
-                    raise click.ClickException(
-                        "the broker (REDIS_URL) did not take the marked crash ids; see the log"
-                    )
+            while published := await collector.republish_pending():
                 pending += published
+            if await storage.unpublished(limit=1):
+                raise click.ClickException(
+                    "the broker (REDIS_URL) did not take the marked crash ids; see the log"
+                )
             of_day = await storage.list_crash_ids(date) if date else []
             for crash_id in of_day:
                 try:

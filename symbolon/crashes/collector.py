@@ -6,7 +6,9 @@ A ``CrashID`` is only ever returned once ``dump_names``, the dumps and the raw c
 Saving retries ``CRASHMOVER_MAX_ATTEMPTS`` times; if it still fails the client gets ``503`` with
 ``Retry-After`` and keeps the crash. Publishing is tried once in the request; an id that could
 not be published is marked in the crash store and published again in the background, so a
-broker outage never loses a crash and never holds a client up.
+broker outage never loses a crash and never holds a client up. Each id is also marked before
+its crash is saved and until it is published: a process that dies in between leaves the mark,
+and the crash is published from it once the mark is older than any request lasts.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ metrics = markus.get_metrics("socorro.collector")
 RAW_CRASH_VERSION = 2
 REMOVED_FIELDS = ("Email", "TelemetryClientId", "TelemetryServerURL", "TelemetrySessionId")
 RETRY_AFTER_SECONDS = 60
+# A "being published" mark older than this belongs to a request that stopped (its process died):
+# longer than a save and a publish take, retries included.
+PUBLISH_GRACE_SECONDS = 600
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Collector:
             settings.breakpad_throttler_product_packagenames,
         )
         self._slots = asyncio.Semaphore(settings.crashmover_concurrent_crashmovers)
+        self.publish_grace_seconds: float = PUBLISH_GRACE_SECONDS
         self.save_queue_size = 0
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -190,10 +196,14 @@ class Collector:
                 self.save_queue_size -= 1
                 waiting = False
                 metrics.gauge("crashmover.save_queue_size", self.save_queue_size)
+                marked = False
                 for attempt in range(s.crashmover_max_attempts):
                     started = time.perf_counter()
                     try:
                         try:
+                            if not marked:  # before the crash exists: see publish()
+                                await self.storage.mark_publishing(crash_id)
+                                marked = True
                             await self.storage.save(crash_id, raw_crash, dumps)
                         except asyncio.CancelledError as exc:
                             if being_cancelled():
@@ -226,7 +236,15 @@ class Collector:
         metrics.incr("crashmover.save_crash_dropped.count")
         if discard_on_failure:
             await self._discard_partial(crash_id, dumps)
+        await self._clear_publishing(crash_id)
         return False
+
+    async def _clear_publishing(self, crash_id: str) -> None:
+        try:
+            await self.storage.clear_publishing(crash_id)
+        except (StorageError, OSError) as exc:
+            # Left, the mark only has the crash published once more, if it is stored.
+            logger.warning("%s: could not clear its publishing mark: %s", crash_id, exc)
 
     async def _discard_partial(self, crash_id: str, dumps: Mapping[str, Dump]) -> None:
         """The client will send the crash again under a new id: remove what this one left."""
@@ -236,7 +254,9 @@ class Collector:
             logger.warning("%s: could not remove a partly saved crash: %s", crash_id, exc)
 
     async def publish(self, crash_id: str) -> None:
-        """Publish a saved crash's id; one the broker does not take is marked for later."""
+        """Publish a saved crash's id; one the broker does not take is marked for later. The
+        "being published" mark that save() wrote is cleared once the id is published or marked
+        unpublished: until then, the re-publishing loop would publish it if this stopped."""
         started = time.perf_counter()
         try:
             await self.publisher.publish(crash_id)
@@ -248,27 +268,46 @@ class Collector:
                 logger.warning("%s: not published yet; marked to publish again", crash_id)
             except (StorageError, OSError) as mark_exc:
                 logger.error(
-                    "%s: too many errors trying to publish; dropped (%s). "
-                    "`symbolon crashes republish --date %s` publishes it.",
+                    "%s: not published yet (%s); published again once its publishing mark is "
+                    "%d s old, or by `symbolon crashes republish --date %s`",
                     crash_id,
                     mark_exc,
+                    self.publish_grace_seconds,
                     "20" + crash_id[-6:],
                 )
+                return  # the publishing mark stays
+            await self._clear_publishing(crash_id)
             return
         metrics.timing("crashmover.crash_publish.time", 1000 * (time.perf_counter() - started))
         metrics.incr("crashmover.save_crash.count")
         logger.info("%s published", crash_id)
+        await self._clear_publishing(crash_id)
 
     async def republish_pending(self) -> int:
-        """Publish the ids marked unpublished; returns how many were published."""
+        """Publish the ids marked unpublished, and those whose request stopped between saving
+        and publishing; returns how many were published."""
         published = 0
         for crash_id in await self.storage.unpublished():
-            try:
-                await self.publisher.publish(crash_id)
-            except Exception as exc:
-                logger.warning("re-publishing %s failed, will try again: %r", crash_id, exc)
-                break  # the broker is still away: try again next round
+            if not await self._republish(crash_id):
+                return published  # the broker is still away: try again next round
             await self.storage.clear_unpublished(crash_id)
-            logger.info("%s published", crash_id)
             published += 1
+        for crash_id in await self.storage.publishing(self.publish_grace_seconds):
+            if await self.storage.load_raw_crash(crash_id) is None:
+                # Stopped before the raw crash was written: its client got no crash id.
+                logger.warning("%s: its request stopped before the crash was stored", crash_id)
+            elif await self._republish(crash_id):
+                published += 1
+            else:
+                return published
+            await self.storage.clear_publishing(crash_id)
         return published
+
+    async def _republish(self, crash_id: str) -> bool:
+        try:
+            await self.publisher.publish(crash_id)
+        except Exception as exc:
+            logger.warning("re-publishing %s failed, will try again: %r", crash_id, exc)
+            return False
+        logger.info("%s published", crash_id)
+        return True

@@ -4,7 +4,9 @@ are kept"). The stores themselves are in :mod:`symbolon.crashes.stores`.
 A store writes ``dump_names``, then the dumps, then the raw crash last: once the raw crash
 exists, the rest of the crash does too. Crash ids whose publishing failed are marked under
 ``symbolon/unpublished/`` beside the crashes, so that any node can publish them later, even
-after a restart.
+after a restart. Before a crash is saved its id is marked under ``symbolon/publishing/`` until
+it is published: a process that dies in between leaves the mark, and the crash is published
+from it later.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 UNPUBLISHED_PREFIX = "symbolon/unpublished/"
+PUBLISHING_PREFIX = "symbolon/publishing/"
 
 # A dump's bytes: a view into the received body, or plain bytes.
 Dump = bytes | memoryview
@@ -52,6 +55,12 @@ class CrashStorage(Protocol):
     async def mark_unpublished(self, crash_id: str) -> None: ...
     async def unpublished(self, limit: int = 1000) -> list[str]: ...
     async def clear_unpublished(self, crash_id: str) -> None: ...
+    async def mark_publishing(self, crash_id: str) -> None: ...
+    async def publishing(self, older_than: float, limit: int = 1000) -> list[str]:
+        """The ids marked publishing at least ``older_than`` seconds ago."""
+        ...
+
+    async def clear_publishing(self, crash_id: str) -> None: ...
     async def check(self) -> str | None: ...
     async def start_up_check(self, create: bool = False) -> None: ...
     async def close(self) -> None: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from symbolon.crashes.crashid import crash_date
 from symbolon.crashes.store import (
+    PUBLISHING_PREFIX,
     UNPUBLISHED_PREFIX,
     Dump,
     RawCrash,
@@ -209,6 +211,34 @@ class FSCrashStorage:
 
     async def clear_unpublished(self, crash_id: str) -> None:
         (self._unpublished_dir / crash_id).unlink(missing_ok=True)
+
+    @property
+    def _publishing_dir(self) -> Path:
+        return self.root / PUBLISHING_PREFIX
+
+    async def mark_publishing(self, crash_id: str) -> None:
+        try:
+            directory = str(self._publishing_dir)
+            self._write((directory, f"{directory}/{crash_id}"), b"", atomic=True)
+        except OSError as exc:
+            raise StorageError(f"cannot mark {crash_id} as being published: {exc}") from exc
+
+    async def publishing(self, older_than: float, limit: int = 1000) -> list[str]:
+        if not self._publishing_dir.is_dir():
+            return []
+        before = time.time() - older_than
+        ids = []
+        for path in sorted(self._publishing_dir.iterdir()):
+            with suppress(FileNotFoundError):  # cleared meanwhile
+                if not path.name.startswith(".") and path.stat().st_mtime < before:
+                    ids.append(path.name)
+        return ids[:limit]
+
+    async def clear_publishing(self, crash_id: str) -> None:
+        try:
+            (self._publishing_dir / crash_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot clear the mark of {crash_id}: {exc}") from exc
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,6 +17,7 @@ from symbolon.conf import Settings
 from symbolon.crashes.crashid import crash_date
 from symbolon.crashes.payload import dump_key_segment
 from symbolon.crashes.store import (
+    PUBLISHING_PREFIX,
     UNPUBLISHED_PREFIX,
     Dump,
     RawCrash,
@@ -105,13 +107,20 @@ class S3CrashStorage:
         except (ClientError, BotoCoreError, OSError) as exc:
             raise StorageError(f"cannot delete {key} from {self.description}: {exc}") from exc
 
-    async def _list(self, prefix: str, limit: int | None = None) -> list[str]:
+    async def _list(
+        self, prefix: str, limit: int | None = None, before: datetime | None = None
+    ) -> list[str]:
+        """Keys under ``prefix``; with ``before``, only those last written before it."""
         client = await self.client()
         keys: list[str] = []
         try:
             paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                keys += [item["Key"] for item in page.get("Contents", ())]
+                keys += [
+                    item["Key"]
+                    for item in page.get("Contents", ())
+                    if before is None or item["LastModified"] < before
+                ]
                 if limit is not None and len(keys) >= limit:
                     return keys[:limit]
         except (ClientError, BotoCoreError, OSError) as exc:
@@ -163,6 +172,17 @@ class S3CrashStorage:
 
     async def clear_unpublished(self, crash_id: str) -> None:
         await self._delete(UNPUBLISHED_PREFIX + crash_id)
+
+    async def mark_publishing(self, crash_id: str) -> None:
+        await self._put(PUBLISHING_PREFIX + crash_id, b"")
+
+    async def publishing(self, older_than: float, limit: int = 1000) -> list[str]:
+        before = datetime.now(UTC) - timedelta(seconds=older_than)
+        keys = await self._list(PUBLISHING_PREFIX, limit, before)
+        return [key[len(PUBLISHING_PREFIX) :] for key in keys]
+
+    async def clear_publishing(self, crash_id: str) -> None:
+        await self._delete(PUBLISHING_PREFIX + crash_id)
 
     async def check(self) -> str | None:
         """None if HeadBucket answers, else what is wrong."""
