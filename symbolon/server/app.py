@@ -12,6 +12,7 @@ from symbolon.handlers import auth as auth_handlers
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
+from symbolon.handlers import openapi as openapi_handlers
 from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
@@ -63,6 +64,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *api_users.ROUTES,
             *api_stats.ROUTES,
             *symbolicate_handlers.ROUTES,
+            *openapi_handlers.ROUTES,
             *(extra_routes or []),
         ]
     )
