@@ -42,6 +42,7 @@ HEADER_BYTES = 64 * 1024
 # Bytes read from storage, and at most inflated, per step of a verification.
 READ_CHUNK = 256 * 1024
 PENDING_PREFIX = "pending/"
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_ID = 2**63 - 1  # uploads.id is a bigint
 RETRY_AFTER_SECONDS = 30
 DELETE_BATCH = 1000
@@ -98,6 +99,8 @@ def parse_files(body: bytes, max_size: int) -> list[dict[str, Any]]:
 
 def parse_upload_id(text: str) -> int | None:
     """The id in a completion URL, or None for one no upload can have."""
+    if len(text) > len(str(MAX_ID)):  # also spares int() a number of thousands of digits
+        return None
     upload_id = int(text)
     return upload_id if upload_id <= MAX_ID else None
 
@@ -182,6 +185,9 @@ async def plan(
             return {"key": f["key"], "action": {"type": "error", "msg": "invalid key"}}
         if not MD5.match(f["md5_hash"]):
             return {"key": f["key"], "action": {"type": "error", "msg": "invalid MD5 hex digest"}}
+        pending_key = f"{PENDING_PREFIX}{token}/{destination.object_key(key)}"
+        if len(pending_key.encode()) > MAX_KEY_BYTES:
+            return {"key": f["key"], "action": {"type": "error", "msg": "key too long"}}
         places = [rt.storage.upload_default, destination] if try_symbols else [destination]
         async with lookups:
             for place in places:
@@ -192,7 +198,6 @@ async def plan(
                 if stored:
                     return {"key": f["key"], "action": {"type": "skip"}}
         params, compressed = _headers(rt, key, f["size"], f["md5_hash"])
-        pending_key = f"{PENDING_PREFIX}{token}/{destination.object_key(key)}"
         client = await rt.s3.client(destination, "put")
         url = await client.generate_presigned_url(
             "put_object",
