@@ -14,7 +14,7 @@ import pytest
 import tornado.httpclient
 from botocore.exceptions import ConnectTimeoutError
 
-from symbolon.uploads import v2
+from symbolon.uploads import records, v2
 from tests.conftest import s3_client, s3_endpoint
 from tests.downloads import get
 from tests.uploads import UPLOAD, token_for
@@ -424,6 +424,32 @@ async def test_hostile_v2_requests(http_client, base_url, runtime, body, message
 @pytest.mark.gen_test(timeout=60)
 async def test_completing_an_impossible_id_is_a_404(http_client, base_url, runtime):
     token, _ = await token_for(runtime, UPLOAD)
-    response = await call(http_client, base_url, f"/upload/v2/{2**63}/complete", token)
-    assert response.code == 404
-    assert json.loads(response.body) == {"error": "No Upload matches the given query."}
+    for number in (2**63, "9" * 5000):
+        response = await call(http_client, base_url, f"/upload/v2/{number}/complete", token)
+        assert response.code == 404
+        assert json.loads(response.body) == {"error": "No Upload matches the given query."}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_expiry_task_fails_old_uploads(http_client, base_url, runtime, worker):
+    import symbolon.tasks.actors as actors
+    from symbolon.tasks.broker import enqueue
+
+    token, _ = await token_for(runtime, UPLOAD)
+    files = [entry(f"old.pdb/{ident()}/old.sym", b"MODULE old\n")]
+    body = await plan_files(http_client, base_url, token, files)
+    await runtime.db.execute(
+        "UPDATE uploads SET created_at = now() - interval '2 days' WHERE id = $1", body["id"]
+    )
+    await enqueue(actors.expire_pending_uploads)
+    outcome = await records.wait_for_outcome(runtime.db, body["id"], "", 30)
+    assert outcome is not None and outcome.upload is None
+    assert outcome.error.startswith("Not completed within 86400 seconds")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_key_storage_cannot_hold_is_an_error_action(http_client, base_url, runtime):
+    token, _ = await token_for(runtime, UPLOAD)
+    name = "n" * 1000
+    body = await plan_files(http_client, base_url, token, [entry(f"{name}/{ident()}/a.sym", b"a")])
+    assert body["files"][0]["action"] == {"type": "error", "msg": "key too long"}

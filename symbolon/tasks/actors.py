@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 
 PING_TTL_SECONDS = 300
+# Uploads by URL wait on other servers: they have a queue of their own, and at most
+# ``fetch_slots`` of a process's worker threads run them, so archives keep being processed.
+FETCH_QUEUE = "upload-fetch"
+FETCH_BUSY_DELAY_MS = 2_000
+fetch_slots = threading.BoundedSemaphore(1)
+
+
+def limit_fetches(worker_threads: int) -> None:
+    """Let all but one of ``worker_threads`` fetch at once (one thread: that one)."""
+    global fetch_slots
+    fetch_slots = threading.BoundedSemaphore(max(1, worker_threads - 1))
 
 
 @dramatiq.actor(max_retries=0)
@@ -18,10 +31,33 @@ def ping(token: str) -> None:
 @dramatiq.actor(max_retries=6, min_backoff=1_000, max_backoff=60_000, time_limit=6 * 3_600_000)
 async def process_upload(upload_id: int) -> None:
     """Store the members of a received archive; safe to run again after a crash."""
+    await _process_upload(upload_id)
+
+
+async def _process_upload(upload_id: int) -> None:
     from symbolon.tasks.worker_runtime import worker_runtime
     from symbolon.uploads.process import process_upload as run
 
     await run(await worker_runtime(), upload_id)
+
+
+@dramatiq.actor(
+    queue_name=FETCH_QUEUE,
+    max_retries=6,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=6 * 3_600_000,
+)
+async def fetch_upload(upload_id: int) -> None:
+    """``process_upload`` for an upload by URL, when a fetch slot is free; else again shortly."""
+    slots = fetch_slots
+    if not slots.acquire(blocking=False):
+        fetch_upload.send_with_options(args=(upload_id,), delay=FETCH_BUSY_DELAY_MS)
+        return
+    try:
+        await _process_upload(upload_id)
+    finally:
+        slots.release()
 
 
 @dramatiq.actor(max_retries=3, time_limit=3_600_000)
@@ -41,3 +77,24 @@ async def complete_upload_v2(upload_id: int) -> None:
     from symbolon.uploads.v2 import complete
 
     await complete(await worker_runtime(), upload_id)
+
+
+@dramatiq.actor(max_retries=3, time_limit=3_600_000)
+async def expire_pending_uploads() -> None:
+    """Fail v2 uploads never completed and delete what was PUT for them; sent hourly."""
+    from symbolon.tasks.worker_runtime import worker_runtime
+    from symbolon.uploads.v2 import expire_pending
+
+    rt = await worker_runtime()
+    await expire_pending(rt, rt.settings.upload_v2_pending_expiry_seconds)
+
+
+@dramatiq.actor(max_retries=3, time_limit=3_600_000)
+async def sweep_staging() -> None:
+    """Delete staged archives older than UPLOAD_STAGING_SWEEP_AGE that no unfinished upload
+    refers to (left by a crash); the scheduler sends it hourly."""
+    from symbolon.tasks.worker_runtime import worker_runtime
+    from symbolon.uploads.staging import sweep
+
+    rt = await worker_runtime()
+    await sweep(rt, rt.settings.upload_staging_sweep_seconds)

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 import threading
+import time
+from concurrent.futures import Future
 from typing import Any
 
 import dramatiq
@@ -43,6 +45,9 @@ def setup_broker(settings: Settings) -> RedisBroker:
 
 
 def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    import symbolon.tasks.actors as actors
+
+    actors.limit_fetches(threads)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=250)
     worker.start()
     logger.info("task worker started with %d thread(s)", threads)
@@ -68,6 +73,8 @@ class Scheduler(threading.Thread):
             )
             if claimed:
                 actors.expire_try_symbols.send()
+                actors.sweep_staging.send()
+                actors.expire_pending_uploads.send()
             return bool(claimed)
         except Exception:  # Redis away: try again next time
             logger.exception("scheduler could not send periodic tasks")
@@ -84,3 +91,38 @@ class Scheduler(threading.Thread):
 async def enqueue(actor: dramatiq.Actor, *args: Any, **kwargs: Any) -> dramatiq.Message:
     """Send from async code without blocking the event loop on the broker's socket."""
     return await asyncio.to_thread(actor.send, *args, **kwargs)
+
+
+class QueueUnavailable(Exception):
+    """The broker did not take the message in time; it may still arrive later."""
+
+
+async def send_within(
+    actor: dramatiq.Actor, *args: Any, seconds: float, pause: float = 0.5
+) -> dramatiq.Message:
+    """``enqueue``, retried while the broker refuses, for at most ``seconds``. At most one send
+    is in flight: one held by a stalled broker is not repeated (it may still be delivered, so
+    the actor must make a late message harmless). QueueUnavailable when time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        sending: Future[dramatiq.Message] = Future()
+
+        def send(sending: Future[dramatiq.Message] = sending) -> None:
+            try:
+                sending.set_result(actor.send(*args))
+            except BaseException as exc:
+                sending.set_exception(exc)
+
+        threading.Thread(target=send, name="symbolon-enqueue", daemon=True).start()
+        waiting = asyncio.wrap_future(sending)
+        # Not wait_for: cancelling would not stop the thread, only hide what it does.
+        await asyncio.wait({waiting}, timeout=max(0.0, deadline - time.monotonic()))
+        if not waiting.done():
+            raise QueueUnavailable()
+        try:
+            return waiting.result()
+        except Exception as exc:
+            if time.monotonic() + pause >= deadline:
+                raise QueueUnavailable() from exc
+            logger.warning("enqueueing %s failed, trying again: %s", actor.actor_name, exc)
+            await asyncio.sleep(pause)
