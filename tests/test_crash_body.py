@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from symbolon.crashes.body import BodyTooLarge, ReceivedBody
+from symbolon.crashes.body import BodyTooLarge, ReceivedBody, SpoolBudget, SpoolFull
 from symbolon.crashes.payload import Malformed
 
 SPOOL_AFTER = 64 * 1024
@@ -58,3 +58,30 @@ def test_bad_or_truncated_gzip_is_malformed(wire):
         body.finish()
     assert caught.value.reason == "bad_gzip"
     body.close()
+
+
+def test_spool_files_share_one_budget_and_give_it_back(tmp_path):
+    budget = SpoolBudget(5 * SPOOL_AFTER)
+    first = ReceivedBody(True, 100 * SPOOL_AFTER, tmp_path, SPOOL_AFTER, budget)
+    feed_all(first, gzip.compress(b"\0" * 3 * SPOOL_AFTER))
+    assert budget.used == first.spooled == 3 * SPOOL_AFTER
+    second = ReceivedBody(True, 100 * SPOOL_AFTER, tmp_path, SPOOL_AFTER, budget)
+    with pytest.raises(SpoolFull):
+        feed_all(second, gzip.compress(b"\0" * 3 * SPOOL_AFTER))
+    second.close()
+    assert budget.used == 3 * SPOOL_AFTER  # what the refused body held is back
+    first.close()
+    assert budget.used == 0
+    third = ReceivedBody(True, 100 * SPOOL_AFTER, tmp_path, SPOOL_AFTER, budget)
+    feed_all(third, gzip.compress(b"\0" * 3 * SPOOL_AFTER))  # now it fits
+    third.close()
+    assert budget.used == 0
+
+
+def test_a_body_larger_than_the_whole_budget_is_too_large(tmp_path):
+    budget = SpoolBudget(2 * SPOOL_AFTER)
+    body = ReceivedBody(False, 100 * SPOOL_AFTER, tmp_path, SPOOL_AFTER, budget)
+    with pytest.raises(BodyTooLarge):
+        feed_all(body, b"x" * 3 * SPOOL_AFTER)
+    body.close()
+    assert budget.used == 0

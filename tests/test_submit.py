@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import served
+from tests.conftest import served, wait_until
 from tests.crashes import (
     body_of,
     chunked,
@@ -453,3 +453,42 @@ async def test_a_slow_save_is_waited_for_not_timed_out(live_settings):
         storage.save = slow_save
         response = await post(client, base_url, report({"ProductName": "X"}))
         assert response.code == 200 and response.body.startswith(b"CrashID=bp-")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_burst_of_gzip_bombs_shares_one_spool_budget(live_settings):
+    mib = 1024**2
+    settings = live_settings.replace(
+        collector_max_decompressed_size=16 * mib,
+        collector_spool_budget=10 * mib,
+        crashpublish_queue_name=unique_queue(),
+    )
+    bomb = gzipped(report({"ProductName": "X"}, {"upload_file_minidump": b"\0" * 8 * mib}))
+    head = "POST /submit HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    headers = headers_for(**{"Content-Encoding": "gzip", "Content-Length": str(len(bomb))})
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    server = served(settings)
+    async with server as (_, base_url):
+        budget = server.runtime.collector.spool_budget
+        port = int(base_url.rsplit(":", 1)[1])
+        # The first report is held in the middle of its body, 6 MiB or so already inflated.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head.encode() + bomb[: len(bomb) * 3 // 4])
+        await writer.drain()
+        assert await wait_until(lambda: budget.used > 4 * mib, seconds=30)
+
+        status, answer_headers, answer = await send_raw(base_url, bomb, headers)
+        assert (status, answer) == (503, b"")
+        assert answer_headers["retry-after"] == "60"
+        assert published(settings) == []
+
+        writer.write(bomb[len(bomb) * 3 // 4 :])  # the first one ends: stored, budget back
+        await writer.drain()
+        first = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        assert await wait_until(lambda: budget.used == 0, seconds=30)
+        status, _, answer = await send_raw(base_url, bomb, headers)  # sent again, it fits
+        assert status == 200 and answer.startswith(b"CrashID=bp-")
+        assert budget.used == 0
+        assert len(published(settings)) == 2

@@ -567,6 +567,14 @@ class Settings:
         p.integer(1),
         "largest report once a gzip body is inflated; above it `413`",
     )
+    collector_spool_budget: int = setting(
+        "COLLECTOR_SPOOL_BUDGET",
+        1024**3,
+        p.integer(1),
+        "temporary disk the reports one process is receiving may use together (each keeps what "
+        "is past 4 MiB in a file); a report that finds it taken is answered `503` with "
+        "`Retry-After`, one larger than it alone `413`",
+    )
     collector_body_timeout: float = setting(
         "COLLECTOR_BODY_TIMEOUT",
         70.0,

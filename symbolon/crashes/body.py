@@ -1,5 +1,6 @@
 """Receiving a report's body with bounded memory: gzip inflated as it arrives, both the wire size
 and the inflated size capped, and anything past a few MB spooled to a file (docs/crashes.md).
+The spool files of all the bodies a process receives share one budget of temporary disk.
 """
 
 from __future__ import annotations
@@ -26,6 +27,31 @@ class BodyTooLarge(Exception):
         self.inflated = inflated
 
 
+class SpoolFull(Exception):
+    """The temporary disk the bodies being received share is taken: the client tries later."""
+
+
+class SpoolBudget:
+    """Bytes of temporary disk that the spooled bodies of one process may hold together, so
+    that a burst of large (or inflating) reports cannot fill the disk."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+
+    def take(self, held: int, wanted: int, inflated: bool) -> None:
+        """Reserve ``wanted`` more bytes for a body already holding ``held``. Raises
+        BodyTooLarge for a body that could never fit, SpoolFull while others hold too much."""
+        if held + wanted > self.total:
+            raise BodyTooLarge(inflated)
+        if self.used + wanted > self.total:
+            raise SpoolFull(f"{self.used} of {self.total} bytes of spool space in use")
+        self.used += wanted
+
+    def give_back(self, amount: int) -> None:
+        self.used -= amount
+
+
 class ReceivedBody:
     def __init__(
         self,
@@ -33,8 +59,11 @@ class ReceivedBody:
         max_inflated: int,
         spool_dir: Path | None = None,
         spool_after: int = SPOOL_AFTER_BYTES,
+        budget: SpoolBudget | None = None,
     ):
         self.gzipped = gzipped
+        self.budget = budget
+        self.spooled = 0  # bytes of the budget this body holds
         self.max_inflated = max_inflated
         self.spool_dir = spool_dir
         self.spool_after = spool_after
@@ -69,14 +98,21 @@ class ReceivedBody:
         if self.gzipped and self.size > self.max_inflated:
             raise BodyTooLarge(inflated=True)
         if self._file is not None:
+            self._reserve(len(data))
             self._file.write(data)
             return
         self._chunks.append(data)
         if self.size > self.spool_after:
+            self._reserve(self.size)
             # Closed in close(): the spool lives as long as the request.
             self._file = tempfile.TemporaryFile(prefix="crash-", dir=self.spool_dir)  # noqa: SIM115
             self._file.writelines(self._chunks)
             self._chunks = []
+
+    def _reserve(self, amount: int) -> None:
+        if self.budget is not None:
+            self.budget.take(self.spooled, amount, self.gzipped)
+            self.spooled += amount
 
     def finish(self) -> Any:
         """The whole (inflated) body: bytes-like, with ``find``."""
@@ -100,3 +136,6 @@ class ReceivedBody:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.budget is not None and self.spooled:
+            self.budget.give_back(self.spooled)
+        self.spooled = 0

@@ -17,8 +17,15 @@ from typing import Any, cast
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
-from symbolon.crashes.body import BodyTooLarge, ReceivedBody
-from symbolon.crashes.collector import Answer, Collector, Submission, discarded, metrics
+from symbolon.crashes.body import BodyTooLarge, ReceivedBody, SpoolFull
+from symbolon.crashes.collector import (
+    RETRY_AFTER_SECONDS,
+    Answer,
+    Collector,
+    Submission,
+    discarded,
+    metrics,
+)
 from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
 
 logger = logging.getLogger("symbolon.crashes")
@@ -87,7 +94,9 @@ class SubmitHandler(tornado.web.RequestHandler):
         gzipped = headers.get("Content-Encoding") == "gzip"
         if gzipped:
             metrics.incr("breakpad_resource.gzipped_crash")
-        self.body = ReceivedBody(gzipped, settings.collector_max_decompressed_size)
+        self.body = ReceivedBody(
+            gzipped, settings.collector_max_decompressed_size, budget=self.collector.spool_budget
+        )
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -109,6 +118,12 @@ class SubmitHandler(tornado.web.RequestHandler):
             self.body = None
         except BodyTooLarge:
             self.too_large(now=False)
+        except SpoolFull as exc:
+            # Other reports hold the temporary disk this one needs: the client sends it later.
+            logger.warning("report refused for now: %s (COLLECTOR_SPOOL_BUDGET)", exc)
+            self.refusal = Answer(503, "", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            self.body.close()  # the rest is read and dropped
+            self.body = None
 
     async def post(self) -> None:
         # The body is in: from here the client waits on us (a save may retry for seconds).
@@ -198,6 +213,8 @@ class SubmitHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self._disarm_watchdog()
+        if self.body is not None and not self._posting:  # answered early (a 408): give its
+            self.body.close()  # spool back now
         metrics.timing(
             "breakpad_resource.on_post.time", 1000 * (time.perf_counter() - self._started)
         )
