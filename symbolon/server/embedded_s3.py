@@ -2,8 +2,10 @@
 
 moto keeps objects in memory only. So that a second ``make run`` finds its symbols again, this
 process mirrors every bucket and object to ``<dir>/objects`` every few seconds and once more on
-SIGTERM, and loads the mirror back when it starts. Run as ``python -m symbolon.server.embedded_s3
-DIR``; ``EmbeddedS3`` in ``embedded.py`` starts and stops it.
+SIGTERM, and loads the mirror back when it starts. On SIGTERM it first refuses new writes (503)
+and waits for those in flight, so every write it acknowledged is in that last snapshot. Run as
+``python -m symbolon.server.embedded_s3 DIR``; ``EmbeddedS3`` in ``embedded.py`` starts and stops
+it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,25 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 SYNC_INTERVAL_SECONDS = 5.0
+RESTORE_THREADS = 8
+# How long stopping waits for writes in flight (a large upload still arriving) before the last
+# snapshot; one that ends later is answered 503, since the snapshot may not hold it.
+DRAIN_SECONDS = 20.0
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+STOPPING_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
+    b"<Message>The embedded S3 server is stopping and takes no more writes; retry once it has "
+    b"started again.</Message></Error>"
+)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def _port_is_free(port: int) -> bool:
@@ -34,6 +51,113 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+class WriteGate:
+    """WSGI middleware that can stop writes: ``close()`` refuses new ones with 503, then waits
+    for those in flight, so a snapshot taken after it holds every write that was acknowledged.
+
+    A write still running when the wait gives up is answered 503 too, whatever moto did with it:
+    the client must not count on an object the snapshot may lack. Reads are always served.
+    """
+
+    def __init__(self, app: WSGIApp):
+        self.app = app
+        self._changed = threading.Condition()
+        self._closed = False
+        self._sealed = False  # the snapshot may have begun: no write may be acknowledged now
+        self._in_flight = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if str(environ.get("REQUEST_METHOD", "GET")).upper() not in WRITE_METHODS:
+            return self.app(environ, start_response)
+        with self._changed:
+            if self._closed:
+                return self._refuse(start_response)
+            self._in_flight += 1
+        answer: list[Any] = []
+        written: list[bytes] = []
+
+        def hold(status: str, headers: list[Any], exc_info: Any = None) -> Callable[[bytes], None]:
+            answer[:] = [status, headers]
+            return written.append
+
+        try:
+            # moto answers from memory: once its body is read, the write has been applied.
+            result = self.app(environ, hold)
+            try:
+                body = written + list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                late = self._sealed
+                self._changed.notify_all()
+        if late:
+            return self._refuse(start_response)
+        start_response(*answer)
+        return body
+
+    @staticmethod
+    def _refuse(start_response: StartResponse) -> list[bytes]:
+        start_response(
+            "503 Service Unavailable",
+            [
+                ("Content-Type", "application/xml"),
+                ("Content-Length", str(len(STOPPING_BODY))),
+                ("Retry-After", "10"),
+            ],
+        )
+        return [STOPPING_BODY]
+
+    def close(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Refuse writes from now on; return once none is in flight (or after ``timeout``)."""
+        with self._changed:
+            self._closed = True
+            self._changed.wait_for(lambda: self._in_flight == 0, timeout)
+            self._sealed = True
+
+
+class S3Server:
+    """moto's S3 API on 127.0.0.1 behind a ``WriteGate``, served by threads."""
+
+    def __init__(self, port: int = 0):
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        self.gate = WriteGate(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1", port, self.gate, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
+
+
+def client_for(port: int) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="symbolon",
+        aws_secret_access_key="symbolon-embedded-secret",
+    )
 
 
 class Mirror:
@@ -53,17 +177,24 @@ class Mirror:
         return self.blobs / hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
 
     def restore(self) -> None:
-        for bucket, objects in self.manifest.items():
+        for bucket in self.manifest:
             self.client.create_bucket(Bucket=bucket)
-            for key, meta in objects.items():
-                extra = {k: meta[k] for k in ("ContentType", "ContentEncoding") if meta.get(k)}
-                with open(self._blob(bucket, key), "rb") as body:
-                    self.client.put_object(
-                        Bucket=bucket, Key=key, Body=body, Metadata=meta["Metadata"], **extra
-                    )
-                # Re-uploading changes nothing but moto's ETag may differ for multipart objects.
-                head = self.client.head_object(Bucket=bucket, Key=key)
-                meta["ETag"] = head["ETag"]
+        items = [
+            (b, key, meta) for b, objects in self.manifest.items() for key, meta in objects.items()
+        ]
+        # Several at a time: one by one, tens of thousands of objects take minutes.
+        with ThreadPoolExecutor(RESTORE_THREADS) as pool:
+            for _ in pool.map(lambda item: self._put(*item), items):
+                pass
+
+    def _put(self, bucket: str, key: str, meta: dict[str, Any]) -> None:
+        extra = {k: meta[k] for k in ("ContentType", "ContentEncoding") if meta.get(k)}
+        with open(self._blob(bucket, key), "rb") as body:
+            put = self.client.put_object(
+                Bucket=bucket, Key=key, Body=body, Metadata=meta["Metadata"], **extra
+            )
+        # A multipart object comes back as a single part, with another ETag.
+        meta["ETag"] = put["ETag"]
 
     def sync(self) -> None:
         current: dict[str, dict[str, dict[str, Any]]] = {}
@@ -102,11 +233,14 @@ class Mirror:
         }
 
 
+def final_snapshot(server: S3Server, mirror: Mirror) -> None:
+    """Stop taking writes, then snapshot: everything acknowledged is on disk afterwards."""
+    server.gate.close()
+    mirror.sync()
+
+
 def main(directory: Path) -> None:
     import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     directory.mkdir(parents=True, exist_ok=True)
@@ -117,19 +251,11 @@ def main(directory: Path) -> None:
         # Keep the same port across restarts, so SYMBOL_URLS (and cache keys) stay the same.
         if remembered and _port_is_free(remembered):
             port = remembered
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = S3Server(port)
     server.start()
-    port = server.get_host_and_port()[1]
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="symbolon",
-        aws_secret_access_key="symbolon-embedded-secret",
-    )
-    mirror = Mirror(directory / "objects", client)
+    mirror = Mirror(directory / "objects", client_for(server.port))
     mirror.restore()
-    _write_json(state_file, {"pid": os.getpid(), "port": port, "ready": True})
+    _write_json(state_file, {"pid": os.getpid(), "port": server.port, "ready": True})
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,8 +265,8 @@ def main(directory: Path) -> None:
             mirror.sync()
         except Exception as exc:  # keep serving; the next round tries again
             print(f"embedded S3: snapshot failed: {exc}", file=sys.stderr)
-    mirror.sync()
-    _write_json(state_file, {"pid": os.getpid(), "port": port, "ready": False})
+    _write_json(state_file, {"pid": os.getpid(), "port": server.port, "ready": False})
+    final_snapshot(server, mirror)
     server.stop()
 
 
