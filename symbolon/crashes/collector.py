@@ -188,7 +188,8 @@ class Collector:
         discard_on_failure: bool = True,
     ) -> bool:
         """Store the crash, retrying; False once every attempt failed (what the failed attempts
-        wrote is then removed, if ``discard_on_failure``)."""
+        wrote is then removed, if ``discard_on_failure``). The id is marked as being published
+        before anything is written; publish() removes the mark."""
         s = self.settings
         # Requests waiting for a slot: the save_queue_size gauge of docs/crashes.md#metrics.
         self.save_queue_size += 1
@@ -239,7 +240,8 @@ class Collector:
         metrics.incr("crashmover.save_crash_dropped.count")
         if discard_on_failure:
             await self._discard_partial(crash_id, dumps)
-        await self._clear_publishing(crash_id)
+            await self._clear_publishing(crash_id)
+        # Else the mark stays: a copy stored before may still wait to be published.
         return False
 
     async def _clear_publishing(self, crash_id: str) -> None:
