@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 OPERATORS = ("<=", ">=", "<", ">", "=")
@@ -24,6 +25,9 @@ SIZE_UNITS = {
 }
 SIZE_TERM = re.compile(r"^(<=|>=|<|>|=)?\s*(\d+(?:\.\d+)?)\s*([a-z]*)$", re.IGNORECASE)
 COUNT_TERM = re.compile(r"^(<=|>=|<|>|=)?\s*(\d+)$")
+# The largest value of PostgreSQL's bigint and integer: a filter value must fit its column.
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
 
 
 class FilterError(ValueError):
@@ -102,15 +106,25 @@ def date_filter(
             query.add(f"{column} IS NULL")
             continue
         when, whole_day = moment
-        if op == "=" and whole_day:
-            query.add(f"{column} >= {{}} AND {column} < {{}}", when, when + timedelta(days=1))
-        elif op == ">":
-            query.add(f"{column} >= {{}}", when + timedelta(seconds=1))
-        else:
-            query.add(f"{column} {op} {{}}", when)
+        try:
+            # In UTC, the bounds must stay within Python's years 1 to 9999.
+            when = when.astimezone(UTC)
+            if op == "=" and whole_day:
+                bounds: tuple[datetime, ...] = (when, when + timedelta(days=1))
+                sql = f"{column} >= {{}} AND {column} < {{}}"
+            elif op == ">":
+                bounds, sql = (when + timedelta(seconds=1),), f"{column} >= {{}}"
+            else:
+                bounds, sql = (when,), f"{column} {op} {{}}"
+        except OverflowError:
+            raise FilterError(name, f"'{raw.strip()}' is out of range") from None
+        query.add(sql, *bounds)
 
 
-def count_filter(query: Query, column: str, name: str, expression: str) -> None:
+def count_filter(
+    query: Query, column: str, name: str, expression: str, maximum: int = BIGINT_MAX
+) -> None:
+    """``maximum``: the largest value the column can hold."""
     for raw in expression.split(","):
         term = raw.strip()
         if not term:
@@ -118,7 +132,10 @@ def count_filter(query: Query, column: str, name: str, expression: str) -> None:
         match = COUNT_TERM.match(term)
         if not match:
             raise FilterError(name, f"'{term}' is not a valid count")
-        query.add(f"{column} {match.group(1) or '='} {{}}", int(match.group(2)))
+        value = int(match.group(2))
+        if value > maximum:
+            raise FilterError(name, f"'{term}' is too large: counts go up to {maximum}")
+        query.add(f"{column} {match.group(1) or '='} {{}}", value)
 
 
 def size_filter(query: Query, column: str, name: str, expression: str) -> None:
@@ -130,7 +147,9 @@ def size_filter(query: Query, column: str, name: str, expression: str) -> None:
         unit = (match.group(3) or "b").lower() if match else ""
         if not match or unit not in SIZE_UNITS:
             raise FilterError(name, f"'{term}' is not a valid size")
-        value = int(float(match.group(2)) * SIZE_UNITS[unit])
+        value = int(Decimal(match.group(2)) * SIZE_UNITS[unit])
+        if value > BIGINT_MAX:
+            raise FilterError(name, f"'{term}' is too large: sizes go up to {BIGINT_MAX} bytes")
         query.add(f"{column} {match.group(1) or '='} {{}}", value)
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 import asyncpg
 
-from symbolon.filters import FilterError, Query, count_filter, date_filter, ordering, page_number
+from symbolon.filters import (
+    INTEGER_MAX,
+    FilterError,
+    Query,
+    count_filter,
+    date_filter,
+    ordering,
+    page_number,
+)
 from symbolon.jsonutil import timestamp
 from symbolon.redis_cache import Cache
 
@@ -125,7 +133,7 @@ def _filters(params: dict[str, str], date_fields: tuple[str, ...], with_count: b
         if params.get(name):
             date_filter(query, name, name, params[name])
     if with_count and params.get("count"):
-        count_filter(query, "count", "count", params["count"])
+        count_filter(query, "count", "count", params["count"], maximum=INTEGER_MAX)
     return query
 
 
