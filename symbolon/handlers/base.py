@@ -16,6 +16,7 @@ from symbolon.accounts.auth import AuthError, Principal, authenticate_session, a
 from symbolon.accounts.blocked import BLOCKED_MESSAGE, BlockedCheckError
 from symbolon.accounts.permissions import Permission
 from symbolon.accounts.sessions import SESSION_COOKIE
+from symbolon.conf import Settings
 from symbolon.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ class BaseHandler(tornado.web.RequestHandler):
     uses_session = True
     # A session cookie came with a state-changing request but without its CSRF token.
     csrf_failed = False
+
+    @classmethod
+    def max_body_size(cls, settings: Settings) -> int:
+        """The largest body this route reads, checked before it is read (server/app.py).
+        Routes that stream their bodies set their own limits instead."""
+        return settings.request_max_body_size
 
     def prepare(self) -> Awaitable[None] | None:
         """An ``Auth-Token`` header is checked on every path (docs/accounts.md): a bad one is a 403,
@@ -143,10 +150,36 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Unknown paths: ``404 {"error": "Not Found", "path": ...}``."""
+    """Unknown paths: ``404 {"error": "Not Found", "path": ...}`` (docs/decisions.md), after
+    the ``Auth-Token`` check every path makes: a bad token is a 403 here too."""
+
+    uses_session = False
+
+    async def prepare(self) -> None:
+        authenticating = super().prepare()
+        if authenticating is not None:
+            await authenticating
+        self.write_json({"error": "Not Found", "path": self.request.path}, status=404)
+
+
+class BodyRefusal(BaseHandler):
+    """Mixed in before a route's handler when its body is over the route's limit: answers 413
+    in the route's own error shape, without authenticating and without reading the body."""
+
+    def initialize(self, refusal: str = "", **kwargs: Any) -> None:
+        self.refusal = refusal
+        super().initialize(**kwargs)
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # The rest of the body stays unread, so the connection cannot serve another request.
+        self.set_header("Connection", "close")
 
     def prepare(self) -> None:
-        self.write_json({"error": "Not Found", "path": self.request.path}, status=404)
+        raise ApiError(413, self.refusal)
+
+    def data_received(self, chunk: bytes) -> None:
+        pass
 
 
 class ReadHandler(BaseHandler):

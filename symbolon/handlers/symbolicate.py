@@ -11,6 +11,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+from symbolon.conf import Settings
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.symbolication import request
@@ -20,11 +21,14 @@ EXPOSE_HEADERS = (
     "accept, accept-encoding, authorization, content-type, dnt, origin, user-agent, "
     "x-csrftoken, x-requested-with"
 )
-MAX_BODY_SIZE = 64 * 1024 * 1024
 
 
 class SymbolicateHandler(BaseHandler):
     version = "v5"
+
+    @classmethod
+    def max_body_size(cls, settings: Settings) -> int:
+        return settings.symbolication_max_body_size
 
     def set_default_headers(self) -> None:
         # Called again when an error clears the headers: errors carry CORS headers too.
@@ -49,8 +53,6 @@ class SymbolicateHandler(BaseHandler):
         started = time.perf_counter()
         proxied = self.request.headers.get("TeckenProxied", "0")
         metrics.incr("symbolicate.proxied", tags=[f"proxied:{proxied}"])
-        if len(self.request.body) > MAX_BODY_SIZE:
-            raise ApiError(413, f"Payload too large: the limit is {MAX_BODY_SIZE} bytes")
         try:
             payload = request.parse_json(self.request.body)
             jobs = self.jobs(payload)

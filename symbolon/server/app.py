@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
+import tornado.httpserver
 import tornado.web
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 
+from symbolon.conf import Settings
 from symbolon.handlers import api_stats, api_tokens, api_uploads, api_users, upload_v2
 from symbolon.handlers import auth as auth_handlers
 from symbolon.handlers import download as download_handlers
@@ -16,11 +21,16 @@ from symbolon.handlers import openapi as openapi_handlers
 from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
-from symbolon.handlers.base import NotFoundHandler
+from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 
 access_log = logging.getLogger("symbolon.access")
+# Tornado's own limit, for the routes that stream their bodies and raise it themselves (uploads,
+# crash reports); every other route has a smaller one of its own (BoundedBody).
+SERVER_MAX_BODY_SIZE = 100 * 1024 * 1024
+# Lifted while a refusal is answered, so that Tornado does not answer the unread body itself.
+UNLIMITED_BODY = 2**62
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -51,6 +61,156 @@ def with_slash_redirects(routes: list[Any]) -> list[Any]:
     return [*routes, *redirects]
 
 
+def declared_length(value: str) -> int | None:
+    """A ``Content-Length`` as Tornado reads it (equal repeated copies allowed); None when
+    malformed, which Tornado refuses by itself."""
+    copies = {v.strip() for v in value.split(",")}
+    if len(copies) != 1:
+        return None
+    (single,) = copies
+    return int(single) if single.isascii() and single.isdigit() else None
+
+
+class BoundedBody(httputil.HTTPMessageDelegate):
+    """A route that reads its body whole gets at most its handler's ``max_body_size``: a larger
+    declared ``Content-Length`` is answered 413 from the headers, and a chunked body as soon as
+    it passes the limit, by ``refusal`` (the route's handler with BodyRefusal in front)."""
+
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        request: httputil.HTTPServerRequest,
+        limit: int,
+        refusal: Callable[[str], httputil.HTTPMessageDelegate],
+    ):
+        self.delegate = delegate
+        self.request = request
+        self.limit = limit
+        self.refusal = refusal
+        self.received = 0
+        self.refused = False
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self.start_line, self.headers = start_line, headers
+        declared = declared_length(headers.get("Content-Length", "0"))
+        if declared is not None and declared > self.limit:
+            return self.refuse(
+                f"Request body too large: {declared} bytes, the limit is {self.limit} bytes"
+            )
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.refused:
+            return None
+        self.received += len(chunk)
+        if self.received > self.limit:
+            self.delegate.on_connection_close()  # drops what it holds
+            return self.refuse(f"Request body too large: the limit is {self.limit} bytes")
+        return self.delegate.data_received(chunk)
+
+    def refuse(self, message: str) -> Awaitable[None] | None:
+        self.refused = True
+        # Served by Tornado's HTTP/1 server, whose connection lets the limit be changed.
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(UNLIMITED_BODY)
+        self.delegate = self.refusal(message)
+        return self.delegate.headers_received(self.start_line, self.headers)
+
+    def finish(self) -> None:
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.delegate.on_connection_close()
+
+
+def _refusing(handler_class: type[tornado.web.RequestHandler]) -> type[BodyRefusal]:
+    """``handler_class`` answering 413 at once; any other handler's refusal is a plain one."""
+    if not issubclass(handler_class, BaseHandler):
+        return BodyRefusal
+    refusing = _REFUSING.get(handler_class)
+    if refusing is None:
+        made = type(f"{handler_class.__name__}BodyRefusal", (BodyRefusal, handler_class), {})
+        refusing = _REFUSING[handler_class] = tornado.web.stream_request_body(made)
+    return refusing
+
+
+_REFUSING: dict[type[tornado.web.RequestHandler], type[BodyRefusal]] = {}
+tornado.web.stream_request_body(BodyRefusal)
+
+
+class Application(tornado.web.Application):
+    # Tornado types the answer as its own delegate class; its router takes any delegate.
+    def get_handler_delegate(  # type: ignore[override]
+        self,
+        request: httputil.HTTPServerRequest,
+        target_class: type[tornado.web.RequestHandler],
+        target_kwargs: dict[str, Any] | None = None,
+        path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> httputil.HTTPMessageDelegate:
+        delegate = super().get_handler_delegate(
+            request, target_class, target_kwargs, path_args, path_kwargs
+        )
+        if getattr(target_class, "_stream_request_body", False):
+            return delegate  # reads its body as it comes, within limits of its own
+        settings: Settings = self.settings["runtime"].settings
+        if issubclass(target_class, BaseHandler):
+            limit = target_class.max_body_size(settings)
+        else:
+            limit = settings.request_max_body_size
+        refusing = _refusing(target_class)
+
+        def refusal(message: str) -> httputil.HTTPMessageDelegate:
+            kwargs = target_kwargs if refusing is not BodyRefusal else None
+            return super(Application, self).get_handler_delegate(
+                request, refusing, {**(kwargs or {}), "refusal": message}, path_args, path_kwargs
+            )
+
+        return BoundedBody(delegate, request, limit, refusal)
+
+
+def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:
+    """Adds the headers browsers need to protect users (docs/configuration.md) to every
+    response, errors and redirects included, unless the handler set them itself."""
+    always: dict[str, str] = {}
+    if settings.secure_content_type_nosniff:
+        always["X-Content-Type-Options"] = "nosniff"
+    if settings.x_frame_options != "OFF":
+        always["X-Frame-Options"] = settings.x_frame_options
+        ancestors = "'none'" if settings.x_frame_options == "DENY" else "'self'"
+        always["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    hsts = f"max-age={settings.secure_hsts_seconds}" if settings.secure_hsts_seconds else None
+
+    class SecurityHeaders(tornado.web.OutputTransform):
+        def __init__(self, request: httputil.HTTPServerRequest):
+            # With xheaders (make_server), the protocol is the one the proxy in front was asked.
+            self.https = request.protocol == "https"
+
+        def transform_first_chunk(
+            self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+        ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+            for name, value in always.items():
+                headers.setdefault(name, value)
+            if hsts is not None and self.https:
+                headers.setdefault("Strict-Transport-Security", hsts)
+            return status_code, headers, chunk
+
+    return SecurityHeaders
+
+
+def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
+    """The HTTP server ``serve`` runs: behind a proxy, whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed."""
+    settings: Settings = app.settings["runtime"].settings
+    limit = max(
+        SERVER_MAX_BODY_SIZE, settings.request_max_body_size, settings.symbolication_max_body_size
+    )
+    return tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=limit)
+
+
 def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:
     routes: list[Any] = with_slash_redirects(
         [
@@ -72,7 +232,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
         routes = submit_handlers.ROUTES + routes
     # The download routes match almost any three-segment path, so they come last.
     routes += download_handlers.ROUTES
-    return tornado.web.Application(
+    app = Application(
         routes,
         runtime=runtime,
         collector=runtime.collector,
@@ -81,3 +241,5 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
         log_function=log_request,
         debug=False,
     )
+    app.add_transform(security_headers(runtime.settings))
+    return app
