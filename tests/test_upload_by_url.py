@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import uuid
@@ -53,10 +54,26 @@ class Files(tornado.web.RequestHandler):
             self.set_status(404)
 
 
+class Dribble(tornado.web.RequestHandler):
+    """A server that sends a byte every 0.1 s: the read timeout alone would never end it."""
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/zip")
+        for n in range(len(ARCHIVE)):
+            self.write(ARCHIVE[n : n + 1])
+            await self.flush()
+            await asyncio.sleep(0.1)
+
+    def head(self) -> None:
+        self.set_header("Content-Type", "application/zip")
+
+
 @pytest.fixture
 def artifacts(io_loop):
     sock, port = bind_unused_port()
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/files/(.*)", Files)]))
+    server = tornado.httpserver.HTTPServer(
+        tornado.web.Application([(r"/files/slow.zip", Dribble), (r"/files/(.*)", Files)])
+    )
     server.add_sockets([sock])
     yield f"http://localhost:{port}/files"
     server.stop()
@@ -198,3 +215,33 @@ async def test_downloads_larger_than_the_limit_are_refused(artifacts, tmp_path: 
     with pytest.raises(FetchError) as info:
         await fetch_to_file(f"{artifacts}/good.zip", tmp_path / "a.zip", policy, 10)
     assert "larger than the upload limit" in info.value.message
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_download_has_a_deadline(artifacts, tmp_path: Path):
+    policy = FetchPolicy(allowed_domains=None, require_https=False, allow_private=True, deadline=1)
+    url = f"{artifacts}/slow.zip"
+    with pytest.raises(FetchError) as info:
+        await fetch_to_file(url, tmp_path / "a.zip", policy, 10**6)
+    assert info.value.status == 504
+    assert info.value.message == f"Downloading {url} took longer than the limit of 1 seconds"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_download_must_keep_a_minimum_rate(artifacts, tmp_path: Path):
+    policy = FetchPolicy(
+        allowed_domains=None, require_https=False, allow_private=True, min_rate=100, rate_grace=0.5
+    )
+    url = f"{artifacts}/slow.zip"
+    with pytest.raises(FetchError) as info:
+        await fetch_to_file(url, tmp_path / "a.zip", policy, 10**6)
+    assert info.value.status == 504
+    assert info.value.message.startswith(f"Downloading {url} was too slow: ")
+    assert info.value.message.endswith("the minimum is 100 bytes per second")
+
+
+def test_the_deadline_and_rate_come_from_the_settings(url_settings):
+    policy = FetchPolicy.from_settings(
+        url_settings.replace(upload_by_download_deadline_seconds=7.5, upload_by_download_min_rate=9)
+    )
+    assert (policy.deadline, policy.min_rate) == (7.5, 9)
