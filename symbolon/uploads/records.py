@@ -146,6 +146,29 @@ async def awaits_completion(db: asyncpg.Pool, upload_id: int, user_id: int) -> b
     return row is not None and row["user_id"] == user_id and row["pending_files"] is not None
 
 
+async def fail_unstarted(db: asyncpg.Pool, upload_id: int, message: str, status: int) -> bool:
+    """Record that an upload failed before any task started it (its task could not be queued);
+    False when a task has started it after all, which then decides its outcome."""
+    failed = await db.fetchval(
+        """UPDATE uploads SET error = $2, error_status = $3, failed_at = now(), staging_ref = NULL
+           WHERE id = $1 AND attempts = 0 AND completed_at IS NULL AND failed_at IS NULL
+           RETURNING id""",
+        upload_id,
+        message,
+        status,
+    )
+    return failed is not None
+
+
+async def unfinished_staging_refs(db: asyncpg.Pool) -> set[str]:
+    """The staged archives that uploads still to be processed refer to."""
+    rows = await db.fetch(
+        """SELECT staging_ref FROM uploads
+           WHERE staging_ref IS NOT NULL AND completed_at IS NULL AND failed_at IS NULL"""
+    )
+    return {r["staging_ref"] for r in rows}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A finished upload: the ``POST /upload/`` answer when it completed, else its error."""

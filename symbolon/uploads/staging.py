@@ -9,16 +9,26 @@ task copies it back to its own disk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
+
+import asyncpg
 
 from symbolon.conf import Settings
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import SymbolSource
+from symbolon.uploads.records import unfinished_staging_refs
 
 S3_SCHEME = "s3://"
 CHUNK = 1 << 20
+# What POST /upload/ and the tasks name the archives they stage and fetch.
+STAGED_PATTERNS = ("upload-*.zip", "staged-*.zip")
+logger = logging.getLogger(__name__)
 
 
 class Staging:
@@ -41,6 +51,23 @@ class Staging:
     def moves_files(self) -> bool:
         """True when ``put`` copies the file elsewhere, so the local one can go."""
         return False
+
+    async def older_than(self, seconds: float) -> list[str]:
+        """Refs of the staged archives last written more than ``seconds`` ago."""
+
+        def old_files() -> list[str]:
+            cutoff = time.time() - seconds
+            found = []
+            for pattern in STAGED_PATTERNS:
+                for path in self.directory.glob(pattern):
+                    try:
+                        if path.stat().st_mtime < cutoff:
+                            found.append(str(path))
+                    except FileNotFoundError:
+                        pass  # removed meanwhile
+            return found
+
+        return await asyncio.to_thread(old_files)
 
 
 class S3Staging(Staging):
@@ -87,6 +114,43 @@ class S3Staging(Staging):
         bucket, key = ref[len(S3_SCHEME) :].split("/", 1)
         client = await self.s3.client(self.source, "put")
         await client.delete_object(Bucket=bucket, Key=key)
+
+    async def older_than(self, seconds: float) -> list[str]:
+        found = await super().older_than(seconds)  # fetched copies left on this disk
+        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+        client = await self.s3.client(self.source, "put")
+        prefix = self._key("upload-")
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.source.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["LastModified"] < cutoff:
+                    found.append(f"{S3_SCHEME}{self.source.bucket}/{item['Key']}")
+        return found
+
+
+class SweepServices(Protocol):
+    @property
+    def db(self) -> asyncpg.Pool: ...
+    @property
+    def staging(self) -> Staging: ...
+
+
+async def sweep(services: SweepServices, seconds: float) -> int:
+    """Delete staged archives older than ``seconds`` that no unfinished upload refers to: left by
+    a process killed mid-request or mid-task. Returns how many were deleted."""
+    candidates = await services.staging.older_than(seconds)
+    if not candidates:
+        return 0
+    # Read after listing: an upload recorded meanwhile refers to a file too new to be listed.
+    kept = await unfinished_staging_refs(services.db)
+    deleted = 0
+    for ref in candidates:
+        if ref not in kept:
+            await services.staging.delete(ref)
+            deleted += 1
+    if deleted:
+        logger.info("deleted %d orphaned staged archive(s)", deleted)
+    return deleted
 
 
 def make_staging(settings: Settings, s3: S3Clients) -> Staging:
