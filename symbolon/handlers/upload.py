@@ -19,11 +19,17 @@ from tornado.http1connection import HTTP1Connection
 from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import ApiError, BaseHandler
 from symbolon.metrics import metrics
-from symbolon.tasks.broker import enqueue
+from symbolon.tasks.broker import QueueUnavailable, send_within
 from symbolon.uploads import intake, records
 from symbolon.uploads.multipart import MAX_FIELDS_BYTES, FormError, UploadForm
 
 UPLOAD_PERMISSIONS = (Permission.UPLOAD_SYMBOLS, Permission.UPLOAD_TRY_SYMBOLS)
+# How long a request tries to queue its task before it gives up and answers 503.
+ENQUEUE_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 30
+# Tornado's own body limit answers a bare 400 and closes; the handler counts instead, to answer
+# the JSON 413 (and remove what it staged) as soon as a chunked body passes UPLOAD_MAX_SIZE.
+UNLIMITED = 1 << 62
 
 
 async def wait_for_upload(handler: BaseHandler, upload_id: int, email: str) -> None:
@@ -49,6 +55,8 @@ class UploadHandler(BaseHandler):
     urlencoded: bytearray | None = None
     rejection: tuple[int, str] | None = None
     staged: Path | None = None
+    received = 0
+    body_complete = False
 
     async def prepare(self) -> None:
         if self.request.method != "POST":
@@ -74,7 +82,7 @@ class UploadHandler(BaseHandler):
                 status=413,
             )
             return
-        self._allow_body(settings.upload_max_size)
+        self._allow_body(UNLIMITED)
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
         self.staged = settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
         content_type = self.request.headers.get("Content-Type", "")
@@ -91,6 +99,19 @@ class UploadHandler(BaseHandler):
         cast(HTTP1Connection, self.request.connection).set_max_body_size(size)
 
     def data_received(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        limit = self.runtime.settings.upload_max_size
+        if self.received > limit and not self._finished:
+            self._discard()
+            self.rejection = (413, "")  # nothing else is done with the rest
+            self.write_json(
+                {
+                    "error": f"Upload too large: the body passed the limit of {limit} bytes. "
+                    "Split the archive and upload the parts."
+                },
+                status=413,
+            )  # and Tornado closes the connection: the rest of the body is not read
+            return
         if self.rejection is not None:
             return
         if self.urlencoded is not None:
@@ -105,15 +126,27 @@ class UploadHandler(BaseHandler):
         except FormError as exc:
             self.rejection = (400, str(exc))
 
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if not self.body_complete:  # the client went away mid-body: post() will not run
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close and remove the staging file, unless a queued task now owns it."""
+        if self.form is not None:
+            with suppress(Exception):
+                self.form.close()  # also after a rejection: the staging file is open
+        if self.staged is not None and not self._handed_over:
+            self.staged.unlink(missing_ok=True)
+
     async def post(self) -> None:
+        self.body_complete = True
+        if self._finished:
+            return  # answered while the body arrived (413)
         try:
             await self._post()
         finally:
-            if self.form is not None:
-                with suppress(FormError):
-                    self.form.close()  # also after a rejection: the staging file is open
-            if self.staged is not None and self.staged.exists() and not self._handed_over:
-                self.staged.unlink()
+            self._discard()
 
     _handed_over = False
 
@@ -140,23 +173,38 @@ class UploadHandler(BaseHandler):
         except intake.Refused as exc:
             return self.write_json({"error": exc.message}, status=exc.status)
         staging_ref = None
-        if file_field is not None:
-            staging_ref = await rt.staging.put(self.staged)
-            # When staging copied it elsewhere, the local file is removed below as usual.
-            self._handed_over = not rt.staging.moves_files
-        upload_id = await records.create_archive_upload(
-            rt.db,
-            principal.user.id,
-            accepted.place,
-            filename=accepted.filename,
-            size=self.form.file_size if file_field is not None and self.form else 0,
-            content_hash=accepted.content_hash,
-            staging_ref=staging_ref,
-            download_url=accepted.download_url,
-        )
+        try:
+            if file_field is not None:
+                staging_ref = await rt.staging.put(self.staged)
+            upload_id = await records.create_archive_upload(
+                rt.db,
+                principal.user.id,
+                accepted.place,
+                filename=accepted.filename,
+                size=self.form.file_size if file_field is not None and self.form else 0,
+                content_hash=accepted.content_hash,
+                staging_ref=staging_ref,
+                download_url=accepted.download_url,
+            )
+        except BaseException:
+            if staging_ref is not None and rt.staging.moves_files:
+                await rt.staging.delete(staging_ref)  # a local file goes in post()
+            raise
         import symbolon.tasks.actors as actors
 
-        await enqueue(actors.process_upload, upload_id)
+        actor = actors.fetch_upload if accepted.download_url else actors.process_upload
+        try:
+            await send_within(actor, upload_id, seconds=ENQUEUE_SECONDS)
+        except QueueUnavailable:
+            message = "The task queue is unavailable: the upload was not processed. Try again."
+            if await records.fail_unstarted(rt.db, upload_id, message, 503):
+                if staging_ref is not None:
+                    await rt.staging.delete(staging_ref)
+                self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+                return self.write_json({"error": message}, status=503)
+            # A task started it after all (the message arrived late): its outcome decides.
+        # When staging copied it elsewhere, the local file is removed in post() as usual.
+        self._handed_over = staging_ref is not None and not rt.staging.moves_files
         metrics.incr("upload_archive")
         await wait_for_upload(self, upload_id, principal.user.email)
 

@@ -39,6 +39,9 @@ async def accept(
 ) -> Accepted:
     """Check the received archive (``file_field`` names it, at ``staged``) or the ``url`` field to
     fetch one from, and decide where it goes; Refused with the answer otherwise."""
+    texts = [*fields, *fields.values(), file_field or ""]
+    if any("\x00" in text for text in texts):
+        raise Refused(400, "Form field names and values must not contain NUL characters")
     url = fields.get("url", "").strip()
     if file_field is None and not url:
         raise Refused(400, "Must be multipart form data with at least one file")
