@@ -82,3 +82,13 @@ def test_dates_keep_their_meaning_near_the_end_of_the_calendar():
     query = Query()
     date_filter(query, "d", "date", "<9999-12-31, >=9999-12-31T23:59:59")
     assert [a.year for a in query.args] == [9999, 9999]
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("groups", ["\u00b2", "1,\u00b9"])
+async def test_group_ids_are_ascii_digits(http_client, base_url, runtime, groups):
+    admin = await Caller.with_session(runtime, await make_user(runtime, superuser=True))
+    path = f"/api/_users/user/{(await make_user(runtime)).id}"
+    status, body = await call(http_client, base_url, admin, path, "POST", {"groups": groups})
+    assert status == 400, body
+    assert body == {"errors": {"groups": [f"Unrecognized group id '{groups[-1]}'"]}}

@@ -85,7 +85,8 @@ class UserHandler(_UsersHandler):
         groups = self.get_body_argument("groups", None)
         if groups is not None:
             ids = [g.strip() for g in groups.split(",") if g.strip()]
-            bad = [g for g in ids if not g.isdigit() or len(g) > 9]
+            # ASCII only: str.isdigit also accepts digits int() refuses, such as '²'.
+            bad = [g for g in ids if not (g.isascii() and g.isdigit()) or len(g) > 9]
             if bad:
                 errors["groups"] = [f"Unrecognized group id '{bad[0]}'"]
             else:
