@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-import tornado.httpserver
 import tornado.netutil
 
 from symbolon.conf import Settings
@@ -23,7 +22,7 @@ from symbolon.logs import configure_logging
 from symbolon.metrics import configure_metrics
 from symbolon.runtime import Runtime
 from symbolon.sentry import configure_sentry
-from symbolon.server.app import make_app
+from symbolon.server.app import make_app, make_server
 from symbolon.server.embedded import EmbeddedStack
 
 logger = logging.getLogger(__name__)
@@ -150,6 +149,16 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, Any]) -> Any:
         return runner.run(main)
 
 
+async def sweep_staging(runtime: Runtime) -> None:
+    """Remove what a killed process left staged (the scheduler repeats this hourly)."""
+    from symbolon.uploads.staging import sweep
+
+    try:
+        await sweep(runtime, runtime.settings.upload_staging_sweep_seconds)
+    except Exception:  # the next sweep tries again
+        logger.exception("could not sweep the upload staging area")
+
+
 async def serve_forever(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -165,6 +174,7 @@ async def serve_forever(
     broker = worker = server = scheduler = republisher = None
     try:
         await runtime.symbolication.start()
+        await sweep_staging(runtime)
         broker = setup_broker(settings)
         if threads:
             worker = start_worker(broker, threads)
@@ -172,7 +182,7 @@ async def serve_forever(
             scheduler.start()
         if runtime.collector is not None:
             republisher = asyncio.create_task(republish_forever(runtime))
-        server = tornado.httpserver.HTTPServer(make_app(runtime), xheaders=True)
+        server = make_server(make_app(runtime))
         if sockets is None:
             server.listen(settings.port, settings.host)
         else:
