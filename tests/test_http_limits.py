@@ -90,15 +90,31 @@ async def test_a_body_is_refused_before_it_is_sent_with_or_without_a_token(port)
     assert json.loads(body)["error"].startswith("Request body too large: 209715200 bytes")
 
 
+def chunked(path: str, size: int, end: bool) -> bytes:
+    head = post_head(path, 0).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    return head + b"%x\r\n%s\r\n" % (size, b"x" * size) + (b"0\r\n\r\n" if end else b"")
+
+
 @pytest.mark.gen_test
 async def test_a_chunked_body_is_refused_once_past_the_limit(port):
-    chunk = b"x" * (LIMIT + 1)
-    request = post_head("/api/tokens/", 0).replace(
-        b"Content-Length: 0", b"Transfer-Encoding: chunked"
-    )
-    status, _, body = await raw(port, request + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    # Far past it: answered at once, though the body has not ended.
+    status, _, body = await raw(port, chunked("/api/tokens/", 2 * LIMIT + 1, end=False))
     assert status == 413
     assert json.loads(body) == {"error": f"Request body too large: the limit is {LIMIT} bytes"}
+    # Just past it: read to its end and dropped, then answered.
+    status, _, body = await raw(port, chunked("/api/tokens/", LIMIT + 1, end=True))
+    assert status == 413
+    assert json.loads(body) == {"error": f"Request body too large: the limit is {LIMIT} bytes"}
+
+
+@pytest.mark.gen_test
+async def test_a_body_just_past_the_limit_is_dropped_then_answered(port):
+    request = post_head("/api/tokens/", LIMIT + 1) + b"x" * (LIMIT + 1)
+    status, _, body = await raw(port, request)
+    assert status == 413
+    assert json.loads(body) == {
+        "error": f"Request body too large: {LIMIT + 1} bytes, the limit is {LIMIT} bytes"
+    }
 
 
 @pytest.mark.gen_test
@@ -109,8 +125,10 @@ async def test_symbolication_has_a_larger_limit_of_its_own(http_client, base_url
         base_url + "/symbolicate/v5", method="POST", body=padded, raise_error=False
     )
     assert response.code == 200, response.body
+    too_long = b"x" * (4 * LIMIT + 1)
     status, headers, body = await raw(
-        port, post_head("/symbolicate/v5", 4 * LIMIT + 1, "Origin: https://example.com")
+        port,
+        post_head("/symbolicate/v5", len(too_long), "Origin: https://example.com") + too_long,
     )
     assert status == 413
     assert headers["Access-Control-Allow-Origin"] == "*"  # still the route's own answer

@@ -31,6 +31,10 @@ access_log = logging.getLogger("symbolon.access")
 SERVER_MAX_BODY_SIZE = 100 * 1024 * 1024
 # Lifted while a refusal is answered, so that Tornado does not answer the unread body itself.
 UNLIMITED_BODY = 2**62
+# A body up to this many times the limit is read and dropped before the 413, so that a client
+# still sending it reads the answer rather than a reset connection; a larger one is answered at
+# once, unread.
+DRAIN_FACTOR = 2
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -72,9 +76,10 @@ def declared_length(value: str) -> int | None:
 
 
 class BoundedBody(httputil.HTTPMessageDelegate):
-    """A route that reads its body whole gets at most its handler's ``max_body_size``: a larger
-    declared ``Content-Length`` is answered 413 from the headers, and a chunked body as soon as
-    it passes the limit, by ``refusal`` (the route's handler with BodyRefusal in front)."""
+    """A route that reads its body whole gets at most its handler's ``max_body_size``. A larger
+    declared ``Content-Length`` is refused from the headers, a chunked body once it passes the
+    limit; the 413 comes from ``refusal`` (the route's handler with BodyRefusal in front), once
+    the body is dropped (DRAIN_FACTOR) or at once."""
 
     def __init__(
         self,
@@ -88,6 +93,7 @@ class BoundedBody(httputil.HTTPMessageDelegate):
         self.limit = limit
         self.refusal = refusal
         self.received = 0
+        self.draining: str | None = None  # the refusal's message, while the body is dropped
         self.refused = False
 
     def headers_received(
@@ -98,19 +104,30 @@ class BoundedBody(httputil.HTTPMessageDelegate):
         self.start_line, self.headers = start_line, headers
         declared = declared_length(headers.get("Content-Length", "0"))
         if declared is not None and declared > self.limit:
-            return self.refuse(
-                f"Request body too large: {declared} bytes, the limit is {self.limit} bytes"
-            )
+            message = f"Request body too large: {declared} bytes, the limit is {self.limit} bytes"
+            if declared > DRAIN_FACTOR * self.limit:
+                return self.refuse(message)
+            self.drain(message)  # the route never sees this request
+            return None
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.refused:
             return None
         self.received += len(chunk)
-        if self.received > self.limit:
+        if self.draining is None and self.received > self.limit:
             self.delegate.on_connection_close()  # drops what it holds
-            return self.refuse(f"Request body too large: the limit is {self.limit} bytes")
-        return self.delegate.data_received(chunk)
+            self.drain(f"Request body too large: the limit is {self.limit} bytes")
+        if self.draining is None:
+            return self.delegate.data_received(chunk)
+        if self.received > DRAIN_FACTOR * self.limit:
+            return self.refuse(self.draining)
+        return None
+
+    def drain(self, message: str) -> None:
+        self.draining = message
+        # Counted here instead: Tornado's own limit would answer a bare 400.
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(UNLIMITED_BODY)
 
     def refuse(self, message: str) -> Awaitable[None] | None:
         self.refused = True
@@ -120,10 +137,13 @@ class BoundedBody(httputil.HTTPMessageDelegate):
         return self.delegate.headers_received(self.start_line, self.headers)
 
     def finish(self) -> None:
+        if self.draining is not None and not self.refused:
+            self.refuse(self.draining)  # the body is all dropped: answer now
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
-        self.delegate.on_connection_close()
+        if self.draining is None or self.refused:
+            self.delegate.on_connection_close()
 
 
 def _refusing(handler_class: type[tornado.web.RequestHandler]) -> type[BodyRefusal]:
