@@ -134,3 +134,24 @@ def test_stopping_a_worker_lets_the_task_in_flight_finish(broker, live_settings,
     assert started
     assert row["completed_at"] is not None, row["error"]
     assert row["attempts"] == 1
+
+
+def test_the_scheduler_sends_the_staging_sweep(broker, live_settings):
+    """An archive a killed process left staged goes with the hourly sweep."""
+    import os
+
+    orphan = live_settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"PK")
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(orphan, (two_days_ago, two_days_ago))
+    broker.client.delete("symbolon:schedule:expire_try_symbols")  # as if an hour had passed
+    worker = tasks.start_worker(broker, threads=1)
+    try:
+        assert tasks.Scheduler(broker).tick()
+        deadline = time.monotonic() + 30
+        while orphan.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not orphan.exists()
+    finally:
+        worker.stop()

@@ -118,6 +118,8 @@ async def send_within(
         # Not wait_for: cancelling would not stop the thread, only hide what it does.
         await asyncio.wait({waiting}, timeout=max(0.0, deadline - time.monotonic()))
         if not waiting.done():
+            # What the stalled send ends with is of no interest now; the actor copes with both.
+            waiting.add_done_callback(lambda late: late.cancelled() or late.exception())
             raise QueueUnavailable()
         try:
             return waiting.result()
