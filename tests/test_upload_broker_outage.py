@@ -1,5 +1,5 @@
 """POST /upload/ while the task broker's Redis stops answering: the upload is not left
-"processing" with no task queued for it (docs/upload.md, "When it fails")."""
+"processing" with no task queued for it (docs/upload.md, "What happens")."""
 
 from __future__ import annotations
 

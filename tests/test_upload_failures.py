@@ -1,6 +1,6 @@
 """POST /upload/ when things go wrong: slow servers to fetch from, bodies past the limit, clients
 that go away, a broker that does not take the task. Nothing is left staged and no upload is left
-"processing" with nothing to process it (docs/upload.md, "When it fails")."""
+"processing" with nothing to process it (docs/upload.md, "What happens")."""
 
 from __future__ import annotations
 
