@@ -450,3 +450,30 @@ async def test_a_bad_auth_token_turns_a_download_into_a_403(
         http_client, base_url, "/__lbheartbeat__", headers={"Auth-Token": "nonsense"}
     )
     assert health.code == 200
+
+
+@pytest.mark.gen_test
+async def test_objects_stored_under_a_lower_case_debug_id_are_still_found(
+    http_client, base_url, buckets
+):
+    """Older uploads kept the archive's spelling: a bucket may hold lower-case id directories."""
+    ident, both = new_id(), new_id()
+    put(buckets, "dl-private", f"old.pdb/{ident.lower()}/old.sym")
+    put(buckets, "dl-public", f"old.pdb/{ident.lower()}/old.sym")  # a later source
+    for spelling in (ident, ident.lower()):
+        response = await get(http_client, base_url, f"/old.pdb/{spelling}/old.sym")
+        assert response.code == 302
+        location = urllib.parse.urlsplit(response.headers["Location"]).path
+        # The upper-case spelling is missing everywhere, so the first source with either wins.
+        assert location == f"/dl-public/v1/old.pdb/{ident.lower()}/old.sym"
+        fetched = await tornado.httpclient.AsyncHTTPClient().fetch(response.headers["Location"])
+        assert fetched.body == SYMBOL
+    head = await get(http_client, base_url, f"/old.pdb/{ident}/old.sym", method="HEAD")
+    assert head.code == 200
+    # The upper-case spelling wins wherever it is.
+    put(buckets, "dl-third", f"new.pdb/{both}/new.sym")
+    put(buckets, "dl-public", f"new.pdb/{both.lower()}/new.sym")
+    response = await get(http_client, base_url, f"/new.pdb/{both.lower()}/new.sym")
+    assert urllib.parse.urlsplit(response.headers["Location"]).path.startswith("/dl-third/")
+    missing = await get(http_client, base_url, f"/old.pdb/{new_id()}/old.sym")
+    assert missing.code == 404

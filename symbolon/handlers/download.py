@@ -13,7 +13,7 @@ from symbolon.handlers.base import BaseHandler
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import StorageUnavailable
 from symbolon.symbols import syminfo
-from symbolon.symbols.keys import has_invalid_characters, is_ignorable, make_key
+from symbolon.symbols.keys import has_invalid_characters, is_ignorable, key_spellings
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -76,17 +76,18 @@ class DownloadHandler(BaseHandler):
         args = self.request.query_arguments
         include_try = self.try_route or "try" in args
         refresh = "_refresh" in args
-        key = make_key(debug_file, debug_id, symbol_file)
+        keys = key_spellings(debug_file, debug_id, symbol_file)
 
         started = time.perf_counter()
         with metrics.timer("download_symbol"):
             try:
-                found = await self.runtime.lookup.find(key, include_try, refresh)
+                hit = await self.runtime.lookup.find_any(keys, include_try, refresh)
             except StorageUnavailable:
                 return self._answer(503, "Symbol storage is unavailable; try again later.")
         elapsed = time.perf_counter() - started
 
-        if found is not None:
+        if hit is not None:
+            found, key = hit
             if head:
                 return self._answer(200, debug_time=elapsed)
             self.set_header("Location", await self._location(found.source, key))

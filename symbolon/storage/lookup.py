@@ -148,6 +148,17 @@ class SymbolLookup:
         task.add_done_callback(lambda _: self._inflight.pop(flight, None))
         return await asyncio.shield(task)
 
+    async def find_any(
+        self, keys: list[str], include_try: bool, refresh: bool = False
+    ) -> tuple[Found, str] | None:
+        """The first of ``keys`` that some source has, and where; the next key is looked up
+        only when no source has the one before."""
+        for key in keys:
+            found = await self.find(key, include_try, refresh)
+            if found is not None:
+                return found, key
+        return None
+
     async def _find(self, key: str, include_try: bool, refresh: bool) -> Found | None:
         sources = self.with_try if include_try else self.regular
         cache_keys = [self.cache_key(s, key) for s in sources]

@@ -17,6 +17,15 @@ def make_key(debug_file: str, debug_id: str, symbol_file: str) -> str:
     return f"{debug_file}/{debug_id.upper()}/{symbol_file}"
 
 
+def key_spellings(debug_file: str, debug_id: str, symbol_file: str) -> list[str]:
+    """The keys a file may be stored under, in the order to look: the upper-cased id, then the
+    lower-cased one, which uploads that kept the archive's spelling left in older buckets."""
+    keys = [make_key(debug_file, debug_id, symbol_file)]
+    if debug_id.lower() != debug_id.upper():
+        keys.append(f"{debug_file}/{debug_id.lower()}/{symbol_file}")
+    return keys
+
+
 def is_ignorable(debug_id: str, symbol_file: str, allowed_endings: Iterable[str]) -> bool:
     """Requests known never to find anything: answered 404 without touching storage."""
     if symbol_file in IGNORED_FILES or debug_id == NULL_DEBUG_ID:
