@@ -118,6 +118,16 @@ async def test_a_body_just_past_the_limit_is_dropped_then_answered(port):
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+async def test_an_upload_past_its_limit_without_a_token_is_a_json_403(port, token):
+    # The upload route streams its body and decides from the token first (docs/upload.md).
+    extra = [f"Auth-Token: {token}"] if token else []
+    status, _, body = await raw(port, post_head("/upload/", 3 * 1024**3, *extra))
+    assert status == 403
+    assert "error" in json.loads(body)
+
+
+@pytest.mark.gen_test
 async def test_symbolication_has_a_larger_limit_of_its_own(http_client, base_url, port):
     jobs = {"jobs": [{"memoryMap": [], "stacks": [[]]}]}
     padded = json.dumps(jobs) + " " * (2 * LIMIT)  # over the general limit, under its own

@@ -196,6 +196,16 @@ class ReadHandler(BaseHandler):
     post = put = patch = delete = _like_get
 
 
+def declared_length(value: str) -> int | None:
+    """A ``Content-Length`` as Tornado reads it (equal repeated copies allowed); None when
+    malformed, which Tornado refuses by itself."""
+    copies = {v.strip() for v in value.split(",")}
+    if len(copies) != 1:
+        return None
+    (single,) = copies
+    return int(single) if single.isascii() and single.isdigit() else None
+
+
 def object_id(value: str, model: str) -> int:
     """A numeric id from the path; one too large for any row is simply not found."""
     if len(value) > 18:

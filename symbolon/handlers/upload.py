@@ -17,7 +17,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from symbolon.accounts.permissions import Permission
-from symbolon.handlers.base import ApiError, BaseHandler
+from symbolon.handlers.base import ApiError, BaseHandler, declared_length
 from symbolon.metrics import metrics
 from symbolon.tasks.broker import QueueUnavailable, send_within
 from symbolon.uploads import intake, records
@@ -68,12 +68,18 @@ class UploadHandler(BaseHandler):
                 await authenticating
             self.authorize(*UPLOAD_PERMISSIONS)
         except ApiError as exc:
-            # Read and drop the body, so that a client streaming it receives the 403.
+            # Read and drop the body, so that a client streaming it receives the 403; one
+            # declared past the limit is answered at once (Tornado would answer a bare 400).
             self.rejection = (exc.status_code, exc.message)
-            self._allow_body(settings.upload_max_size)
+            self._allow_body(UNLIMITED)
+            if (declared_length(self.request.headers.get("Content-Length", "0")) or 0) > (
+                settings.upload_max_size
+            ):
+                self.write_json({"error": exc.message}, status=exc.status_code)
             return
-        length = int(self.request.headers.get("Content-Length", "0") or 0)
+        length = declared_length(self.request.headers.get("Content-Length", "0")) or 0
         if length > settings.upload_max_size:
+            self._allow_body(UNLIMITED)  # the answer alone, not Tornado's bare 400 after it
             self.write_json(
                 {
                     "error": f"Upload too large: {length} bytes, the limit is "

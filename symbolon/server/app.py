@@ -21,7 +21,7 @@ from symbolon.handlers import openapi as openapi_handlers
 from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
-from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler
+from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, declared_length
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 
@@ -63,16 +63,6 @@ def with_slash_redirects(routes: list[Any]) -> list[Any]:
         if route[0].endswith("/") and len(route[0]) > 1
     ]
     return [*routes, *redirects]
-
-
-def declared_length(value: str) -> int | None:
-    """A ``Content-Length`` as Tornado reads it (equal repeated copies allowed); None when
-    malformed, which Tornado refuses by itself."""
-    copies = {v.strip() for v in value.split(",")}
-    if len(copies) != 1:
-        return None
-    (single,) = copies
-    return int(single) if single.isascii() and single.isdigit() else None
 
 
 class BoundedBody(httputil.HTTPMessageDelegate):
