@@ -76,3 +76,32 @@ async def test_http_upload_through_s3_staging(http_client, base_url, runtime, wo
     assert json.loads(response.body)["upload"]["completed_at"]
     assert staged_objects(runtime.settings) == []
     assert not list(runtime.settings.staging_dir.glob("upload-*"))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_sweep_deletes_orphaned_staged_objects_and_keeps_referenced_ones(runtime):
+    from symbolon.uploads import staging
+
+    refs = []
+    for _ in range(2):
+        local = runtime.settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(b"PK")
+        refs.append(await runtime.staging.put(local))
+        local.unlink()
+    orphan, referenced = refs
+    user_id = await runtime.db.fetchval(
+        "INSERT INTO users (email) VALUES ($1) RETURNING id", unique_email()
+    )
+    await runtime.db.execute(
+        """INSERT INTO uploads (user_id, filename, bucket_name, staging_ref, destination_url)
+           VALUES ($1, 'kept.zip', 'symbols', $2, $3)""",
+        user_id,
+        referenced,
+        runtime.storage.upload_default.url,
+    )
+    assert await staging.sweep(runtime, 0.0) >= 1  # everything is old enough for it
+    keys = staged_objects(runtime.settings)
+    assert referenced.split("/", 3)[3] in keys
+    assert orphan.split("/", 3)[3] not in keys
+    await runtime.staging.delete(referenced)

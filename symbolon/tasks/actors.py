@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import dramatiq
@@ -52,7 +53,10 @@ async def fetch_upload(upload_id: int) -> None:
     """``process_upload`` for an upload by URL, when a fetch slot is free; else again shortly."""
     slots = fetch_slots
     if not slots.acquire(blocking=False):
-        fetch_upload.send_with_options(args=(upload_id,), delay=FETCH_BUSY_DELAY_MS)
+        # Off the event loop: other actors' coroutines share it.
+        await asyncio.to_thread(
+            fetch_upload.send_with_options, args=(upload_id,), delay=FETCH_BUSY_DELAY_MS
+        )
         return
     try:
         await _process_upload(upload_id)
