@@ -280,7 +280,9 @@ JOB = {
 }
 SYMBOLICATE_ERRORS = {
     "400": _json(_ref("Title"), "the first problem found in the request (docs/symbolication.md)"),
-    "413": _json(_ref("Title"), "the body is over 64 MiB"),
+    "403": _json(_ref("Title"), "a bad Auth-Token (none is needed)"),
+    "413": _json(_ref("Title"), "the body is larger than the route accepts"),
+    "503": _json(_ref("Title"), "the blocked-user check could not reach the identity provider"),
 }
 
 
@@ -979,6 +981,12 @@ def description() -> dict[str, Any]:
             }
         },
     }
+    for item in paths.values():
+        for operation in item.values():
+            # Every route that reads its body whole bounds it (docs/operations.md, "Limits").
+            operation["responses"].setdefault(
+                "413", _json(ERROR, "the body is larger than this route accepts")
+            )
     return {
         "openapi": "3.1.0",
         "info": {
