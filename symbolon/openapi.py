@@ -43,10 +43,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with exactly these fields: a field the handlers add must be described."""
     return {
         "type": "object",
         "required": list(required),
         "properties": {**required, **(optional or {})},
+        "additionalProperties": False,
     }
 
 
@@ -277,6 +279,11 @@ JOB = {
             },
         },
     },
+}
+BACKFILL = {
+    "uploads_created_count": INTEGER,
+    "days_till_today": NULLABLE_INTEGER,
+    "backfilled": {"const": True},
 }
 SYMBOLICATE_ERRORS = {
     "400": _json(_ref("Title"), "the first problem found in the request (docs/symbolication.md)"),
@@ -723,13 +730,8 @@ def description() -> dict[str, Any]:
                 "requestBody": _form({"days": "accepted, unused", "force": "accepted, unused"}),
                 "responses": {
                     "200": _json(
-                        {
-                            "allOf": [
-                                _ref("Backfill"),
-                                _object({"updated": {"type": "array", "maxItems": 0}}),
-                            ]
-                        },
-                        "OK",
+                        _object({**BACKFILL, "updated": {"type": "array", "maxItems": 0}}),
+                        "OK, nothing updated",
                     ),
                     **_errors(),
                 },
@@ -1031,13 +1033,7 @@ def description() -> dict[str, Any]:
                         "related": {"type": "array", "items": _ref("UploadDetail")},
                     }
                 ),
-                "Backfill": _object(
-                    {
-                        "uploads_created_count": INTEGER,
-                        "days_till_today": NULLABLE_INTEGER,
-                        "backfilled": {"const": True},
-                    }
-                ),
+                "Backfill": _object(BACKFILL),
             },
         },
     }
