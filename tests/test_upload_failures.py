@@ -184,34 +184,48 @@ async def send_raw(base_url: str, head: str, pieces: list[bytes]) -> bytes:
     return answer
 
 
+async def post_chunked_past(limit: int, settings, token: str | None) -> tuple[bytes, object]:
+    """A chunked upload one byte past ``limit``, sent to the end; the status line and body."""
+    boundary = uuid.uuid4().hex
+    start = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="big.zip"; filename="big.zip"'
+        "\r\nContent-Type: application/zip\r\n\r\n"
+    ).encode()
+    body = start + b"x" * (limit + 1 - len(start))
+    pieces = [body[i : i + 32_768] for i in range(0, len(body), 32_768)]
+    chunks = [b"%x\r\n%b\r\n" % (len(p), p) for p in pieces]
+    chunks[-1] = chunks[-1][:-2]  # nothing after the last byte: the server reads all that came
+    head = (
+        "POST /upload/ HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+        + (f"Auth-Token: {token}\r\n" if token else "")
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    )
+    async with served(settings.replace(upload_max_size=limit)) as (_, base):
+        answer = await send_raw(base, head, chunks)
+    status, _, rest = answer.partition(b"\r\n")
+    return status, json.loads(rest.split(b"\r\n\r\n", 1)[1])
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_chunked_body_past_the_limit_gets_the_json_413_and_leaves_no_file(
     runtime, settings
 ):
     token, _ = await token_for(runtime, UPLOAD)
     limit = 200_000
-    boundary = uuid.uuid4().hex
-    start = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="big.zip"; filename="big.zip"'
-        "\r\nContent-Type: application/zip\r\n\r\n"
-    ).encode()
-    body = start + b"x" * (limit + 1 - len(start))  # one byte past the limit, read to the end
-    pieces = [body[i : i + 32_768] for i in range(0, len(body), 32_768)]
-    chunks = [b"%x\r\n%b\r\n" % (len(p), p) for p in pieces]
-    chunks[-1] = chunks[-1][:-2]  # nothing after the last byte: the server reads all that came
-    head = (
-        "POST /upload/ HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
-        f"Auth-Token: {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
-    )
-    async with served(settings.replace(upload_max_size=limit)) as (_, base):
-        answer = await send_raw(base, head, chunks)
-    status, _, rest = answer.partition(b"\r\n")
-    assert status == b"HTTP/1.1 413 Request Entity Too Large", answer[:200]
-    assert json.loads(rest.split(b"\r\n\r\n", 1)[1]) == {
+    status, answer = await post_chunked_past(limit, settings, token)
+    assert status == b"HTTP/1.1 413 Request Entity Too Large", answer
+    assert answer == {
         "error": f"Upload too large: the body passed the limit of {limit} bytes. "
         "Split the archive and upload the parts."
     }
     assert await wait_until(lambda: staged(settings) == [], seconds=10), staged(settings)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_chunked_body_past_the_limit_without_a_token_is_still_the_403(settings):
+    status, answer = await post_chunked_past(200_000, settings, None)
+    assert status == b"HTTP/1.1 403 Forbidden", answer
+    assert "error" in answer
 
 
 @pytest.mark.gen_test(timeout=60)

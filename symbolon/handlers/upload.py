@@ -109,14 +109,15 @@ class UploadHandler(BaseHandler):
         limit = self.runtime.settings.upload_max_size
         if self.received > limit and not self._finished:
             self._discard()
-            self.rejection = (413, "")  # nothing else is done with the rest
-            self.write_json(
-                {
-                    "error": f"Upload too large: the body passed the limit of {limit} bytes. "
-                    "Split the archive and upload the parts."
-                },
-                status=413,
-            )  # and Tornado closes the connection: the rest of the body is not read
+            # The first problem found is the answer (a 403 stays a 403); Tornado then closes
+            # the connection, so the rest of the body is not read.
+            status, message = self.rejection or (
+                413,
+                f"Upload too large: the body passed the limit of {limit} bytes. "
+                "Split the archive and upload the parts.",
+            )
+            self.rejection = (status, message)
+            self.write_json({"error": message}, status=status)
             return
         if self.rejection is not None:
             return
