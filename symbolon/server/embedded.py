@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from symbolon.conf import Settings
 
@@ -42,6 +42,7 @@ EMBEDDED_S3_SECRET = "symbolon-embedded-secret"
 EMBEDDED_SYMBOLS_BUCKET = "symbols"
 EMBEDDED_CRASHES_BUCKET = "crashes"
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes on Linux
+S3_START_SECONDS = 30.0  # to answer, or to load more of its objects
 PG_STOP_SECONDS = 60.0  # as long as pg_ctl's own wait
 PG_KILL_SECONDS = 10.0
 POSTMASTER_START_SLACK = 5.0  # postmaster.pid holds whole seconds, written just after start
@@ -297,10 +298,16 @@ class EmbeddedS3:
         self.state_file = self.directory / "server.json"
         self.owned_pid: int | None = None
 
-    def _running_port(self) -> int | None:
+    def _state(self) -> dict[str, Any]:
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _running_port(self) -> int | None:
+        state = self._state()
+        if not state:
             return None
         if state.get("ready") and _pid_alive(int(state["pid"])) and self._answers(state["port"]):
             return int(state["port"])
@@ -330,13 +337,33 @@ class EmbeddedS3:
                 )
             self.owned_pid = proc.pid
 
+            restored = [0]
+
             def ready() -> bool:
                 if proc.poll() is not None:
                     log = self.directory / "server.log"
                     raise EmbeddedError(f"embedded S3 server exited; see {log}")
                 return self._running_port() is not None
 
-            _wait_for(ready, 30, "embedded S3 server")
+            def moving() -> bool:
+                """Whether it is still loading its objects, and got further since last asked."""
+                state = self._state()
+                done = state.get("restored")
+                if state.get("ready") or not isinstance(done, int) or done <= restored[0]:
+                    return False
+                logger.info("embedded S3: %d of %s objects loaded", done, state.get("total"))
+                restored[0] = done
+                return True
+
+            # However many objects it has to load, as long as the loading moves on.
+            while True:
+                try:
+                    _wait_for(ready, S3_START_SECONDS, "embedded S3 server")
+                    break
+                except EmbeddedError:
+                    if not moving():
+                        proc.terminate()
+                        raise
             port = self._running_port()
         return f"http://127.0.0.1:{port}"
 

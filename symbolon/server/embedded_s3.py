@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -176,16 +177,20 @@ class Mirror:
     def _blob(self, bucket: str, key: str) -> Path:
         return self.blobs / hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
 
-    def restore(self) -> None:
+    def restore(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Load the mirror into the server; ``progress(done, total)`` about once a second."""
         for bucket in self.manifest:
             self.client.create_bucket(Bucket=bucket)
         items = [
             (b, key, meta) for b, objects in self.manifest.items() for key, meta in objects.items()
         ]
+        told = time.monotonic()
         # Several at a time: one by one, tens of thousands of objects take minutes.
         with ThreadPoolExecutor(RESTORE_THREADS) as pool:
-            for _ in pool.map(lambda item: self._put(*item), items):
-                pass
+            for done, _ in enumerate(pool.map(lambda item: self._put(*item), items), 1):
+                if progress is not None and time.monotonic() - told >= 1.0:
+                    progress(done, len(items))
+                    told = time.monotonic()
 
     def _put(self, bucket: str, key: str, meta: dict[str, Any]) -> None:
         extra = {k: meta[k] for k in ("ContentType", "ContentEncoding") if meta.get(k)}
@@ -254,7 +259,14 @@ def main(directory: Path) -> None:
     server = S3Server(port)
     server.start()
     mirror = Mirror(directory / "objects", client_for(server.port))
-    mirror.restore()
+
+    def restoring(done: int, total: int) -> None:
+        # EmbeddedS3.start waits as long as this keeps moving.
+        state = {"pid": os.getpid(), "port": server.port, "ready": False, "restored": done}
+        _write_json(state_file, {**state, "total": total})
+
+    restoring(0, sum(len(objects) for objects in mirror.manifest.values()))
+    mirror.restore(restoring)
     _write_json(state_file, {"pid": os.getpid(), "port": server.port, "ready": True})
 
     stopping = threading.Event()
