@@ -263,21 +263,29 @@ UPLOAD_OUTCOME = {
         "still processing (or `Prefer: respond-async`); poll `status_url`",
     ),
 }
+# A memory-map entry is [debug_filename, debug_id]; a frame [module index from -1 (no module) to
+# the last module, offset from -1] (docs/symbolication.md, "Requests and errors").
+MODULE = {
+    "type": "array",
+    "prefixItems": [
+        {"type": "string", "pattern": "^[a-zA-Z0-9_.+{}@<> -]*$", "maxLength": 1024},
+        {"type": "string", "pattern": "^[a-fA-F0-9]*$", "maxLength": 128},
+    ],
+    "minItems": 2,
+    "maxItems": 2,
+}
+FRAME = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": -1},
+    "minItems": 2,
+    "maxItems": 2,
+}
 JOB = {
     "type": "object",
     "required": ["memoryMap", "stacks"],
     "properties": {
-        "memoryMap": {
-            "type": "array",
-            "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
-        },
-        "stacks": {
-            "type": "array",
-            "items": {
-                "type": "array",
-                "items": {"type": "array", "items": INTEGER, "minItems": 2, "maxItems": 2},
-            },
-        },
+        "memoryMap": {"type": "array", "items": MODULE, "maxItems": 10_000},
+        "stacks": {"type": "array", "items": {"type": "array", "items": FRAME}, "minItems": 1},
     },
 }
 BACKFILL = {
@@ -917,7 +925,9 @@ def description() -> dict[str, Any]:
                         JSON: {
                             "schema": {
                                 "oneOf": [
-                                    _object({"jobs": {"type": "array", "items": JOB}}),
+                                    _object(
+                                        {"jobs": {"type": "array", "items": JOB, "maxItems": 10}}
+                                    ),
                                     JOB,
                                 ]
                             }
