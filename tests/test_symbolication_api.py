@@ -246,6 +246,24 @@ async def test_own_storage_is_read_first(http_client, base_url, settings, upstre
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_own_storage_finds_a_lower_case_debug_id_directory(
+    http_client, base_url, settings, upstream, symbolication
+):
+    # Buckets inherited from older uploads may hold the archive's own spelling.
+    ident = new_id()
+    put_own(
+        settings,
+        f"libdemo.so/{ident.lower()}/libdemo.so.sym",
+        with_debug_id(sym("examples/libdemo.so.sym"), ident),
+    )
+    body = {"memoryMap": [["libdemo.so", ident]], "stacks": [[[0, 4104]]]}
+    response = await post(http_client, base_url, "/symbolicate/v5", body)
+    result = json.loads(response.body)["results"][0]
+    assert result["stacks"][0][0]["function"] == "process_request"
+    assert upstream.hits == []
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_found_modules_are_shared_across_jobs(
     http_client, base_url, example_modules, symbolication
 ):

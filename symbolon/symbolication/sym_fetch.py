@@ -29,7 +29,7 @@ from symbolon.storage.lookup import StorageUnavailable, SymbolLookup
 from symbolon.storage.s3 import S3Clients
 from symbolon.symbolication import inflate
 from symbolon.symbolication.request import ModuleKey
-from symbolon.symbols.keys import has_invalid_characters, make_key
+from symbolon.symbols.keys import has_invalid_characters, key_spellings
 
 logger = logging.getLogger(__name__)
 
@@ -211,13 +211,15 @@ class Fetcher:
         symbol_file = sym_filename(filename)
         if has_invalid_characters(filename, symbol_file) or "/" in filename or "\n" in filename:
             return _SKIPPED, None
-        storage_key = make_key(filename, debug_id, symbol_file)
         try:
-            found = await self.lookup.find(storage_key, include_try=self.include_try)
+            hit = await self.lookup.find_any(
+                key_spellings(filename, debug_id, symbol_file), include_try=self.include_try
+            )
         except StorageUnavailable as exc:
             raise _SourceError(f"storage unavailable: {exc}") from None
-        if found is None:
+        if hit is None:
             return None, None
+        found, storage_key = hit
         source = found.source
         try:
             if source.public:
