@@ -252,6 +252,7 @@ async def test_unreachable_storage_is_a_503_not_a_false_404(dead_storage_setting
     async with served(dead_storage_settings) as (client, base):
         response = await get(client, base, f"/xul.pdb/{new_id()}/xul.sym")
     assert response.code == 503
+    assert int(response.headers["Retry-After"]) > 0
 
 
 @pytest.mark.gen_test

@@ -19,6 +19,9 @@ from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.conf import Settings
 from symbolon.runtime import Runtime
 
+# How long a client is asked to wait when storage or the task queue is away.
+RETRY_AFTER_SECONDS = 30
+
 logger = logging.getLogger(__name__)
 
 

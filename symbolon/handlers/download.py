@@ -9,7 +9,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from symbolon.handlers.base import BaseHandler
+from symbolon.handlers.base import RETRY_AFTER_SECONDS, BaseHandler
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import StorageUnavailable
 from symbolon.symbols import syminfo
@@ -83,6 +83,7 @@ class DownloadHandler(BaseHandler):
             try:
                 hit = await self.runtime.lookup.find_any(keys, include_try, refresh)
             except StorageUnavailable:
+                self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
                 return self._answer(503, "Symbol storage is unavailable; try again later.")
         elapsed = time.perf_counter() - started
 

@@ -17,7 +17,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from symbolon.accounts.permissions import Permission
-from symbolon.handlers.base import ApiError, BaseHandler, declared_length
+from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler, declared_length
 from symbolon.metrics import metrics
 from symbolon.tasks.broker import QueueUnavailable, send_within
 from symbolon.uploads import intake, records
@@ -26,7 +26,6 @@ from symbolon.uploads.multipart import MAX_FIELDS_BYTES, FormError, UploadForm
 UPLOAD_PERMISSIONS = (Permission.UPLOAD_SYMBOLS, Permission.UPLOAD_TRY_SYMBOLS)
 # How long a request tries to queue its task before it gives up and answers 503.
 ENQUEUE_SECONDS = 5.0
-RETRY_AFTER_SECONDS = 30
 # Tornado's own body limit answers a bare 400 and closes; the handler counts instead, to answer
 # the JSON 413 (and remove what it staged) as soon as a chunked body passes UPLOAD_MAX_SIZE.
 UNLIMITED = 1 << 62

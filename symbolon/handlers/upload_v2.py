@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from symbolon.accounts.permissions import Permission
-from symbolon.handlers.base import ApiError, BaseHandler
+from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler
 from symbolon.handlers.upload import UPLOAD_PERMISSIONS, wait_for_upload
 from symbolon.storage.lookup import StorageUnavailable
 from symbolon.tasks.broker import enqueue
@@ -40,7 +40,7 @@ class UploadV2Handler(BaseHandler):
         try:
             actions, pending = await v2.plan(rt, files, place.destination, place.try_symbols)
         except StorageUnavailable:
-            self.set_header("Retry-After", str(v2.RETRY_AFTER_SECONDS))
+            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
             return self.write_json(
                 {"error": "Symbol storage is unavailable; try again later."}, status=503
             )

@@ -44,7 +44,6 @@ READ_CHUNK = 256 * 1024
 PENDING_PREFIX = "pending/"
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_ID = 2**63 - 1  # uploads.id is a bigint
-RETRY_AFTER_SECONDS = 30
 DELETE_BATCH = 1000
 # What a storage call raises when the service is slow or away (as opposed to a missing key).
 STORAGE_ERRORS = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError)
