@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -245,3 +246,21 @@ def test_the_deadline_and_rate_come_from_the_settings(url_settings):
         url_settings.replace(upload_by_download_deadline_seconds=7.5, upload_by_download_min_rate=9)
     )
     assert (policy.deadline, policy.min_rate) == (7.5, 9)
+
+
+@pytest.mark.gen_test
+async def test_a_download_that_breaks_unexpectedly_leaves_no_file(tmp_path: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    from symbolon.conf import Settings
+    from symbolon.uploads import process
+
+    async def breaks(url, path, policy, limit):
+        path.write_bytes(b"half an archive")
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(process.by_url, "fetch_to_file", breaks)
+    services = SimpleNamespace(settings=Settings(upload_tempdir=tmp_path))
+    with pytest.raises(OSError):
+        await process._download(services, {"id": 1, "download_url": "https://x.test/a.zip"})
+    assert os.listdir(tmp_path) == []

@@ -145,16 +145,20 @@ async def _download(rt: UploadServices, upload: Any) -> Path | None:
             got = await by_url.fetch_to_file(
                 upload["download_url"], staged, policy, settings.upload_max_size
             )
+        await rt.db.execute(
+            "UPDATE uploads SET size = $2, redirect_urls = $3 WHERE id = $1",
+            upload["id"],
+            got.size,
+            got.redirect_urls or None,
+        )
     except by_url.FetchError as exc:
         await asyncio.to_thread(staged.unlink, missing_ok=True)
         await fail(rt, upload["id"], exc.message, status=exc.status)
         return None
-    await rt.db.execute(
-        "UPDATE uploads SET size = $2, redirect_urls = $3 WHERE id = $1",
-        upload["id"],
-        got.size,
-        got.redirect_urls or None,
-    )
+    except BaseException:
+        # The task is retried from the URL: this attempt's file is of no further use.
+        await asyncio.to_thread(staged.unlink, missing_ok=True)
+        raise
     return staged
 
 
