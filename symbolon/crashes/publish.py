@@ -81,10 +81,12 @@ class Publisher:
                     else:
                         done.set_result(None)
                 elif isinstance(result, Exception):
-                    # Its request was cancelled (a shutdown): nobody will mark it for later.
+                    # Its request was cancelled (a shutdown): its publishing mark, written before
+                    # the save, gets it published by the next process's re-publish loop.
                     logger.error(
-                        "%s: not published (%r) and its request is gone; "
-                        "`symbolon crashes republish --date 20%s` publishes it",
+                        "%s: not published (%r) and its request is gone; published again once "
+                        "its publishing mark is old enough, or by "
+                        "`symbolon crashes republish --date 20%s`",
                         crash_id,
                         result,
                         crash_id[-6:],
