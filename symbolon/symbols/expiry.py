@@ -14,11 +14,10 @@ import asyncpg
 
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import SymbolLookup
-from symbolon.storage.s3 import S3Clients
+from symbolon.storage.s3 import DELETE_BATCH, S3Clients, delete_keys
 from symbolon.storage.sources import StorageConfig
 
 logger = logging.getLogger(__name__)
-DELETE_BATCH = 1000
 
 
 class ExpiryServices(Protocol):
@@ -87,8 +86,6 @@ async def expire_try_symbols(rt: ExpiryServices, days: int, now: datetime | None
 async def _delete(
     rt: ExpiryServices, client: object, bucket: str, prefix: str, keys: list[str]
 ) -> int:
-    await client.delete_objects(  # type: ignore[attr-defined]
-        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
-    )
+    await delete_keys(client, bucket, keys)
     await rt.lookup.invalidate([k[len(prefix) :] for k in keys])
     return len(keys)

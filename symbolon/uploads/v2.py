@@ -27,11 +27,11 @@ import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
+from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, delete_keys, error_code
 from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
-from symbolon.uploads.process import head
+from symbolon.uploads.process import fail, head
 from symbolon.uploads.services import UploadServices
 
 PROTOCOL = "s3-presigned-put"
@@ -44,7 +44,6 @@ READ_CHUNK = 256 * 1024
 PENDING_PREFIX = "pending/"
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_ID = 2**63 - 1  # uploads.id is a bigint
-DELETE_BATCH = 1000
 # What a storage call raises when the service is slow or away (as opposed to a missing key).
 STORAGE_ERRORS = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError)
 
@@ -315,11 +314,9 @@ async def complete(rt: UploadServices, upload_id: int) -> None:
     checks = await _all(check(f) for f in pending)
     errors = [c.problem for c in checks if c.problem]
     if errors:
-        await _delete_keys(
+        await delete_keys(
             client, destination.bucket, [f["pending_key"] for f in pending if "pending_key" in f]
         )
-        from symbolon.uploads.process import fail
-
         await fail(rt, upload_id, "Verification failed: " + "; ".join(errors), status=400)
         return
 
@@ -402,14 +399,6 @@ async def _publish(
     await rt.symbolication.forget_misses([f["key"]])
 
 
-async def _delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
-    for start in range(0, len(keys), DELETE_BATCH):
-        batch = keys[start : start + DELETE_BATCH]
-        await client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-        )
-
-
 class PendingExpiryServices(Protocol):
     """What expiring abandoned v2 uploads uses; the runtime provides it."""
 
@@ -454,6 +443,6 @@ async def expire_pending(
         paginator = client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=location.bucket, Prefix=PENDING_PREFIX):
             old = [i["Key"] for i in page.get("Contents", []) if i["LastModified"] < cutoff]
-            await _delete_keys(client, location.bucket, old)
+            await delete_keys(client, location.bucket, old)
             result.objects += len(old)
     return result
