@@ -196,7 +196,7 @@ def s3_endpoint(settings: Settings) -> str:
     return settings.symbol_urls[0].rsplit("/", 1)[0]
 
 
-def s3_client(endpoint: str) -> Any:
+def s3_client(endpoint: str, config: Any = None) -> Any:
     """A plain boto3 client for the embedded S3 server, to arrange and inspect objects."""
     import boto3
 
@@ -206,6 +206,7 @@ def s3_client(endpoint: str) -> Any:
         region_name="us-east-1",
         aws_access_key_id="k",
         aws_secret_access_key="s",
+        config=config,
     )
 
 

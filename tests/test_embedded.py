@@ -28,16 +28,7 @@ NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 
 def client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-        config=NO_RETRIES,
-    )
+    return s3_client(endpoint, NO_RETRIES)
 
 
 def running(pid: int) -> bool:
