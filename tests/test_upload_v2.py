@@ -453,3 +453,49 @@ async def test_a_key_storage_cannot_hold_is_an_error_action(http_client, base_ur
     name = "n" * 1000
     body = await plan_files(http_client, base_url, token, [entry(f"{name}/{ident()}/a.sym", b"a")])
     assert body["files"][0]["action"] == {"type": "error", "msg": "key too long"}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_completion_at_work_is_left_alone_by_the_expiry_and_by_a_second_run(
+    http_client, base_url, runtime, worker, s3
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    sym = f"MODULE windows x86_64 {debug} busy.pdb\n".encode()
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"busy.pdb/{debug}/busy.sym", sym)]
+    )
+    action = body["files"][0]["action"]
+    assert await put(action, sym) == 200
+    upload_id = body["id"]
+    later = datetime.now(UTC) + timedelta(hours=2)
+    async with v2.claimed(runtime.db, upload_id) as mine:  # as a completion at work holds it
+        assert mine
+        await v2.expire_pending(runtime, 3600, now=later)
+        await v2.complete(runtime, upload_id)  # a repeated call: leaves it to the first
+        row = await runtime.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+        assert (row["completed_at"], row["failed_at"]) == (None, None)
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 1
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 201, done.body
+    assert (await get(http_client, base_url, f"/busy.pdb/{debug}/busy.sym")).code == 302
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_completion_call_without_the_task_queue_is_a_503(
+    http_client, base_url, runtime, monkeypatch
+):
+    from symbolon.handlers import upload_v2
+    from symbolon.tasks.broker import QueueUnavailable
+
+    async def unavailable(*args, **kwargs):
+        raise QueueUnavailable()
+
+    monkeypatch.setattr(upload_v2, "send_within", unavailable)
+    token, _ = await token_for(runtime, UPLOAD)
+    files = [entry(f"q.pdb/{ident()}/q.sym", b"MODULE q\n")]
+    body = await plan_files(http_client, base_url, token, files)
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 503
+    assert int(done.headers["Retry-After"]) > 0
+    assert "task queue" in json.loads(done.body)["error"]

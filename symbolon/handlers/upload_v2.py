@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from symbolon.accounts.permissions import Permission
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler
-from symbolon.handlers.upload import UPLOAD_PERMISSIONS, wait_for_upload
+from symbolon.handlers.upload import ENQUEUE_SECONDS, UPLOAD_PERMISSIONS, wait_for_upload
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.tasks.broker import enqueue
+from symbolon.tasks.broker import QueueUnavailable, send_within
 from symbolon.uploads import records, v2
 
 
@@ -76,7 +76,12 @@ class CompleteHandler(BaseHandler):
             raise ApiError(404, "No Upload matches the given query.")
         import symbolon.tasks.actors as actors
 
-        await enqueue(actors.complete_upload_v2, number)
+        try:
+            # A late message is harmless: a completion that finds the upload done does nothing.
+            await send_within(actors.complete_upload_v2, number, seconds=ENQUEUE_SECONDS)
+        except QueueUnavailable:
+            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            return self.write_json({"error": "The task queue is unavailable. Try again."}, 503)
         await wait_for_upload(self, number, principal.user.email)
 
 

@@ -166,7 +166,7 @@ async def fail(rt: UploadServices, upload_id: int, message: str, status: int = 4
     staged = await rt.db.fetchval("SELECT staging_ref FROM uploads WHERE id = $1", upload_id)
     await rt.db.execute(
         """UPDATE uploads SET error = $2, error_status = $3, failed_at = now(), staging_ref = NULL
-           WHERE id = $1""",
+           WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL""",
         upload_id,
         message,
         status,

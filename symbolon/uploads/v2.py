@@ -17,7 +17,8 @@ import json
 import re
 import secrets
 import zlib
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -289,12 +290,35 @@ class Checked:
     header: archive.SymHeader | None = None
 
 
+@asynccontextmanager
+async def claimed(db: asyncpg.Pool, upload_id: int) -> AsyncIterator[bool]:
+    """Whether this process holds the upload's completion, for as long as the block runs.
+
+    A completion call may be repeated while the first is still at work, and the expiry may come
+    at any time: both leave an upload alone while another holds it. Advisory lock keys: the
+    migrations use a positive one, completions the negated upload id.
+    """
+    async with db.acquire() as conn:
+        held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", -upload_id)
+        try:
+            yield bool(held)
+        finally:
+            if held:
+                await conn.execute("SELECT pg_advisory_unlock($1)", -upload_id)
+
+
 async def complete(rt: UploadServices, upload_id: int) -> None:
     """Verify what the client PUT, publish and record it, and finish the upload (run by a task).
 
     Nothing is published unless every file verifies; a failed upload's pending objects are
     deleted, and what was stored under the final keys before stays as it was.
     """
+    async with claimed(rt.db, upload_id) as mine:
+        if mine:  # else another run is at it, and finishes the upload
+            await _complete(rt, upload_id)
+
+
+async def _complete(rt: UploadServices, upload_id: int) -> None:
     upload = await rt.db.fetchrow(
         "SELECT * FROM uploads WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL",
         upload_id,
@@ -423,14 +447,29 @@ async def expire_pending(
     (in every location an upload may go to), so that abandoned PUTs do not stay."""
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=max_age_seconds)
     result = ExpiredPending()
-    status = await rt.db.execute(
-        """UPDATE uploads SET failed_at = now(), error_status = 400, error = $2
+    old = await rt.db.fetch(
+        """SELECT id, pending_files FROM uploads
            WHERE pending_files IS NOT NULL AND completed_at IS NULL AND failed_at IS NULL
              AND created_at < $1""",
         cutoff,
-        f"Not completed within {max_age_seconds} seconds; the files PUT for it were deleted",
     )
-    result.uploads = int(status.rsplit(" ", 1)[-1])
+    # The pending objects of an upload whose completion is at work stay, and so does its row.
+    busy: set[str] = set()
+    for row in old:
+        async with claimed(rt.db, row["id"]) as mine:
+            if not mine:
+                busy.update(
+                    f["pending_key"] for f in json.loads(row["pending_files"]) if "pending_key" in f
+                )
+                continue
+            status = await rt.db.execute(
+                """UPDATE uploads SET failed_at = now(), error_status = 400, error = $2
+                   WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL""",
+                row["id"],
+                f"Not completed within {max_age_seconds} seconds; the files PUT for it were "
+                "deleted",
+            )
+            result.uploads += int(status.rsplit(" ", 1)[-1])
     storage = rt.storage
     locations = [storage.upload_default, storage.upload_try]
     locations += [source for _, source in storage.upload_exceptions]
@@ -442,7 +481,11 @@ async def expire_pending(
         client = await rt.s3.client(location, "put")
         paginator = client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=location.bucket, Prefix=PENDING_PREFIX):
-            old = [i["Key"] for i in page.get("Contents", []) if i["LastModified"] < cutoff]
-            await delete_keys(client, location.bucket, old)
-            result.objects += len(old)
+            stale = [
+                i["Key"]
+                for i in page.get("Contents", [])
+                if i["LastModified"] < cutoff and i["Key"] not in busy
+            ]
+            await delete_keys(client, location.bucket, stale)
+            result.objects += len(stale)
     return result
