@@ -667,3 +667,15 @@ def test_verify_finds_a_lying_size(tmp_path):
     with archive.open_archive(path) as zf, pytest.raises(ArchiveError) as info:
         archive.verify(zf, archive.inspect(zf))
     assert "is shorter than its declared size" in str(info.value)
+
+
+def test_a_central_directory_that_lies_about_its_place_is_refused(tmp_path):
+    # Overstating the directory's offset makes the zip library shift every member's header
+    # offset below zero.
+    path = make_zip(tmp_path, [("xul.pdb/ABC/xul.sym", b"MODULE")])
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    offset = struct.unpack_from("<I", data, end + 16)[0]
+    struct.pack_into("<I", data, end + 16, offset + 10_000)
+    path.write_bytes(bytes(data + bytes(10_000)))
+    assert "its local header is missing" in rejection(path)

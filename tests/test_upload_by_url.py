@@ -264,3 +264,9 @@ async def test_a_download_that_breaks_unexpectedly_leaves_no_file(tmp_path: Path
     with pytest.raises(OSError):
         await process._download(services, {"id": 1, "download_url": "https://x.test/a.zip"})
     assert os.listdir(tmp_path) == []
+
+
+def test_a_url_that_cannot_be_parsed_is_a_400():
+    with pytest.raises(FetchError) as info:
+        FetchPolicy(allowed_domains=None).check_url("https://[::1/a.zip")
+    assert (info.value.status, info.value.message) == (400, "Enter a valid URL.")

@@ -198,8 +198,10 @@ def _check_layout(zf: zipfile.ZipFile) -> int:
     size = fp.seek(0, os.SEEK_END)
     spans: list[tuple[int, int, str]] = []
     for info in zf.infolist():
-        fp.seek(info.header_offset)
-        raw = fp.read(LOCAL_HEADER.size)
+        raw = b""
+        if info.header_offset >= 0:  # a central directory that lies about its place gives < 0
+            fp.seek(info.header_offset)
+            raw = fp.read(LOCAL_HEADER.size)
         if len(raw) < LOCAL_HEADER.size or raw[:4] != LOCAL_SIGNATURE:
             raise ArchiveError(
                 f"Archive member '{info.filename}' is corrupt: its local header is missing"

@@ -76,12 +76,16 @@ class FetchPolicy:
 
     def check_url(self, url: str) -> None:
         """The scheme and domain rules, for the first URL and every redirect."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # an unclosed "[" of an IPv6 address, a bad port…
+            raise FetchError(400, "Enter a valid URL.") from None
+        if parts.scheme not in ("http", "https") or not hostname:
             raise FetchError(400, "Enter a valid URL.")
         if self.require_https and parts.scheme != "https":
             raise FetchError(400, "Insecure URL")
-        host = parts.hostname.lower()
+        host = hostname.lower()
         if "\x00" in url:
             raise FetchError(400, "Enter a valid URL: it contains a NUL character.")
         if _shorthand_ipv4(host):
