@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -809,3 +810,15 @@ async def test_start_up_refuses_a_queue_that_takes_no_message(crash_settings, mo
     with pytest.raises(StartupError) as caught:
         await connect(crash_settings)
     assert "crash queue (REDIS_URL" in str(caught.value)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_removed_marks_directory_is_made_again(tmp_path):
+    from symbolon.crashes.stores.directory import FSCrashStorage
+
+    store = FSCrashStorage(tmp_path)
+    await store.mark_publishing("a" * 30 + "261202")
+    await store.clear_publishing("a" * 30 + "261202")
+    shutil.rmtree(tmp_path / "symbolon")  # an empty directory swept by a clean-up job
+    await store.mark_publishing("b" * 30 + "261202")
+    assert await store.publishing(older_than=-60) == ["b" * 30 + "261202"]

@@ -200,14 +200,13 @@ class Collector:
                 self.save_queue_size -= 1
                 waiting = False
                 metrics.gauge("crashmover.save_queue_size", self.save_queue_size)
-                marked = False
                 for attempt in range(s.crashmover_max_attempts):
                     started = time.perf_counter()
                     try:
                         try:
-                            if not marked:  # before the crash exists: see publish()
-                                await self.storage.mark_publishing(crash_id)
-                                marked = True
+                            # Before the crash exists (see publish()), and again at each attempt:
+                            # the mark's age tells the re-publish loop this request is at work.
+                            await self.storage.mark_publishing(crash_id)
                             await self.storage.save(crash_id, raw_crash, dumps)
                         except asyncio.CancelledError as exc:
                             if being_cancelled():

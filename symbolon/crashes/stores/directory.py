@@ -33,6 +33,9 @@ def fs_dump_dir(name: str) -> str:
     return name or "dump"
 
 
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
 class FSCrashStorage:
     """A directory, date first, for small single-machine installations.
 
@@ -71,7 +74,12 @@ class FSCrashStorage:
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            return os.open(path, CREATE_FLAGS, 0o666)
+        except FileNotFoundError:
+            # Removed under us (an emptied marks directory swept by a clean-up): made again.
+            os.makedirs(directory, exist_ok=True)
+            return os.open(path, CREATE_FLAGS, 0o666)
 
     def _write_fd(self, fd: int, data: Dump) -> None:
         with memoryview(data) as whole:
@@ -219,7 +227,11 @@ class FSCrashStorage:
     async def mark_publishing(self, crash_id: str) -> None:
         try:
             directory = str(self._publishing_dir)
-            self._write((directory, f"{directory}/{crash_id}"), b"", atomic=True)
+            file = (directory, f"{directory}/{crash_id}")
+            if self.fsync:  # waits for the disk: not on the event loop
+                await asyncio.to_thread(self._write, file, b"", True)
+            else:
+                self._write(file, b"", atomic=True)
         except OSError as exc:
             raise StorageError(f"cannot mark {crash_id} as being published: {exc}") from exc
 
