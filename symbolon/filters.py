@@ -132,10 +132,11 @@ def count_filter(
         match = COUNT_TERM.match(term)
         if not match:
             raise FilterError(name, f"'{term}' is not a valid count")
-        value = int(match.group(2))
-        if value > maximum:
+        digits = match.group(2).lstrip("0")
+        # Compared by length first: a long enough string of digits is more than int() takes.
+        if len(digits) > len(str(maximum)) or int(digits or "0") > maximum:
             raise FilterError(name, f"'{term}' is too large: counts go up to {maximum}")
-        query.add(f"{column} {match.group(1) or '='} {{}}", value)
+        query.add(f"{column} {match.group(1) or '='} {{}}", int(digits or "0"))
 
 
 def size_filter(query: Query, column: str, name: str, expression: str) -> None:
