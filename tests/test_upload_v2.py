@@ -238,6 +238,9 @@ async def test_verification_stops_inflating_a_bomb_past_the_declared_size():
     assert not cut.whole
     garbage = await v2.read_verified(Chunks(b"not gzip at all"), 15, True)
     assert not garbage.whole
+    for chunk in (4096, 1 << 20):  # the junk in the same read as the stream's end, or after it
+        padded = Chunks(gzip.compress(exact) + b"\0" * 100_000)
+        assert not (await v2.read_verified(padded, len(exact), True, chunk)).whole
 
 
 @pytest.mark.gen_test(timeout=120)

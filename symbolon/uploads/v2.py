@@ -277,6 +277,11 @@ async def read_verified(
         except zlib.error:
             result.whole = False
             break
+        if inflater is not None and inflater.eof:
+            # Bytes after the end of the gzip stream would be stored and served with it.
+            if inflater.unused_data or await stream.read(1):
+                result.whole = False
+            break
     if inflater is not None and not inflater.eof and result.size <= declared_size:
         result.whole = False
     return result
