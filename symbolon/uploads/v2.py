@@ -21,15 +21,15 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, delete_keys, error_code
-from symbolon.storage.sources import StorageConfig, SymbolSource
+from symbolon.storage.s3 import NOT_FOUND_CODES, delete_keys, error_code
+from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
 from symbolon.uploads.process import fail, head
@@ -428,17 +428,6 @@ async def _publish(
     await rt.symbolication.forget_misses([f["key"]])
 
 
-class PendingExpiryServices(Protocol):
-    """What expiring abandoned v2 uploads uses; the runtime provides it."""
-
-    @property
-    def storage(self) -> StorageConfig: ...
-    @property
-    def s3(self) -> S3Clients: ...
-    @property
-    def db(self) -> asyncpg.Pool: ...
-
-
 @dataclass
 class ExpiredPending:
     objects: int = 0
@@ -446,7 +435,7 @@ class ExpiredPending:
 
 
 async def expire_pending(
-    rt: PendingExpiryServices, max_age_seconds: int, now: datetime | None = None
+    rt: UploadServices, max_age_seconds: int, now: datetime | None = None
 ) -> ExpiredPending:
     """Fail v2 uploads not completed within ``max_age_seconds`` and delete pending objects as old
     (in every location an upload may go to), so that abandoned PUTs do not stay."""
