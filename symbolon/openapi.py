@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from symbolon import __version__
+from symbolon.web.routes import PAGE_PATTERNS
 
 JSON = "application/json"
 
@@ -30,6 +31,7 @@ EXCLUDED: dict[str, str] = {
     r"/([^/]+)": "symbol download: redirects and plain text",
     r"/([^/]+)/([0-9A-Fa-f]+)/([^/]+)": "symbol download: redirects and plain text",
 }
+EXCLUDED.update(dict.fromkeys(PAGE_PATTERNS, "a web page: HTML for people (docs/web.md)"))
 # And every path listed with a trailing slash answers 301 to it when asked without one.
 SLASH_REDIRECTS = "a path without its trailing slash: 301 to the described path"
 
