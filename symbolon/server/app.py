@@ -24,6 +24,7 @@ from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, declared_length
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
+from symbolon.web import routes as web_routes
 
 access_log = logging.getLogger("symbolon.access")
 # Tornado's own limit, for the routes that stream their bodies and raise it themselves (uploads,
@@ -235,6 +236,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *api_stats.ROUTES,
             *symbolicate_handlers.ROUTES,
             *openapi_handlers.ROUTES,
+            *web_routes.ROUTES,
             *(extra_routes or []),
         ]
     )
