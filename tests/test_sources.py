@@ -138,3 +138,99 @@ def test_all_buckets_lists_each_bucket_once():
     assert [b.bucket for b in config.all_buckets()] == ["public", "private", "partner"]
     assert config.writes_to(config.sources[1])
     assert not config.writes_to(config.sources[0])
+
+
+# -- directories on this machine (file:// URLs)
+
+
+@pytest.mark.parametrize(
+    ("url", "directory", "public"),
+    [
+        ("file:///srv/symbols", "/srv/symbols", False),
+        ("file:///srv/symbols/", "/srv/symbols", False),
+        ("file://localhost/srv/symbols?access=public", "/srv/symbols", True),
+        ("file://LOCALHOST/srv//symbols", "/srv/symbols", False),
+        ("file:///srv/my%20symbols", "/srv/my symbols", False),
+    ],
+)
+def test_a_file_url_names_a_directory_in_place_of_the_bucket(url, directory, public):
+    s = SymbolSource.parse(url)
+    assert s.is_directory
+    assert (s.bucket, s.prefix, s.object_prefix) == (directory, "", "v1")
+    assert (s.endpoint_url, s.region, s.public) == (None, None, public)
+    assert s.url == url
+    assert SymbolSource.parse(url, file_prefix="v2").object_prefix == "v2"
+    assert s.object_key("a.pdb/ID/a.sym") == "v1/a.pdb/ID/a.sym"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("file://host/srv/symbols", "names the host 'host'"),
+        ("file://symbols", "names the host 'symbols'"),
+        ("file:symbols", "not an absolute path"),
+        ("file:///srv/../etc", "'..' segments"),
+        ("file:///srv/%2e%2e/etc", "'..' segments"),
+        ("file:///srv/./symbols", "'.' or '..' segments"),
+        ("file:///", "file-system root"),
+        ("file:///srv/a%00b", "NUL"),
+    ],
+)
+def test_a_file_url_that_is_not_an_absolute_local_directory_is_refused_by_name(url, reason):
+    with pytest.raises(ValueError) as info:
+        SymbolSource.parse(url)
+    assert repr(url) in str(info.value) and reason in str(info.value)
+
+
+def test_a_location_id_is_short_stable_and_ignores_the_query():
+    a = SymbolSource.parse("file:///srv/symbols?access=public")
+    assert len(a.location_id) == 16 and int(a.location_id, 16) >= 0
+    assert a.location_id == SymbolSource.parse("file://localhost/srv/symbols/").location_id
+    assert a.location_id == hashlib.sha256(b"file:///srv/symbols").hexdigest()[:16]
+    assert a.location_id != SymbolSource.parse("file:///srv/symbols/try").location_id
+    bucket = SymbolSource.parse("http://minio:9000/symbols?access=public")
+    assert bucket.location_id == SymbolSource.parse("http://minio:9000/symbols/").location_id
+    assert bucket.location_id != SymbolSource.parse("http://minio:9000/other").location_id
+
+
+@pytest.mark.parametrize(
+    ("upload", "expected"),
+    [
+        ("file:///srv/symbols", "file:///srv/symbols/try"),
+        ("file:///srv/symbols/?access=public", "file:///srv/symbols/try?access=public"),
+        ("file://localhost/srv/symbols", "file://localhost/srv/symbols/try"),
+    ],
+)
+def test_a_directory_try_location_is_its_try_subdirectory(upload, expected):
+    assert derive_try_url(upload) == expected
+    default, try_ = SymbolSource.parse(upload), SymbolSource.parse(expected)
+    # As in a bucket: the try keys sit beside the default's v1/, not inside it.
+    assert try_.bucket == default.bucket + "/try"
+    assert f"{try_.bucket}/{try_.object_key('k')}" == f"{default.bucket}/try/v1/k"
+
+
+def test_storage_settings_take_directories_everywhere_a_bucket_goes():
+    config = storage(
+        SYMBOL_URLS="file:///srv/public?access=public,file:///srv/private",
+        UPLOAD_DEFAULT_URL="file:///srv/private",
+        UPLOAD_URL_EXCEPTIONS='{"*@partner.example": "file:///srv/partner"}',
+    )
+    assert [s.bucket for s in config.sources] == ["/srv/public", "/srv/private"]
+    assert config.upload_try.bucket == "/srv/private/try"
+    assert config.upload_destination("a@partner.example").bucket == "/srv/partner"
+    assert [b.bucket for b in config.all_buckets()] == [
+        "/srv/public",
+        "/srv/private",
+        "/srv/private/try",
+        "/srv/partner",
+    ]
+    assert storage(UPLOAD_TRY_SYMBOLS_URL="file:///srv/try").upload_try.bucket == "/srv/try"
+
+
+def test_a_bad_directory_url_in_the_settings_names_the_variable_and_the_url():
+    with pytest.raises(SettingsError) as info:
+        storage(UPLOAD_URL_EXCEPTIONS='{"*@x.com": "file://elsewhere/srv"}')
+    assert info.value.problems[0].startswith("UPLOAD_URL_EXCEPTIONS: 'file://elsewhere/srv'")
+    with pytest.raises(SettingsError) as info:
+        storage(SYMBOL_URLS="file:///srv/../x", UPLOAD_DEFAULT_URL="file:///srv/../x")
+    assert info.value.problems[0].startswith("SYMBOL_URLS: 'file:///srv/../x'")

@@ -68,6 +68,17 @@ def _parse_url_list(value: str) -> tuple[str, ...]:
     return tuple(_parse_url(part.strip()) for part in value.split(",") if part.strip())
 
 
+def _parse_location_url(value: str) -> str:
+    # A symbol location may also be a directory; its form is checked with the storage settings.
+    if not value.startswith(("http://", "https://", "file:")):
+        raise ValueError(f"{value!r} does not start with http://, https:// or file://")
+    return value
+
+
+def _parse_location_url_list(value: str) -> tuple[str, ...]:
+    return tuple(_parse_location_url(part.strip()) for part in value.split(",") if part.strip())
+
+
 def _parse_list(value: str) -> tuple[str, ...]:
     items = tuple(part.strip() for part in value.split(",") if part.strip())
     if not items:
@@ -134,6 +145,8 @@ seconds = Parser(_bounded(float, 0.0), "a number of seconds > 0")
 positive = Parser(_bounded(float, 0.0), "a number > 0")
 url = Parser(_parse_url, "an http(s) URL")
 url_list = Parser(_parse_url_list, "comma-separated http(s) URLs")
+location_url = Parser(_parse_location_url, "an http(s) or file:// URL")
+location_url_list = Parser(_parse_location_url_list, "comma-separated http(s) or file:// URLs")
 str_dict = Parser(_parse_str_dict, 'a dict literal like {"key": "value"}')
 networks = Parser(_parse_networks, "comma-separated CIDRs")
 key_prefix = Parser(lambda value: value.strip("/"), "text")

@@ -143,15 +143,15 @@ class Settings:
 
     # Symbol storage (docs/download.md, docs/upload.md).
     symbol_urls: tuple[str, ...] = setting(
-        "SYMBOL_URLS", (), p.url_list, "comma-separated read locations, tried in order"
+        "SYMBOL_URLS", (), p.location_url_list, "comma-separated read locations, tried in order"
     )
     upload_default_url: str | None = setting(
-        "UPLOAD_DEFAULT_URL", None, p.url, "where uploads go; must be one of `SYMBOL_URLS`"
+        "UPLOAD_DEFAULT_URL", None, p.location_url, "where uploads go; must be one of `SYMBOL_URLS`"
     )
     upload_try_symbols_url: str | None = setting(
         "UPLOAD_TRY_SYMBOLS_URL",
         None,
-        p.url,
+        p.location_url,
         "where try uploads go; default: `UPLOAD_DEFAULT_URL` with `try` inserted after the bucket",
     )
     upload_url_exceptions: Mapping[str, str] = setting(

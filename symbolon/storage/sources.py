@@ -4,6 +4,9 @@
 A URL such as ``https://s3-us-west-2.amazonaws.com/bucket/pfx?access=public`` names a bucket
 (first path segment), an optional prefix (the rest of the path), whether objects are public, the
 AWS region (from the host) or, for any non-AWS host, the endpoint of an S3-compatible server.
+
+``file:///srv/symbols?access=public`` names a directory on this machine instead: its path takes the
+place of the bucket, with no prefix.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from symbolon.conf import Settings, SettingsError
 
 AWS_HOST = re.compile(r"^(?:.+\.)?s3[.-](?P<region>[a-z0-9-]+)\.amazonaws\.com$")
+FILE_SCHEME = "file"
+# Hex characters of a location id: enough that two locations of one configuration never share one.
+LOCATION_ID_LENGTH = 16
 
 
 @functools.cache
@@ -49,8 +55,20 @@ class SymbolSource:
     @classmethod
     def parse(cls, url: str, file_prefix: str = "v1") -> SymbolSource:
         parts = urlsplit(url)
+        if parts.scheme == FILE_SCHEME:
+            return cls(
+                url=url,
+                scheme=FILE_SCHEME,
+                netloc="",
+                bucket=_directory(url, parts.netloc, parts.path),
+                prefix="",
+                object_prefix=file_prefix,
+                public="access=public" in parts.query,
+                region=None,
+                endpoint_url=None,
+            )
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+            raise ValueError(f"{url!r} is not an http(s) URL with a host, nor a file:// URL")
         segments = parts.path.lstrip("/").split("/", 1)
         bucket = segments[0]
         if not bucket:
@@ -83,7 +101,25 @@ class SymbolSource:
         )
 
     @property
+    def is_directory(self) -> bool:
+        """A directory on this machine (``file://``) rather than an S3 bucket."""
+        return self.scheme == FILE_SCHEME
+
+    @property
+    def location_id(self) -> str:
+        """A short stable name for the location in URLs (``/storage/<id>/…``); the query
+        (``access=``) is left out, so it names the place, whoever may read it."""
+        if self.is_directory:
+            place = f"{FILE_SCHEME}://{self.bucket}"
+        else:
+            parts = urlsplit(self.url)
+            place = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        return hashlib.sha256(place.encode()).hexdigest()[:LOCATION_ID_LENGTH]
+
+    @property
     def base_url(self) -> str:
+        if self.is_directory:
+            return f"{FILE_SCHEME}://{self.bucket}"
         return f"{self.scheme}://{self.netloc}/{self.bucket}"
 
     def object_key(self, key: str) -> str:
@@ -94,9 +130,31 @@ class SymbolSource:
         return f"{self.base_url}/{self.object_key(key)}"
 
 
+def _directory(url: str, host: str, path: str) -> str:
+    """The absolute, normalised directory a ``file://`` URL names; ValueError naming the URL."""
+    if host.lower() not in ("", "localhost"):
+        raise ValueError(f"{url!r} names the host {host!r}: a file:// URL names this machine only")
+    decoded = unquote(path)
+    if not decoded.startswith("/"):
+        raise ValueError(f"{url!r} is not an absolute path (file:///absolute/directory)")
+    if "\x00" in decoded:
+        raise ValueError(f"{url!r} has a NUL character in its path")
+    segments = [s for s in decoded.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise ValueError(f"{url!r} has '.' or '..' segments: name the directory itself")
+    if not segments:
+        raise ValueError(f"{url!r} names the file-system root, not a directory of its own")
+    return "/" + "/".join(segments)
+
+
 def derive_try_url(upload_url: str) -> str:
-    """Insert a ``try`` segment right after the bucket: ``/bucket/pfx`` → ``/bucket/try/pfx``."""
+    """Insert a ``try`` segment right after the bucket: ``/bucket/pfx`` → ``/bucket/try/pfx``.
+    A directory's try location is its ``try`` subdirectory, a location of its own whose keys
+    sit beside the directory's ``v1/``, as they do in a bucket."""
     parts = urlsplit(upload_url)
+    if parts.scheme == FILE_SCHEME:
+        path = f"{parts.path.rstrip('/')}/try"
+        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
     segments = parts.path.lstrip("/").split("/", 1)
     rest = f"/{segments[1]}" if len(segments) > 1 and segments[1] else ""
     path = f"/{segments[0]}/try{rest}"
@@ -145,7 +203,7 @@ class StorageConfig:
         upload_try = parse("UPLOAD_TRY_SYMBOLS_URL", try_url) if try_url else None
         exceptions = []
         for pattern, url in settings.upload_url_exceptions.items():
-            if not url.startswith(("http://", "https://")):
+            if not url.startswith(("http://", "https://", "file:")):
                 problems.append(f"UPLOAD_URL_EXCEPTIONS: {url!r} (for {pattern!r}) is not a URL")
                 continue
             source = parse("UPLOAD_URL_EXCEPTIONS", url)
