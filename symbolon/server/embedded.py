@@ -291,7 +291,8 @@ class EmbeddedRedis:
 
 
 class EmbeddedS3:
-    """A moto S3 server in a child process, persisted to the data dir (see ``embedded_s3``)."""
+    """A moto S3 server in a child process, written through to the data dir (see
+    ``embedded_s3``)."""
 
     def __init__(self, directory: Path):
         self.directory = directory.resolve()
@@ -369,7 +370,8 @@ class EmbeddedS3:
 
     def stop(self) -> None:
         if self.owned_pid is not None:
-            # Its SIGTERM handler writes a last snapshot before exiting.
+            # Every write it answered is on disk already; on SIGTERM it refuses new ones and
+            # lets those in flight finish (up to 20 s) before exiting.
             _stop_process(self.owned_pid, timeout=60)
             self.owned_pid = None
 
