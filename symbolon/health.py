@@ -64,7 +64,7 @@ async def check_redis_store_connected(rt: Runtime) -> CheckResult:
 
 
 async def check_storage_urls(rt: Runtime) -> CheckResult:
-    problems = await rt.s3.check_buckets(rt.storage)
+    problems = await rt.stores.problems(rt.storage)
     messages = {}
     for i, message in enumerate(problems.values()):
         code = "E001" if message.endswith("bucket not found") else "E002"

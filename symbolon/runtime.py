@@ -23,7 +23,8 @@ from symbolon.db import migrate
 from symbolon.redis_cache import Cache, redis_client
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
-from symbolon.storage.sources import StorageConfig
+from symbolon.storage.sources import StorageConfig, SymbolSource
+from symbolon.storage.stores import Stores
 from symbolon.symbolication.service import Symbolication
 from symbolon.symbols.missing import MissingRecorder
 from symbolon.uploads.staging import Staging, make_staging
@@ -62,6 +63,14 @@ def load_checked_settings(
     return settings
 
 
+def locations(storage: StorageConfig) -> list[SymbolSource]:
+    """Every location symbols are read from or written to, each once (by URL). Symbolication
+    reads the same ones; its upstream servers are plain HTTP, not locations."""
+    candidates = [*storage.sources, storage.upload_default, storage.upload_try]
+    candidates += [source for _, source in storage.upload_exceptions]
+    return list({source.url: source for source in candidates}.values())
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -70,6 +79,8 @@ class Runtime:
     cache: Cache
     store: Cache
     s3: S3Clients
+    # One store per symbol location; lookups, uploads, expiry and symbolication go through it.
+    stores: Stores
     lookup: SymbolLookup
     missing: MissingRecorder
     staging: Staging
@@ -85,6 +96,9 @@ class Runtime:
         """Connect to everything; settings must already point at real services."""
         assert settings.database_url and settings.redis_url and settings.redis_store_url
         storage = StorageConfig.from_settings(settings)
+        s3 = S3Clients(settings)
+        # Before connecting: a location no backend serves stops the start here.
+        stores = Stores(settings, s3, locations(storage))
         db = await asyncpg.create_pool(
             settings.database_url, min_size=1, max_size=settings.database_pool_max
         )
@@ -98,7 +112,6 @@ class Runtime:
             raise
         ignore = settings.redis_ignore_exceptions
         cache = Cache(redis_client(settings.redis_url, settings), "cache", ignore)
-        s3 = S3Clients(settings)
         lookup = SymbolLookup(
             storage,
             s3,
@@ -119,6 +132,7 @@ class Runtime:
             cache=cache,
             store=store,
             s3=s3,
+            stores=stores,
             lookup=lookup,
             missing=MissingRecorder(db, cache, settings.memoize_log_missing_symbols_seconds),
             staging=make_staging(settings, s3),
@@ -136,6 +150,7 @@ class Runtime:
             await self.collector.storage.close()
             await self.collector.publisher.close()
         await self.lookup.close()
+        await self.stores.close()
         await self.s3.close()
         await self.cache.close()
         await self.store.close()

@@ -75,7 +75,7 @@ def live_settings(stack: EmbeddedStack) -> Settings:
     async def prepare() -> None:
         runtime = await Runtime.create(settings)
         try:
-            await runtime.s3.ensure_buckets(runtime.storage)
+            await runtime.stores.ensure(runtime.storage)
             if runtime.collector is not None:
                 await runtime.collector.storage.start_up_check(create=True)
         finally:

@@ -67,8 +67,8 @@ async def connect(settings: Settings, checks: bool = True) -> Runtime:
     try:
         if settings.storage_is_embedded:
             # Only the embedded development server gets buckets made for it.
-            await runtime.s3.ensure_buckets(runtime.storage)
-        problems = await runtime.s3.check_buckets(runtime.storage)
+            await runtime.stores.ensure(runtime.storage)
+        problems = await runtime.stores.problems(runtime.storage)
         if problems:
             raise StartupError("storage not reachable:\n" + "\n".join(problems.values()))
         try:

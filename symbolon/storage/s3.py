@@ -1,26 +1,26 @@
-"""S3 access: one aiobotocore session per process, one client per endpoint and purpose, reused."""
+"""S3 access: one aiobotocore session per process, one client per endpoint and purpose, reused;
+and one anonymous HTTP session for the objects of public buckets."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import AsyncExitStack
 from typing import Any, Literal
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from symbolon.conf import Settings
-from symbolon.storage.sources import StorageConfig, SymbolSource
-
-logger = logging.getLogger(__name__)
+from symbolon.storage.sources import SymbolSource
 
 # lookup: existence checks (short timeouts, one retry); put: symbol writes (patient);
 # crash: crash reports (write timeouts, one retry: the crash mover retries whole saves).
 Purpose = Literal["lookup", "put", "crash"]
 NOT_FOUND_CODES = {"404", "NoSuchBucket", "NotFound"}
 FORBIDDEN_CODES = {"403", "AccessDenied", "Forbidden"}
+USER_AGENT = "symbolon/1.0"
 
 
 # S3 deletes at most this many keys in one request.
@@ -49,6 +49,7 @@ class S3Clients:
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[Any, ...], Any] = {}
         self._lock = asyncio.Lock()
+        self._http: aiohttp.ClientSession | None = None
 
     def _config(self, endpoint_url: str | None, purpose: Purpose) -> AioConfig:
         s = self.settings
@@ -101,49 +102,22 @@ class S3Clients:
                 self._clients[ident] = client
         return client
 
+    def anonymous_http(self) -> aiohttp.ClientSession:
+        """Plain HTTP without credentials, as anyone reads a public bucket; lookup timeouts."""
+        if self._http is None:
+            s = self.settings
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=s.s3_lookup_connect_timeout + s.s3_lookup_read_timeout
+                ),
+                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=100),
+            )
+        return self._http
+
     async def close(self) -> None:
         await self._stack.aclose()
         self._clients.clear()
-
-    async def bucket_problem(
-        self, source: SymbolSource, read_only_public: bool = False
-    ) -> str | None:
-        """None if the bucket answers, else the message ``/__heartbeat__`` shows."""
-        where = f"Unable to connect to {source.url} (bucket={source.bucket!r})"
-        try:
-            client = await self.client(source)
-            await client.head_bucket(Bucket=source.bucket)
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in NOT_FOUND_CODES:
-                return f"{where}, because bucket not found"
-            # A public bucket of someone else may refuse HeadBucket yet serve its objects.
-            if read_only_public and code in FORBIDDEN_CODES:
-                return None
-            return f"{where}, due to {exc}"
-        except (TimeoutError, BotoCoreError, OSError) as exc:
-            return f"{where}, due to {exc}"
-        return None
-
-    async def check_buckets(self, config: StorageConfig) -> dict[str, str]:
-        """Check every configured bucket concurrently; returns {url: problem} for failures."""
-        buckets = config.all_buckets()
-        problems = await asyncio.gather(
-            *(
-                self.bucket_problem(b, read_only_public=b.public and not config.writes_to(b))
-                for b in buckets
-            )
-        )
-        return {b.url: p for b, p in zip(buckets, problems, strict=True) if p}
-
-    async def ensure_buckets(self, config: StorageConfig) -> None:
-        """Create missing buckets: only ever called for the embedded development server."""
-        for source in config.all_buckets():
-            client = await self.client(source, "put")
-            try:
-                await client.head_bucket(Bucket=source.bucket)
-            except ClientError as exc:
-                if error_code(exc) not in NOT_FOUND_CODES:
-                    raise
-                logger.info("creating bucket %s at %s", source.bucket, source.endpoint_url)
-                await client.create_bucket(Bucket=source.bucket)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

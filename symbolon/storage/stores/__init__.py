@@ -1,0 +1,67 @@
+"""The symbol stores behind :class:`symbolon.storage.store.SymbolStore`, one per location: S3
+buckets (:mod:`.s3`), and directories on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from symbolon.conf import Settings
+from symbolon.storage.s3 import S3Clients
+from symbolon.storage.sources import StorageConfig, SymbolSource
+from symbolon.storage.store import SymbolStore
+from symbolon.storage.stores.s3 import S3Store
+
+
+class Stores:
+    """Every location's store, made once and kept by the location's URL."""
+
+    def __init__(
+        self, settings: Settings, s3: S3Clients, sources: Iterable[SymbolSource] = ()
+    ) -> None:
+        self._settings = settings
+        self._s3 = s3
+        self._stores: dict[str, SymbolStore] = {}
+        for source in sources:
+            self.at(source)
+
+    def at(self, source: SymbolSource) -> SymbolStore:
+        """The store of a location; ValueError for a kind of location no backend serves."""
+        store = self._stores.get(source.url)
+        if store is None:
+            store = self._stores[source.url] = self._make(source)
+        return store
+
+    def _make(self, source: SymbolSource) -> SymbolStore:
+        # The one place a location's kind chooses its backend.
+        if source.scheme in ("http", "https"):
+            return S3Store(source, self._s3)
+        # file:// locations: DirectoryStore(source, self._settings.secret_key), once it exists.
+        raise ValueError(f"{source.url!r}: no symbol store serves {source.scheme!r} locations")
+
+    def directory(self, location_id: str) -> SymbolStore | None:
+        """The configured directory location with this id (the file route's ``/storage/<id>/``);
+        None while directories are not served."""
+        return None
+
+    async def problems(self, storage: StorageConfig) -> dict[str, str]:
+        """Ask every configured location at once whether it answers; {url: problem} for those
+        that do not. A public bucket only read from may refuse HeadBucket."""
+        locations = storage.all_buckets()
+        answers = await asyncio.gather(
+            *(
+                self.at(s).problem(read_only_public=s.public and not storage.writes_to(s))
+                for s in locations
+            )
+        )
+        return {s.url: p for s, p in zip(locations, answers, strict=True) if p}
+
+    async def ensure(self, storage: StorageConfig) -> None:
+        """Create the configured locations that are missing (the embedded server's only)."""
+        for source in storage.all_buckets():
+            await self.at(source).ensure()
+
+    async def close(self) -> None:
+        stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            await store.close()

@@ -1,0 +1,63 @@
+"""The S3 symbol store against the embedded S3 server: a missing object and a storage that does
+not answer come out as the store interface's answers, whatever S3 or the network raised."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from symbolon.storage.sources import SymbolSource
+from symbolon.storage.store import ObjectMissing, StoreUnavailable
+from symbolon.storage.stores.s3 import S3Store
+
+NOBODY = "http://127.0.0.1:9/nowhere"  # the discard port: connections are refused
+
+
+def a_key(source: SymbolSource) -> str:
+    return source.object_key(f"s.pdb/{uuid.uuid4().hex.upper()}1/s.sym")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_missing_object(runtime):
+    source = runtime.storage.upload_default
+    store = runtime.stores.at(source)
+    key = a_key(source)
+    assert await store.head(key) is None
+    assert await store.exists(key) is False
+    with pytest.raises(ObjectMissing):
+        async with store.open(key):
+            pass
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_object_opened_is_described_and_read_in_chunks(runtime, tmp_path):
+    source = runtime.storage.upload_default
+    store = runtime.stores.at(source)
+    key = a_key(source)
+    path = tmp_path / "stored"
+    path.write_bytes(b"\x1f\x8b gzipped, say")
+    await store.put_file(key, path, content_encoding="gzip", metadata={"original_size": "12"})
+    async with store.open(key) as opened:
+        read = b"".join([chunk async for chunk in opened.chunks])
+    assert read == path.read_bytes()
+    assert (opened.info.size, opened.info.content_encoding) == (len(read), "gzip")
+    assert opened.info.metadata == {"original_size": "12"}
+    await store.delete([key])
+    assert await store.exists(key) is False
+
+
+@pytest.mark.parametrize("url", [NOBODY, f"{NOBODY}?access=public"], ids=["private", "public"])
+@pytest.mark.gen_test(timeout=60)
+async def test_a_storage_that_does_not_answer_is_unavailable(runtime, url):
+    source = SymbolSource.parse(url)
+    store = S3Store(source, runtime.s3)
+    key = a_key(source)
+    with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
+        await store.exists(key)
+    with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
+        await store.head(key)
+    with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
+        async with store.open(key):
+            pass
