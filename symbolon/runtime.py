@@ -114,11 +114,10 @@ class Runtime:
         cache = Cache(redis_client(settings.redis_url, settings), "cache", ignore)
         lookup = SymbolLookup(
             storage,
-            s3,
+            stores,
             cache,
             ttl=settings.symboldownload_exists_ttl_seconds,
             local_size=settings.download_local_cache_size,
-            lookup_timeout=settings.s3_lookup_connect_timeout + settings.s3_lookup_read_timeout,
         )
         await lookup.start()
         store = Cache(redis_client(settings.redis_store_url, settings), "store", ignore)

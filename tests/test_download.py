@@ -13,7 +13,7 @@ import tornado.httpclient
 
 from symbolon.runtime import Runtime
 from tests.conftest import s3_client, s3_endpoint, served, wait_until
-from tests.downloads import get
+from tests.downloads import PROXY_HEADERS, behind_a_proxy, get
 from tests.uploads import token_for
 
 SYMBOL = b"MODULE windows x86_64 0123 xul.pdb\n"
@@ -118,6 +118,32 @@ async def test_public_url_is_percent_encoded(http_client, base_url, buckets):
 
 
 @pytest.mark.gen_test
+async def test_a_path_a_store_answers_is_joined_to_the_url_the_request_came_in_on(
+    runtime, buckets, monkeypatch
+):
+    """A store may answer with a path on this server (a directory does); behind a proxy, the
+    redirect names the scheme and host the client asked the proxy for."""
+    ident = new_id()
+    put(buckets, "dl-private", f"xul.pdb/{ident}/xul.sym")
+    store = runtime.stores.at(runtime.storage.sources[1])
+
+    async def on_this_server(key: str, expires: int) -> str:
+        return f"/storage/place/{urllib.parse.quote(key)}?expires={expires}"
+
+    monkeypatch.setattr(store, "download_url", on_this_server)
+    client = tornado.httpclient.AsyncHTTPClient()
+    with behind_a_proxy(runtime) as base:
+        path = f"/xul.pdb/{ident}/xul.sym"
+        response = await get(client, base, path, headers=PROXY_HEADERS)
+        direct = await get(client, base, path)
+    assert response.code == 302
+    assert response.headers["Location"] == (
+        f"https://symbols.example.com/storage/place/v1{path}?expires=3600"
+    )
+    assert direct.headers["Location"] == f"{base}/storage/place/v1{path}?expires=3600"
+
+
+@pytest.mark.gen_test
 async def test_head_answers_200_without_a_location(http_client, base_url, buckets):
     ident = new_id()
     put(buckets, "dl-private", f"xul.pdb/{ident}/xul.sym")
@@ -185,7 +211,7 @@ async def test_presigned_validity_is_configurable(settings, buckets):
     runtime = await Runtime.create(settings.replace(download_presigned_url_expiry_seconds=120))
     try:
         source = runtime.storage.sources[1]
-        url = await runtime.lookup.presigned_url(source, "a/B/c.sym", 120)
+        url = await runtime.stores.at(source).download_url(source.object_key("a/B/c.sym"), 120)
     finally:
         await runtime.close()
     assert "X-Amz-Expires=120" in url

@@ -121,6 +121,14 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(403, "Forbidden")
         return principal
 
+    def absolute_url(self, url: str) -> str:
+        """A store's URL as a client can follow it: a path on this server (``/…``) is joined to
+        the scheme and host the request came in on (a proxy's: the server trusts X-Forwarded-*
+        headers); any other URL is returned as it is."""
+        if url.startswith("/") and not url.startswith("//"):
+            return f"{self.request.protocol}://{self.request.host}{url}"
+        return url
+
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, BaseHandler
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import StorageUnavailable
+from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import syminfo
 from symbolon.symbols.keys import has_invalid_characters, is_ignorable, key_spellings
 
@@ -121,12 +122,9 @@ class DownloadHandler(BaseHandler):
         values = self.request.query_arguments.get(name)
         return values[-1].decode("utf-8", "replace") if values else None
 
-    async def _location(self, source: Any, key: str) -> str:
-        if source.public:
-            return f"{source.base_url}/{quote(source.object_key(key))}"
-        return await self.runtime.lookup.presigned_url(
-            source, key, self.runtime.settings.download_presigned_url_expiry_seconds
-        )
+    async def _location(self, source: SymbolSource, key: str) -> str:
+        expires = self.runtime.settings.download_presigned_url_expiry_seconds
+        return self.absolute_url(await self.runtime.lookup.download_url(source, key, expires))
 
     async def _code_id_redirect(
         self, file: str, ident: str, symbol_file: str, refresh: bool

@@ -16,22 +16,14 @@ from collections import OrderedDict
 from contextlib import suppress
 from dataclasses import dataclass
 
-import aiohttp
-from botocore.exceptions import ClientError
-
 from symbolon.metrics import metrics
 from symbolon.redis_cache import Cache
-from symbolon.storage.s3 import NOT_FOUND_CODES, S3Clients, error_code
 from symbolon.storage.sources import StorageConfig, SymbolSource
+from symbolon.storage.stores import Stores
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_HEAD_ATTEMPTS = 5
-PUBLIC_HEAD_RETRY_STATUSES = {429, 500, 503}
-PUBLIC_HEAD_BACKOFF_SECONDS = 0.2
-USER_AGENT = "symbolon/1.0"
 FOUND, MISSING = b"1", b"0"
-PRESIGNED_MEMO_SIZE = 10_000
 
 
 class StorageUnavailable(Exception):
@@ -89,25 +81,21 @@ class SymbolLookup:
     def __init__(
         self,
         storage: StorageConfig,
-        s3: S3Clients,
+        stores: Stores,
         cache: Cache,
         ttl: float,
         local_size: int,
-        lookup_timeout: float = 5.0,
     ):
         self.storage = storage
-        self.s3 = s3
+        self.stores = stores
         self.cache = cache
         self.ttl = ttl
-        self.lookup_timeout = lookup_timeout
         self.memo = LocalMemo(local_size, ttl)
         self.channel = f"symbolon:download:invalidate:{storage.hash}"
         self.regular = storage.sources
         self.with_try = (*storage.sources, storage.upload_try)
-        self._http: aiohttp.ClientSession | None = None
         self._listener: asyncio.Task | None = None
         self._stopping = asyncio.Event()
-        self._presigned: OrderedDict[tuple, tuple[float, str]] = OrderedDict()
         self._inflight: dict[tuple[str, bool, bool], asyncio.Future] = {}
 
     # -- the cache keys ----------------------------------------------------------------------
@@ -211,62 +199,12 @@ class SymbolLookup:
         return None
 
     async def _exists(self, source: SymbolSource, key: str) -> bool:
-        if source.public:
-            return await self._public_exists(source.public_url(key))
-        client = await self.s3.client(source)
-        try:
-            await client.head_object(Bucket=source.bucket, Key=source.object_key(key))
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
-                return False
-            raise
-        return True
+        return await self.stores.at(source).exists(source.object_key(key))
 
-    async def _public_exists(self, url: str) -> bool:
-        """An anonymous HTTP HEAD, retried on 429/500/503 (docs/download.md, "Looking up")."""
-        session = self._session()
-        for attempt in range(PUBLIC_HEAD_ATTEMPTS):
-            async with session.head(url, allow_redirects=False) as response:
-                if response.status == 200:
-                    return True
-                if response.status not in PUBLIC_HEAD_RETRY_STATUSES:
-                    if response.status not in (403, 404):
-                        logger.error("HEAD %s answered %d", url, response.status)
-                    return False
-            await asyncio.sleep(PUBLIC_HEAD_BACKOFF_SECONDS * (attempt + 1))
-        logger.error("HEAD %s kept failing after %d attempts", url, PUBLIC_HEAD_ATTEMPTS)
-        raise StorageUnavailable(url)
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.lookup_timeout),
-                headers={"User-Agent": USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=100),
-            )
-        return self._http
-
-    async def presigned_url(self, source: SymbolSource, key: str, expires: int) -> str:
-        """A presigned GET URL, reused for a twelfth of its validity.
-
-        Signing costs more than everything else a cached hit does, and popular files are asked
-        for over and over; a reused URL still has over 90% of its validity left.
-        """
-        memo_key = (source.endpoint_url, source.bucket, source.object_key(key), expires)
-        now = time.monotonic()
-        entry = self._presigned.get(memo_key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        client = await self.s3.client(source)
-        url = await client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": source.bucket, "Key": source.object_key(key)},
-            ExpiresIn=expires,
-        )
-        self._presigned[memo_key] = (now + expires / 12, url)
-        if len(self._presigned) > PRESIGNED_MEMO_SIZE:
-            self._presigned.popitem(last=False)
-        return url
+    async def download_url(self, source: SymbolSource, key: str, expires: int) -> str:
+        """Where a client GETs the file ``key`` of ``source``, valid ``expires`` seconds: maybe a
+        path on this server (see :meth:`symbolon.storage.store.SymbolStore.download_url`)."""
+        return await self.stores.at(source).download_url(source.object_key(key), expires)
 
     # -- invalidation ------------------------------------------------------------------------
 
@@ -290,9 +228,6 @@ class SymbolLookup:
             if not self._listener.done():
                 self._listener.cancel()
             self._listener = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def _listen(self) -> None:
         """Keep the memo in step with invalidations; while not subscribed, do not use it."""
