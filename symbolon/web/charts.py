@@ -74,10 +74,16 @@ def bar_chart(
     value_label: str = "Value",
     show: Callable[[float], str] = lambda v: f"{v:g}",
     label_every: int = 0,
+    whole: bool = True,
 ) -> BarChart:
     """A chart of ``points`` (label, value) in order. ``label_every`` labels every n-th bar
-    under the axis (0: about six labels, always the first and the last)."""
+    under the axis (0: about six labels, always the first and the last). ``whole``: the values
+    are counts, so the axis marks whole numbers only."""
     top = nice_max(max((v for _, v in points), default=0))
+    steps = 4
+    if whole:
+        top = max(top, 4)
+        steps = next(n for n in (4, 5, 2, 1) if top % n == 0)
     plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM
     slot = plot_width / max(1, len(points))
@@ -99,7 +105,8 @@ def bar_chart(
             )
         )
     ticks = [
-        Tick(y=round(TOP + plot_height * (1 - k / 4), 2), text=show(top * k / 4)) for k in range(5)
+        Tick(y=round(TOP + plot_height * (1 - k / steps), 2), text=show(top * k / steps))
+        for k in range(steps + 1)
     ]
     every = label_every or max(1, math.ceil(len(points) / 6))
     labels = [

@@ -51,6 +51,7 @@ class Table:
     reverse: bool = False
     # The URL of the page ordered by a column: (sort, reverse) → URL.
     sort_url: Callable[[str, bool], str] | None = None
+    stack: bool = True  # on a phone, each row becomes a block of labelled lines
 
     def header_link(self, column: Column) -> str | None:
         if column.sort is None or self.sort_url is None:

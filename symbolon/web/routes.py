@@ -9,7 +9,7 @@ from typing import Any
 import tornado.web
 
 from symbolon.web.page import STATIC
-from symbolon.web.pages import home
+from symbolon.web.pages import help_page, home, missing, tokens, upload_now, uploads
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -24,6 +24,11 @@ class StaticHandler(tornado.web.StaticFileHandler):
 
 ROUTES: list[Any] = [
     *home.ROUTES,
+    *help_page.ROUTES,
+    *tokens.ROUTES,
+    *missing.ROUTES,
+    *uploads.ROUTES,
+    *upload_now.ROUTES,
     (r"/static/([^/]+)", StaticHandler, {"path": str(STATIC)}),
 ]
 

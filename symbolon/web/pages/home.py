@@ -45,7 +45,7 @@ class HomePage(PageHandler):
                 f"to {days[-1].day.isoformat()} (UTC days)."
             ),
             value_label="Uploads",
-            show=lambda v: f"{v:,.0f}" if v == int(v) else f"{v:,.1f}",
+            show=lambda v: f"{v:,.0f}",
         )
         self.curl("/api/stats/", "Uploads, files and missing downloads by period:", auth=True)
         self.curl("/api/_auth/", "Who you are and your permissions:", auth=True)
