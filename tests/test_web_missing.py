@@ -48,7 +48,7 @@ async def test_lists_filters_sorts_and_pages(http_client, base_url, runtime):
     assert "Asked for in the last day (filtered) 25" in page.text
     assert f"{prefix}00.pdb" in page.text and f"{prefix}19.pdb" in page.text
     assert f"{prefix}20.pdb" not in page.text
-    assert "1–20 of 25" in page.text
+    assert "1\u201320 of 25" in page.text
     next_page = dict(page.links)["Next"]
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(next_page).query) == {
         "symbol": [prefix],
@@ -56,7 +56,7 @@ async def test_lists_filters_sorts_and_pages(http_client, base_url, runtime):
     }
     second = await fetch_page(http_client, base_url, anonymous, next_page)
     assert f"{prefix}24.pdb" in second.text and f"{prefix}19.pdb" not in second.text
-    assert "21–25 of 25" in second.text
+    assert "21\u201325 of 25" in second.text
 
     # Sorted by count, fewest first: a header link, keeping the filter.
     by_count = await fetch_page(
@@ -78,7 +78,7 @@ async def test_lists_filters_sorts_and_pages(http_client, base_url, runtime):
         anonymous,
         path(symbol=prefix, debugid="", filename="", count=">=24", sort="", reverse=""),
     )
-    assert narrowed.status == 200 and "1–2 of 2" in narrowed.text
+    assert narrowed.status == 200 and "1\u20132 of 2" in narrowed.text
     # The API calls behind the page, anonymous like the page.
     assert f"{base_url}/api/downloads/missing/?symbol={prefix}" in narrowed.body
     assert "YOURTOKENHERE" not in narrowed.body

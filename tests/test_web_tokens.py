@@ -67,7 +67,9 @@ async def test_lists_your_tokens_only_with_counts(http_client, base_url, runtime
     )
     caller = await Caller.with_session(runtime, uploader)
     page = await fetch_page(http_client, base_url, caller, "/tokens")
-    assert page.status == 200 and page.title == "API tokens · Symbolon" and page.h1() == "API tokens"
+    assert (
+        page.status == 200 and page.title == "API tokens · Symbolon" and page.h1() == "API tokens"
+    )
     assert mine[:8] in page.text and old[:8] not in page.text
     assert theirs[:8] not in page.body  # never another user's
     assert mine not in page.body  # only the prefix of a key, ever
@@ -99,7 +101,9 @@ async def test_making_a_token_shows_its_key_once(http_client, base_url, runtime,
         {"permissions": [UPLOAD], "expires": "90", "notes": notes},
     )
     assert page.status == 200
-    (key,) = re.findall(r'id="new-token-key" type="text" readonly value="([0-9a-f]{32})"', page.body)
+    (key,) = re.findall(
+        r'id="new-token-key" type="text" readonly value="([0-9a-f]{32})"', page.body
+    )
     assert "Token made. Copy its key now" in page.text
     assert "<script>alert" not in page.body
     assert "CI for &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page.body
@@ -147,7 +151,9 @@ async def test_the_both_uploads_warning_is_in_the_form(http_client, base_url, ru
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_forms_without_the_csrf_token_change_nothing(http_client, base_url, runtime, uploader):
+async def test_forms_without_the_csrf_token_change_nothing(
+    http_client, base_url, runtime, uploader
+):
     key = await token_of(runtime, uploader, (UPLOAD,))
     (token,) = await tokens_of(runtime, uploader)
     caller = await Caller.with_session(runtime, uploader)
@@ -169,13 +175,23 @@ async def test_extend_and_delete_your_own_tokens(http_client, base_url, runtime,
     (token,) = await tokens_of(runtime, uploader)
     caller = await Caller.with_session(runtime, uploader)
     extended = await fetch_page(
-        http_client, base_url, caller, "/tokens/extend", "POST", {"token": str(token.id), "days": "365"}
+        http_client,
+        base_url,
+        caller,
+        "/tokens/extend",
+        "POST",
+        {"token": str(token.id), "days": "365"},
     )
     assert extended.status == 303 and extended.location == "/tokens"
     (after,) = await tokens_of(runtime, uploader)
     assert after.expires_at - token.expires_at == timedelta(days=365)
     too_long = await fetch_page(
-        http_client, base_url, caller, "/tokens/extend", "POST", {"token": str(token.id), "days": "12"}
+        http_client,
+        base_url,
+        caller,
+        "/tokens/extend",
+        "POST",
+        {"token": str(token.id), "days": "12"},
     )
     assert too_long.status == 400  # not one of the choices
 
@@ -190,14 +206,25 @@ async def test_extend_and_delete_your_own_tokens(http_client, base_url, runtime,
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_extend_and_delete_flash_once_after_the_redirect(http_client, base_url, runtime, uploader):
+async def test_extend_and_delete_flash_once_after_the_redirect(
+    http_client, base_url, runtime, uploader
+):
     await token_of(runtime, uploader, (UPLOAD,))
     (token,) = await tokens_of(runtime, uploader)
     caller = await Caller.with_session(runtime, uploader)
     done = await fetch_page(
-        http_client, base_url, caller, "/tokens/extend", "POST", {"token": str(token.id), "days": "7"}
+        http_client,
+        base_url,
+        caller,
+        "/tokens/extend",
+        "POST",
+        {"token": str(token.id), "days": "7"},
     )
-    flash = [c.split(";")[0] for c in done.headers.get_list("Set-Cookie") if c.startswith("symbolon_flash=")]
+    flash = [
+        c.split(";")[0]
+        for c in done.headers.get_list("Set-Cookie")
+        if c.startswith("symbolon_flash=")
+    ]
     assert flash
     with_flash = Caller({"Cookie": caller.headers["Cookie"] + "; " + flash[0]}, csrf=caller.csrf)
     page = await fetch_page(http_client, base_url, with_flash, "/tokens")
@@ -222,8 +249,15 @@ async def test_other_peoples_tokens_cannot_be_touched(http_client, base_url, run
     # A superuser may delete anyone's, as with the API; extending stays the owner's.
     boss = await Caller.with_session(runtime, await make_user(runtime, superuser=True))
     page = await fetch_page(
-        http_client, base_url, boss, "/tokens/extend", "POST", {"token": str(theirs.id), "days": "30"}
+        http_client,
+        base_url,
+        boss,
+        "/tokens/extend",
+        "POST",
+        {"token": str(theirs.id), "days": "30"},
     )
     assert page.status == 404
-    page = await fetch_page(http_client, base_url, boss, "/tokens/delete", "POST", {"token": str(theirs.id)})
+    page = await fetch_page(
+        http_client, base_url, boss, "/tokens/delete", "POST", {"token": str(theirs.id)}
+    )
     assert page.status == 303 and await tokens_of(runtime, other) == []
