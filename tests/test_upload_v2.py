@@ -8,6 +8,7 @@ import json
 import urllib.parse
 import uuid
 import zlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from botocore.exceptions import ConnectTimeoutError
 
 from symbolon.uploads import records, v2
 from tests.conftest import s3_client, s3_endpoint
-from tests.downloads import get
+from tests.downloads import PROXY_HEADERS, behind_a_proxy, get
 from tests.uploads import UPLOAD, token_for
 
 
@@ -241,6 +242,45 @@ async def test_verification_stops_inflating_a_bomb_past_the_declared_size():
     for chunk in (4096, 1 << 20):  # the junk in the same read as the stream's end, or after it
         padded = Chunks(gzip.compress(exact) + b"\0" * 100_000)
         assert not (await v2.read_verified(padded, len(exact), True, chunk)).whole
+
+
+async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+@pytest.mark.gen_test
+async def test_a_stored_objects_chunks_are_read_no_more_than_asked_at_a_time():
+    reader = v2.ChunkReader(pieces(b"abcde", b"", b"fgh"))
+    assert [await reader.read(2) for _ in range(6)] == [b"ab", b"cd", b"e", b"fg", b"h", b""]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_upload_url_on_this_server_is_made_absolute(runtime, monkeypatch):
+    """A store may answer with a path on this server (a directory does): the client is given it
+    on the scheme and host it asked the proxy for."""
+    token, _ = await token_for(runtime, UPLOAD)
+    store = runtime.stores.at(runtime.storage.upload_default)
+
+    async def on_this_server(key: str, expires: int, **fields: object) -> tuple[str, dict]:
+        return f"/storage/place/{urllib.parse.quote(key)}?expires={expires}", {"X-Fixed": "1"}
+
+    monkeypatch.setattr(store, "upload_url", on_this_server)
+    debug = ident()
+    files = [entry(f"rel.pdb/{debug}/rel.sym", b"MODULE rel\n")]
+    with behind_a_proxy(runtime) as base:
+        response = await tornado.httpclient.AsyncHTTPClient().fetch(
+            f"{base}/upload/v2/",
+            method="POST",
+            body=json.dumps({"files": files}),
+            headers={**PROXY_HEADERS, "Auth-Token": token, "Content-Type": "application/json"},
+            raise_error=False,
+        )
+    assert response.code == 201, response.body
+    action = json.loads(response.body)["files"][0]["action"]
+    assert action["url"].startswith("https://symbols.example.com/storage/place/pending/")
+    assert action["url"].endswith(f"/v1/rel.pdb/{debug}/rel.sym?expires=3600")
+    assert action["headers"] == {"X-Fixed": "1"}
 
 
 @pytest.mark.gen_test(timeout=120)

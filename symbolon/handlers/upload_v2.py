@@ -44,6 +44,9 @@ class UploadV2Handler(BaseHandler):
             return self.write_json(
                 {"error": "Symbol storage is unavailable; try again later."}, status=503
             )
+        for action in actions:
+            if action["action"]["type"] == "upload":
+                action["action"]["url"] = self.absolute_url(action["action"]["url"])
         upload_id, created_at = await records.create_v2_upload(
             rt.db,
             principal.user.id,

@@ -15,11 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from symbolon.metrics import metrics
-from symbolon.storage.s3 import NOT_FOUND_CODES, error_code
 from symbolon.storage.sources import SymbolSource
+from symbolon.storage.store import ObjectInfo
 from symbolon.symbols import archive
 from symbolon.uploads import by_url
 from symbolon.uploads.services import UploadServices
@@ -192,29 +190,25 @@ async def store_member(
         archive.prepare, zf, member, settings.compress_extensions, settings.staging_dir
     )
     try:
-        client = await rt.s3.client(destination, "put")
-        existing = await head(client, destination.bucket, object_key)
+        store = rt.stores.at(destination)
+        existing = await store.head(object_key)
         if existing is not None and identical(existing, prepared):
             metrics.incr("upload_file_upload_skip")
             return object_key
-        extra: dict[str, Any] = {}
+        metadata = None
         if prepared.compressed:
-            extra["ContentEncoding"] = "gzip"
-            extra["Metadata"] = {
+            metadata = {
                 "original_size": str(prepared.original_size),
                 "original_md5_hash": prepared.original_md5,
             }
         extension = member.key.rsplit(".", 1)[-1].lower() if "." in member.key else ""
-        if extension in settings.mime_overrides:
-            extra["ContentType"] = settings.mime_overrides[extension]
-        # A local temp file, read in chunks by the client as it sends: bounded memory.
-        with metrics.timer("upload_put_object"), open(prepared.path, "rb") as body:  # noqa: ASYNC230
-            await client.put_object(
-                Bucket=destination.bucket,
-                Key=object_key,
-                Body=body,
-                ContentLength=prepared.size,
-                **extra,
+        with metrics.timer("upload_put_object"):
+            await store.put_file(
+                object_key,
+                prepared.path,
+                content_type=settings.mime_overrides.get(extension),
+                content_encoding="gzip" if prepared.compressed else None,
+                metadata=metadata,
             )
         header = prepared.header
         await rt.db.execute(
@@ -243,19 +237,10 @@ async def store_member(
         await asyncio.to_thread(os.unlink, prepared.path)
 
 
-async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return await client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
-            return None
-        raise
-
-
-def identical(existing: dict[str, Any], prepared: archive.Prepared) -> bool:
+def identical(existing: ObjectInfo, prepared: archive.Prepared) -> bool:
     """Whether a stored object has the same content (see docs/upload.md, "What happens")."""
-    metadata = existing.get("Metadata") or {}
-    size = existing.get("ContentLength")
+    metadata = existing.metadata
+    size = existing.size
     if not prepared.compressed:
         return size == prepared.size
     if metadata:

@@ -9,8 +9,8 @@ import asyncpg
 
 from symbolon.conf import Settings
 from symbolon.storage.lookup import SymbolLookup
-from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig
+from symbolon.storage.stores import Stores
 from symbolon.uploads.staging import Staging
 
 
@@ -26,7 +26,7 @@ class UploadServices(Protocol):
     @property
     def db(self) -> asyncpg.Pool: ...
     @property
-    def s3(self) -> S3Clients: ...
+    def stores(self) -> Stores: ...
     @property
     def staging(self) -> Staging: ...
     @property

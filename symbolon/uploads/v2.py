@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import aiohttp
 import asyncpg
-from botocore.exceptions import BotoCoreError, ClientError
 
 from symbolon.storage.lookup import StorageUnavailable
-from symbolon.storage.s3 import NOT_FOUND_CODES, delete_keys, error_code
 from symbolon.storage.sources import SymbolSource
+from symbolon.storage.store import ObjectMissing, StoreUnavailable, SymbolStore
 from symbolon.symbols import archive
 from symbolon.symbols.keys import has_invalid_characters
-from symbolon.uploads.process import fail, head
+from symbolon.uploads.process import fail
 from symbolon.uploads.services import UploadServices
 
 PROTOCOL = "s3-presigned-put"
@@ -43,10 +41,10 @@ HEADER_BYTES = 64 * 1024
 # Bytes read from storage, and at most inflated, per step of a verification.
 READ_CHUNK = 256 * 1024
 PENDING_PREFIX = "pending/"
+# Stale pending objects deleted together while the listing goes on.
+EXPIRY_BATCH = 1000
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_ID = 2**63 - 1  # uploads.id is a bigint
-# What a storage call raises when the service is slow or away (as opposed to a missing key).
-STORAGE_ERRORS = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError)
 
 T = TypeVar("T")
 
@@ -113,44 +111,33 @@ def normalized_key(key: str) -> str | None:
     return f"{match.group(1)}/{match.group(2).upper()}/{match.group(3)}"
 
 
-def _headers(rt: UploadServices, key: str, size: int, md5: str) -> tuple[dict[str, Any], bool]:
-    """PutObject parameters the presigned URL fixes, and whether the body must be gzipped."""
+def _put_fields(rt: UploadServices, key: str, size: int, md5: str) -> tuple[dict[str, Any], bool]:
+    """What the upload URL fixes (content type, encoding, metadata: the client must send them),
+    and whether the body must be gzipped."""
     extension = key.rsplit(".", 1)[-1].lower() if "." in key else ""
-    params: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     compressed = extension in rt.settings.compress_extensions
     if compressed:
-        params["ContentEncoding"] = "gzip"
-        params["Metadata"] = {"original_size": str(size), "original_md5_hash": md5}
+        fields["content_encoding"] = "gzip"
+        fields["metadata"] = {"original_size": str(size), "original_md5_hash": md5}
     if extension in rt.settings.mime_overrides:
-        params["ContentType"] = rt.settings.mime_overrides[extension]
-    return params, compressed
-
-
-def _client_headers(params: dict[str, Any]) -> dict[str, str]:
-    headers = {}
-    if "ContentEncoding" in params:
-        headers["Content-Encoding"] = params["ContentEncoding"]
-    if "ContentType" in params:
-        headers["Content-Type"] = params["ContentType"]
-    for name, value in params.get("Metadata", {}).items():
-        headers[f"x-amz-meta-{name}"] = value
-    return headers
+        fields["content_type"] = rt.settings.mime_overrides[extension]
+    return fields, compressed
 
 
 async def _stored_identically(
     rt: UploadServices, source: SymbolSource, key: str, size: int, md5: str
 ) -> bool:
-    client = await rt.s3.client(source)
-    existing = await head(client, source.bucket, source.object_key(key))
+    existing = await rt.stores.at(source).head(source.object_key(key))
     if existing is None:
         return False
-    metadata = existing.get("Metadata") or {}
+    metadata = existing.metadata
     if metadata:
         return (
             metadata.get("original_size") == str(size) and metadata.get("original_md5_hash") == md5
         )
     # Stored as is, in one piece: the ETag is the MD5 of the bytes.
-    return existing.get("ContentLength") == size and existing.get("ETag", "").strip('"') == md5
+    return existing.size == size and existing.etag == md5
 
 
 async def _all(coros: Iterable[Awaitable[T]]) -> list[T]:
@@ -170,9 +157,11 @@ async def plan(
 ):
     """The action for each file, in request order, and the files the client will PUT.
 
-    StorageUnavailable when storage does not answer the existence checks.
+    StorageUnavailable when storage does not answer the existence checks. An upload URL may be
+    a path on this server, for the handler to make absolute.
     """
     expires = rt.settings.download_presigned_url_expiry_seconds
+    store = rt.stores.at(destination)
     token = secrets.token_hex(8)
     pending: list[dict[str, Any]] = []
     # 1,024 HEADs at once would queue on the connection pool until connect timeouts fire.
@@ -192,17 +181,12 @@ async def plan(
             for place in places:
                 try:
                     stored = await _stored_identically(rt, place, key, f["size"], f["md5_hash"])
-                except STORAGE_ERRORS as exc:
+                except StoreUnavailable as exc:
                     raise StorageUnavailable(place.url) from exc
                 if stored:
                     return {"key": f["key"], "action": {"type": "skip"}}
-        params, compressed = _headers(rt, key, f["size"], f["md5_hash"])
-        client = await rt.s3.client(destination, "put")
-        url = await client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": destination.bucket, "Key": pending_key, **params},
-            ExpiresIn=expires,
-        )
+        fields, compressed = _put_fields(rt, key, f["size"], f["md5_hash"])
+        url, headers = await store.upload_url(pending_key, expires, **fields)
         pending.append(
             {
                 "key": key,
@@ -218,7 +202,7 @@ async def plan(
                 "type": "upload",
                 "url": url,
                 "content_encoding": "gzip" if compressed else None,
-                "headers": _client_headers(params),
+                "headers": headers,
             },
         }
 
@@ -287,6 +271,24 @@ async def read_verified(
     return result
 
 
+class ChunkReader:
+    """A stored object's chunks as the stream :func:`read_verified` reads: no read returns more
+    than it asks for, whatever size the store's chunks are."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    async def read(self, size: int) -> bytes:
+        while not self._rest:
+            try:
+                self._rest = memoryview(await anext(self._chunks))
+            except StopAsyncIteration:
+                return b""
+        piece, self._rest = self._rest[:size], self._rest[size:]
+        return bytes(piece)
+
+
 @dataclass
 class Checked:
     problem: str | None = None
@@ -332,26 +334,24 @@ async def _complete(rt: UploadServices, upload_id: int) -> None:
         return
     destination = SymbolSource.parse(upload["destination_url"], rt.settings.symbol_file_prefix)
     pending = json.loads(upload["pending_files"] or "[]")
-    client = await rt.s3.client(destination, "put")
+    store = rt.stores.at(destination)
     # Each read holds a few chunks: the bound keeps a completion's memory small.
     reads = asyncio.Semaphore(rt.settings.upload_v2_verify_concurrency)
 
     async def check(f: dict[str, Any]) -> Checked:
         async with reads:
-            return await _verify(rt, client, upload_id, destination, f)
+            return await _verify(rt, store, upload_id, destination, f)
 
     checks = await _all(check(f) for f in pending)
     errors = [c.problem for c in checks if c.problem]
     if errors:
-        await delete_keys(
-            client, destination.bucket, [f["pending_key"] for f in pending if "pending_key" in f]
-        )
+        await store.delete([f["pending_key"] for f in pending if "pending_key" in f])
         await fail(rt, upload_id, "Verification failed: " + "; ".join(errors), status=400)
         return
 
     async def publish(f: dict[str, Any], checked: Checked) -> None:
         async with reads:
-            await _publish(rt, client, upload_id, destination, f, checked)
+            await _publish(rt, store, upload_id, destination, f, checked)
 
     await _all(publish(f, c) for f, c in zip(pending, checks, strict=True))
     await rt.db.execute(
@@ -360,7 +360,11 @@ async def _complete(rt: UploadServices, upload_id: int) -> None:
 
 
 async def _verify(
-    rt: UploadServices, client: Any, upload_id: int, destination: SymbolSource, f: dict[str, Any]
+    rt: UploadServices,
+    store: SymbolStore,
+    upload_id: int,
+    destination: SymbolSource,
+    f: dict[str, Any],
 ) -> Checked:
     object_key = destination.object_key(f["key"])
     done = await rt.db.fetchval(
@@ -370,17 +374,15 @@ async def _verify(
         return Checked(published=True)
     # Uploads planned before pending keys existed were PUT to the final key.
     source_key = f.get("pending_key", object_key)
+    # Storage trouble (StoreUnavailable) is raised: the task tries again rather than failing.
     try:
-        response = await client.get_object(Bucket=destination.bucket, Key=source_key)
-    except ClientError as exc:
-        if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchKey":
-            return Checked(f"{f['key']} was not uploaded")
-        raise  # storage trouble: the task tries again rather than failing the upload
-    async with response["Body"] as stream:
-        read = await read_verified(stream, f["size"], f["gzip"])
+        async with store.open(source_key) as opened:
+            read = await read_verified(ChunkReader(opened.chunks), f["size"], f["gzip"])
+    except ObjectMissing:
+        return Checked(f"{f['key']} was not uploaded")
     if not read.whole or read.size != f["size"] or read.md5.hexdigest() != f["md5"]:
         if source_key == object_key:
-            await client.delete_object(Bucket=destination.bucket, Key=object_key)
+            await store.delete([object_key])
         return Checked(f"{f['key']} does not match its declared size and MD5 (deleted)")
     header = archive.parse_sym_header(bytes(read.head)) if f["key"].endswith(".sym") else None
     return Checked(stored=read.stored, header=header)
@@ -388,7 +390,7 @@ async def _verify(
 
 async def _publish(
     rt: UploadServices,
-    client: Any,
+    store: SymbolStore,
     upload_id: int,
     destination: SymbolSource,
     f: dict[str, Any],
@@ -399,11 +401,7 @@ async def _publish(
     if not checked.published:
         if source_key != object_key:
             # Copies the content encoding, content type and metadata the PUT set.
-            await client.copy_object(
-                Bucket=destination.bucket,
-                Key=object_key,
-                CopySource={"Bucket": destination.bucket, "Key": source_key},
-            )
+            await store.copy(source_key, object_key)
         header = checked.header
         await rt.db.execute(
             """INSERT INTO file_uploads
@@ -423,7 +421,7 @@ async def _publish(
             header.generator if header else None,
         )
     if source_key != object_key:
-        await client.delete_object(Bucket=destination.bucket, Key=source_key)
+        await store.delete([source_key])
     await rt.lookup.invalidate([f["key"]])
     await rt.symbolication.forget_misses([f["key"]])
 
@@ -472,14 +470,15 @@ async def expire_pending(
         if (location.endpoint_url, location.bucket) in seen:
             continue
         seen.add((location.endpoint_url, location.bucket))
-        client = await rt.s3.client(location, "put")
-        paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=location.bucket, Prefix=PENDING_PREFIX):
-            stale = [
-                i["Key"]
-                for i in page.get("Contents", [])
-                if i["LastModified"] < cutoff and i["Key"] not in busy
-            ]
-            await delete_keys(client, location.bucket, stale)
-            result.objects += len(stale)
+        store = rt.stores.at(location)
+        stale: list[str] = []
+        async for item in store.list(PENDING_PREFIX):
+            if item.last_modified < cutoff and item.key not in busy:
+                stale.append(item.key)
+            if len(stale) >= EXPIRY_BATCH:
+                await store.delete(stale)
+                result.objects += len(stale)
+                stale = []
+        await store.delete(stale)
+        result.objects += len(stale)
     return result
