@@ -140,7 +140,7 @@ class Runtime:
             blocked=make_guard(settings, cache),
             collector=collector,
             # Its caches and parse processes start on first use, or with start() when serving.
-            symbolication=Symbolication(settings, lookup, s3, cache, store),
+            symbolication=Symbolication(settings, lookup, stores, cache, store),
         )
 
     async def close(self) -> None:

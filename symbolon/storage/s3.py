@@ -23,21 +23,8 @@ FORBIDDEN_CODES = {"403", "AccessDenied", "Forbidden"}
 USER_AGENT = "symbolon/1.0"
 
 
-# S3 deletes at most this many keys in one request.
-DELETE_BATCH = 1000
-
-
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-async def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
-    """Delete ``keys`` from ``bucket`` in as many requests as S3's batch limit needs."""
-    for start in range(0, len(keys), DELETE_BATCH):
-        batch = keys[start : start + DELETE_BATCH]
-        await client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-        )
 
 
 class S3Clients:

@@ -22,8 +22,8 @@ from symbolon.conf import Settings
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.redis_cache import CACHE_ERRORS, Cache
 from symbolon.storage.lookup import SymbolLookup
-from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import config_hash
+from symbolon.storage.stores import Stores
 from symbolon.symbolication.parse import ParsePool, physical_memory
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbolication.sym_fetch import Fetcher
@@ -74,7 +74,7 @@ class Symbolication:
         self,
         settings: Settings,
         lookup: SymbolLookup,
-        s3: S3Clients,
+        stores: Stores,
         cache: Cache,
         store: Cache,
     ):
@@ -91,7 +91,7 @@ class Symbolication:
         self.misses = MissMemory(cache, self.namespace, settings.symbolication_miss_ttl_seconds)
         self.fetcher = Fetcher(
             lookup,
-            s3,
+            stores,
             urls,
             include_try=settings.symbolication_include_try_symbols,
             max_size=settings.symbolication_max_sym_size,

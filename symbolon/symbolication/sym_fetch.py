@@ -1,10 +1,10 @@
 """Getting a module's sym file: this server's own storage first, then upstream symbol servers.
 
-Own storage is read directly (the same lookup, try rules and invalidation as downloads, then a GET
-from S3), upstream servers over HTTP with the reference's retry rules (docs/symbolication.md).
-Bodies are streamed to a temp file as received (gzip-compressed ones stay compressed: the parse
-process inflates them, see inflate.py), so a sym file of a gigabyte never sits in the server's
-memory.
+Own storage is read directly (the same lookup, try rules and invalidation as downloads, then a read
+from the location's store, or a plain GET of a public bucket's object), upstream servers over HTTP
+with the reference's retry rules (docs/symbolication.md). Bodies are streamed to a temp file as
+received (gzip-compressed ones stay compressed: the parse process inflates them, see inflate.py),
+so a sym file of a gigabyte never sits in the server's memory.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
 from yarl import URL
 
 from symbolon.metrics import symbolication_metrics as metrics
 from symbolon.storage.lookup import StorageUnavailable, SymbolLookup
-from symbolon.storage.s3 import S3Clients
+from symbolon.storage.store import ObjectMissing, StoreUnavailable
+from symbolon.storage.stores import Stores
 from symbolon.symbolication import inflate
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbols.keys import has_invalid_characters, key_spellings
@@ -133,7 +133,7 @@ class Fetcher:
     def __init__(
         self,
         lookup: SymbolLookup,
-        s3: S3Clients,
+        stores: Stores,
         upstream_urls: tuple[str, ...],
         include_try: bool = True,
         connect_timeout: float = 5.0,
@@ -144,7 +144,7 @@ class Fetcher:
         deadline: float | None = None,
     ):
         self.lookup = lookup
-        self.s3 = s3
+        self.stores = stores
         self.upstream_urls = tuple(u.rstrip("/") + "/" for u in upstream_urls)
         self.include_try = include_try
         self.connect_timeout = connect_timeout
@@ -222,27 +222,21 @@ class Fetcher:
         found, storage_key = hit
         source = found.source
         try:
-            if source.public:
+            if source.public and source.scheme in ("http", "https"):
                 url = f"{source.base_url}/{quote(source.object_key(storage_key))}"
                 received = await self._http_once(url, dest)
                 return (source.url if received is not None else None), received
-            client = await self.s3.client(source)
-            response = await client.get_object(
-                Bucket=source.bucket, Key=source.object_key(storage_key)
-            )
-            body = response["Body"]
-            async with body:
+            store = self.stores.at(source)
+            async with store.open(source.object_key(storage_key)) as opened:
                 received = await stream_to_file(
-                    body.iter_chunks(CHUNK), dest, response.get("ContentEncoding"), self.max_size
+                    opened.chunks, dest, opened.info.content_encoding, self.max_size
                 )
             return source.url, received
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None, None  # deleted since the lookup remembered it
-            raise _SourceError(f"{source.url}: {exc}") from None
+        except ObjectMissing:
+            return None, None  # deleted since the lookup remembered it
+        except StoreUnavailable as exc:
+            raise _SourceError(str(exc)) from None
         except (
-            BotoCoreError,
             OSError,
             inflate.DecodeError,
             aiohttp.ClientError,

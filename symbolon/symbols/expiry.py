@@ -14,10 +14,13 @@ import asyncpg
 
 from symbolon.metrics import metrics
 from symbolon.storage.lookup import SymbolLookup
-from symbolon.storage.s3 import DELETE_BATCH, S3Clients, delete_keys
 from symbolon.storage.sources import StorageConfig
+from symbolon.storage.store import SymbolStore
+from symbolon.storage.stores import Stores
 
 logger = logging.getLogger(__name__)
+# Old objects deleted (and forgotten by the lookup caches) together while the listing goes on.
+BATCH = 1000
 
 
 class ExpiryServices(Protocol):
@@ -26,7 +29,7 @@ class ExpiryServices(Protocol):
     @property
     def storage(self) -> StorageConfig: ...
     @property
-    def s3(self) -> S3Clients: ...
+    def stores(self) -> Stores: ...
     @property
     def db(self) -> asyncpg.Pool: ...
     @property
@@ -44,20 +47,18 @@ async def expire_try_symbols(rt: ExpiryServices, days: int, now: datetime | None
     """Delete try objects, and try uploads with their file rows, older than ``days``."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     location = rt.storage.upload_try
-    client = await rt.s3.client(location, "put")
+    store = rt.stores.at(location)
     prefix = location.object_prefix + "/"
     result = Expired()
     batch: list[str] = []
-    paginator = client.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            if item["LastModified"] < cutoff:
-                batch.append(item["Key"])
-            if len(batch) >= DELETE_BATCH:
-                result.objects += await _delete(rt, client, location.bucket, prefix, batch)
-                batch = []
+    async for item in store.list(prefix):
+        if item.last_modified < cutoff:
+            batch.append(item.key)
+        if len(batch) >= BATCH:
+            result.objects += await _delete(rt, store, prefix, batch)
+            batch = []
     if batch:
-        result.objects += await _delete(rt, client, location.bucket, prefix, batch)
+        result.objects += await _delete(rt, store, prefix, batch)
     async with rt.db.acquire() as conn, conn.transaction():
         old = "SELECT id FROM uploads WHERE try_symbols AND created_at < $1"
         result.files = int(
@@ -83,9 +84,7 @@ async def expire_try_symbols(rt: ExpiryServices, days: int, now: datetime | None
     return result
 
 
-async def _delete(
-    rt: ExpiryServices, client: object, bucket: str, prefix: str, keys: list[str]
-) -> int:
-    await delete_keys(client, bucket, keys)
+async def _delete(rt: ExpiryServices, store: SymbolStore, prefix: str, keys: list[str]) -> int:
+    await store.delete(keys)
     await rt.lookup.invalidate([k[len(prefix) :] for k in keys])
     return len(keys)
