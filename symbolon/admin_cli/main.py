@@ -22,6 +22,7 @@ from symbolon.accounts.users import (
     permission_codename,
 )
 from symbolon.admin_cli.crashes import crashes
+from symbolon.admin_cli.storage import storage
 from symbolon.admin_cli.upload import upload_command
 from symbolon.conf import Settings, SettingsError
 from symbolon.db import migrate as migrations
@@ -66,6 +67,7 @@ def cli() -> None:
 
 cli.add_command(upload_command)
 cli.add_command(crashes)
+cli.add_command(storage)
 
 
 @cli.command()
