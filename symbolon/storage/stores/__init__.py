@@ -1,5 +1,5 @@
 """The symbol stores behind :class:`symbolon.storage.store.SymbolStore`, one per location: S3
-buckets (:mod:`.s3`), and directories on this machine."""
+buckets (:mod:`.s3`) and directories on this machine (:mod:`.directory`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from symbolon.conf import Settings
 from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.storage.store import SymbolStore
+from symbolon.storage.stores.directory import DirectoryStore
 from symbolon.storage.stores.s3 import S3Store
 
 
@@ -22,6 +23,7 @@ class Stores:
         self._settings = settings
         self._s3 = s3
         self._stores: dict[str, SymbolStore] = {}
+        self._directories: dict[str, DirectoryStore] = {}
         for source in sources:
             self.at(source)
 
@@ -34,15 +36,17 @@ class Stores:
 
     def _make(self, source: SymbolSource) -> SymbolStore:
         # The one place a location's kind chooses its backend.
+        if source.is_directory:
+            store = DirectoryStore(source, self._settings.secret_key)
+            self._directories[source.location_id] = store
+            return store
         if source.scheme in ("http", "https"):
             return S3Store(source, self._s3)
-        # file:// locations: DirectoryStore(source, self._settings.secret_key), once it exists.
         raise ValueError(f"{source.url!r}: no symbol store serves {source.scheme!r} locations")
 
-    def directory(self, location_id: str) -> SymbolStore | None:
-        """The configured directory location with this id (the file route's ``/storage/<id>/``);
-        None while directories are not served."""
-        return None
+    def directory(self, location_id: str) -> DirectoryStore | None:
+        """The configured directory location with this id (the file route's ``/storage/<id>/``)."""
+        return self._directories.get(location_id)
 
     async def problems(self, storage: StorageConfig) -> dict[str, str]:
         """Ask every configured location at once whether it answers; {url: problem} for those
@@ -62,6 +66,6 @@ class Stores:
             await self.at(source).ensure()
 
     async def close(self) -> None:
-        stores, self._stores = list(self._stores.values()), {}
+        stores, self._stores, self._directories = list(self._stores.values()), {}, {}
         for store in stores:
             await store.close()
