@@ -69,7 +69,9 @@ def stack() -> Iterator[EmbeddedStack]:
 @pytest.fixture(scope="session")
 def live_settings(stack: EmbeddedStack) -> Settings:
     """Settings pointing at the session's embedded PostgreSQL, Redis and S3, migrated."""
-    base = load_settings({"SYMBOLON_DATA_DIR": str(stack.data_dir)}, dotenv_path=None)
+    base = load_settings(
+        {"SYMBOLON_DATA_DIR": str(stack.data_dir), "EMBEDDED_STORAGE": "s3"}, dotenv_path=None
+    )
     settings = stack.start(base.replace(worker_threads=0))
 
     async def prepare() -> None:

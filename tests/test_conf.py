@@ -12,7 +12,7 @@ def test_defaults_are_the_embedded_development_setup():
     s = load({})
     assert (s.host, s.port) == ("127.0.0.1", 8000)
     assert s.data_dir == Path(".data")
-    assert s.embedded_postgres and s.embedded_redis and s.embedded_s3 and s.fully_embedded
+    assert s.embedded_postgres and s.embedded_redis and s.embedded_storage and s.fully_embedded
     assert s.redis_ignore_exceptions is True
     assert (s.redis_socket_connect_timeout, s.redis_socket_timeout) == (1.0, 2.0)
     assert s.symbol_file_prefix == "v1"
@@ -27,7 +27,7 @@ def test_production_values_are_parsed_into_types():
         "https://s3-us-west-2.amazonaws.com/pub/?access=public",
         "https://minio:9000/priv",
     )
-    assert not s.embedded_postgres and not s.embedded_redis and not s.embedded_s3
+    assert not s.embedded_postgres and not s.embedded_redis and not s.embedded_storage
 
 
 @pytest.mark.parametrize("prefix", ["DJANGO_", "ELIOT_"])

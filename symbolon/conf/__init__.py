@@ -113,7 +113,7 @@ def _check_combinations(s: Settings, problems: list[str]) -> None:
 def _check_crash_settings(s: Settings, problems: list[str]) -> None:
     if not s.enable_crash_collector:
         return
-    if s.crash_storage == "s3" and not s.crash_bucket_name and not s.embedded_s3:
+    if s.crash_storage == "s3" and not s.crash_bucket_name and not s.embedded_storage:
         problems.append(
             "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME: required for crash storage in S3 when "
             "SYMBOL_URLS is set (or set CRASHMOVER_CRASHSTORAGE_CLASS=fs, or "

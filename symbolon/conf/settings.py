@@ -182,7 +182,14 @@ class Settings:
         "AWS_SECRET_ACCESS_KEY", None, p.text, "S3 secret key"
     )
     aws_default_region: str | None = setting("AWS_DEFAULT_REGION", None, p.text, "S3 region")
-    # Set when SYMBOL_URLS point at the embedded S3 server, the only one we create buckets in.
+    embedded_storage_kind: str = setting(
+        "EMBEDDED_STORAGE",
+        "directory",
+        p.choice(frozenset({"directory", "s3"})),
+        "without `SYMBOL_URLS`: `directory` keeps symbols and crashes under `SYMBOLON_DATA_DIR`;"
+        " `s3` on the embedded S3 emulator, for an S3 endpoint to develop against",
+    )
+    # Set when the locations are the embedded ones, the only ones we create.
     storage_is_embedded: bool = False
 
     # Download (docs/download.md).
@@ -442,7 +449,7 @@ class Settings:
         'how long a "not blocked" answer is trusted, per user',
     )
 
-    # Crash collector (docs/crashes.md). The bucket defaults to the embedded S3 server's.
+    # Crash collector (docs/crashes.md). Without SYMBOL_URLS, crashes are kept where symbols are.
     enable_crash_collector: bool = setting(
         "ENABLE_CRASH_COLLECTOR",
         True,
@@ -737,12 +744,12 @@ class Settings:
         return self.redis_url is None or self.redis_store_url is None
 
     @property
-    def embedded_s3(self) -> bool:
+    def embedded_storage(self) -> bool:
         return not self.symbol_urls
 
     @property
     def fully_embedded(self) -> bool:
-        return self.embedded_postgres and self.redis_url is None and self.embedded_s3
+        return self.embedded_postgres and self.redis_url is None and self.embedded_storage
 
     @property
     def crash_dir(self) -> Path:

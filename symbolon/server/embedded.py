@@ -409,29 +409,44 @@ class EmbeddedStack:
                 self.redis.append(cache)
                 changes["redis_store_url"] = store.start()
                 self.redis.append(store)
-            if settings.embedded_s3:
-                self.s3 = EmbeddedS3(self.data_dir / "s3")
-                endpoint = self.s3.start()
-                url = f"{endpoint}/{EMBEDDED_SYMBOLS_BUCKET}"
-                changes.update(
-                    symbol_urls=(url,),
-                    upload_default_url=url,
-                    aws_access_key_id=EMBEDDED_S3_KEY,
-                    aws_secret_access_key=EMBEDDED_S3_SECRET,
-                    storage_is_embedded=True,
-                )
-                if settings.crash_bucket_name is None and settings.crash_endpoint_url is None:
-                    changes.update(
-                        crash_bucket_name=EMBEDDED_CRASHES_BUCKET,
-                        crash_endpoint_url=endpoint,
-                        crash_region="us-east-1",
-                        crash_access_key=EMBEDDED_S3_KEY,
-                        crash_secret_access_key=EMBEDDED_S3_SECRET,
-                        crash_storage_is_embedded=True,
-                    )
+            if settings.embedded_storage:
+                changes.update(self._storage(settings))
             if settings.secret_key is None:
                 changes["secret_key"] = self._secret_key()
         return settings.replace(**changes)
+
+    def _storage(self, settings: Settings) -> dict[str, object]:
+        """Where symbols and crashes go when no location is configured: a directory in the data
+        dir, or (``EMBEDDED_STORAGE=s3``) buckets on the embedded S3 emulator."""
+        crashes_unset = settings.crash_bucket_name is None and settings.crash_endpoint_url is None
+        if settings.embedded_storage_kind == "directory":
+            url = (self.data_dir / "symbols").as_uri()
+            changes: dict[str, object] = dict(
+                symbol_urls=(url,), upload_default_url=url, storage_is_embedded=True
+            )
+            if settings.crash_storage == "s3" and crashes_unset:
+                changes.update(crash_storage="fs", crash_storage_is_embedded=True)
+            return changes
+        self.s3 = EmbeddedS3(self.data_dir / "s3")
+        endpoint = self.s3.start()
+        url = f"{endpoint}/{EMBEDDED_SYMBOLS_BUCKET}"
+        changes = dict(
+            symbol_urls=(url,),
+            upload_default_url=url,
+            aws_access_key_id=EMBEDDED_S3_KEY,
+            aws_secret_access_key=EMBEDDED_S3_SECRET,
+            storage_is_embedded=True,
+        )
+        if crashes_unset:
+            changes.update(
+                crash_bucket_name=EMBEDDED_CRASHES_BUCKET,
+                crash_endpoint_url=endpoint,
+                crash_region="us-east-1",
+                crash_access_key=EMBEDDED_S3_KEY,
+                crash_secret_access_key=EMBEDDED_S3_SECRET,
+                crash_storage_is_embedded=True,
+            )
+        return changes
 
     def redis_servers(self) -> tuple[EmbeddedRedis, EmbeddedRedis]:
         directory = self.data_dir / "redis"

@@ -43,7 +43,7 @@ def configure_process(settings: Settings) -> None:
 def services(settings: Settings) -> Iterator[Settings]:
     """Settings pointing at real services: the configured ones, or embedded ones started now."""
     needs_embedded = (
-        settings.embedded_postgres or settings.redis_url is None or settings.embedded_s3
+        settings.embedded_postgres or settings.redis_url is None or settings.embedded_storage
     ) or settings.secret_key is None
     if not needs_embedded:
         yield settings
