@@ -13,13 +13,15 @@ from typing import Any, cast
 
 import pytest
 
-from symbolon.conf import Settings
+from symbolon.conf import Settings, load_settings
 from symbolon.storage.copy import (
     CopyOptions,
     CopyRefused,
     ObjectDone,
     Outcome,
+    StorePair,
     Totals,
+    copy_pairs,
     copy_store,
     refuse_overlap,
     routes,
@@ -28,6 +30,7 @@ from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import SymbolSource
 from symbolon.storage.store import StoreUnavailable, SymbolStore
 from symbolon.storage.stores import Stores
+from symbolon.storage.stores.directory import DirectoryStore
 from tests.cli import env_for, invoke
 from tests.conftest import s3_client, s3_endpoint
 
@@ -404,3 +407,135 @@ def test_the_command_fails_for_a_missing_source_bucket(live_settings):
     result = invoke("storage", "copy", src, dst, env=env_for(live_settings))
     assert result.returncode == 1
     assert "SRC" in result.stderr and "bucket not found" in result.stderr
+
+
+# -- directories --------------------------------------------------------------------------------
+
+
+def store_at(stores: Stores, settings: Settings, source: SymbolSource) -> SymbolStore:
+    """The registry's store, or the directory backend itself while the registry does not serve
+    directory locations yet."""
+    if source.scheme == "file" and not serves_directories():
+        return DirectoryStore(source, settings.secret_key)
+    return stores.at(source)
+
+
+def serves_directories() -> bool:
+    probe = SymbolSource.parse("file:///srv/symbols")
+    try:
+        Stores(load_settings({}, dotenv_path=None), cast(S3Clients, None)).at(probe)
+    except ValueError:
+        return False
+    return True
+
+
+async def copy_locations(stores: Stores, settings: Settings, src: str, dst: str) -> Totals:
+    planned = routes(location(settings, src), location(settings, dst), settings.symbol_file_prefix)
+    pairs = [
+        StorePair(store_at(stores, settings, r.src), store_at(stores, settings, r.dst), r.exclude)
+        for r in planned
+    ]
+    for pair in pairs:
+        if pair.dst.source.scheme == "file":
+            await pair.dst.ensure()
+    return (await copy_pairs(pairs, CopyOptions(jobs=3))).totals
+
+
+async def contents(store: SymbolStore, key: str) -> dict[str, Any]:
+    async with store.open(key) as opened:
+        body = b"".join([chunk async for chunk in opened.chunks])
+    info = opened.info
+    return {
+        "body": body,
+        "type": info.content_type,
+        "encoding": info.content_encoding,
+        "metadata": dict(info.metadata),
+    }
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_bucket_moves_to_a_directory_and_back_byte_for_byte(live_settings, tmp_path):
+    first, last = new_bucket(live_settings), new_bucket(live_settings)
+    objects = fill(live_settings, first)
+    directory = f"file://{tmp_path}/symbols"
+    async with opened_stores(live_settings) as stores:
+        to_dir = await copy_locations(
+            stores, live_settings, bucket_url(live_settings, first), directory
+        )
+        assert (to_dir.copied, to_dir.failed) == (4, 0)
+
+        # In the directory, each object is where the server reads it, described as in S3.
+        main = store_at(stores, live_settings, location(live_settings, directory))
+        trial = store_at(stores, live_settings, location(live_settings, f"{directory}/try"))
+        for key, wanted in objects.items():
+            store, name = (
+                (trial, key.removeprefix("try/")) if key.startswith("try/") else (main, key)
+            )
+            got = await contents(store, name)
+            assert got == wanted, key
+        assert [i.key async for i in main.list("")] == sorted(
+            k for k in objects if not k.startswith("try/")
+        )
+
+        to_bucket = await copy_locations(
+            stores, live_settings, directory, bucket_url(live_settings, last)
+        )
+        assert (to_bucket.copied, to_bucket.failed) == (4, 0)
+        again = await copy_locations(
+            stores, live_settings, directory, bucket_url(live_settings, last)
+        )
+        assert (again.copied, again.skipped) == (0, 4)  # the directory's MD5s match S3's
+
+    assert sorted(keys_of(live_settings, last)) == sorted(objects)
+    for key in objects:
+        assert read(live_settings, last, key) == read(live_settings, first, key), key
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_directory_to_directory_resumes_after_a_failed_write(live_settings, tmp_path):
+    src = f"file://{tmp_path}/a"
+    dst = f"file://{tmp_path}/b"
+    async with opened_stores(live_settings) as stores:
+        source = store_at(stores, live_settings, location(live_settings, src))
+        await source.ensure()
+        keys = [f"v1/{symbol_key(f'd{i}')}" for i in range(5)]
+        for key in keys:
+            await source.put_bytes(key, key.encode() * 10, content_type="text/plain")
+        target = store_at(stores, live_settings, location(live_settings, dst))
+        await target.ensure()
+
+        async def disk_full_after_one(store: SymbolStore, n: int, key: str, path: Path, **kw: Any):
+            if n > 1:
+                raise StoreUnavailable(f"{store.source.url}: No space left on device")
+            await store.put_file(key, path, **kw)
+
+        first = await copy_store(source, faulty(target, disk_full_after_one), CopyOptions(jobs=1))
+        assert (first.totals.copied, first.totals.failed) == (1, 4)
+        second = await copy_store(source, target, CopyOptions(jobs=1))
+        assert (second.totals.copied, second.totals.skipped) == (4, 1)
+        for key in keys:
+            assert (await contents(target, key))["body"] == key.encode() * 10
+
+
+@pytest.mark.skipif(
+    not serves_directories(), reason="the store registry does not serve file:// locations yet"
+)
+def test_the_command_copies_a_directory_to_a_bucket_and_names_what_failed(live_settings, tmp_path):
+    bucket = new_bucket(live_settings)
+    fill(live_settings, bucket)
+    # A directory cannot hold both a file and a directory of one name: a real failure.
+    put(live_settings, bucket, "v1/clash", b"a file")
+    put(live_settings, bucket, "v1/clash/inside", b"under a file's name")
+    directory = f"file://{tmp_path}/symbols"
+    env = env_for(live_settings)
+
+    result = invoke("storage", "copy", bucket_url(live_settings, bucket), directory, env=env)
+    assert result.returncode == 1
+    assert "failed: v1/clash" in result.stderr
+    assert "copied 5 object(s)" in result.stdout and "failed 1" in result.stdout
+
+    back = new_bucket(live_settings)
+    result = invoke("storage", "copy", directory, bucket_url(live_settings, back), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "copied 5 object(s)" in result.stdout
+    assert len(keys_of(live_settings, back)) == 5
