@@ -7,9 +7,12 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
 
 from tests.browser import Journey, chromium, journey, site
-from tests.conftest import unique_email
+from tests.conftest import run_isolated, unique_email
 
 __all__ = ["chromium", "journey", "site"]  # fixtures, used by name
 
@@ -112,4 +115,67 @@ def test_sign_in_make_a_token_see_a_missing_symbol_sign_out(journey: Journey):
     assert page.get_by_role("link", name="Sign in").first.is_visible()
     journey.go("/tokens")
     page.wait_for_url(re.compile("^" + re.escape(journey.site.issuer)))
+    assert journey.errors == []
+
+
+def test_a_superusers_pages_with_figures(journey: Journey, live_settings):
+    """Home with a month of uploads, and the pages a superuser sees, at both widths."""
+    email = unique_email("boss")
+    journey.site.symbolon("superuser", email)
+    prefix = f"chart{uuid.uuid4().hex[:6]}"
+
+    async def arrange() -> None:
+        conn = await asyncpg.connect(live_settings.database_url)
+        try:
+            user_id = await conn.fetchval(
+                "SELECT id FROM users WHERE lower(email) = lower($1)", email
+            )
+            for day in range(30):
+                for n in range((day * 7) % 5 + (3 if day > 25 else 0)):
+                    await conn.execute(
+                        """INSERT INTO uploads (user_id, filename, bucket_name, size,
+                                                completed_at, created_at)
+                           VALUES ($1, $2, 'symbols', $3, now(),
+                                   now() - make_interval(days => $4))""",
+                        user_id,
+                        f"{prefix}-{day}-{n}.zip",
+                        1_000_000 * (n + 1),
+                        day,
+                    )
+            for i in range(30):
+                await conn.execute(
+                    """INSERT INTO missing_symbols (hash, symbol, debugid, filename, code_file,
+                                                    code_id, count)
+                       VALUES (md5(random()::text), $1, $2, $3, $4, $5, $6)""",
+                    f"{prefix}lib{i}.pdb",
+                    uuid.uuid4().hex.upper() + "1",
+                    f"{prefix}lib{i}.sym",
+                    f"{prefix}lib{i}.dll",
+                    uuid.uuid4().hex[:12].upper(),
+                    (i * 37) % 100 + 1,
+                )
+        finally:
+            await conn.close()
+
+    # On a thread of its own: Playwright's loop runs on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run_isolated, arrange()).result()
+    page = journey.page
+    journey.go("/")
+    journey.sign_in(email)
+    assert "Superuser Yes" in " ".join(page.locator("dl.facts").inner_text().split())
+    bars = page.locator("figure.chart rect.bar")
+    assert bars.count() == 30
+    assert page.locator("figure.chart").get_by_text("The numbers").is_visible()
+    journey.shots("10-home-superuser")
+    journey.go(f"/downloads/missing/?symbol={prefix}&sort=count&reverse=true")
+    assert page.locator("tbody tr").count() == 20
+    journey.shots("11-downloads-missing-sorted")
+    page.get_by_role("link", name="Next").click()
+    assert page.locator("tbody tr").count() == 10
+    page.locator("details.curl summary").click()
+    assert "/api/downloads/missing/?" in page.locator("details.curl").inner_text()
+    journey.shots("12-downloads-missing-page-2-curl")
+    journey.go("/tokens")
+    journey.shots("13-tokens-superuser")
     assert journey.errors == []

@@ -337,6 +337,14 @@ def test_bar_chart_scales_to_a_round_top_and_escapes_labels():
     svg = render("parts/bar_chart.html", chart=chart, chart_id="c1")
     assert "<a>" not in svg and "&lt;a&gt;: 0" in svg and "T &lt;x&gt;" in svg
     assert 'role="img"' in svg and 'aria-labelledby="c1-title c1-desc"' in svg
+    # The first and last labels stay inside; narrow screens keep the first, middle and last.
+    month = bar_chart([(f"d{i}", i) for i in range(30)], title="T")
+    assert [(x.text, x.anchor) for x in month.labels if x.major] == [
+        ("d0", "start"),
+        ("d14", "middle"),
+        ("d29", "end"),
+    ]
+    assert len(month.labels) == 7
     tiny = bar_chart([("a", 0.001), ("b", 1000)], title="T", whole=False)
     assert tiny.bars[0].height >= 1  # a small value stays visible
     # Counts get whole-number marks, however few.

@@ -48,8 +48,8 @@ async def test_home_shows_your_figures_and_not_anyone_elses(settings, fresh_data
         today = expected["stats"]["uploads"]["today"]
         assert today == {"count": 1, "total_size": 2048}
         assert "Your uploads" in page.text and "Everyone's uploads" not in page.text
-        assert "Today Uploads 1 Total size 2.0 KB Files 2" in page.text
-        assert "Last 30 days Uploads 2 Total size 2.0 KB Files 2" in page.text
+        assert "Today 1 2.0 KB 2" in page.text
+        assert "Last 30 days 2 2.0 KB 2" in page.text
         assert "6.7 MB" not in page.text  # the other user's upload
         assert "Superuser No" in page.text
         for label in ("Upload symbols", "Upload try symbols", "Manage API tokens"):
@@ -70,7 +70,7 @@ async def test_home_shows_your_figures_and_not_anyone_elses(settings, fresh_data
         auditor = await make_user(rt, groups=("Upload Auditors",))
         page = await fetch_page(client, base, await Caller.with_session(rt, auditor), "/")
         assert "Everyone's uploads" in page.text
-        assert "Today Uploads 2 Total size 6.7 MB Files 3" in page.text
+        assert "Today 2 6.7 MB 3" in page.text
         assert f"<title>{today_label}: 2</title>" in page.body
         assert "/api/uploads/created/?date=%3E%3D" in page.body
 

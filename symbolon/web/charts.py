@@ -14,7 +14,7 @@ WIDTH = 640
 HEIGHT = 220
 LEFT = 48  # room for the value axis labels
 BOTTOM = 28  # room for the category labels
-TOP = 10
+TOP = 18
 RIGHT = 8
 
 
@@ -39,6 +39,8 @@ class Tick:
 class XLabel:
     x: float
     text: str
+    anchor: str = "middle"  # the first and last labels stay inside the chart
+    major: bool = True  # shown on narrow screens too (the first, the middle and the last)
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,23 @@ def bar_chart(
         for k in range(steps + 1)
     ]
     every = label_every or max(1, math.ceil(len(points) / 6))
+    last = len(bars) - 1
+    major = {0, last // 2, last}
+    # Every n-th bar, less those that would crowd a major label.
+    chosen = {
+        i
+        for i in range(0, len(bars), every)
+        if not any(0 < abs(i - m) < every * 0.75 for m in major)
+    }
     labels = [
-        XLabel(x=round(bar.x + bar.width / 2, 2), text=bar.label)
+        XLabel(
+            x=bar.x if i == 0 else bar.x + bar.width if i == last else bar.x + bar.width / 2,
+            text=bar.label,
+            anchor="start" if i == 0 else "end" if i == last else "middle",
+            major=i in major,
+        )
         for i, bar in enumerate(bars)
-        if i % every == 0 or (i == len(bars) - 1 and (len(bars) - 1) % every >= every / 2)
+        if i in chosen | major
     ]
     return BarChart(
         title=title,

@@ -37,6 +37,7 @@ class Column:
     label: str
     sort: str | None = None  # the ``sort`` value that orders by this column, if any
     numeric: bool = False
+    time: bool = False  # a date and time: kept on one line
 
 
 @dataclass

@@ -28,8 +28,8 @@ COLUMNS = (
     Column("code_file", "Code file"),
     Column("code_id", "Code id"),
     Column("count", "Times asked", sort="count", numeric=True),
-    Column("modified_at", "Last asked", sort="modified_at"),
-    Column("created_at", "First asked", sort="created_at"),
+    Column("modified_at", "Last asked (UTC)", sort="modified_at", time=True),
+    Column("created_at", "First asked (UTC)", sort="created_at", time=True),
 )
 
 
@@ -38,7 +38,7 @@ def shown_time(value: str | None) -> str | None:
     if not value:
         return None
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 class MissingPage(PageHandler):
