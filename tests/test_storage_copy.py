@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from symbolon.conf import Settings, load_settings
+from symbolon.conf import Settings
 from symbolon.storage.copy import (
     CopyOptions,
     CopyRefused,
@@ -30,7 +30,6 @@ from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import SymbolSource
 from symbolon.storage.store import StoreUnavailable, SymbolStore
 from symbolon.storage.stores import Stores
-from symbolon.storage.stores.directory import DirectoryStore
 from tests.cli import env_for, invoke
 from tests.conftest import s3_client, s3_endpoint
 
@@ -412,29 +411,9 @@ def test_the_command_fails_for_a_missing_source_bucket(live_settings):
 # -- directories --------------------------------------------------------------------------------
 
 
-def store_at(stores: Stores, settings: Settings, source: SymbolSource) -> SymbolStore:
-    """The registry's store, or the directory backend itself while the registry does not serve
-    directory locations yet."""
-    if source.scheme == "file" and not serves_directories():
-        return DirectoryStore(source, settings.secret_key)
-    return stores.at(source)
-
-
-def serves_directories() -> bool:
-    probe = SymbolSource.parse("file:///srv/symbols")
-    try:
-        Stores(load_settings({}, dotenv_path=None), cast(S3Clients, None)).at(probe)
-    except ValueError:
-        return False
-    return True
-
-
 async def copy_locations(stores: Stores, settings: Settings, src: str, dst: str) -> Totals:
     planned = routes(location(settings, src), location(settings, dst), settings.symbol_file_prefix)
-    pairs = [
-        StorePair(store_at(stores, settings, r.src), store_at(stores, settings, r.dst), r.exclude)
-        for r in planned
-    ]
+    pairs = [StorePair(stores.at(r.src), stores.at(r.dst), r.exclude) for r in planned]
     for pair in pairs:
         if pair.dst.source.scheme == "file":
             await pair.dst.ensure()
@@ -465,8 +444,8 @@ async def test_a_bucket_moves_to_a_directory_and_back_byte_for_byte(live_setting
         assert (to_dir.copied, to_dir.failed) == (4, 0)
 
         # In the directory, each object is where the server reads it, described as in S3.
-        main = store_at(stores, live_settings, location(live_settings, directory))
-        trial = store_at(stores, live_settings, location(live_settings, f"{directory}/try"))
+        main = stores.at(location(live_settings, directory))
+        trial = stores.at(location(live_settings, f"{directory}/try"))
         for key, wanted in objects.items():
             store, name = (
                 (trial, key.removeprefix("try/")) if key.startswith("try/") else (main, key)
@@ -496,12 +475,12 @@ async def test_directory_to_directory_resumes_after_a_failed_write(live_settings
     src = f"file://{tmp_path}/a"
     dst = f"file://{tmp_path}/b"
     async with opened_stores(live_settings) as stores:
-        source = store_at(stores, live_settings, location(live_settings, src))
+        source = stores.at(location(live_settings, src))
         await source.ensure()
         keys = [f"v1/{symbol_key(f'd{i}')}" for i in range(5)]
         for key in keys:
             await source.put_bytes(key, key.encode() * 10, content_type="text/plain")
-        target = store_at(stores, live_settings, location(live_settings, dst))
+        target = stores.at(location(live_settings, dst))
         await target.ensure()
 
         async def disk_full_after_one(store: SymbolStore, n: int, key: str, path: Path, **kw: Any):
@@ -517,9 +496,6 @@ async def test_directory_to_directory_resumes_after_a_failed_write(live_settings
             assert (await contents(target, key))["body"] == key.encode() * 10
 
 
-@pytest.mark.skipif(
-    not serves_directories(), reason="the store registry does not serve file:// locations yet"
-)
 def test_the_command_copies_a_directory_to_a_bucket_and_names_what_failed(live_settings, tmp_path):
     bucket = new_bucket(live_settings)
     fill(live_settings, bucket)
