@@ -9,7 +9,16 @@ from typing import Any
 import tornado.web
 
 from symbolon.web.page import STATIC
-from symbolon.web.pages import help_page, home, missing, tokens, upload_now, uploads
+from symbolon.web.pages import (
+    crashes,
+    help_page,
+    home,
+    missing,
+    symbolication,
+    tokens,
+    upload_now,
+    uploads,
+)
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -29,6 +38,8 @@ ROUTES: list[Any] = [
     *missing.ROUTES,
     *uploads.ROUTES,
     *upload_now.ROUTES,
+    *symbolication.ROUTES,
+    *crashes.ROUTES,
     (r"/static/([^/]+)", StaticHandler, {"path": str(STATIC)}),
 ]
 

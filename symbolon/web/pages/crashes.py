@@ -1,0 +1,235 @@
+"""``/crashes/``: the crash reports the collector stored, read from the crash store
+(crashes/store.py's ``CrashStorage``), newest day first; ``/crashes/<id>``: one report.
+
+No API or permission covers crash data, so: the list and the annotations are for anyone signed
+in, except annotations whose names speak of e-mail addresses, URLs or comments (people's own
+words and addresses), which, like the dumps, are for superusers only (docs/web.md, "Crashes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from symbolon.crashes.crashid import crash_date, is_valid_crash_id
+from symbolon.crashes.payload import MAIN_DUMP_ALIASES
+from symbolon.crashes.store import CrashStorage, StorageError
+from symbolon.filters import FilterError, page_number
+from symbolon.stats import human_size
+from symbolon.web.page import PageError, PageHandler
+from symbolon.web.pages.shown import query_of
+from symbolon.web.parts import Code, Column, Link, Pager, Table
+
+PATH = "/crashes/"
+RECENT_DAYS = 7
+PER_PAGE = 20
+# Raw crashes read at once for a page of the list.
+READS_AT_ONCE = 8
+PROTECTED = re.compile(r"e-?mail|url|comment", re.IGNORECASE)
+NOT_PROCESSED = "not processed"
+COLUMNS = (
+    Column("id", "Crash id"),
+    Column("product", "Product"),
+    Column("version", "Version"),
+    Column("received", "Received"),
+    Column("signature", "Signature"),
+)
+
+
+def protected(name: str) -> bool:
+    """Whether an annotation is shown to superusers only."""
+    return PROTECTED.search(name) is not None
+
+
+def shown_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=1, sort_keys=True)
+
+
+def received(raw: dict[str, Any], crash_id: str) -> str:
+    """When the collector received the report: its ``submitted_timestamp``, else the id's day."""
+    stamp = raw.get("submitted_timestamp")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except ValueError:
+            pass
+    day = crash_date(crash_id)
+    return f"{day[:4]}-{day[4:6]}-{day[6:]}"
+
+
+def parse_day(value: str) -> date:
+    try:
+        return datetime.strptime(value.replace("-", ""), "%Y%m%d").date()
+    except ValueError:
+        raise FilterError("date", f"'{value}' is not a date like 2026-11-22") from None
+
+
+async def read_raw(store: CrashStorage, crash_id: str) -> dict[str, Any] | None:
+    data = await store.load_raw_crash(crash_id)
+    if data is None:
+        return None
+    try:
+        found = json.loads(data)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+class CrashesPage(PageHandler):
+    """``GET /crashes/[?date=YYYY-MM-DD]``: the reports of the last days, or of one day."""
+
+    title = "Crash reports"
+    nav = PATH
+
+    def store(self) -> CrashStorage:
+        collector = self.runtime.collector
+        if collector is None:
+            raise PageError(
+                404, "This server collects no crash reports (ENABLE_CRASH_COLLECTOR is off)."
+            )
+        return collector.storage
+
+    async def get(self) -> None:
+        self.require_signin()
+        store = self.store()
+        params = query_of(self.request.query_arguments, ("date", "page"))
+        today = datetime.now(UTC).date()
+        error = None
+        try:
+            page = page_number(params.get("page"))
+            day = parse_day(params["date"]) if "date" in params else None
+        except FilterError as exc:
+            error, page, day, params = exc.message, 1, None, {}
+        days = [day] if day else [today - timedelta(days=n) for n in range(RECENT_DAYS)]
+        try:
+            found = await asyncio.gather(
+                *(store.list_crash_ids(d.strftime("%Y%m%d")) for d in days)
+            )
+        except StorageError as exc:
+            raise PageError(503, f"The crash store did not answer: {exc}") from None
+        # Newest day first; within a day, by id (the store lists no times).
+        ids = [crash_id for listed in found for crash_id in listed]
+        chosen = ids[(page - 1) * PER_PAGE : page * PER_PAGE]
+        gate = asyncio.Semaphore(READS_AT_ONCE)
+
+        async def read(crash_id: str) -> dict[str, Any] | None:
+            async with gate:
+                return await read_raw(store, crash_id)
+
+        raws = await asyncio.gather(*(read(c) for c in chosen))
+        rows = []
+        for crash_id, raw in zip(chosen, raws, strict=True):
+            raw = raw or {}
+            rows.append(
+                {
+                    "id": Link(crash_id, f"{PATH}{crash_id}"),
+                    "product": shown_value(raw.get("ProductName", "")) or None,
+                    "version": shown_value(raw.get("Version", "")) or None,
+                    "received": received(raw, crash_id),
+                    "signature": NOT_PROCESSED,
+                }
+            )
+        span = day.isoformat() if day else f"the last {RECENT_DAYS} days (UTC)"
+        kept = {"date": params["date"]} if "date" in params else {}
+        self.page(
+            "crashes.html",
+            status=400 if error else 200,
+            error=error,
+            day=day.isoformat() if day else "",
+            span=span,
+            table=Table(
+                columns=COLUMNS,
+                rows=rows,
+                caption=f"Crash reports of {span}",
+                empty="No crash reports.",
+            ),
+            pager=Pager(page, PER_PAGE, len(ids), PATH, kept),
+            today=today.isoformat(),
+        )
+
+
+class CrashPage(CrashesPage):
+    """``GET /crashes/<crash id>``: a report's annotations and dumps."""
+
+    title = "Crash report"
+
+    async def get(self, crash_id: str) -> None:  # type: ignore[override]
+        principal = self.require_signin()
+        store = self.store()
+        crash_id = crash_id.removeprefix("bp-").lower()
+        if not is_valid_crash_id(crash_id, strict=False):
+            raise PageError(404, "That is not a crash id.")
+        try:
+            raw = await read_raw(store, crash_id)
+            names = await store.load_dump_names(crash_id) if raw is not None else []
+            sizes = [len(await store.load_dump(crash_id, name) or b"") for name in names]
+        except StorageError as exc:
+            raise PageError(503, f"The crash store did not answer: {exc}") from None
+        if raw is None:
+            raise PageError(404, f"No crash report {crash_id} is stored.")
+        superuser = principal.user.is_superuser
+        metadata = raw.get("metadata")
+        annotations = []
+        hidden = 0
+        for name in sorted(k for k in raw if k != "metadata"):
+            if protected(name) and not superuser:
+                hidden += 1
+                continue
+            annotations.append({"name": Code(name), "value": shown_value(raw[name])})
+        self.title = f"Crash {crash_id}"
+        self.page(
+            "crash.html",
+            crash_id=crash_id,
+            product=shown_value(raw.get("ProductName", "")),
+            version=shown_value(raw.get("Version", "")),
+            received=received(raw, crash_id),
+            annotations=Table(
+                columns=(Column("name", "Annotation"), Column("value", "Value")),
+                rows=annotations,
+                caption="Annotations",
+                empty="No annotations.",
+            ),
+            hidden=hidden,
+            metadata=json.dumps(metadata, indent=2, sort_keys=True) if metadata else None,
+            dumps=[
+                {"name": name or "dump", "size": human_size(size), "bytes": size}
+                for name, size in zip(names, sizes, strict=True)
+            ],
+            may_download=superuser,
+            signature=NOT_PROCESSED,
+        )
+
+
+class DumpPage(CrashesPage):
+    """``GET /crashes/<crash id>/dumps/<name>``: a dump's bytes; superusers only."""
+
+    async def get(self, crash_id: str, name: str) -> None:  # type: ignore[override]
+        self.require(superuser=True)
+        store = self.store()
+        crash_id = crash_id.lower()
+        if not is_valid_crash_id(crash_id, strict=False):
+            raise PageError(404, "That is not a crash id.")
+        try:
+            names = await store.load_dump_names(crash_id)
+            known = name in names or (name == "dump" and bool(MAIN_DUMP_ALIASES & set(names)))
+            data = await store.load_dump(crash_id, name) if known else None
+        except StorageError as exc:
+            raise PageError(503, f"The crash store did not answer: {exc}") from None
+        if data is None:
+            raise PageError(404, f"Crash {crash_id} has no dump named {name!r}.")
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Disposition", f'attachment; filename="{crash_id}.{name}.dmp"')
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(data)
+
+
+CRASH_ID = r"((?:bp-)?[0-9a-fA-F-]{36})"
+ROUTES = [
+    (PATH, CrashesPage),
+    (PATH + CRASH_ID, CrashPage),
+    (PATH + r"([0-9a-fA-F-]{36})/dumps/([A-Za-z0-9_.-]{1,100})", DumpPage),
+]

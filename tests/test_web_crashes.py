@@ -1,0 +1,121 @@
+"""The crash report pages (docs/web.md, "Crashes"): recent reports from the crash store, one
+report's annotations and dumps, dumps for superusers only, everything escaped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from symbolon.crashes.crashid import create_crash_id, submitted_timestamp
+from symbolon.crashes.store import raw_crash_json
+from tests.accounts import Caller, make_user
+from tests.web_pages import Page, fetch_page
+
+
+async def store_crash(runtime, annotations: dict, dumps: dict[str, bytes], when=None) -> str:
+    when = when or datetime.now(UTC)
+    crash_id = create_crash_id(when, 0)
+    raw = {
+        **annotations,
+        "uuid": crash_id,
+        "submitted_timestamp": submitted_timestamp(when),
+        "version": 2,
+        "metadata": {"payload": "multipart", "user_agent": "<b>agent</b>"},
+    }
+    await runtime.collector.storage.save(crash_id, raw_crash_json(raw), dumps)
+    return crash_id
+
+
+async def get(http_client, base_url, caller: Caller, path: str) -> Page:
+    return await fetch_page(http_client, base_url, caller, path)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_anonymous_visitors_sign_in_first(http_client, base_url, runtime):
+    crash_id = await store_crash(runtime, {"ProductName": "App"}, {"upload_file_minidump": b"MDMP"})
+    for path in ("/crashes/", f"/crashes/{crash_id}", f"/crashes/{crash_id}/dumps/dump"):
+        page = await get(http_client, base_url, Caller.anonymous(), path)
+        assert page.status == 302 and page.location.startswith("/oidc/authenticate/?next="), path
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_recent_reports_are_listed_newest_day_first(http_client, base_url, runtime):
+    today = await store_crash(runtime, {"ProductName": "Today", "Version": "2.0"}, {})
+    earlier = datetime.now(UTC) - timedelta(days=2)
+    older = await store_crash(runtime, {"ProductName": "Older", "Version": "1.0"}, {}, earlier)
+    caller = await Caller.with_session(runtime, await make_user(runtime))
+    page = await get(http_client, base_url, caller, "/crashes/")
+    assert page.status == 200 and page.h1() == "Crash reports"
+    links = [href for _, href in page.links]
+    if f"/crashes/{today}" in links and f"/crashes/{older}" in links:
+        assert links.index(f"/crashes/{today}") < links.index(f"/crashes/{older}")
+    # One day: only its reports, with product, version, time and the signature placeholder.
+    day = await get(http_client, base_url, caller, f"/crashes/?date={earlier.date().isoformat()}")
+    assert (older, f"/crashes/{older}") in day.links
+    assert f"/crashes/{today}" not in [href for _, href in day.links]
+    assert "Older" in day.text and "1.0" in day.text and "not processed" in day.text
+    assert earlier.strftime("%Y-%m-%d %H:%M") in day.text
+    bad = await get(http_client, base_url, caller, "/crashes/?date=soon")
+    assert bad.status == 400 and "'soon' is not a date" in bad.text
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_report_shows_annotations_escaped_and_dumps_by_permission(
+    http_client, base_url, runtime
+):
+    crash_id = await store_crash(
+        runtime,
+        {
+            "ProductName": "<script>alert(1)</script>",
+            "Version": "1.0",
+            "Notes": '"><img src=x onerror=alert(2)>',
+            "Email": "someone@example.com",
+            "URL": "https://private.example/page",
+            "Comments": "it broke",
+        },
+        {"upload_file_minidump": b"MDMP" + b"\x00" * 2044, "memory_report": b"{}"},
+    )
+    plain = await Caller.with_session(runtime, await make_user(runtime))
+    page = await get(http_client, base_url, plain, f"/crashes/{crash_id}")
+    assert page.status == 200
+    assert "<script>alert(1)" not in page.body and "<img src=x" not in page.body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.body
+    assert "&lt;b&gt;agent&lt;/b&gt;" in page.body
+    assert "upload_file_minidump" in page.text and "2.0 KB" in page.text
+    assert "memory_report" in page.text and "2 bytes" in page.text
+    assert "not processed" in page.text
+    # Addresses, URLs and comments, like the dumps, are for superusers.
+    for private in ("someone@example.com", "private.example", "it broke"):
+        assert private not in page.body
+    assert "3 annotations naming e-mail addresses, URLs or comments" in page.text
+    assert not [href for _, href in page.links if "/dumps/" in href]
+    dump = f"/crashes/{crash_id}/dumps/upload_file_minidump"
+    refused = await get(http_client, base_url, plain, dump)
+    assert refused.status == 403 and "MDMP" not in refused.body
+
+    boss = await Caller.with_session(runtime, await make_user(runtime, superuser=True))
+    page = await get(http_client, base_url, boss, f"/crashes/{crash_id}")
+    for private in ("someone@example.com", "private.example", "it broke"):
+        assert private in page.text
+    assert ("Download", dump) in page.links
+    response = await http_client.fetch(base_url + dump, headers=boss.headers)
+    assert response.body == b"MDMP" + b"\x00" * 2044
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert (
+        f'filename="{crash_id}.upload_file_minidump.dmp"' in response.headers["Content-Disposition"]
+    )
+    # Only the report's own dumps.
+    for name in ("raw_crash", "dump_names", "nothing"):
+        page = await get(http_client, base_url, boss, f"/crashes/{crash_id}/dumps/{name}")
+        assert page.status == 404, name
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unknown_and_malformed_ids_are_not_found(http_client, base_url, runtime):
+    caller = await Caller.with_session(runtime, await make_user(runtime))
+    unknown = create_crash_id(datetime.now(UTC), 0)
+    page = await get(http_client, base_url, caller, f"/crashes/{unknown}")
+    assert page.status == 404 and unknown in page.text
+    page = await get(http_client, base_url, caller, "/crashes/" + "z" * 36)
+    assert page.status == 404
