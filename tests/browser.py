@@ -245,7 +245,8 @@ class Journey:
 
 
 @pytest.fixture
-def journey(site: Site, chromium: Any, tmp_path: Path) -> Iterator[Journey]:
+def journey(chromium: Any, site: Site, tmp_path: Path) -> Iterator[Journey]:
+    # chromium first: without one the test skips before serve is started.
     shots = tmp_path / "screenshots"
     shots.mkdir()
     walk = Journey(site, chromium, shots)

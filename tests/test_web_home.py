@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from symbolon import stats
-from tests.accounts import Caller, make_upload, make_user
+from symbolon.accounts.permissions import Permission
+from tests.accounts import Caller, make_upload, make_user, token_of
 from tests.conftest import served
 from tests.web_pages import fetch_page
 
@@ -23,6 +24,24 @@ async def test_anonymous_home_says_what_the_service_is(http_client, base_url):
     assert "Your uploads" not in page.text and "curl" not in page.text
     # Headings go down one level at a time, for screen readers.
     assert [tag for tag, _ in page.headings][:2] == ["h1", "h2"]
+    # Where a failed sign-in lands (handlers/auth.py).
+    failed = await fetch_page(http_client, base_url, Caller.anonymous(), "/?signin=failed")
+    assert "Signing in did not succeed. Please try again." in failed.text
+    assert 'role="alert"' in failed.body
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_pages_answer_token_callers_like_the_api(http_client, base_url, runtime):
+    user = await make_user(runtime, groups=("Uploaders",))
+    key = await token_of(runtime, user, (Permission.MANAGE_TOKENS.value,))
+    page = await fetch_page(http_client, base_url, Caller.with_token(key), "/")
+    assert page.status == 200 and user.email in page.text
+    assert "/oidc/logout/" not in page.body  # no session to end
+    # The token holds only manage_tokens, so the page shows that, as the API would.
+    tokens = await fetch_page(http_client, base_url, Caller.with_token(key), "/tokens")
+    assert tokens.status == 200 and tokens.form("/tokens")["fields"]["permissions"] == [
+        Permission.MANAGE_TOKENS.value
+    ]
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -50,6 +50,7 @@ async def test_without_manage_tokens_the_page_says_what_is_missing(http_client, 
     page = await fetch_page(http_client, base_url, caller, "/tokens")
     assert page.status == 403 and page.h1() == "Forbidden"
     assert "“Manage API tokens”" in page.text
+    assert ("Getting permissions", "/help#permissions") in page.links
     made = await fetch_page(
         http_client, base_url, caller, "/tokens", "POST", {"permissions": MANAGE, "expires": "7"}
     )

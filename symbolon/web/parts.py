@@ -38,6 +38,7 @@ class Column:
     sort: str | None = None  # the ``sort`` value that orders by this column, if any
     numeric: bool = False
     time: bool = False  # a date and time: kept on one line
+    wrap: bool = False  # a long id that may break anywhere to fit
 
 
 @dataclass

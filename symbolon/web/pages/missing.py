@@ -23,10 +23,10 @@ FILTERS = (
 PARAMS = (*(name for name, _, _ in FILTERS), "sort", "reverse", "page")
 COLUMNS = (
     Column("symbol", "Debug file"),
-    Column("debugid", "Debug id"),
+    Column("debugid", "Debug id", wrap=True),
     Column("filename", "Symbol file"),
     Column("code_file", "Code file"),
-    Column("code_id", "Code id"),
+    Column("code_id", "Code id", wrap=True),
     Column("count", "Times asked", sort="count", numeric=True),
     Column("modified_at", "Last asked (UTC)", sort="modified_at", time=True),
     Column("created_at", "First asked (UTC)", sort="created_at", time=True),
