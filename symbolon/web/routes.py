@@ -14,10 +14,12 @@ from symbolon.web.pages import (
     help_page,
     home,
     missing,
+    status,
     symbolication,
     tokens,
     upload_now,
     uploads,
+    users,
 )
 
 
@@ -40,6 +42,8 @@ ROUTES: list[Any] = [
     *upload_now.ROUTES,
     *symbolication.ROUTES,
     *crashes.ROUTES,
+    *users.ROUTES,
+    *status.ROUTES,
     (r"/static/([^/]+)", StaticHandler, {"path": str(STATIC)}),
 ]
 
