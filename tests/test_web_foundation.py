@@ -365,3 +365,31 @@ def test_bar_chart_scales_to_a_round_top_and_escapes_labels():
         "20",
         "25",
     ]
+
+
+def test_every_template_and_static_file_is_package_data():
+    """A non-editable install carries what the pages render and serve (pyproject.toml)."""
+    import tomllib
+    from pathlib import PurePosixPath
+
+    from tests.conftest import repo_root
+
+    root = repo_root()
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["symbolon"]
+    web = root / "symbolon" / "web"
+    files = [
+        p.relative_to(root / "symbolon").as_posix()
+        for folder in ("templates", "static")
+        for p in (web / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert files
+
+    def packaged(name: str) -> bool:
+        # As setuptools globs: a * stays within one directory.
+        path = PurePosixPath(name)
+        return any(len(path.parts) == len(PurePosixPath(g).parts) and path.match(g) for g in globs)
+
+    assert [f for f in files if not packaged(f)] == []
