@@ -30,6 +30,7 @@ EXCLUDED: dict[str, str] = {
     r"/(?:firefox|seamonkey|sunbird|thunderbird|xulrunner|fennec|b2g)/([^/]+)/([0-9A-Fa-f]+)"
     r"/([^/]+)": "symbol download: redirects and plain text",
     r"/([^/]+)/([0-9A-Fa-f]+)/([^/]+)": "symbol download: redirects and plain text",
+    r"/storage/([0-9a-f]{16})/(.+)": "a directory location's files: bytes, by signed URL",
 }
 EXCLUDED.update(dict.fromkeys(PAGE_PATTERNS, "a web page: HTML for people (docs/web.md)"))
 # And every path listed with a trailing slash answers 301 to it when asked without one.

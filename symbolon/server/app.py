@@ -18,6 +18,7 @@ from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
 from symbolon.handlers import openapi as openapi_handlers
+from symbolon.handlers import storage_files as storage_file_handlers
 from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
@@ -43,9 +44,10 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if handler.request.path == "/__lbheartbeat__" and status == 200:
         level = logging.DEBUG  # the load balancer asks every few seconds
-    # A sign-in callback's query holds a one-time code and the state: not for the logs.
+    # A sign-in callback's query holds a one-time code and the state, a storage URL's its
+    # signature: not for the logs.
     path = handler.request.path
-    uri = path if path.startswith("/oidc/") else handler.request.uri
+    uri = path if path.startswith(("/oidc/", "/storage/")) else handler.request.uri
     access_log.log(
         level,
         "%s %s %d %.1fms",
@@ -242,6 +244,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
     )
     if runtime.collector is not None:
         routes = submit_handlers.ROUTES + routes
+    routes += storage_file_handlers.ROUTES  # rules by method, with no trailing-slash twins
     # The download routes match almost any three-segment path, so they come last.
     routes += download_handlers.ROUTES
     app = Application(
