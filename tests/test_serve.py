@@ -1,107 +1,38 @@
 """``symbolon serve`` end to end, as ``make run`` starts it: embedded services, then Ctrl-C."""
 
 import asyncio
-import json
+import gzip
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvloop
 
-from symbolon.server.lifecycle import SHUTDOWN_GRACE_SECONDS, StartupError, run_loop
+from symbolon.server.lifecycle import StartupError, run_loop
 from tests.cli import env_for, symbolon
-from tests.conftest import free_port, run_isolated, s3_client, wait_until
-
-# serve starts its embedded servers one after another, each within its own allowance
-# (PostgreSQL's pg_ctl 60 s, each Redis 10 s, S3 30 s), then migrates and checks storage.
-START_WITHIN = 60 + 2 * 10 + 30 + 90
-# After Ctrl-C it finishes requests in flight, then stops the servers one after another, each
-# within its own allowance: S3 60 s (it writes a last snapshot), each Redis 15 s, PostgreSQL's
-# pg_ctl 60 s.
-STOP_WITHIN = SHUTDOWN_GRACE_SECONDS + 60 + 2 * 15 + 60 + 60
-
-
-def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "REDIS_", "SYMBOL", "UPLOAD_", "DJANGO_", "ELIOT_"))
-    }
-    env.update(SYMBOLON_DATA_DIR=str(data_dir), PORT=str(port), LOG_FORMAT="text")
-    return env
-
-
-def start(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def heartbeat(port: int, proc: subprocess.Popen, seconds: float = START_WITHIN) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited early:\n{proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/__heartbeat__", timeout=10) as r:
-                return {"code": r.status, **json.loads(r.read())}
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("serve did not answer /__heartbeat__ in time")
-
-
-def stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=STOP_WITHIN)[0]
-    assert proc.returncode == 0, output
-    return output
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def described(pids: list[int]) -> list[str]:
-    """What each live process of ``pids`` is: pid, state, parent and command line."""
-    found = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        found.append(f"{pid} ({state}, parent {ppid}): {cmdline.strip()}")
-    return found
-
-
-def embedded_pids(data_dir: Path) -> list[int]:
-    pids = [int((data_dir / "redis" / f"{n}.pid").read_text()) for n in ("cache", "store")]
-    pids.append(json.loads((data_dir / "s3" / "server.json").read_text())["pid"])
-    pids.append(int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]))
-    return pids
-
-
-def embedded_s3(data_dir: Path):
-    port = json.loads((data_dir / "s3" / "server.json").read_text())["port"]
-    return s3_client(f"http://127.0.0.1:{port}")
+from tests.conftest import free_port, run_isolated, wait_until
+from tests.serving import (
+    START_WITHIN,
+    STOP_WITHIN,
+    described,
+    download,
+    embedded_env,
+    embedded_pids,
+    embedded_s3,
+    heartbeat,
+    make_token,
+    pid_alive,
+    start,
+    stop,
+    upload_zip,
+)
+from tests.uploads import sym_text
 
 
 @pytest.fixture
@@ -116,26 +47,40 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(parent, ignore_errors=True)
 
 
-def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(data_dir):
+@pytest.mark.parametrize("storage", ["directory", "s3"])
+def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(data_dir, storage):
+    """Symbols go to ``<data>/symbols`` by default, to the embedded S3 emulator with
+    ``EMBEDDED_STORAGE=s3``; either way an upload is downloaded again after a restart."""
     port = free_port()
     env = embedded_env(data_dir, port)
+    if storage == "s3":
+        env["EMBEDDED_STORAGE"] = "s3"
     proc = start(env)
     try:
         body = heartbeat(port, proc)
         assert body["code"] == 200 and body["status"] == "ok", body
         pids = embedded_pids(data_dir)
         assert all(pid_alive(p) for p in pids)
+        # Both Redis and PostgreSQL; the S3 emulator only when asked for.
+        assert len(pids) == (4 if storage == "s3" else 3), described(pids)
+        assert (data_dir / "s3").exists() == (storage == "s3")
 
         # A command on the same data dir attaches to the running services.
-        made = symbolon("superuser", "ops@example.com", env=env)
-        assert made.returncode == 0, made.stderr
-        assert "now a superuser" in made.stdout
+        token = make_token(env, "ops@example.com")
         assert all(pid_alive(p) for p in pids), "the command stopped servers it did not start"
 
-        s3 = embedded_s3(data_dir)
-        s3.put_object(
-            Bucket="symbols", Key="v1/a.pdb/ID/a.sym", Body=b"MODULE", Metadata={"m": "1"}
-        )
+        ident = uuid.uuid4().hex.upper() + "1"
+        path = f"/a.pdb/{ident}/a.sym"
+        content = sym_text(ident, "a")
+        status, answer = upload_zip(port, token, {path[1:]: content})
+        assert status == 201, answer
+        stored = data_dir / "symbols" / f"v1{path}"
+        if storage == "directory":
+            assert gzip.decompress(stored.read_bytes()) == content
+        else:
+            assert not stored.exists()
+            obj = embedded_s3(data_dir).get_object(Bucket="symbols", Key=f"v1{path}")
+            assert gzip.decompress(obj["Body"].read()) == content
         assert heartbeat(port, proc)["code"] == 200
     finally:
         output = stop(proc)
@@ -151,8 +96,9 @@ def test_serve_runs_on_embedded_services_and_keeps_its_data_across_restarts(data
         assert heartbeat(port, proc)["code"] == 200
         again = symbolon("superuser", "ops@example.com", env=env)
         assert "already a superuser" in again.stdout
-        obj = embedded_s3(data_dir).get_object(Bucket="symbols", Key="v1/a.pdb/ID/a.sym")
-        assert obj["Body"].read() == b"MODULE" and obj["Metadata"] == {"m": "1"}
+        status, body, headers = download(port, path)
+        assert status == 302
+        assert headers["Content-Encoding"] == "gzip" and gzip.decompress(body) == content
     finally:
         output = stop(proc)
     assert "event loop asyncio" in output, output
