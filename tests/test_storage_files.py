@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -441,3 +443,44 @@ async def test_a_big_put_streams_through_a_small_request_limit(http_client, base
     assert (await put(http_client, base_url, url, big)).code == 200
     served = await get(http_client, base_url, await public.download_url(KEY, 60))
     assert served.body == big
+
+
+# -- start-up
+
+
+@pytest.mark.gen_test
+async def test_every_start_clears_what_writers_killed_mid_write_left(settings, tmp_path):
+    """Not only the embedded location: a configured directory uploads write to is swept too."""
+    from symbolon.server.lifecycle import connect
+
+    root = tmp_path / "uploads-here"
+    url = root.as_uri()
+    (root / ".tmp").mkdir(parents=True)
+    (root / ".meta").mkdir()
+    stale = root / ".tmp" / "left-by-a-kill"
+    stale.write_bytes(b"half")
+    long_ago = 2 * 86400
+    os.utime(stale, (time.time() - long_ago, time.time() - long_ago))
+    fresh = root / ".tmp" / "still-being-written"
+    fresh.write_bytes(b"writing")
+    runtime = await connect(
+        settings.replace(symbol_urls=(url,), upload_default_url=url, storage_is_embedded=False)
+    )
+    try:
+        assert not stale.exists()
+        assert fresh.exists()  # a write under way elsewhere is left alone
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.gen_test
+async def test_a_missing_directory_stops_start_up_and_is_not_made(settings, tmp_path):
+    from symbolon.server.lifecycle import StartupError, connect
+
+    mistyped = tmp_path / "symbolz"
+    url = mistyped.as_uri()
+    with pytest.raises(StartupError, match="does not exist"):
+        await connect(
+            settings.replace(symbol_urls=(url,), upload_default_url=url, storage_is_embedded=False)
+        )
+    assert not mistyped.exists()

@@ -68,6 +68,7 @@ async def connect(settings: Settings, checks: bool = True) -> Runtime:
         if settings.storage_is_embedded:
             # Only the embedded development server gets buckets made for it.
             await runtime.stores.ensure(runtime.storage)
+        await runtime.stores.prepare_directories(runtime.storage)
         problems = await runtime.stores.problems(runtime.storage)
         if problems:
             raise StartupError("storage not reachable:\n" + "\n".join(problems.values()))

@@ -4,7 +4,9 @@ buckets (:mod:`.s3`) and directories on this machine (:mod:`.directory`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
+from pathlib import PurePath
 
 from symbolon.conf import Settings
 from symbolon.storage.s3 import S3Clients
@@ -37,7 +39,12 @@ class Stores:
     def _make(self, source: SymbolSource) -> SymbolStore:
         # The one place a location's kind chooses its backend.
         if source.is_directory:
-            store = DirectoryStore(source, self._settings.secret_key)
+            store = DirectoryStore(
+                source,
+                self._settings.secret_key,
+                # A direct upload's single file is never larger than a whole upload may unpack to.
+                max_put_size=self._settings.upload_max_uncompressed_size,
+            )
             self._directories[source.location_id] = store
             return store
         if source.scheme in ("http", "https"):
@@ -64,6 +71,20 @@ class Stores:
         """Create the configured locations that are missing (the embedded server's only)."""
         for source in storage.all_buckets():
             await self.at(source).ensure()
+
+    async def prepare_directories(self, storage: StorageConfig) -> None:
+        """Ready the directories uploads write to and clear what writers killed mid-write left,
+        at every start. A missing one is made only inside another configured directory (the
+        derived try location, a subdirectory as a prefix in a bucket would be); any other is left
+        for the start-up check to name, so a mistyped path is not quietly made anew."""
+        directories = [s for s in storage.all_buckets() if s.is_directory]
+        roots = {PurePath(s.bucket) for s in directories}
+        for source in directories:
+            path = PurePath(source.bucket)
+            if not storage.writes_to(source):
+                continue
+            if path.parent in roots or await asyncio.to_thread(os.path.isdir, path):
+                await self.at(source).ensure()
 
     async def close(self) -> None:
         stores, self._stores, self._directories = list(self._stores.values()), {}, {}
