@@ -83,7 +83,9 @@ class Stores:
             path = PurePath(source.bucket)
             if not storage.writes_to(source):
                 continue
-            if path.parent in roots or await asyncio.to_thread(os.path.isdir, path):
+            isdir = os.path.isdir
+            inside = path.parent in roots and await asyncio.to_thread(isdir, path.parent)
+            if inside or await asyncio.to_thread(isdir, path):
                 await self.at(source).ensure()
 
     async def close(self) -> None:
