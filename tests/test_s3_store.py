@@ -61,3 +61,6 @@ async def test_a_storage_that_does_not_answer_is_unavailable(runtime, url):
     with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
         async with store.open(key):
             pass
+    with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
+        async for _ in store.list("v1/"):
+            pass

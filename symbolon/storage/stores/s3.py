@@ -155,14 +155,18 @@ class S3Store:
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         client = await self._s3.client(self.source, "put")
         paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.source.bucket, Prefix=prefix):
-            for item in page.get("Contents", ()):
-                yield ObjectInfo(
-                    key=item["Key"],
-                    size=int(item.get("Size", 0)),
-                    etag=str(item.get("ETag", "")).strip('"'),
-                    last_modified=item["LastModified"],
-                )
+        pages = paginator.paginate(Bucket=self.source.bucket, Prefix=prefix)
+        try:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=int(item.get("Size", 0)),
+                        etag=str(item.get("ETag", "")).strip('"'),
+                        last_modified=item["LastModified"],
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc) from exc
 
     async def download_url(self, key: str, expires: int) -> str:
         """The plain object URL of a public location; else a presigned GET URL, reused for a
