@@ -189,7 +189,6 @@ class CrashPage(CrashesPage):
             annotations=Table(
                 columns=(Column("name", "Annotation"), Column("value", "Value")),
                 rows=annotations,
-                caption="Annotations",
                 empty="No annotations.",
             ),
             hidden=hidden,

@@ -260,7 +260,6 @@ class UploadPage(PageHandler):
                 }
                 for f in upload["file_uploads"]
             ],
-            caption="Files stored",
             empty="No file stored by this upload.",
         )
         related = Table(
@@ -279,7 +278,6 @@ class UploadPage(PageHandler):
                 }
                 for r in upload["related"]
             ],
-            caption="The same archive, uploaded again by the same person",
             empty="None.",
         )
         ended = upload["completed_at"] or timestamp(row["failed_at"])
