@@ -36,7 +36,9 @@ async def test_anonymous_visitors_sign_in_first(http_client, base_url, runtime):
     crash_id = await store_crash(runtime, {"ProductName": "App"}, {"upload_file_minidump": b"MDMP"})
     for path in ("/crashes/", f"/crashes/{crash_id}", f"/crashes/{crash_id}/dumps/dump"):
         page = await get(http_client, base_url, Caller.anonymous(), path)
-        assert page.status == 302 and page.location.startswith("/oidc/authenticate/?next="), path
+        assert page.status == 302 and (page.location or "").startswith(
+            "/oidc/authenticate/?next="
+        ), path
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -57,6 +57,8 @@ async def test_anonymous_visitors_are_sent_to_sign_in(http_client, base_url, run
     # Without a trailing slash: to the page first, as the API's paths do.
     page = await get(http_client, base_url, Caller.anonymous(), "/uploads")
     assert page.status == 301 and page.location == "/uploads/"
+    page = await get(http_client, base_url, Caller.anonymous(), "/uploads?mine")
+    assert page.status == 301 and page.location == "/uploads/?mine="
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -127,7 +129,7 @@ async def test_with_view_all_you_see_everyone_and_can_narrow_to_yours(
         assert f"theirs-{mark}.zip" in everyone.text and f"mine-{mark}.zip" not in everyone.text
         assert other.email in everyone.text
         assert ("Your uploads", "/uploads/?mine") in everyone.links
-        mine_page = await get(http_client, base_url, caller, "/uploads/?mine")
+        mine_page = await get(http_client, base_url, caller, "/uploads/?mine=")
         assert f"mine-{mark}.zip" in mine_page.text and f"theirs-{mark}.zip" not in mine_page.text
 
         files = await get(
