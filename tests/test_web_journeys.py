@@ -85,9 +85,9 @@ def test_uploads_symbolication_crashes_users_and_status(
         boss.shots("crashes-02-report-superuser")
         boss.go("/crashes/")
         boss.shots("crashes-01-list")
-        assert boss.errors == []
-    finally:
+    except BaseException:
         boss.close()
+        raise
 
     # The person, an uploader now, uploads an archive from the browser.
     ident = new_id()
@@ -138,3 +138,15 @@ def test_uploads_symbolication_crashes_users_and_status(
     assert "private.example" not in text and "superusers only" in text
     person.shots("crashes-03-report")
     assert person.errors == []
+
+    # Everyone's uploads and every file, as a superuser sees them.
+    try:
+        boss.go("/uploads/")
+        assert "journey-symbols.zip" in bp.locator("table").inner_text()
+        boss.shots("uploads-06-everyones")
+        boss.go("/uploads/files/")
+        assert ident in bp.locator("table").inner_text()
+        boss.shots("uploads-07-files")
+        assert boss.errors == []
+    finally:
+        boss.close()

@@ -34,7 +34,7 @@ COLUMNS = (
     Column("id", "Crash id"),
     Column("product", "Product"),
     Column("version", "Version"),
-    Column("received", "Received"),
+    Column("received", "Received", time=True),
     Column("signature", "Signature"),
 )
 

@@ -48,18 +48,18 @@ UPLOAD_COLUMNS = (
     Column("size", "Size", sort="size", numeric=True),
     Column("files", "Files", numeric=True),
     Column("kind", "Kind"),
-    Column("created_at", "Uploaded", sort="created_at"),
-    Column("completed_at", "Completed"),
+    Column("created_at", "Uploaded", sort="created_at", time=True),
+    Column("completed_at", "Completed", time=True),
 )
 FILE_COLUMNS = (
-    Column("key", "Key"),
+    Column("key", "Key", wrap=True),
     Column("size", "Size", numeric=True),
     Column("bucket", "Bucket"),
     Column("kind", "Kind"),
     Column("user", "Uploader"),
     Column("upload", "Upload"),
-    Column("created_at", "Stored"),
-    Column("completed_at", "Completed"),
+    Column("created_at", "Stored", time=True),
+    Column("completed_at", "Completed", time=True),
 )
 
 
@@ -244,11 +244,11 @@ class UploadPage(PageHandler):
         self.title = f"Upload #{ident}"
         files = Table(
             columns=(
-                Column("key", "Key"),
+                Column("key", "Key", wrap=True),
                 Column("size", "Size", numeric=True),
                 Column("compressed", "Compressed"),
                 Column("update", "Replaced an earlier file"),
-                Column("completed_at", "Stored"),
+                Column("completed_at", "Stored", time=True),
             ),
             rows=[
                 {
@@ -267,7 +267,7 @@ class UploadPage(PageHandler):
                 Column("id", "Upload"),
                 Column("status", "Status"),
                 Column("kind", "Kind"),
-                Column("created_at", "Uploaded"),
+                Column("created_at", "Uploaded", time=True),
             ),
             rows=[
                 {

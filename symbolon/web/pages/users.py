@@ -28,8 +28,8 @@ COLUMNS = (
     Column("groups", "Groups"),
     Column("uploads", "Uploads", numeric=True),
     Column("tokens", "Tokens", numeric=True),
-    Column("last_login", "Last signed in"),
-    Column("joined", "Joined"),
+    Column("last_login", "Last signed in", time=True),
+    Column("joined", "Joined", time=True),
 )
 
 
@@ -175,7 +175,7 @@ class UserPage(UsersBase):
             itself=self.principal is not None and self.principal.user.id == ident,
             trail=Table(
                 columns=(
-                    Column("when", "When"),
+                    Column("when", "When", time=True),
                     Column("actor", "By"),
                     Column("action", "Change"),
                     Column("message", "What"),
@@ -189,7 +189,6 @@ class UserPage(UsersBase):
                     }
                     for e in trail
                 ],
-                caption="Audit trail (newest first)",
                 empty="No changes recorded.",
             ),
             shown_time=shown_time,
