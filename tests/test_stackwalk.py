@@ -1,0 +1,451 @@
+"""Crash processing's core against the reference: minidumps written by the real crashpad_handler
+for C programs built here, walked by symbolon.processing and by Breakpad's own
+minidump_stackwalk with the same symbols (made by Breakpad's dump_syms), and compared thread by
+thread, frame by frame. Minidumps made byte by byte cover what a program here cannot crash into:
+ARM64, 32-bit x86 on Windows, laid-out stacks and hostile input.
+
+Every minidump written here is kept under the test's tmp path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from symbolon.processing import minidump as md
+from symbolon.processing.minidump import Minidump, MinidumpError
+from tests.crashpad_support import (
+    WITHIN,
+    c_compiler,
+    crashpad_handler,  # noqa: F401 (a fixture)
+    handler_processes,
+    log_text,
+    ptrace_refused,
+)
+from tests.processing.synth import Synth, SynthModule, SynthThread, cv_elf, cv_pdb70
+
+SOURCES = Path(__file__).parent / "processing"
+CRASH_ADDRESS = 0x5A0
+# How each program is built: with frame pointers (and CFI), and with CFI alone.
+VARIANTS = {
+    "O0": ["-O0"],
+    "O2-no-frame-pointer": ["-O2", "-fomit-frame-pointer"],
+}
+
+
+# -- tools and programs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Breakpad:
+    dump_syms: Path
+    minidump_stackwalk: Path
+
+
+@pytest.fixture(scope="module")
+def breakpad() -> Breakpad:
+    """Breakpad's dump_syms and minidump_stackwalk, unpacked from the npm package by
+    bench/make_syms.py."""
+    if sys.platform != "linux":
+        pytest.skip("Breakpad's tools are taken prebuilt for Linux")
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from bench.make_syms import dump_syms, minidump_stackwalk
+
+    try:
+        return Breakpad(dump_syms(), minidump_stackwalk())
+    except (SystemExit, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"Breakpad's tools cannot be had here: {exc}")
+
+
+@dataclass(frozen=True)
+class Crash:
+    dump: Path
+    binaries: dict[str, Path]  # module file name -> the file it was loaded from
+
+
+def build(directory: Path, flags: list[str]) -> Path:
+    compiler = c_compiler()
+    common = ["-g", "-Wall", "-Werror", f"-I{SOURCES}", *flags]
+    commands = [
+        [compiler, *common, "-fPIC", "-shared", "-o", "libmid.so", str(SOURCES / "libmid.c")],
+        [
+            compiler,
+            *common,
+            f"-DCRASH_ADDRESS={CRASH_ADDRESS:#x}",
+            "-o",
+            "stackwalk_app",
+            str(SOURCES / "stackwalk_app.c"),
+            "-L.",
+            "-lmid",
+            "-Wl,-rpath,$ORIGIN",
+            "-pthread",
+        ],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            command, cwd=directory, capture_output=True, text=True, timeout=WITHIN
+        )
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+    return directory / "stackwalk_app"
+
+
+def crash(app: Path, handler: Path, database: Path) -> Path:
+    """Run the application, which crashes; its minidump, written by crashpad_handler."""
+    log = database.parent / "app.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(app), str(handler), f"--database={database}", "--no-periodic-tasks"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+        )
+        try:
+            status = process.wait(WITHIN)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(WITHIN)
+            for pid in handler_processes(database):
+                os.kill(pid, 9)
+    assert status == -11, log_text(log)
+    assert "crashpad_handler exited with 0" in log_text(log), log_text(log)
+    (dump,) = database.glob("*/*.dmp")
+    return dump
+
+
+@pytest.fixture(scope="module")
+def crashes(crashpad_handler, tmp_path_factory) -> dict[str, Crash]:
+    """One crash of the program per build variant."""
+    if reason := ptrace_refused():
+        pytest.skip(f"crashpad_handler cannot snapshot a process here: {reason}")
+    found = {}
+    for variant, flags in VARIANTS.items():
+        directory = tmp_path_factory.mktemp(f"stackwalk-{variant}")
+        app = build(directory, flags)
+        dump = crash(app, crashpad_handler, directory / "crashpad-db")
+        binaries = {path.name: path for path in (app, directory / "libmid.so")}
+        found[variant] = Crash(dump, binaries)
+    return found
+
+
+def module_files(dump: Minidump, crash: Crash) -> dict[str, Path]:
+    """The files the crashed process loaded, that exist here (all but the vDSO)."""
+    files = {}
+    for module in dump.modules:
+        path = crash.binaries.get(module.filename) or Path(module.code_file)
+        if path.is_file():
+            files[module.filename] = path
+    return files
+
+
+# -- the parser -----------------------------------------------------------------------------------
+
+
+def sym_header(breakpad: Breakpad, binary: Path) -> tuple[str, str, str | None]:
+    """(debug id, debug file, code id) as dump_syms writes them in a .sym's first lines."""
+    done = subprocess.run(
+        [str(breakpad.dump_syms), str(binary)], capture_output=True, text=True, timeout=WITHIN
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    _module, _os, _arch, debug_id, debug_file = lines[0].split(" ", 4)
+    code_id = lines[1].split()[2] if lines[1].startswith("INFO CODE_ID ") else None
+    return debug_id, debug_file, code_id
+
+
+def test_a_crashpad_dump_parses_as_dump_syms_names_its_modules(crashes, breakpad):
+    crash = crashes["O0"]
+    data = crash.dump.read_bytes()
+    dump = Minidump.parse(data)
+
+    assert dump.system_info is not None
+    assert (dump.system_info.os, dump.system_info.cpu_arch) == ("Linux", "amd64")
+    assert dump.system_info.os_short == "linux"
+    assert dump.system_info.cpu_count == os.cpu_count()
+    # Crashpad writes the kernel's release as the version numbers and the rest in the CSD.
+    system = dump.system_info
+    uname = os.uname()
+    assert uname.release.startswith(f"{system.major_version}.{system.minor_version}.")
+    assert system.csd_version is not None and uname.version in system.csd_version
+    version = f"{system.major_version}.{system.minor_version}.{system.build_number}"
+    assert system.os_version == f"{version} {system.csd_version}"
+
+    # The main thread crashed, writing to CRASH_ADDRESS: SIGSEGV, SEGV_MAPERR.
+    assert dump.exception is not None
+    assert (dump.exception.code, dump.exception.flags) == (11, 1)
+    assert dump.exception.address == CRASH_ADDRESS
+    assert dump.exception.context is not None and dump.exception.context.arch == "amd64"
+    assert dump.misc_info is not None and dump.misc_info.process_id == dump.exception.thread_id
+
+    # Five threads: main, and the reader, sleeper, waiter and spinner.
+    assert len(dump.threads) == 5
+    assert dump.threads[0].thread_id == dump.exception.thread_id
+    for thread in dump.threads:
+        assert thread.context is not None and thread.context.arch == "amd64"
+        assert thread.stack is not None
+        # The crashed thread's own context is in its signal handler; its stack was taken from
+        # where it crashed, the exception's context.
+        context = dump.exception.context if thread.index == 0 else thread.context
+        assert thread.stack.start <= context.sp < thread.stack.end
+        # The stack is also in the memory list, where reads find it.
+        assert dump.read(context.sp, 8) is not None
+    assert {thread.name for thread in dump.threads} == {"stackwalk_app"}
+
+    # Every module the process loaded, with the ids dump_syms gives its file.
+    files = module_files(dump, crash)
+    names = [module.filename for module in dump.modules]
+    assert {"stackwalk_app", "libmid.so", "linux-vdso.so.1"} <= set(names)
+    assert any(name.startswith("libc.so") for name in names)
+    assert names[0] == "stackwalk_app"  # the main module first
+    for module in dump.modules:
+        assert module.cv_signature == "ELF"
+        assert module.debug_file == module.filename
+        assert module.code_id == module.build_id.hex()
+        if module.filename in files:
+            debug_id, debug_file, code_id = sym_header(breakpad, files[module.filename])
+            assert (module.debug_id, module.debug_file) == (debug_id, debug_file)
+            assert module.code_id.upper() == code_id
+    assert dump.warnings == []
+
+
+def test_parsing_takes_a_memoryview_or_mmap_without_copying(crashes, tmp_path):
+    import mmap
+
+    with (
+        crashes["O0"].dump.open("rb") as file,
+        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+    ):
+        dump = Minidump.parse(mapped)
+        thread = dump.threads[1]
+        assert thread.stack is not None
+        # Region bytes are views into the mapping, not copies.
+        view = dump.region_bytes(thread.stack)
+        assert isinstance(view, memoryview) and view.obj is not None
+        assert dump.read(thread.stack.start, 8) == bytes(view[:8])
+        view.release()
+        dump.close()
+        assert dump.read(thread.stack.start, 8) is None
+
+
+def test_pdb70_debug_ids_are_the_guid_and_age_in_uppercase_hex():
+    guid = uuid.UUID("3a9f1c2e-5b7d-4e60-8a1b-c2d3e4f50617")
+    synth = Synth(arch="x86", platform="windows", csd="Service Pack 1")
+    synth.modules = [
+        SynthModule(
+            0x400000,
+            0x10000,
+            r"C:\app\app.exe",
+            cv_pdb70(guid, 0x2A, r"C:\build\app.pdb"),
+            stamp=0x5F1E2D3C,
+        ),
+        SynthModule(0x10000000, 0x2000, r"C:\Windows\ntdll.dll"),
+    ]
+    synth.threads = [SynthThread(7, 0x1000, b"\0" * 64, {"eip": 0x401000, "esp": 0x1000})]
+    dump = Minidump.parse(synth.build())
+    app, ntdll = dump.modules
+    assert app.debug_id == "3A9F1C2E5B7D4E608A1BC2D3E4F506172A"
+    assert (app.debug_file, app.filename, app.code_file) == (
+        "app.pdb",
+        "app.exe",
+        r"C:\app\app.exe",
+    )
+    assert app.code_id == "5F1E2D3C10000"
+    assert app.version == "1.2.3.4"
+    assert (ntdll.debug_id, ntdll.debug_file, ntdll.cv_signature) == ("", "", None)
+    assert dump.system_info is not None
+    assert dump.system_info.os_version == "6.1.7601 Service Pack 1"
+    assert dump.system_info.cpu_info == "GenuineIntel family 6 model 17 stepping 1"
+    assert dump.threads[0].context is not None
+    assert dump.threads[0].context.registers["eip"] == 0x401000
+
+
+def test_elf_debug_ids_come_from_the_build_id_as_breakpad_derives_them():
+    # A short build id is padded to a GUID's 16 bytes; the first three fields are little-endian.
+    synth = Synth(arch="arm64")
+    synth.modules = [
+        SynthModule(0x1000, 0x1000, "/lib/libshort.so", cv_elf(bytes.fromhex("0102030405060708"))),
+        SynthModule(0x5000, 0x1000, "/lib/liblong.so", cv_elf(bytes(range(20)))),
+    ]
+    synth.threads = [SynthThread(1, 0x8000, b"\0" * 16, {"pc": 0x1100, "sp": 0x8000, "x29": 1})]
+    dump = Minidump.parse(synth.build())
+    short, long_ = dump.modules
+    assert short.debug_id == "040302010605080700000000000000000"
+    assert short.code_id == "0102030405060708"
+    assert long_.debug_id == "03020100050407060809" + "0A0B0C0D0E0F" + "0"
+    assert long_.code_id == bytes(range(20)).hex()
+    assert (short.debug_file, short.filename) == ("libshort.so", "libshort.so")
+    context = dump.threads[0].context
+    assert context is not None and context.arch == "arm64"
+    assert (context.pc, context.sp, context.registers["x29"]) == (0x1100, 0x8000, 1)
+
+
+# -- hostile input --------------------------------------------------------------------------------
+
+
+def small_dump() -> bytes:
+    synth = Synth()
+    synth.modules = [SynthModule(0x10000, 0x1000, "/bin/app", cv_elf(b"\x11" * 20))]
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 256, {"rip": 0x10010, "rsp": 0x7000})]
+    synth.exception = (1, 11, 1, 0x5A0, (), {"rip": 0x10010, "rsp": 0x7000})
+    return synth.build()
+
+
+def stream_entry(data: bytes, kind: int) -> int:
+    """Where the directory entry of a stream type is."""
+    _sig, _version, count, directory = struct.unpack_from("<IIII", data)
+    for index in range(count):
+        offset = directory + 12 * index
+        if struct.unpack_from("<I", data, offset)[0] == kind:
+            return offset
+    raise AssertionError(f"no stream {kind}")
+
+
+def patched(data: bytes, offset: int, fmt: str, *values: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, *values)
+    return bytes(out)
+
+
+def stream_rva(data: bytes, kind: int) -> int:
+    return struct.unpack_from("<I", data, stream_entry(data, kind) + 8)[0]
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda d: b"", "fewer than a minidump header"),
+        (lambda d: b"PK\x03\x04" + d[4:], "not a minidump"),
+        (lambda d: d[:40], "claims 5 streams, more than the file can hold"),
+        (lambda d: d[:-8], "the stream directory at offset"),
+        (lambda d: patched(d, 8, "<I", 0xFFFFFFF), "claims 268435455 streams"),
+        (lambda d: patched(d, 12, "<I", len(d) - 4), "the stream directory"),
+        # A stream that lies about its place or size.
+        (lambda d: patched(d, stream_entry(d, md.THREAD_LIST) + 8, "<I", len(d)), "thread list"),
+        (lambda d: patched(d, stream_entry(d, md.MODULE_LIST) + 4, "<I", 1 << 30), "module list"),
+        # Inflated counts: checked against the stream's bytes before anything is allocated.
+        (
+            lambda d: patched(d, stream_rva(d, md.THREAD_LIST), "<I", 0xFFFFFFFF),
+            "claims 4294967295 entries",
+        ),
+        (lambda d: patched(d, stream_rva(d, md.MODULE_LIST), "<I", 1000), "claims 1000 entries"),
+        (lambda d: patched(d, stream_rva(d, md.MEMORY_LIST), "<I", 7), "claims 7 entries"),
+        # A module name far past the end of the file.
+        (
+            lambda d: patched(d, stream_rva(d, md.MODULE_LIST) + 4 + 20, "<I", 0x7FFFFFF0),
+            "module 0's name",
+        ),
+        # A memory region whose bytes are not in the file.
+        (
+            lambda d: patched(d, stream_rva(d, md.MEMORY_LIST) + 4 + 8, "<I", 1 << 31),
+            "memory region 0",
+        ),
+        # A context of a size no CPU has.
+        (
+            lambda d: patched(d, stream_rva(d, md.THREAD_LIST) + 4 + 40, "<I", 100),
+            "100-byte CPU context",
+        ),
+        (
+            lambda d: patched(d, stream_entry(d, md.EXCEPTION) + 4, "<I", 20),
+            "exception stream has 20 bytes",
+        ),
+    ],
+    ids=[
+        "empty",
+        "not-a-minidump",
+        "truncated-to-a-header",
+        "truncated",
+        "stream-count",
+        "directory-past-end",
+        "stream-rva",
+        "stream-size",
+        "thread-count",
+        "module-count",
+        "memory-count",
+        "name-rva",
+        "memory-size",
+        "context-size",
+        "short-exception",
+    ],
+)
+def test_a_malformed_dump_raises_minidump_error_saying_what_is_wrong(mangle, reason):
+    data = mangle(small_dump())
+    with pytest.raises(MinidumpError, match=re.escape(reason)):
+        Minidump.parse(data)
+
+
+def test_the_intact_small_dump_parses():
+    # The dump the hostile cases start from is itself fine.
+    dump = Minidump.parse(small_dump())
+    assert [t.thread_id for t in dump.threads] == [1]
+    assert dump.modules[0].filename == "app"
+
+
+def test_a_malformed_optional_stream_is_left_out_with_a_warning():
+    synth = Synth()
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 64, {"rip": 0x10010, "rsp": 0x7000})]
+    synth.extra_streams = [
+        (md.LINUX_MAPS, b"00400000-00452000 r-xp 00000000 08:02 173521 /bin/app\n"),
+        (md.LINUX_CPU_INFO, b"processor\t: 0\n"),
+        (md.MISC_INFO, b"\x18\0\0\0"),  # shorter than MINIDUMP_MISC_INFO
+        (md.BREAKPAD_INFO, struct.pack("<III", 3, 99, 1)),
+        (md.THREAD_NAME_LIST, struct.pack("<IIQ", 1, 1, 0xFFFFFF)),  # name past the end
+    ]
+    dump = Minidump.parse(synth.build())
+    assert dump.misc_info is None
+    assert dump.linux_maps is not None and dump.linux_maps.endswith("/bin/app\n")
+    assert dump.linux_cpu_info == "processor\t: 0\n"
+    assert (dump.dump_thread_id, dump.requesting_thread_id) == (99, 1)
+    assert len(dump.warnings) == 2
+    assert "misc info" in dump.warnings[0] and "thread name list" in dump.warnings[1]
+
+
+def test_a_second_stream_of_a_type_is_ignored_as_breakpad_does():
+    synth = Synth()
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 64, {"rip": 0x10010, "rsp": 0x7000})]
+    synth.extra_streams = [(md.THREAD_LIST, struct.pack("<I", 0))]
+    dump = Minidump.parse(synth.build())
+    assert [t.thread_id for t in dump.threads] == [1]
+    assert dump.warnings == ["a second thread list stream is ignored"]
+
+
+def test_thread_names_and_full_memory_stacks():
+    # A thread whose stack descriptor has no bytes of its own finds them in the memory lists,
+    # as in full-memory dumps (here in a Memory64List).
+    synth = Synth()
+    synth.threads = [SynthThread(5, 0x9000, b"", {"rip": 0x10010, "rsp": 0x9000})]
+    stack = b"\x42" * 32
+    header = struct.pack("<QQ", 1, 0)  # base RVA patched below
+    synth.extra_streams = [
+        (md.THREAD_NAME_LIST, b""),  # replaced below
+    ]
+    data = bytearray(synth.build())
+    # Append the memory64 region and the thread name, then point new streams at them.
+    stack_rva = len(data)
+    data += stack
+    name_rva = len(data)
+    name = "worker".encode("utf-16-le")
+    data += struct.pack("<I", len(name)) + name
+    memory64_rva = len(data)
+    data += struct.pack("<QQ", 1, stack_rva) + struct.pack("<QQ", 0x9000, len(stack))
+    names_rva = len(data)
+    data += struct.pack("<IIQ", 1, 5, name_rva)
+    del header
+    names_entry = stream_entry(bytes(data), md.THREAD_NAME_LIST)
+    struct.pack_into("<III", data, names_entry, md.THREAD_NAME_LIST, 16, names_rva)
+    # Turn the memory list entry into a memory64 list.
+    memory_entry = stream_entry(bytes(data), md.MEMORY_LIST)
+    struct.pack_into("<III", data, memory_entry, md.MEMORY64_LIST, 32, memory64_rva)
+    dump = Minidump.parse(bytes(data))
+    (thread,) = dump.threads
+    assert thread.name == "worker"
+    assert thread.stack == md.MemoryRegion(0x9000, 32, stack_rva)
+    assert dump.read(0x9008, 8) == b"\x42" * 8
+    assert dump.read(0x9000 + 30, 8) is None
