@@ -137,11 +137,23 @@ def crashes(crashpad_handler, tmp_path_factory) -> dict[str, Crash]:
 
 
 def module_files(dump: Minidump, crash: Crash) -> dict[str, Path]:
-    """The files the crashed process loaded, that exist here (all but the vDSO)."""
+    """The files the crashed process loaded, that exist here (all but the vDSO). Crashpad names
+    the C library and the dynamic loader by their sonames; ldd finds their files."""
+    app = crash.binaries["stackwalk_app"]
+    done = subprocess.run(["ldd", str(app)], capture_output=True, text=True, timeout=WITHIN)
+    libraries = {}
+    for line in done.stdout.splitlines():
+        words = line.split()
+        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/"):
+            libraries[Path(path).name] = Path(path)
+            libraries[words[0]] = Path(path)
     files = {}
     for module in dump.modules:
-        path = crash.binaries.get(module.filename) or Path(module.code_file)
-        if path.is_file():
+        path = crash.binaries.get(module.filename) or libraries.get(module.code_file)
+        if path is None and module.code_file.startswith("/"):
+            path = Path(module.code_file)
+        if path is not None and path.is_file():
             files[module.filename] = path
     return files
 
@@ -201,6 +213,7 @@ def test_a_crashpad_dump_parses_as_dump_syms_names_its_modules(crashes, breakpad
 
     # Every module the process loaded, with the ids dump_syms gives its file.
     files = module_files(dump, crash)
+    assert set(files) >= {"stackwalk_app", "libmid.so", "libc.so.6"}
     names = [module.filename for module in dump.modules]
     assert {"stackwalk_app", "libmid.so", "linux-vdso.so.1"} <= set(names)
     assert any(name.startswith("libc.so") for name in names)
@@ -449,3 +462,232 @@ def test_thread_names_and_full_memory_stacks():
     assert thread.stack == md.MemoryRegion(0x9000, 32, stack_rva)
     assert dump.read(0x9008, 8) == b"\x42" * 8
     assert dump.read(0x9000 + 30, 8) is None
+
+
+# -- CFI ------------------------------------------------------------------------------------------
+
+from symbolon.processing.cfi import (  # noqa: E402
+    CfiFormatError,
+    CfiIndex,
+    evaluate,
+    evaluate_program,
+    parse_rule_set,
+)
+
+MASK64 = (1 << 64) - 1
+
+
+def memory_of(words: dict[int, int]):
+    return words.get
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("$rsp 16 +", 0x1010),
+        ("$rsp -8 +", 0xFF8),
+        (".cfa -8 + ^", 0xABC),  # a read through the dump's memory
+        ("$rsp 3 * 2 /", 0x1800),
+        ("$rsp 7 %", 0x1000 % 7),
+        ("$rsp 5 + 16 @", 0x1000),  # align down to 16
+        ("$rsp 1 -", 0xFFF),
+        ("0 1 -", MASK64),  # wraps as the address width does
+        # Malformed, unknown, impossible: no value.
+        ("$rsp +", None),
+        ("$rsp 16", None),
+        ("$rax 8 +", None),
+        ("$rsp 0 /", None),
+        ("$rsp 0 %", None),
+        ("$rsp 8 + ^", None),  # nothing kept at 0x1008
+        ("0x10 $rsp +", None),  # literals are decimal, as in Breakpad
+        ("", None),
+        ("$rsp " + "1 + " * 10 + "1 " * 70, None),
+    ],
+)
+def test_cfi_rules_evaluate_as_breakpads_postfix_evaluator(expression, value):
+    registers = {"$rsp": 0x1000, ".cfa": 0x1008}
+    assert evaluate(expression, registers, memory_of({0x1000: 0xABC}), MASK64) == value
+
+
+def test_32_bit_rules_wrap_at_32_bits():
+    assert evaluate("$esp 8 -", {"$esp": 4}, memory_of({}), 0xFFFFFFFF) == 0xFFFFFFFC
+
+
+def test_stack_win_programs_assign_registers():
+    dictionary = {"$ebp": 0x2000, "$esp": 0x1000}
+    memory = memory_of({0x2000: 0x2100, 0x2004: 0x401234})
+    program = "$T0 $ebp = $eip $T0 4 + ^ = $ebp $T0 ^ = $esp $T0 8 + ="
+    ok, assigned = evaluate_program(program, dictionary, memory, 0xFFFFFFFF)
+    assert ok and assigned == {"$T0", "$eip", "$ebp", "$esp"}
+    assert (dictionary["$eip"], dictionary["$ebp"], dictionary["$esp"]) == (
+        0x401234,
+        0x2100,
+        0x2008,
+    )
+    # "=$eip" without the space counts as "= $eip"; a failure keeps what was assigned before it.
+    dictionary = {"$ebp": 0x2000}
+    ok, assigned = evaluate_program("$T0 $ebp =$eip $T0 4 + ^ =", dictionary, memory, 0xFFFFFFFF)
+    assert ok and assigned == {"$T0", "$eip"} and dictionary["$eip"] == 0x401234
+    ok, assigned = evaluate_program("$T0 $ebp = $eip $T1 ^ =", {"$ebp": 1}, memory, 0xFFFFFFFF)
+    assert not ok and assigned == {"$T0"}
+    ok, assigned = evaluate_program("$T0 $ebp = 5", {"$ebp": 1}, memory, 0xFFFFFFFF)
+    assert not ok  # something left on the stack
+    ok, _ = evaluate_program("T0 $ebp =", {"$ebp": 1}, memory, 0xFFFFFFFF)
+    assert not ok  # only $-names are assigned
+
+
+def test_rule_sets_parse_as_breakpads_cfi_rule_parser():
+    assert parse_rule_set(".cfa: $rsp 16 + .ra: .cfa -8 + ^ $rbp: .cfa -16 + ^") == (
+        [(".cfa", "$rsp 16 +"), (".ra", ".cfa -8 + ^"), ("$rbp", ".cfa -16 + ^")],
+        True,
+    )
+    # The rules before a malformed one count.
+    assert parse_rule_set(".cfa: $rsp 8 + .ra: $rbp:") == ([(".cfa", "$rsp 8 +")], False)
+    assert parse_rule_set("$rsp 8 +") == ([], False)
+    assert parse_rule_set(": 8") == ([], False)
+
+
+SYM = """MODULE Linux x86_64 0123456789ABCDEF0123456789ABCDEF0 app
+INFO CODE_ID 67452301AB89EFCD
+FILE 0 app.c
+FUNC 1000 40 0 alpha
+1000 10 3 0
+FUNC m 1100 20 8 beta
+PUBLIC 900 0 _init
+PUBLIC 2000 4 after_functions
+STACK CFI INIT 1000 40 .cfa: $rsp 8 + .ra: .cfa -8 + ^
+STACK CFI 1001 .cfa: $rsp 16 + $rbp: .cfa -16 + ^
+STACK CFI 1004 .cfa: $rbp 16 +
+STACK CFI INIT 1100 20 .cfa: $rsp 8 + .ra: .cfa -8 + ^
+STACK CFI 1100 .cfa: $rsp 24 +
+STACK CFI INIT 1200 10 .cfa: $rsp 8 +
+STACK CFI INIT 1300 10 .cfa: $rsp 8 + .ra: .cfa -8 + ^ $rbx:
+STACK CFI INIT 1010 8 .cfa: $rsp 99 + .ra: .cfa -8 + ^
+STACK CFI garbage
+STACK CFI INIT zz 10 .cfa: $rsp 8 +
+STACK WIN 4 3000 100 5 0 8 4 10 0 1 $T0 $ebp = $eip $T0 4 + ^ = $ebp $T0 ^ = $esp $T0 8 + =
+STACK WIN 4 3010 20 3 0 0 0 0 0 1 $eip $esp ^ = $esp $esp 4 + =
+STACK WIN 0 3000 200 3 0 4 8 c 0 0 1
+STACK WIN 0 4000 10 3 0 c 0 0 0 0 0
+STACK WIN 4 5000
+"""
+
+
+def sym_index(text: str = SYM) -> CfiIndex:
+    return CfiIndex.from_sym_lines(text.splitlines(keepends=True))
+
+
+def rules_at(index: CfiIndex, address: int) -> tuple[str | None, str | None, dict[str, str]] | None:
+    rules = index.find_cfi(address)
+    if rules is None:
+        return None
+    return rules.cfa, rules.ra, dict(rules.registers or {})
+
+
+def test_cfi_lookup_applies_the_deltas_up_to_the_address():
+    index = sym_index()
+    ra = ".cfa -8 + ^"
+    assert rules_at(index, 0x1000) == ("$rsp 8 +", ra, {})
+    assert rules_at(index, 0x1001) == ("$rsp 16 +", ra, {"$rbp": ".cfa -16 + ^"})
+    assert rules_at(index, 0x1003) == ("$rsp 16 +", ra, {"$rbp": ".cfa -16 + ^"})
+    assert rules_at(index, 0x103F) == ("$rbp 16 +", ra, {"$rbp": ".cfa -16 + ^"})
+    # The INIT at 0x1010 overlaps the first one, which stays (Breakpad's RangeMap).
+    assert rules_at(index, 0x1010)[0] == "$rbp 16 +"  # type: ignore[index]
+    assert rules_at(index, 0x1040) is None
+    assert rules_at(index, 0x1100) == ("$rsp 24 +", ra, {})
+    assert rules_at(index, 0xFFF) is None
+    # An INIT without a return address rule is found but cannot recover a caller.
+    rules = index.find_cfi(0x1205)
+    assert rules is not None and rules.caller_registers({"$rsp": 8}, memory_of({}), MASK64) is None
+    # A malformed INIT is no CFI at all.
+    assert index.find_cfi(0x1305) is None
+
+
+def test_cfi_rules_recover_the_callers_registers():
+    rules = sym_index().find_cfi(0x1002)
+    assert rules is not None
+    memory = memory_of({0x1000: 0x4000, 0xFF8: 0x2222})
+    found = rules.caller_registers({"$rsp": 0xFF8}, memory, MASK64)
+    assert found == {".cfa": 0x1008, ".ra": 0x4000, "$rbp": 0x2222}
+    # A register rule that fails leaves that register out; the frame still unwinds.
+    found = rules.caller_registers({"$rsp": 0xFF8}, memory_of({0x1000: 0x4000}), MASK64)
+    assert found == {".cfa": 0x1008, ".ra": 0x4000}
+    # A return address that cannot be read is no CFI for this frame.
+    assert rules.caller_registers({"$rsp": 0xFF8}, memory_of({}), MASK64) is None
+
+
+def test_stack_win_lookup_prefers_frame_data_and_the_innermost_range():
+    index = sym_index()
+    outer = index.find_win(0x3005)
+    assert outer is not None and outer.type == 4 and outer.program_string.startswith("$T0 $ebp")
+    assert (outer.prolog_size, outer.parameter_size, outer.saved_register_size) == (5, 8, 4)
+    assert outer.local_size == 0x10 and outer.valid_all
+    inner = index.find_win(0x3015)
+    assert inner is not None and inner.program_string == "$eip $esp ^ = $esp $esp 4 + ="
+    assert index.find_win(0x3035) == outer
+    # Past the FrameData record, the FPO one covers.
+    fpo = index.find_win(0x3150)
+    assert fpo is not None and fpo.type == 0 and fpo.program_string == ""
+    assert fpo.allocates_base_pointer and fpo.parameter_size == 4
+    assert (fpo.saved_register_size, fpo.local_size) == (8, 0xC)
+    fpo = index.find_win(0x4005)
+    assert fpo is not None and not fpo.allocates_base_pointer and fpo.parameter_size == 0xC
+    # No STACK WIN: a FUNC's parameter size alone.
+    beta = index.find_win(0x1105)
+    assert beta is not None and not beta.valid_all and beta.parameter_size == 8
+    assert index.find_win(0x5005) is None
+
+
+def test_function_bounds_answer_as_breakpads_symbol_lookup():
+    index = sym_index()
+    assert index.has_function(0x1000) and index.has_function(0x103F)
+    assert index.has_function(0x1110)
+    # Between functions, a PUBLIC symbol below the address counts only if it is after the
+    # nearest function below.
+    assert not index.has_function(0x1050)
+    assert not index.has_function(0x1F00)
+    assert index.has_function(0x2000) and index.has_function(0x9000)
+    assert index.has_function(0x950)  # _init, with no function below it
+    assert not index.has_function(0x800)
+
+
+def test_an_index_round_trips_through_bytes():
+    index = sym_index()
+    again = CfiIndex.from_bytes(index.to_bytes())
+    for address in range(0xF00, 0x5100, 3):
+        assert rules_at(again, address) == rules_at(index, address)
+        assert again.find_win(address) == index.find_win(address)
+        assert again.has_function(address) == index.has_function(address)
+    empty = CfiIndex.from_sym_lines([])
+    assert CfiIndex.from_bytes(empty.to_bytes()).find_cfi(0) is None
+
+
+def test_damaged_index_bytes_raise_cfi_format_error():
+    data = sym_index().to_bytes()
+    for damaged in (b"", b"SYMBCFI0" + data[8:], data[:-3], data[:20] + b"\0" + data[21:]):
+        with pytest.raises(CfiFormatError):
+            CfiIndex.from_bytes(damaged)
+
+
+def test_an_index_of_a_real_sym_file_is_smaller_and_answers_the_same(crashes, breakpad, tmp_path):
+    crash = crashes["O2-no-frame-pointer"]
+    dump = Minidump.parse(crash.dump.read_bytes())
+    libc = next(module for module in dump.modules if module.filename.startswith("libc.so"))
+    sym = tmp_path / "libc.sym"
+    with sym.open("wb") as out:
+        path = module_files(dump, crash)[libc.filename]
+        subprocess.run([str(breakpad.dump_syms), str(path)], stdout=out, check=True,
+                       stderr=subprocess.DEVNULL, timeout=WITHIN)  # fmt: skip
+    with sym.open("rb") as lines:
+        index = CfiIndex.from_sym_lines(lines)
+    inits = [
+        line.split() for line in sym.read_text().splitlines() if line.startswith("STACK CFI INIT")
+    ]
+    assert inits and index.has_cfi
+    data = index.to_bytes()
+    assert len(data) < sym.stat().st_size
+    again = CfiIndex.from_bytes(data)
+    for fields in inits[:: max(1, len(inits) // 300)]:
+        start, size = int(fields[3], 16), int(fields[4], 16)
+        for address in (start, start + size // 2, start + size - 1):
+            assert rules_at(again, address) == rules_at(index, address) is not None

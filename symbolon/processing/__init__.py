@@ -4,6 +4,7 @@ Pure functions and dataclasses over bytes and text (no Tornado, database or runt
 run in a process pool. docs/processing.md describes the walk.
 """
 
+from symbolon.processing.cfi import CfiFormatError, CfiIndex
 from symbolon.processing.minidump import Minidump, MinidumpError
 
-__all__ = ["Minidump", "MinidumpError"]
+__all__ = ["CfiFormatError", "CfiIndex", "Minidump", "MinidumpError"]
