@@ -70,6 +70,9 @@ class FSCrashStorage:
     def _dump_file(self, crash_id: str, name: str) -> tuple[str, str]:
         return self._file(crash_id, fs_dump_dir(name), crash_id)
 
+    def _processed_file(self, crash_id: str) -> tuple[str, str]:
+        return self._file(crash_id, "processed_crash", f"{crash_id}.json")
+
     def _create(self, directory: str, path: str) -> int:
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
@@ -193,6 +196,18 @@ class FSCrashStorage:
 
     async def load_dump(self, crash_id: str, name: str) -> bytes | None:
         return self._read(Path(self._dump_file(crash_id, name)[1]))
+
+    async def save_processed(self, crash_id: str, processed_crash: bytes) -> None:
+        # Renamed into place: a reader sees the previous version or this one, never half.
+        try:
+            await asyncio.to_thread(
+                self._write, self._processed_file(crash_id), processed_crash, True
+            )
+        except OSError as exc:
+            raise self._failed(crash_id, exc) from exc
+
+    async def load_processed(self, crash_id: str) -> bytes | None:
+        return await asyncio.to_thread(self._read, Path(self._processed_file(crash_id)[1]))
 
     async def list_crash_ids(self, date: str) -> list[str]:
         directory = self.root / date / "raw_crash"

@@ -42,6 +42,11 @@ def dump_key(crash_id: str, name: str) -> str:
     return f"v1/{dump_key_segment(name)}/{crash_id}"
 
 
+def processed_crash_key(crash_id: str) -> str:
+    """Where Socorro's processor keeps processed crashes, so that its readers find them."""
+    return f"v1/processed_crash/{crash_id}"
+
+
 async def write_all(writes: list[Coroutine[Any, Any, None]]) -> None:
     """Run the writes at once; a failure cancels the others and is raised once they have
     stopped. Not a TaskGroup: on Python 3.11 and 3.12, a child failing while the group waits
@@ -158,6 +163,12 @@ class S3CrashStorage:
 
     async def load_dump(self, crash_id: str, name: str) -> bytes | None:
         return await self._get(dump_key(crash_id, name))
+
+    async def save_processed(self, crash_id: str, processed_crash: bytes) -> None:
+        await self._put(processed_crash_key(crash_id), processed_crash)
+
+    async def load_processed(self, crash_id: str) -> bytes | None:
+        return await self._get(processed_crash_key(crash_id))
 
     async def list_crash_ids(self, date: str) -> list[str]:
         prefix = f"v1/raw_crash/{date}/"
