@@ -1,4 +1,4 @@
-"""The four permissions a user or token can hold (docs/accounts.md, "Users, groups and
+"""The permissions a user or token can hold (docs/accounts.md, "Users, groups and
 permissions").
 
 Each value is the codename stored in the ``permissions`` table and shown in JSON, so a member
@@ -15,6 +15,8 @@ class Permission(StrEnum):
     UPLOAD_TRY_SYMBOLS = "upload.upload_try_symbols"
     VIEW_ALL_UPLOADS = "upload.view_all_uploads"
     MANAGE_TOKENS = "tokens.manage_tokens"
+    # Raw and processed crashes: annotations and dumps can hold personal data.
+    VIEW_CRASHES = "crashes.view_crashes"
 
     @property
     def short_name(self) -> str:

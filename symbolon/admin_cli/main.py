@@ -193,7 +193,8 @@ def token() -> None:
     "--permission",
     "permissions",
     multiple=True,
-    help="upload_symbols, upload_try_symbols, view_all_uploads or manage_tokens (repeatable).",
+    help="upload_symbols, upload_try_symbols, view_all_uploads, manage_tokens or view_crashes "
+    "(repeatable).",
 )
 @click.option("--expires-days", type=click.IntRange(min=1), default=None)
 @click.option("--notes", default="")

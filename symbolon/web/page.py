@@ -40,6 +40,7 @@ PERMISSION_LABELS = {
     Permission.UPLOAD_TRY_SYMBOLS: "Upload try symbols",
     Permission.VIEW_ALL_UPLOADS: "View all uploads",
     Permission.MANAGE_TOKENS: "Manage API tokens",
+    Permission.VIEW_CRASHES: "View crash reports",
 }
 
 
