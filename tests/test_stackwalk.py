@@ -144,10 +144,10 @@ def module_files(dump: Minidump, crash: Crash) -> dict[str, Path]:
     libraries = {}
     for line in done.stdout.splitlines():
         words = line.split()
-        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
-        if path.startswith("/"):
-            libraries[Path(path).name] = Path(path)
-            libraries[words[0]] = Path(path)
+        found = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
+        if found.startswith("/"):
+            libraries[Path(found).name] = Path(found)
+            libraries[words[0]] = Path(found)
     files = {}
     for module in dump.modules:
         path = crash.binaries.get(module.filename) or libraries.get(module.code_file)
@@ -260,10 +260,13 @@ def test_pdb70_debug_ids_are_the_guid_and_age_in_uppercase_hex():
             stamp=0x5F1E2D3C,
         ),
         SynthModule(0x10000000, 0x2000, r"C:\Windows\ntdll.dll"),
+        # A PDB name without its terminating NUL: refused, as Breakpad refuses it.
+        SynthModule(0x20000000, 0x2000, r"C:\app\bad.dll", cv_pdb70(guid, 1, "bad.pdb")[:-1]),
     ]
     synth.threads = [SynthThread(7, 0x1000, b"\0" * 64, {"eip": 0x401000, "esp": 0x1000})]
     dump = Minidump.parse(synth.build())
-    app, ntdll = dump.modules
+    app, ntdll, bad = dump.modules
+    assert (bad.debug_id, bad.debug_file, bad.cv_signature) == ("", "", None)
     assert app.debug_id == "3A9F1C2E5B7D4E608A1BC2D3E4F506172A"
     assert (app.debug_file, app.filename, app.code_file) == (
         "app.pdb",
@@ -691,3 +694,591 @@ def test_an_index_of_a_real_sym_file_is_smaller_and_answers_the_same(crashes, br
         start, size = int(fields[3], 16), int(fields[4], 16)
         for address in (start, start + size // 2, start + size - 1):
             assert rules_at(again, address) == rules_at(index, address) is not None
+
+
+# -- the walk against Breakpad's --------------------------------------------------------------------
+
+from symbolon.processing import stackwalk  # noqa: E402
+from symbolon.processing.walker import StackwalkResult  # noqa: E402
+
+TRUSTS = {
+    "given as instruction pointer in context": "context",
+    "call frame info": "cfi",
+    "call frame info with scanning": "cfi_scan",
+    "previous frame's frame pointer": "frame_pointer",
+    "stack scanning": "scan",
+    "simulating a return from leaf function": "leaf",
+}
+PC_REGISTERS = ("rip", "eip", "pc")
+
+
+def sym_path(symbols: Path, debug_file: str, debug_id: str) -> Path:
+    """Where Breakpad's SimpleSymbolSupplier looks: <debug_file>/<debug_id>/<name>.sym, the
+    name without ".pdb"."""
+    name = debug_file[:-4] if debug_file.lower().endswith(".pdb") else debug_file
+    return symbols / debug_file / debug_id / f"{name}.sym"
+
+
+def cfi_from(symbols: Path):
+    def cfi_for(module: md.Module) -> CfiIndex | None:
+        if not module.debug_file or not module.debug_id:
+            return None
+        path = sym_path(symbols, module.debug_file, module.debug_id)
+        return CfiIndex.from_sym_file(str(path)) if path.is_file() else None
+
+    return cfi_for
+
+
+def breakpad_walk(breakpad: Breakpad, dump: Path, symbols: Path) -> dict:
+    """minidump_stackwalk's answer, in the shape compared here: crash info, modules, and every
+    thread's frames as (module, module offset, trust). It prints a frame's module and, in its
+    registers, the frame's address; the module offset comes from the module's base."""
+
+    def run(*flags: str) -> str:
+        done = subprocess.run(
+            [str(breakpad.minidump_stackwalk), *flags, str(dump), str(symbols)],
+            capture_output=True,
+            text=True,
+            timeout=WITHIN,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    crash_info: dict[str, str | int | None] = {
+        "type": None,
+        "address": None,
+        "crashing_thread": None,
+    }
+    modules = {}
+    for line in run("-m").splitlines():
+        fields = line.split("|")
+        if fields[0] == "Crash":
+            crash_info = {
+                "type": fields[1],
+                "address": int(fields[2], 16),
+                "crashing_thread": int(fields[3]) if fields[3] else None,
+            }
+        elif fields[0] == "Module":
+            name, _version, debug_file, debug_id, base, last = fields[1:7]
+            modules[name] = (debug_file, debug_id, int(base, 16), int(last, 16) + 1)
+    threads: dict[int, list[tuple[str | None, int | None, str]]] = {}
+    frames: list[tuple[str | None, int | None, str]] = []
+    module: str | None = None
+    offset: int | None = None
+    for line in run().splitlines():
+        if line.startswith("Loaded modules:"):
+            break
+        if match := re.match(r"^Thread (\d+)", line):
+            frames = threads.setdefault(int(match.group(1)), [])
+        elif match := re.match(r"^ ?\d+  (.*)$", line):
+            header = match.group(1)
+            module = None if header.startswith("0x") else re.split(r"!| \+ ", header)[0]
+            offset = None
+        elif line.startswith("    Found by: "):
+            trust = line[len("    Found by: ") :]
+            if trust == "inline record":
+                continue
+            assert offset is not None, "a frame without its address"
+            module_offset = offset - modules[module][2] if module else None
+            frames.append((module, module_offset, TRUSTS[trust]))
+        else:
+            for name, value in re.findall(r"(\w+) = (0x[0-9a-f]+)", line):
+                if name in PC_REGISTERS:
+                    offset = int(value, 16)
+    return {
+        "crash_info": crash_info,
+        "modules": modules,
+        "threads": [threads[index] for index in sorted(threads)],
+    }
+
+
+def ours(result: StackwalkResult) -> dict:
+    """The walk's JSON, in the same shape."""
+    data = result.to_json()
+    crash = data["crash_info"]
+    return {
+        "crash_info": {
+            "type": crash["type"],
+            "address": int(crash["address"], 16) if crash["address"] else None,
+            "crashing_thread": crash["crashing_thread"],
+        },
+        "modules": {
+            module["filename"]: (
+                module["debug_file"] or "",
+                module["debug_id"] or "",
+                int(module["base_addr"], 16),
+                int(module["end_addr"], 16),
+            )
+            for module in data["modules"]
+        },
+        "threads": [
+            [
+                (
+                    frame["module"],
+                    int(frame["module_offset"], 16) if frame["module_offset"] else None,
+                    frame["trust"],
+                )
+                for frame in thread["frames"]
+            ]
+            for thread in data["threads"]
+        ],
+    }
+
+
+def assert_same_walk(mine: dict, reference: dict) -> None:
+    assert mine["crash_info"] == reference["crash_info"]
+    assert mine["modules"] == reference["modules"]
+    assert len(mine["threads"]) == len(reference["threads"])
+    for index, (found, expected) in enumerate(
+        zip(mine["threads"], reference["threads"], strict=True)
+    ):
+        assert found == expected, f"thread {index} differs"
+
+
+def write_symbols(breakpad: Breakpad, files: dict[str, Path], symbols: Path) -> dict[str, Path]:
+    """dump_syms of each file, laid out for minidump_stackwalk; the .sym of each module."""
+    written = {}
+    for name, binary in files.items():
+        done = subprocess.run(
+            [str(breakpad.dump_syms), str(binary)], capture_output=True, timeout=WITHIN
+        )
+        assert done.returncode == 0, done.stderr
+        _module, _os, _arch, debug_id, debug_file = (
+            done.stdout.split(b"\n", 1)[0].decode().split(" ", 4)
+        )
+        path = sym_path(symbols, debug_file, debug_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(done.stdout)
+        written[name] = path
+    return written
+
+
+def functions(sym: Path) -> list[tuple[int, int, str]]:
+    found = []
+    for line in sym.read_text().splitlines():
+        if line.startswith("FUNC "):
+            fields = line.split(" ", 5)
+            if fields[1] == "m":
+                fields = fields[:1] + fields[2:]
+            found.append((int(fields[1], 16), int(fields[2], 16), fields[4]))
+    return found
+
+
+def function_names(frames, syms: dict[str, Path]) -> list[str]:
+    """Each frame's function, looked up at its address (less one above the context frame)."""
+    names = []
+    tables = {name: functions(path) for name, path in syms.items()}
+    for number, (module, offset, _trust) in enumerate(frames):
+        name = "?"
+        if module is None or offset is None:
+            names.append(name)
+            continue
+        address = offset - (1 if number else 0)
+        for start, size, function in tables.get(module, []):
+            if start <= address < start + size:
+                name = function
+        names.append(name)
+    return names
+
+
+SYMBOL_SETS = {
+    "all": lambda name: True,
+    "without-libmid": lambda name: name != "libmid.so",
+    "none": lambda name: False,
+}
+
+
+@pytest.mark.parametrize(
+    ("variant", "symbol_set"),
+    [
+        ("O0", "all"),
+        ("O0", "none"),
+        ("O2-no-frame-pointer", "all"),
+        ("O2-no-frame-pointer", "without-libmid"),
+        ("O2-no-frame-pointer", "none"),
+    ],
+)
+def test_every_thread_walks_as_breakpad_walks_it(crashes, breakpad, tmp_path, variant, symbol_set):
+    crash = crashes[variant]
+    dump = Minidump.parse(crash.dump.read_bytes())
+    files = {
+        name: path
+        for name, path in module_files(dump, crash).items()
+        if SYMBOL_SETS[symbol_set](name)
+    }
+    symbols = tmp_path / "symbols"
+    symbols.mkdir()
+    syms = write_symbols(breakpad, files, symbols)
+
+    result = stackwalk(crash.dump.read_bytes(), cfi_from(symbols))
+    mine = ours(result)
+    reference = breakpad_walk(breakpad, crash.dump, symbols)
+    assert_same_walk(mine, reference)
+    assert mine["crash_info"] == {
+        "type": "SIGSEGV /SEGV_MAPERR",
+        "address": CRASH_ADDRESS,
+        "crashing_thread": 0,
+    }
+    assert len(mine["threads"]) == 5
+    # Symbols are asked for only as the walk reaches a module.
+    loaded = {module.filename for module in result.modules if module.loaded_symbols}
+    assert loaded <= set(syms)
+    assert ("stackwalk_app" in loaded) == ("stackwalk_app" in syms)
+
+    crashed = mine["threads"][0]
+    trusts = [trust for _module, _offset, trust in crashed]
+    assert trusts[0] == "context"
+    if symbol_set == "all":
+        # The whole chain, each caller by CFI, from the crash to main and the C library.
+        names = function_names(crashed, syms)
+        chain = ["crash_here", "step_c", "step_b", "step_a", "mid_inner", "mid_call"]
+        chain += ["recurse"] * 4 + ["main"]
+        assert names[: len(chain)] == chain
+        assert set(trusts[1 : len(chain) + 2]) == {"cfi"}
+        # Every other thread from its blocking call, through its levels, to its start routine.
+        for thread in mine["threads"][1:]:
+            names = function_names(thread, syms)
+            assert any(name in names for name in ("reader", "sleeper", "waiter", "spinner"))
+    elif symbol_set == "without-libmid":
+        # libmid's frames are found by scanning, and the walk goes on to main.
+        names = function_names(crashed, syms)
+        assert names[:4] == ["crash_here", "step_c", "step_b", "step_a"]
+        assert "scan" in trusts
+        assert "main" in names
+    else:
+        assert set(trusts[1:]) <= {"frame_pointer", "scan"}
+
+
+# -- laid-out stacks on other architectures, against Breakpad ---------------------------------------
+
+import random  # noqa: E402
+
+
+@dataclass
+class Case:
+    dump: bytes
+    syms: dict[tuple[str, str], str]  # (debug file, debug id) -> .sym text
+
+
+def random_case(seed: int, arch: str, platform: str) -> Case:
+    """A dump whose stacks mix plausible return addresses, frame pointers and noise, with modules
+    that have CFI, STACK WIN records, function bounds, or no symbols at all."""
+    rng = random.Random(seed)
+    width = 4 if arch == "x86" else 8
+    top = 0xFFFFFFFF if width == 4 else (1 << 64) - 1
+    module_base = 0x10000000 if width == 4 else 0x7F3A00000000
+    stack_base = 0x00200000 if width == 4 else 0x7FFC00000000
+    synth = Synth(arch=arch, platform=platform)
+    syms: dict[tuple[str, str], str] = {}
+    functions_of: list[list[tuple[int, int]]] = []
+    for number in range(3):
+        base = module_base + number * 0x20000
+        size = 0x8000
+        if platform == "windows":
+            guid = uuid.UUID(int=rng.getrandbits(128))
+            cv = cv_pdb70(guid, number + 1, f"mod{number}.pdb")
+            name = f"C:\\\\app\\\\mod{number}.dll"
+        else:
+            cv = cv_elf(rng.randbytes(20))
+            name = f"/opt/app/libmod{number}.so"
+        synth.modules.append(SynthModule(base, size, name, cv, stamp=0x60000000 + number))
+        starts = sorted(rng.sample(range(0x10, size // 0x100), 24))
+        funcs = [(start * 0x100, rng.randrange(0x40, 0x100)) for start in starts]
+        functions_of.append(funcs)
+        if number == 2:
+            continue  # no symbols for the last module
+        dump_module = md.Minidump.parse(synth.build()).modules[number]
+        lines = [f"MODULE {platform} {arch} {dump_module.debug_id} {dump_module.debug_file}"]
+        for start, length in funcs:
+            lines.append(f"FUNC {start:x} {length:x} {rng.choice([0, 4, 8])} f{start:x}")
+        lines.append(f"PUBLIC {funcs[-1][0] + 0x200:x} 0 tail_symbol")
+        for start, length in funcs:
+            lines += cfi_records(rng, arch, platform, start, length)
+        syms[(dump_module.debug_file, dump_module.debug_id)] = "\n".join(lines) + "\n"
+
+    def code_address() -> int:
+        number = rng.choice([0, 0, 1, 2])
+        start, length = rng.choice(functions_of[number])
+        return module_base + number * 0x20000 + start + rng.randrange(1, length)
+
+    for thread in range(3):
+        start = stack_base + thread * 0x100000
+        words = rng.randrange(8, 200)
+        stack = []
+        for index in range(words):
+            kind = rng.random()
+            if kind < 0.3:
+                stack.append(code_address())
+            elif kind < 0.55:
+                stack.append(start + rng.randrange(index, words + 4) * width)
+            elif kind < 0.75:
+                stack.append(rng.randrange(0, 0x100))
+            else:
+                stack.append(rng.getrandbits(8 * width))
+        data = b"".join(value.to_bytes(width, "little") for value in stack)
+        sp = start + rng.randrange(0, 6) * width
+        pc = code_address() if rng.random() < 0.9 else rng.getrandbits(8 * width)
+        fp = start + rng.randrange(0, words) * width if rng.random() < 0.8 else rng.getrandbits(16)
+        if arch == "amd64":
+            registers = {"rip": pc, "rsp": sp, "rbp": fp, "rbx": rng.getrandbits(64)}
+        elif arch == "x86":
+            registers = {"eip": pc, "esp": sp, "ebp": fp, "ebx": 7, "esi": 8, "edi": 9}
+        else:
+            registers = {"pc": pc, "sp": sp, "x29": fp, "x19": 5}
+            registers["x30"] = code_address() if rng.random() < 0.7 else 0
+            if rng.random() < 0.3:
+                registers["x30"] |= 0x0012000000000000  # a pointer authentication code
+        synth.threads.append(SynthThread(0x100 + thread, start, data, registers))
+        assert registers[{"amd64": "rsp", "x86": "esp", "arm64": "sp"}[arch]] <= top
+    code = 0xC0000005 if platform == "windows" else 11
+    crashed = synth.threads[0]
+    synth.exception = (crashed.thread_id, code, 1, 0x5A0, (1, 0x5A0), crashed.registers)
+    return Case(synth.build(), syms)
+
+
+def cfi_records(rng: random.Random, arch: str, platform: str, start: int, length: int) -> list[str]:
+    choice = rng.random()
+    if choice < 0.2:
+        return []
+    if arch == "amd64":
+        records = [f"STACK CFI INIT {start:x} {length:x} .cfa: $rsp 8 + .ra: .cfa -8 + ^"]
+        if choice < 0.6:
+            records += [
+                f"STACK CFI {start + 1:x} .cfa: $rsp 16 + $rbp: .cfa -16 + ^",
+                f"STACK CFI {start + 4:x} .cfa: $rbp 16 +",
+            ]
+        else:
+            records.append(f"STACK CFI {start + 2:x} .cfa: $rsp {rng.choice([16, 24, 48])} +")
+        return records
+    if arch == "arm64":
+        records = [f"STACK CFI INIT {start:x} {length:x} .cfa: sp 0 + .ra: x30"]
+        if choice < 0.6:
+            records += [
+                f"STACK CFI {start + 4:x} .cfa: sp 32 + .ra: .cfa -24 + ^ x29: .cfa -32 + ^",
+                f"STACK CFI {start + 8:x} .cfa: x29 32 +",
+            ]
+        elif choice < 0.8:
+            records.append(
+                f"STACK CFI {start + 4:x} .cfa: sp {rng.choice([16, 48])} + x19: .cfa -8 + ^"
+            )
+        return records
+    # x86: STACK WIN on Windows (FrameData programs, FPO), CFI elsewhere.
+    if platform == "windows":
+        parameters = rng.choice([0, 4, 8])
+        if choice < 0.5:
+            program = "$T0 $ebp = $eip $T0 4 + ^ = $ebp $T0 ^ = $esp $T0 8 + ="
+            if rng.random() < 0.3:
+                program = "$T0 .raSearch = $eip $T0 ^ = $esp $T0 4 + = $ebx $T0 8 - ^ ="
+            if rng.random() < 0.2:
+                program = "$T1 $ebp 4 + = $T0 $T1 8 @ = $eip $T1 ^ = $esp $T1 4 + = $ebp $T0 ^ ="
+            return [f"STACK WIN 4 {start:x} {length:x} 3 0 {parameters:x} 4 8 0 1 {program}"]
+        saved, local = rng.choice([0, 4, 8]), rng.choice([0, 8, 0x10])
+        allocates = rng.choice([0, 1])
+        return [
+            f"STACK WIN 0 {start:x} {length:x} 3 0 {parameters:x} {saved:x} {local:x} 0 0 {allocates}"
+        ]
+    records = [f"STACK CFI INIT {start:x} {length:x} .cfa: $esp 4 + .ra: .cfa -4 + ^"]
+    if choice < 0.6:
+        records += [
+            f"STACK CFI {start + 1:x} .cfa: $esp 8 + $ebp: .cfa -8 + ^",
+            f"STACK CFI {start + 3:x} .cfa: $ebp 8 +",
+        ]
+    return records
+
+
+def walk_both(breakpad: Breakpad, case: Case, directory: Path) -> tuple[dict, dict]:
+    directory.mkdir()
+    dump = directory / "case.dmp"
+    dump.write_bytes(case.dump)
+    symbols = directory / "symbols"
+    for (debug_file, debug_id), text in case.syms.items():
+        path = sym_path(symbols, debug_file, debug_id)
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    symbols.mkdir(exist_ok=True)
+    return ours(stackwalk(case.dump, cfi_from(symbols))), breakpad_walk(breakpad, dump, symbols)
+
+
+@pytest.mark.parametrize(
+    ("arch", "platform"),
+    [
+        ("arm64", "linux"),
+        ("arm64", "mac"),
+        ("x86", "windows"),
+        ("x86", "linux"),
+        ("amd64", "windows"),
+        ("amd64", "linux"),
+    ],
+)
+def test_laid_out_stacks_walk_as_breakpad_walks_them(breakpad, tmp_path, arch, platform):
+    trusts: set[str] = set()
+    for seed in range(25):
+        case = random_case(seed, arch, platform)
+        mine, reference = walk_both(breakpad, case, tmp_path / f"case-{seed}")
+        try:
+            assert_same_walk(mine, reference)
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}: {exc}") from exc
+        trusts |= {trust for thread in mine["threads"] for _m, _o, trust in thread}
+    # The cases reach every way of finding a caller that the architecture has.
+    expected = {"context", "cfi", "scan"}
+    if not (arch == "amd64" and platform == "windows"):
+        expected.add("frame_pointer")
+    assert expected <= trusts
+
+
+@pytest.mark.parametrize(
+    ("platform", "arch", "code", "flags", "parameters"),
+    [
+        ("linux", "amd64", 11, 2, ()),
+        ("linux", "amd64", 4, 3, ()),
+        ("linux", "amd64", 7, 1, ()),
+        ("linux", "amd64", 8, 1, ()),
+        ("linux", "amd64", 8, 99, ()),
+        ("linux", "amd64", 6, 0, ()),
+        ("linux", "amd64", 0xFFFFFFFF, 0, ()),
+        ("linux", "amd64", 77, 5, ()),
+        ("windows", "x86", 0xC0000005, 0, (0, 0xDEADBEEF)),
+        ("windows", "x86", 0xC0000005, 0, (1, 0x1234)),
+        ("windows", "x86", 0xC0000005, 0, (8, 0x1234)),
+        ("windows", "x86", 0xC0000005, 0, (5, 0x1234)),
+        ("windows", "amd64", 0xC0000005, 0, ()),
+        ("windows", "amd64", 0xC0000006, 0, (1, 0x5000, 0xC0DE0001)),
+        ("windows", "amd64", 0xC0000409, 0, (2,)),
+        ("windows", "amd64", 0xC0000409, 0, (0,)),
+        ("windows", "amd64", 0xC0000409, 0, (999,)),
+        ("windows", "amd64", 0xE06D7363, 0, ()),
+        ("windows", "amd64", 0xC00000FD, 0, ()),
+        ("windows", "amd64", 0x12345678, 0, ()),
+        ("mac", "arm64", 1, 1, ()),
+        ("mac", "arm64", 1, 0x101, ()),
+        ("mac", "amd64", 1, 13, ()),
+        ("mac", "amd64", 2, 13, ()),
+        ("mac", "amd64", 3, 1, ()),
+        ("mac", "amd64", 5, 0x00010002, ()),
+        ("mac", "amd64", 6, 2, ()),
+        ("mac", "amd64", 12, 3, ()),
+        ("mac", "amd64", 0x43507378, 0, ()),
+        ("mac", "amd64", 99, 3, ()),
+    ],
+)
+def test_crash_reasons_are_worded_as_breakpad_words_them(
+    breakpad, tmp_path, platform, arch, code, flags, parameters
+):
+    synth = Synth(arch=arch, platform=platform)
+    pc, sp = {"amd64": ("rip", "rsp"), "x86": ("eip", "esp"), "arm64": ("pc", "sp")}[arch]
+    registers = {pc: 0x1234, sp: 0x8000}
+    synth.threads = [SynthThread(3, 0x8000, b"\0" * 64, registers)]
+    address = 0xFFFFFFFF00000ABC
+    synth.exception = (3, code, flags, address, parameters, registers)
+    case = Case(synth.build(), {})
+    mine, reference = walk_both(breakpad, case, tmp_path / "case")
+    assert mine["crash_info"] == reference["crash_info"]
+    assert mine["crash_info"]["crashing_thread"] == 0
+
+
+def small_walk_dump(**changes) -> Synth:
+    synth = Synth()
+    synth.modules = [SynthModule(0x10000, 0x1000, "/bin/app", cv_elf(b"\x11" * 20))]
+    stack = b"".join(value.to_bytes(8, "little") for value in [0, 0x10100, 0, 0x10200] * 16)
+    synth.threads = [
+        SynthThread(1, 0x7000, stack, {"rip": 0x10010, "rsp": 0x7000, "rbp": 1}),
+        SynthThread(2, 0x9000, stack, {"rip": 0x10020, "rsp": 0x9000, "rbp": 1}),
+    ]
+    for name, value in changes.items():
+        setattr(synth, name, value)
+    return synth
+
+
+def test_without_symbols_a_walk_scans_and_stops_at_its_limits():
+    data = small_walk_dump().build()
+    result = stackwalk(data, lambda module: None)
+    thread = result.threads[0]
+    # The context frame, then every plausible return address above it, by scanning.
+    assert [frame.trust for frame in thread.frames] == ["context"] + ["scan"] * 32
+    assert [frame.module_offset for frame in thread.frames[:3]] == [0x10, 0x100, 0x200]
+    assert thread.frames[1].offset == 0x10100 and thread.frames[1].module_index == 0
+    assert not thread.frames_truncated
+    # A frame limit ends each thread; a budget for the whole dump ends the walk.
+    limited = stackwalk(data, lambda module: None, max_frames=5)
+    assert [len(t.frames) for t in limited.threads] == [5, 5]
+    assert all(t.frames_truncated for t in limited.threads)
+    budget = stackwalk(data, lambda module: None, max_frames=50, max_total_frames=40)
+    assert [len(t.frames) for t in budget.threads] == [33, 7]
+    assert [t.frames_truncated for t in budget.threads] == [False, True]
+    assert result.crash_info.type is None and result.crash_info.crashing_thread is None
+
+
+def test_symbols_are_asked_for_once_per_module_and_only_when_reached():
+    asked = []
+
+    def cfi_for(module):
+        asked.append(module.filename)
+        return None
+
+    synth = small_walk_dump()
+    synth.modules.append(SynthModule(0x50000, 0x1000, "/lib/unused.so", cv_elf(b"\x22" * 20)))
+    stackwalk(synth.build(), cfi_for)
+    assert asked == ["app"]
+
+
+def test_threads_without_memory_or_context_and_the_dump_writing_thread():
+    synth = small_walk_dump()
+    synth.threads[1].stack = b""  # a thread whose stack the dump lacks
+    synth.threads.append(SynthThread(9, 0xA000, b"\0" * 64, {"rip": 0x10030, "rsp": 0xA000}))
+    synth.extra_streams = [(md.BREAKPAD_INFO, struct.pack("<III", 3, 9, 2))]
+    result = stackwalk(synth.build(), lambda module: None)
+    # Thread 9 wrote the dump and is left out; thread 2 asked for it.
+    assert [thread.thread_id for thread in result.threads] == [1, 2]
+    assert result.crash_info.crashing_thread == 1 and result.crash_info.type is None
+    assert [frame.trust for frame in result.threads[1].frames] == ["context"]
+
+
+def test_two_crashing_threads_or_no_thread_list_are_errors():
+    synth = small_walk_dump()
+    synth.threads[1].thread_id = 1
+    synth.exception = (1, 11, 1, 0, (), None)
+    with pytest.raises(MinidumpError, match="two threads have the crashing thread's id"):
+        stackwalk(synth.build(), lambda module: None)
+    data = small_dump()
+    entry = stream_entry(data, md.THREAD_LIST)
+    with pytest.raises(MinidumpError, match="no thread list"):
+        stackwalk(patched(data, entry, "<I", 0x7777), lambda module: None)
+
+
+def test_the_result_renders_as_minidump_stackwalks_json(crashes, breakpad, tmp_path):
+    crash = crashes["O0"]
+    data = crash.dump.read_bytes()
+    result = stackwalk(data, lambda module: None)
+    result.modules[0].missing_symbols = True  # the caller's to say
+    rendered = result.to_json()
+    assert set(rendered) == {
+        "status", "system_info", "crash_info", "main_module", "modules", "thread_count", "threads",
+    }  # fmt: skip
+    assert rendered["crash_info"] == {
+        "type": "SIGSEGV /SEGV_MAPERR",
+        "address": "0x5a0",
+        "crashing_thread": 0,
+        "assertion": None,
+    }
+    assert rendered["system_info"]["cpu_arch"] == "amd64"
+    assert rendered["system_info"]["os"] == "Linux"
+    assert rendered["main_module"] == 0 and rendered["thread_count"] == 5
+    app = rendered["modules"][0]
+    assert app["filename"] == "stackwalk_app" and app["missing_symbols"] is True
+    assert set(app) == {
+        "base_addr", "end_addr", "filename", "code_id", "debug_file", "debug_id", "version",
+        "loaded_symbols", "missing_symbols",
+    }  # fmt: skip
+    frame = rendered["threads"][0]["frames"][0]
+    assert frame == {
+        "frame": 0,
+        "module": "stackwalk_app",
+        "module_offset": frame["module_offset"],
+        "offset": frame["offset"],
+        "trust": "context",
+    }
+    assert int(frame["offset"], 16) - int(app["base_addr"], 16) == int(frame["module_offset"], 16)
+    import json
+
+    assert json.loads(json.dumps(rendered)) == rendered

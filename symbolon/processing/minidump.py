@@ -818,13 +818,16 @@ def _modules(reader: _Reader, stream: Stream, system: SystemInfo | None) -> list
             if cv_size > MAX_CV_RECORD:
                 raise MinidumpError(f"{what}'s CodeView record claims {cv_size} bytes")
             cv = reader.bytes(cv_rva, cv_size, f"{what}'s CodeView record")
-            (signature,) = struct.unpack_from("<I", cv) if len(cv) >= 4 else (0,)
-            if signature == CV_PDB70 and len(cv) >= 24:
+            (signature,) = struct.unpack_from("<I", cv) if len(cv) > 4 else (0,)
+            # A PDB record whose file name is not NUL-terminated is refused, as Breakpad does.
+            if signature in (CV_PDB70, CV_PDB20) and cv[-1:] != b"\0":
+                signature = 0
+            if signature == CV_PDB70 and len(cv) >= 25:
                 cv_signature = "PDB70"
                 (age,) = struct.unpack_from("<I", cv, 20)
                 debug_id = _guid_debug_id(cv[4:20], age)
                 debug_file = _utf8_z(cv[24:])
-            elif signature == CV_PDB20 and len(cv) >= 16:
+            elif signature == CV_PDB20 and len(cv) >= 17:
                 cv_signature = "PDB20"
                 pdb_signature, age = struct.unpack_from("<II", cv, 8)
                 debug_id = f"{pdb_signature:08X}{age:X}"

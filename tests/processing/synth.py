@@ -41,7 +41,8 @@ def cv_elf(build_id: bytes) -> bytes:
 
 
 def cv_pdb70(guid: uuid.UUID, age: int, pdb: str) -> bytes:
-    return struct.pack("<I", md.CV_PDB70) + guid.bytes_le + struct.pack("<I", age) + pdb.encode()
+    record = struct.pack("<I", md.CV_PDB70) + guid.bytes_le + struct.pack("<I", age)
+    return record + pdb.encode() + b"\0"
 
 
 @dataclass
