@@ -1,19 +1,17 @@
 """``/crashes/``: the crash reports the collector stored, read from the crash store
-(crashes/store.py's ``CrashStorage``), newest day first; ``/crashes/<id>``: one report.
-
-No API or permission covers crash data, so: the list and the annotations are for anyone signed
-in, except annotations whose names speak of e-mail addresses, URLs or comments (people's own
-words and addresses), which, like the dumps, are for superusers only (docs/web.md, "Crashes").
+(crashes/store.py's ``CrashStorage``), newest day first; ``/crashes/<id>``: one report, its
+annotations and dumps. Annotations and dumps can hold personal data: every crash page needs
+``crashes.view_crashes`` (docs/accounts.md), which superusers hold (docs/web.md, "Crashes").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from symbolon.accounts.permissions import Permission
 from symbolon.crashes.crashid import crash_date, is_valid_crash_id
 from symbolon.crashes.payload import MAIN_DUMP_ALIASES
 from symbolon.crashes.store import CrashStorage, StorageError
@@ -28,8 +26,8 @@ RECENT_DAYS = 7
 PER_PAGE = 20
 # Raw crashes read at once for a page of the list.
 READS_AT_ONCE = 8
-PROTECTED = re.compile(r"e-?mail|url|comment", re.IGNORECASE)
 NOT_PROCESSED = "not processed"
+NO_SIGNATURE = "no signature"
 COLUMNS = (
     Column("id", "Crash id"),
     Column("product", "Product"),
@@ -37,11 +35,6 @@ COLUMNS = (
     Column("received", "Received", time=True),
     Column("signature", "Signature"),
 )
-
-
-def protected(name: str) -> bool:
-    """Whether an annotation is shown to superusers only."""
-    return PROTECTED.search(name) is not None
 
 
 def shown_value(value: Any) -> str:
@@ -68,7 +61,19 @@ def parse_day(value: str) -> date:
 
 
 async def read_raw(store: CrashStorage, crash_id: str) -> dict[str, Any] | None:
-    data = await store.load_raw_crash(crash_id)
+    return _document(await store.load_raw_crash(crash_id))
+
+
+async def signature(store: CrashStorage, crash_id: str) -> str:
+    """The processed crash's signature, or what stands in for it."""
+    processed = _document(await store.load_processed(crash_id))
+    if processed is None:
+        return NOT_PROCESSED
+    found = processed.get("signature")
+    return found if isinstance(found, str) and found else NO_SIGNATURE
+
+
+def _document(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
@@ -93,7 +98,7 @@ class CrashesPage(PageHandler):
         return collector.storage
 
     async def get(self) -> None:
-        self.require_signin()
+        self.require(Permission.VIEW_CRASHES)
         store = self.store()
         params = query_of(self.request.query_arguments, ("date", "page"))
         today = datetime.now(UTC).date()
@@ -115,13 +120,16 @@ class CrashesPage(PageHandler):
         chosen = ids[(page - 1) * PER_PAGE : page * PER_PAGE]
         gate = asyncio.Semaphore(READS_AT_ONCE)
 
-        async def read(crash_id: str) -> dict[str, Any] | None:
+        async def read(crash_id: str) -> tuple[dict[str, Any] | None, str]:
             async with gate:
-                return await read_raw(store, crash_id)
+                return await read_raw(store, crash_id), await signature(store, crash_id)
 
-        raws = await asyncio.gather(*(read(c) for c in chosen))
+        try:
+            read_all = await asyncio.gather(*(read(c) for c in chosen))
+        except StorageError as exc:
+            raise PageError(503, f"The crash store did not answer: {exc}") from None
         rows = []
-        for crash_id, raw in zip(chosen, raws, strict=True):
+        for crash_id, (raw, signed) in zip(chosen, read_all, strict=True):
             raw = raw or {}
             rows.append(
                 {
@@ -129,7 +137,7 @@ class CrashesPage(PageHandler):
                     "product": shown_value(raw.get("ProductName", "")) or None,
                     "version": shown_value(raw.get("Version", "")) or None,
                     "received": received(raw, crash_id),
-                    "signature": NOT_PROCESSED,
+                    "signature": signed,
                 }
             )
         span = day.isoformat() if day else f"the last {RECENT_DAYS} days (UTC)"
@@ -157,7 +165,7 @@ class CrashPage(CrashesPage):
     title = "Crash report"
 
     async def get(self, crash_id: str) -> None:  # type: ignore[override]
-        principal = self.require_signin()
+        self.require(Permission.VIEW_CRASHES)
         store = self.store()
         crash_id = crash_id.removeprefix("bp-").lower()
         if not is_valid_crash_id(crash_id, strict=False):
@@ -166,19 +174,16 @@ class CrashPage(CrashesPage):
             raw = await read_raw(store, crash_id)
             names = await store.load_dump_names(crash_id) if raw is not None else []
             sizes = [len(await store.load_dump(crash_id, name) or b"") for name in names]
+            signed = await signature(store, crash_id) if raw is not None else NOT_PROCESSED
         except StorageError as exc:
             raise PageError(503, f"The crash store did not answer: {exc}") from None
         if raw is None:
             raise PageError(404, f"No crash report {crash_id} is stored.")
-        superuser = principal.user.is_superuser
         metadata = raw.get("metadata")
-        annotations = []
-        hidden = 0
-        for name in sorted(k for k in raw if k != "metadata"):
-            if protected(name) and not superuser:
-                hidden += 1
-                continue
-            annotations.append({"name": Code(name), "value": shown_value(raw[name])})
+        annotations = [
+            {"name": Code(name), "value": shown_value(raw[name])}
+            for name in sorted(k for k in raw if k != "metadata")
+        ]
         self.title = f"Crash {crash_id}"
         self.page(
             "crash.html",
@@ -191,22 +196,20 @@ class CrashPage(CrashesPage):
                 rows=annotations,
                 empty="No annotations.",
             ),
-            hidden=hidden,
             metadata=json.dumps(metadata, indent=2, sort_keys=True) if metadata else None,
             dumps=[
                 {"name": name or "dump", "size": human_size(size), "bytes": size}
                 for name, size in zip(names, sizes, strict=True)
             ],
-            may_download=superuser,
-            signature=NOT_PROCESSED,
+            signature=signed,
         )
 
 
 class DumpPage(CrashesPage):
-    """``GET /crashes/<crash id>/dumps/<name>``: a dump's bytes; superusers only."""
+    """``GET /crashes/<crash id>/dumps/<name>``: a dump's bytes, as an attachment."""
 
     async def get(self, crash_id: str, name: str) -> None:  # type: ignore[override]
-        self.require(superuser=True)
+        self.require(Permission.VIEW_CRASHES)
         store = self.store()
         crash_id = crash_id.lower()
         if not is_valid_crash_id(crash_id, strict=False):
