@@ -1282,3 +1282,157 @@ def test_the_result_renders_as_minidump_stackwalks_json(crashes, breakpad, tmp_p
     import json
 
     assert json.loads(json.dumps(rendered)) == rendered
+
+
+# -- hostile dumps ----------------------------------------------------------------------------------
+
+import signal  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+
+# A walk of any of these dumps takes well under a second; this only turns a hang into a failure.
+HANG_GUARD = 60
+
+
+class Hang(Exception):
+    pass
+
+
+def guarded(call):
+    """Run ``call()``, failing if it has not returned within HANG_GUARD seconds."""
+
+    def expire(signum, frame):
+        raise Hang()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD)
+    try:
+        return call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def stream_offsets(data: bytes) -> list[tuple[int, int, int]]:
+    """(directory entry offset, rva, size) of each stream."""
+    _sig, _version, count, directory = struct.unpack_from("<IIII", data)
+    entries = []
+    for index in range(count):
+        offset = directory + 12 * index
+        _kind, size, rva = struct.unpack_from("<III", data, offset)
+        entries.append((offset, rva, size))
+    return entries
+
+
+def mutate(rng: random.Random, data: bytes) -> tuple[str, bytes]:
+    out = bytearray(data)
+    streams = stream_offsets(data)
+    kind = rng.choice(["flip", "flip-headers", "truncate", "count", "directory", "descriptor"])
+    if kind == "flip":
+        for _ in range(rng.randrange(1, 40)):
+            out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+    elif kind == "flip-headers":
+        # Where the structure is: the header, the directory, and the start of each stream.
+        for _ in range(rng.randrange(1, 8)):
+            _entry, rva, size = rng.choice(streams)
+            target = rng.choice([rng.randrange(32), rva + rng.randrange(max(1, min(size, 64)))])
+            if target < len(out):
+                out[target] = rng.randrange(256)
+    elif kind == "truncate":
+        out = out[: rng.randrange(len(out))]
+    elif kind == "count":
+        _entry, rva, _size = rng.choice(streams)
+        value = rng.choice([0xFFFFFFFF, 0x7FFFFFFF, 1 << rng.randrange(32), rng.getrandbits(32)])
+        struct.pack_into("<I", out, rva, value)
+    elif kind == "directory":
+        entry, _rva, _size = rng.choice(streams)
+        field = rng.choice([4, 8])
+        struct.pack_into("<I", out, entry + field, rng.choice([0xFFFFFFFF, rng.getrandbits(32), 0]))
+    else:
+        # Any 4 bytes inside a stream: sizes, RVAs and counts of its descriptors.
+        _entry, rva, size = rng.choice(streams)
+        if size >= 4:
+            at = rva + rng.randrange(0, size - 3) // 4 * 4
+            if at + 4 <= len(out):
+                struct.pack_into("<I", out, at, rng.choice([0xFFFFFFFF, rng.getrandbits(32), 0, 1]))
+    return kind, bytes(out)
+
+
+def test_mutated_dumps_end_in_a_result_or_a_minidump_error(
+    crashes, breakpad, tmp_path, record_property
+):
+    crash = crashes["O2-no-frame-pointer"]
+    dump = Minidump.parse(crash.dump.read_bytes())
+    symbols = tmp_path / "symbols"
+    write_symbols(breakpad, module_files(dump, crash), symbols)
+    indexes: dict[tuple[str, str], CfiIndex | None] = {}
+    load = cfi_from(symbols)
+
+    def cfi_for(module: md.Module) -> CfiIndex | None:
+        key = (module.debug_file, module.debug_id)
+        if key not in indexes:
+            indexes[key] = load(module)
+        return indexes[key]
+
+    seeds = [(crash.dump.read_bytes(), cfi_for)]
+    for seed, (arch, platform) in enumerate([("arm64", "linux"), ("x86", "windows")]):
+        case = random_case(seed, arch, platform)
+        case_symbols = tmp_path / f"symbols-{arch}"
+        for (debug_file, debug_id), text in case.syms.items():
+            path = sym_path(case_symbols, debug_file, debug_id)
+            path.parent.mkdir(parents=True)
+            path.write_text(text)
+        seeds.append((case.dump, cfi_from(case_symbols)))
+
+    rng = random.Random(20240611)
+    outcomes: dict[str, int] = {}
+    slowest = 0.0
+    cases = 300
+    kept = tmp_path / "mutated"
+    kept.mkdir()
+    for number in range(cases):
+        original, symbols_for = seeds[number % len(seeds)]
+        kind, data = mutate(rng, original)
+        (kept / f"{number:03d}-{kind}.dmp").write_bytes(data)
+        started = time.perf_counter()
+        try:
+            guarded(lambda data=data, symbols_for=symbols_for: stackwalk(data, symbols_for))
+            outcome = "walked"
+        except MinidumpError:
+            outcome = "MinidumpError"
+        except Hang:
+            pytest.fail(f"case {number} ({kind}) did not end within {HANG_GUARD} s")
+        except Exception as exc:
+            raise AssertionError(f"case {number} ({kind}) raised {exc!r}") from exc
+        slowest = max(slowest, time.perf_counter() - started)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    record_property("slowest_walk_seconds", round(slowest, 3))
+    print(f"{cases} mutated dumps: {outcomes}, slowest {slowest:.3f} s")
+    # Both ends are reached: mutations the walk survives, and ones the parser refuses.
+    assert outcomes.get("walked", 0) > 20 and outcomes.get("MinidumpError", 0) > 20
+
+
+def test_mutated_symbols_and_index_bytes_never_break_a_walk(tmp_path):
+    rng = random.Random(7)
+    case = random_case(3, "amd64", "linux")
+    (_key, text), *_ = case.syms.items()
+    for _ in range(100):
+        raw = bytearray(text.encode())
+        for _ in range(rng.randrange(1, 30)):
+            raw[rng.randrange(len(raw))] = rng.choice(b" \n0123456789abcdef$.^+-*/%@=:zSTACKCFIWIN")
+        index = guarded(lambda raw=raw: CfiIndex.from_sym_lines(bytes(raw).splitlines(True)))
+        guarded(lambda index=index: stackwalk(case.dump, lambda module: index))
+    data = CfiIndex.from_sym_lines(text.splitlines()).to_bytes()
+    for _ in range(100):
+        body = bytearray(data[12:])
+        for _ in range(rng.randrange(1, 10)):
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        if rng.random() < 0.5:
+            body = body[: rng.randrange(len(body))]
+        # With a right checksum, so that the structure itself is what is checked.
+        damaged = data[:8] + struct.pack("<I", zlib.crc32(body)) + bytes(body)
+        try:
+            index = CfiIndex.from_bytes(damaged)
+        except CfiFormatError:
+            continue
+        guarded(lambda index=index: stackwalk(case.dump, lambda module: index))

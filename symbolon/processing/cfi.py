@@ -18,6 +18,7 @@ never an exception.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from array import array
@@ -269,11 +270,12 @@ MAGIC = b"SYMBCFI1"
 _HEADER = struct.Struct("<8sI")
 
 
+_HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
 def _hex(token: bytes) -> int | None:
-    try:
-        return int(token, 16)
-    except ValueError:
-        return None
+    """A .sym number: hex digits only, at most 64 bits."""
+    return int(token, 16) if _HEX.fullmatch(token) else None
 
 
 class _Builder:
@@ -620,6 +622,11 @@ class CfiIndex:
             if isinstance(exc, CfiFormatError):
                 raise
             raise CfiFormatError(f"the CFI index cannot be read: {exc}") from exc
+        if offset != len(body):
+            raise CfiFormatError("the CFI index has bytes past its end")
+        for group in ((0, 1, 2), (3, 4), (5, 6, 7), (8, 9), (10, 11, 12), (13, 14, 15)):
+            if len({len(arrays[member]) for member in group}) != 1:
+                raise CfiFormatError("the CFI index's tables disagree in length")
         for text_index in (arrays[2], arrays[4], arrays[12], arrays[15]):
             if text_index and max(text_index) >= count:
                 raise CfiFormatError("the CFI index refers past its rule table")
