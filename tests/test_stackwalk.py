@@ -754,8 +754,8 @@ def breakpad_walk(breakpad: Breakpad, dump: Path, symbols: Path) -> dict:
         fields = line.split("|")
         if fields[0] == "Crash":
             crash_info = {
-                "type": fields[1],
-                "address": int(fields[2], 16),
+                "type": fields[1] or None,
+                "address": int(fields[2], 16) if fields[2] else None,
                 "crashing_thread": int(fields[3]) if fields[3] else None,
             }
         elif fields[0] == "Module":
@@ -1436,3 +1436,46 @@ def test_mutated_symbols_and_index_bytes_never_break_a_walk(tmp_path):
         except CfiFormatError:
             continue
         guarded(lambda index=index: stackwalk(case.dump, lambda module: index))
+
+
+# -- where the walk differs from Breakpad on purpose (docs/decisions.md) ----------------------------
+
+
+def test_a_caller_identical_to_its_callee_ends_the_walk_where_breakpad_lists_it_twice(
+    breakpad, tmp_path
+):
+    # CFI that recovers the same pc and stack pointer: Breakpad allows that once, for the first
+    # caller (a leaf may not move the stack pointer), and shows the frame twice.
+    synth = Synth()
+    synth.modules = [SynthModule(0x10000, 0x1000, "/bin/app", cv_elf(b"\x33" * 20))]
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 64, {"rip": 0x10010, "rsp": 0x7000})]
+    dump = Minidump.parse(synth.build())
+    module = dump.modules[0]
+    sym = "FUNC 0 100 0 f\nSTACK CFI INIT 0 100 .cfa: $rsp 0 + .ra: $rip\n"
+    case = Case(synth.build(), {(module.debug_file, module.debug_id): sym})
+    mine, reference = walk_both(breakpad, case, tmp_path / "case")
+    assert reference["threads"] == [[("app", 0x10, "context"), ("app", 0x10, "cfi")]]
+    assert mine["threads"] == [[("app", 0x10, "context")]]
+
+
+def test_debug_ids_ages_are_uppercase_and_mac_modules_have_no_code_id():
+    guid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+    synth = Synth(platform="mac")
+    synth.modules = [
+        SynthModule(0x1000, 0x1000, "/usr/lib/libA.dylib", cv_pdb70(guid, 0xAB, "libA"))
+    ]
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 16, {"rip": 0x1010, "rsp": 0x7000})]
+    (module,) = Minidump.parse(synth.build()).modules
+    # Breakpad prints the age with %x ("...ab"); symbol stores key debug ids in uppercase.
+    assert module.debug_id == "00112233445566778899AABBCCDDEEFFAB"
+    # Breakpad's code id for macOS modules is the placeholder "id".
+    assert module.code_id == ""
+
+
+def test_in_page_errors_give_the_ntstatus_in_hex():
+    synth = Synth(platform="windows")
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 16, {"rip": 0x1010, "rsp": 0x7000})]
+    synth.exception = (1, 0xC0000006, 0, 0x10, (1, 0x5000, 0xC000009C), None)
+    result = stackwalk(synth.build(), lambda module: None)
+    assert result.crash_info.type == "EXCEPTION_IN_PAGE_ERROR_WRITE / 0xc000009c"
+    assert result.crash_info.address == 0x5000
