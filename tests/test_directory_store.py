@@ -252,6 +252,32 @@ async def test_list_leaves_out_the_try_directory_a_location_of_its_own(store, ro
 
 
 @pytest.mark.gen_test
+async def test_no_object_of_a_location_inside_this_one_is_this_ones(root):
+    """The try directory of a public directory is a private location of its own: its files are
+    not the public one's, to read, copy, replace or delete."""
+    public = make_store(root, public=True)
+    await public.ensure()
+    inner = DirectoryStore(SymbolSource.parse(f"file://{root}/try"), SECRET)
+    await inner.ensure()
+    await inner.put_bytes(KEY, b"private")
+    crossing = f"try/{KEY}"
+    assert await public.head(crossing) is None
+    assert not await public.exists(crossing)
+    with pytest.raises(ObjectMissing):
+        await read(public, crossing)
+    with pytest.raises(ObjectMissing):
+        await public.copy(crossing, "v1/copied")
+    with pytest.raises(ValueError):
+        await public.put_bytes(crossing, b"replaced")
+    await public.delete([crossing])
+    assert (root / "try" / KEY).read_bytes() == b"private"
+    assert await read(inner, KEY) == (await inner.head(KEY), b"private")
+    # A subdirectory without a .meta of its own is this location's.
+    await public.put_bytes(f"tryout/{KEY}", b"public")
+    assert await public.exists(f"tryout/{KEY}")
+
+
+@pytest.mark.gen_test
 async def test_copy_links_the_bytes_and_keeps_type_encoding_and_metadata(store, root, tmp_path):
     source = tmp_path / "f"
     source.write_bytes(b"gz")

@@ -19,8 +19,9 @@ import tornado.httpclient
 from tornado.iostream import IOStream
 from tornado.tcpclient import TCPClient
 
+from symbolon.conf import SettingsError
 from symbolon.runtime import Runtime
-from symbolon.storage.sources import SymbolSource
+from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.storage.stores.directory import DirectoryStore
 from tests.conftest import wait_until
 from tests.downloads import get
@@ -169,6 +170,41 @@ async def test_a_private_directory_needs_a_valid_signature(http_client, base_url
     assert "does not match" in await refused(f"{other_key}?{parts.query}")
     expired = await private.download_url(KEY, -1)
     assert "expired" in await refused(expired)
+
+
+@pytest.mark.gen_test
+async def test_a_public_directory_serves_nothing_of_a_private_location_inside_it(
+    http_client, base_url, public
+):
+    inner = DirectoryStore(SymbolSource.parse(f"file://{public.root}/try"), "s" * 32)
+    await inner.ensure()
+    await inner.put_bytes(KEY, BODY)
+    through_public = f"/storage/{public.source.location_id}/try/{KEY}"
+    for method in ("GET", "HEAD"):
+        assert (await get(http_client, base_url, through_public, method)).code == 404
+
+
+def test_directories_inside_one_another_with_different_access_stop_start_up(settings, tmp_path):
+    outer, inner = f"file://{tmp_path}/s?access=public", f"file://{tmp_path}/s/try"
+
+    def storage(*urls: str, try_url: str | None = None) -> StorageConfig:
+        return StorageConfig.from_settings(
+            settings.replace(
+                symbol_urls=urls, upload_default_url=urls[0], upload_try_symbols_url=try_url
+            )
+        )
+
+    for urls, try_url, named in [
+        ((outer,), inner, inner),
+        ((outer, f"file://{tmp_path}/s"), f"{inner}?access=public", f"file://{tmp_path}/s"),
+    ]:
+        with pytest.raises(SettingsError) as refused:
+            storage(*urls, try_url=try_url)
+        assert any(outer in p and f"{named}'" in p for p in refused.value.problems)
+    # The same access, or directories side by side, are fine.
+    storage(outer, try_url=f"{inner}?access=public")
+    storage(outer, f"file://{tmp_path}/sx", try_url=f"{inner}?access=public")
+    storage(outer)  # the derived try directory has the directory's access
 
 
 @pytest.mark.gen_test

@@ -166,6 +166,25 @@ def config_hash(symbol_urls: Iterable[str]) -> str:
     return hashlib.md5("".join(symbol_urls).encode(), usedforsecurity=False).hexdigest()[:5]
 
 
+def _access_conflicts(locations: Iterable[SymbolSource]) -> list[str]:
+    """Directory locations that are one directory, or one inside the other, with different
+    access: whichever the route served first would decide who reads the other's files."""
+    directories = list({s.url: s for s in locations if s.is_directory}.values())
+    problems = []
+    for i, outer in enumerate(directories):
+        for inner in directories[i + 1 :]:
+            if outer.public == inner.public:
+                continue
+            a, b = sorted((outer, inner), key=lambda s: len(s.bucket))
+            if a.bucket == b.bucket or b.bucket.startswith(a.bucket + "/"):
+                problems.append(
+                    f"{a.url!r} and {b.url!r} are the same directory or one inside the other, "
+                    "but one is public (access=public) and the other private: give them the "
+                    "same access"
+                )
+    return problems
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     sources: tuple[SymbolSource, ...]
@@ -209,6 +228,8 @@ class StorageConfig:
             source = parse("UPLOAD_URL_EXCEPTIONS", url)
             if source is not None:
                 exceptions.append((pattern.lower(), source))
+        configured = [*sources, default, upload_try, *(source for _, source in exceptions)]
+        problems += _access_conflicts([s for s in configured if s is not None])
         if problems:
             raise SettingsError(problems)
         assert default is not None and upload_try is not None

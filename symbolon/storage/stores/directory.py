@@ -17,7 +17,9 @@ when it returns. Renames and deletions hold an exclusive ``flock`` on ``<dir>/.m
 writers in any process on the machine take turns and a pair of sidecar and data is one writer's.
 
 Keys are ``/``-separated; one that could name a path outside the directory is a ValueError, and no
-link below the directory is followed: such a file is not an object here.
+link below the directory is followed: such a file is not an object here. Nor is a file below a
+subdirectory holding its own ``.meta``: that is another location's root (the try directory), whose
+objects are that location's, read with its access.
 """
 
 from __future__ import annotations
@@ -289,6 +291,16 @@ class DirectoryStore:
         self._real_root = os.path.realpath(self.root)  # moved since, or not known yet
         return real == f"{self._real_root}/{key}"
 
+    def _crosses_location(self, key: str) -> bool:
+        """Whether the key's path passes through another location's root: a directory below
+        this one holding a ``.meta`` of its own, as listing sees it."""
+        directory = self.root
+        for segment in key.split("/")[:-1]:
+            directory = f"{directory}/{segment}"
+            if os.path.lexists(f"{directory}/{META}"):
+                return True
+        return False
+
     def _object_stat(self, key: str) -> os.stat_result | None:
         """The stat of the key's data file, or None if it is not an object here."""
         path = self.data_path(key)
@@ -297,6 +309,8 @@ class DirectoryStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat.S_ISREG(st.st_mode) or not self._inside(path, key):
+            return None
+        if self._crosses_location(key):
             return None
         return st
 
@@ -434,6 +448,8 @@ class DirectoryStore:
         data_path, sidecar_path = self.data_path(key), self.sidecar_path(key)
         if not self._inside(data_path, key):
             raise ValueError(f"{key!r} leads out of {self.description} through a link")
+        if self._crosses_location(key):
+            raise ValueError(f"{key!r} lies in another location inside {self.description}")
         if os.path.isdir(data_path):
             raise IsADirectoryError(errno.EISDIR, "the key names a directory", data_path)
         with self._locked():
@@ -551,8 +567,8 @@ class DirectoryStore:
         with self._locked():
             touched: set[str] = set()
             for key, data_path, sidecar_path in paths:
-                if not self._inside(data_path, key):
-                    continue  # reached through a link: not an object here
+                if not self._inside(data_path, key) or self._crosses_location(key):
+                    continue  # reached through a link, or another location's: not ours
                 for path, stop in ((data_path, self.root), (sidecar_path, self.meta_dir)):
                     try:
                         os.unlink(path)
@@ -706,6 +722,8 @@ class DirectoryStore:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or not self._inside(path, key):
+                raise ObjectMissing(key)
+            if self._crosses_location(key):
                 raise ObjectMissing(key)
             return fd, self._describe_sync(key, st, fd)
         except BaseException as exc:
