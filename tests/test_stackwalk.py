@@ -1479,3 +1479,19 @@ def test_in_page_errors_give_the_ntstatus_in_hex():
     result = stackwalk(synth.build(), lambda module: None)
     assert result.crash_info.type == "EXCEPTION_IN_PAGE_ERROR_WRITE / 0xc000009c"
     assert result.crash_info.address == 0x5000
+
+
+def test_dumps_of_other_cpus_give_modules_and_crash_but_no_frames():
+    synth = Synth(arch="x86")
+    synth.modules = [SynthModule(0x10000, 0x1000, "/system/lib/libapp.so", cv_elf(b"\x44" * 20))]
+    synth.threads = [SynthThread(1, 0x7000, b"\0" * 64, {"eip": 0x10010, "esp": 0x7000})]
+    synth.exception = (1, 11, 1, 0x5A0, (), {"eip": 0x10010, "esp": 0x7000})
+    data = synth.build()
+    # The same dump, said to be of a 32-bit ARM CPU, whose contexts are not read.
+    data = patched(data, stream_rva(data, md.SYSTEM_INFO), "<H", md.ARCH_ARM)
+    result = stackwalk(data, lambda module: None)
+    assert result.warnings == ["arm CPU contexts are not read: threads have no frames"]
+    assert [len(thread.frames) for thread in result.threads] == [0]
+    assert result.crash_info.type == "SIGSEGV /SEGV_MAPERR"
+    assert result.crash_info.crashing_thread == 0
+    assert [module.filename for module in result.modules] == ["libapp.so"]

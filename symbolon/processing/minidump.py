@@ -499,6 +499,10 @@ class Minidump:
 
         if SYSTEM_INFO in by_type:
             dump.system_info = _system_info(reader, by_type[SYSTEM_INFO])
+            if dump.system_info.processor_architecture not in CONTEXT_ARCHS:
+                dump.warnings.append(
+                    f"{dump.system_info.cpu_arch} CPU contexts are not read: threads have no frames"
+                )
         dump._read_memory(reader, by_type)
         if MODULE_LIST in by_type:
             dump.modules = _modules(reader, by_type[MODULE_LIST], dump.system_info)
@@ -690,11 +694,19 @@ def _system_info(reader: _Reader, stream: Stream) -> SystemInfo:
     )
 
 
-def _context(reader: _Reader, size: int, rva: int, system: SystemInfo | None, what: str) -> Context:
+# Architectures whose contexts are read; others' threads have no context (and so no frames).
+CONTEXT_ARCHS = {ARCH_AMD64, ARCH_X86, ARCH_ARM64, ARCH_ARM64_OLD}
+
+
+def _context(
+    reader: _Reader, size: int, rva: int, system: SystemInfo | None, what: str
+) -> Context | None:
     """A CONTEXT record, told apart by its size and flags as Breakpad does, checked against the
     system info's architecture."""
     reader.check(rva, size, what)
     arch = system.processor_architecture if system else None
+    if arch is not None and arch not in CONTEXT_ARCHS:
+        return None
     view = reader.view
     if size == AMD64_CONTEXT_SIZE or (
         arch == ARCH_AMD64 and AMD64_CONTEXT_SIZE <= size <= AMD64_CONTEXT_SIZE + MAX_XSAVE_AREA
