@@ -56,7 +56,9 @@ def breakpad() -> Breakpad:
     bench/make_syms.py."""
     if sys.platform != "linux":
         pytest.skip("Breakpad's tools are taken prebuilt for Linux")
-    sys.path.insert(0, str(Path(__file__).parent.parent))
+    root = str(Path(__file__).parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
     from bench.make_syms import dump_syms, minidump_stackwalk
 
     try:
@@ -1280,8 +1282,11 @@ def test_the_result_renders_as_minidump_stackwalks_json(crashes, breakpad, tmp_p
     }
     assert int(frame["offset"], 16) - int(app["base_addr"], 16) == int(frame["module_offset"], 16)
     import json
+    import pickle
 
     assert json.loads(json.dumps(rendered)) == rendered
+    # A result crosses a process pool's boundary whole.
+    assert pickle.loads(pickle.dumps(result)).to_json() == rendered
 
 
 # -- hostile dumps ----------------------------------------------------------------------------------
