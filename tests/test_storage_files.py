@@ -184,6 +184,23 @@ async def test_a_public_directory_serves_nothing_of_a_private_location_inside_it
         assert (await get(http_client, base_url, through_public, method)).code == 404
 
 
+@pytest.mark.gen_test
+async def test_the_route_serves_configured_directories_with_their_configured_access(
+    http_client, base_url, runtime, private, directories, tmp_path
+):
+    """A URL read from the database (an upload's destination) may name a configured directory
+    with another access, or a directory no longer configured: neither changes what is served."""
+    await private.put_bytes(KEY, BODY)
+    flipped = runtime.stores.at(SymbolSource.parse(f"{directories['private']}?access=public"))
+    assert flipped is private
+    unsigned = f"/storage/{private.source.location_id}/{KEY}"
+    assert (await get(http_client, base_url, unsigned)).code == 403
+    elsewhere = runtime.stores.at(SymbolSource.parse(f"file://{tmp_path}/gone?access=public"))
+    await elsewhere.ensure()
+    await elsewhere.put_bytes(KEY, BODY)
+    assert (await get(http_client, base_url, await elsewhere.download_url(KEY, 60))).code == 404
+
+
 def test_directories_inside_one_another_with_different_access_stop_start_up(settings, tmp_path):
     outer, inner = f"file://{tmp_path}/s?access=public", f"file://{tmp_path}/s/try"
 

@@ -17,7 +17,13 @@ from symbolon.storage.stores.s3 import S3Store
 
 
 class Stores:
-    """Every location's store, made once and kept by the location's URL."""
+    """Every location's store, made once: buckets kept by URL, directories by location id.
+
+    The directories of ``sources`` (the configured locations) are the ones the file route
+    serves, each with its configured access. A URL naming one of them with another ``access=``
+    (an upload's destination recorded before the configuration changed) gets the configured
+    store; a directory not configured gets a store of its own that the route never serves.
+    """
 
     def __init__(
         self, settings: Settings, s3: S3Clients, sources: Iterable[SymbolSource] = ()
@@ -25,35 +31,37 @@ class Stores:
         self._settings = settings
         self._s3 = s3
         self._stores: dict[str, SymbolStore] = {}
-        self._directories: dict[str, DirectoryStore] = {}
+        self._served: dict[str, DirectoryStore] = {}
         for source in sources:
-            self.at(source)
+            store = self.at(source)
+            if isinstance(store, DirectoryStore):
+                self._served.setdefault(source.location_id, store)
 
     def at(self, source: SymbolSource) -> SymbolStore:
         """The store of a location; ValueError for a kind of location no backend serves."""
-        store = self._stores.get(source.url)
+        # A directory is one place whatever its URL's query says: the first store made decides.
+        name = source.location_id if source.is_directory else source.url
+        store = self._stores.get(name)
         if store is None:
-            store = self._stores[source.url] = self._make(source)
+            store = self._stores[name] = self._make(source)
         return store
 
     def _make(self, source: SymbolSource) -> SymbolStore:
         # The one place a location's kind chooses its backend.
         if source.is_directory:
-            store = DirectoryStore(
+            return DirectoryStore(
                 source,
                 self._settings.secret_key,
                 # A direct upload's single file is never larger than a whole upload may unpack to.
                 max_put_size=self._settings.upload_max_uncompressed_size,
             )
-            self._directories[source.location_id] = store
-            return store
         if source.scheme in ("http", "https"):
             return S3Store(source, self._s3)
         raise ValueError(f"{source.url!r}: no symbol store serves {source.scheme!r} locations")
 
     def directory(self, location_id: str) -> DirectoryStore | None:
         """The configured directory location with this id (the file route's ``/storage/<id>/``)."""
-        return self._directories.get(location_id)
+        return self._served.get(location_id)
 
     async def problems(self, storage: StorageConfig) -> dict[str, str]:
         """Ask every configured location at once whether it answers; {url: problem} for those
@@ -89,6 +97,6 @@ class Stores:
                 await self.at(source).ensure()
 
     async def close(self) -> None:
-        stores, self._stores, self._directories = list(self._stores.values()), {}, {}
+        stores, self._stores, self._served = list(self._stores.values()), {}, {}
         for store in stores:
             await store.close()
