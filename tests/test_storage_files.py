@@ -318,6 +318,36 @@ def open_descriptors(path: Path) -> int:
 
 
 @pytest.mark.gen_test
+async def test_a_date_no_calendar_holds_is_no_date(http_client, base_url, public):
+    await public.put_bytes(KEY, BODY)
+    url = await public.download_url(KEY, 60)
+    for headers in (
+        {"If-Modified-Since": "Mon, 01 Jan 99999999999 00:00:00 GMT"},
+        {"Range": "bytes=0-1", "If-Range": "Mon, 01 Jan 2020 00:00:00 +99999999999999999999"},
+    ):
+        response = await get(http_client, base_url, url, headers=headers)
+        assert (response.code, response.body) == (200, BODY), headers
+
+
+@pytest.mark.gen_test
+async def test_an_uncaught_exception_is_logged_without_the_signature(
+    http_client, base_url, private, monkeypatch, caplog
+):
+    await private.put_bytes(KEY, BODY)
+    url = await private.download_url(KEY, 60)
+
+    def broken(key: str) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(private, "open_file", broken)
+    with caplog.at_level(logging.ERROR):
+        assert (await get(http_client, base_url, url)).code == 500
+    (logged,) = [r for r in caplog.records if r.name == "tornado.application"]
+    assert urlsplit(url).path in logged.getMessage() and logged.exc_info is not None
+    assert not any("signature" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.gen_test
 async def test_a_client_gone_mid_download_leaves_the_file_closed(public, http_server, http_port):
     big = b"s" * (16 * 1024 * 1024)  # more than the sockets' buffers hold
     await public.put_bytes(KEY, big)

@@ -13,11 +13,13 @@ import email.utils
 import time
 from datetime import UTC, datetime
 from http import HTTPStatus
+from types import TracebackType
 from typing import Any, cast
 
 import tornado.web
 from tornado import httputil, iostream
 from tornado.http1connection import HTTP1Connection
+from tornado.log import app_log, gen_log
 from tornado.routing import PathMatches, Rule
 
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler, declared_length
@@ -56,6 +58,22 @@ class StorageHandler(BaseHandler):
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(message)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """As Tornado logs an uncaught exception, with the path only: the query holds the
+        URL's signature, valid until it expires."""
+        request = self.request
+        summary = f"{request.method} {request.path} ({request.remote_ip})"
+        if isinstance(value, tornado.web.HTTPError):
+            if message := value.get_message():
+                gen_log.warning("%d %s: %s", value.status_code, summary, message)
+            return
+        app_log.error("Uncaught exception %s", summary, exc_info=value)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -198,7 +216,7 @@ def _http_date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a year past datetime's: no date at all
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
