@@ -15,7 +15,7 @@ import urllib.request
 from email.message import Message
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from symbolon.server.lifecycle import SHUTDOWN_GRACE_SECONDS
 from tests.cli import symbolon
@@ -169,9 +169,11 @@ def download(port: int, path: str) -> tuple[int, bytes, Message]:
     status, headers, body = request(port, "GET", path)
     if status != 302:
         return status, body, headers
-    location = urlsplit(headers["Location"])
+    location = urlsplit(urljoin(f"http://127.0.0.1:{port}{path}", headers["Location"]))
     target = location.path + (f"?{location.query}" if location.query else "")
-    conn = http.client.HTTPConnection(location.hostname, location.port, timeout=REQUEST_WITHIN)
+    # A relative Location (a directory location's) is on the server asked.
+    host, at = (location.hostname, location.port) if location.hostname else ("127.0.0.1", port)
+    conn = http.client.HTTPConnection(host, at, timeout=REQUEST_WITHIN)
     try:
         conn.request("GET", target)
         response = conn.getresponse()

@@ -123,8 +123,11 @@ class DownloadHandler(BaseHandler):
         return values[-1].decode("utf-8", "replace") if values else None
 
     async def _location(self, source: SymbolSource, key: str) -> str:
+        """The store's URL as it is: a path on this server (a directory's) stays relative, so
+        the redirect never names a host the client sent, which a cache keyed by path would
+        hand to everyone, and a proxy that rewrites Host still leads to itself."""
         expires = self.runtime.settings.download_presigned_url_expiry_seconds
-        return self.absolute_url(await self.runtime.lookup.download_url(source, key, expires))
+        return await self.runtime.lookup.download_url(source, key, expires)
 
     async def _code_id_redirect(
         self, file: str, ident: str, symbol_file: str, refresh: bool

@@ -95,7 +95,8 @@ class SymbolStore(Protocol):
 
     async def download_url(self, key: str, expires: int) -> str:
         """Where a client GETs the object: a public or presigned URL, valid ``expires`` seconds.
-        It may be a path on this server (``/storage/…``), to be made absolute by the handler."""
+        It may be a path on this server (``/storage/…``), which a download redirect sends as
+        it is, relative."""
         ...
 
     async def upload_url(
