@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -143,11 +144,24 @@ async def test_a_damaged_sidecar_counts_as_none(store, root):
 
 
 @pytest.mark.gen_test
-async def test_a_location_never_ensured_is_made_by_its_first_write(root):
+async def test_a_write_never_makes_the_directory_only_its_own_inside_it(root):
+    """A directory gone (a volume not mounted) stays gone: writes fail naming it, rather than
+    landing on the disk beneath while the heartbeat says all is well."""
     fresh = make_store(root)
+    with pytest.raises(StoreUnavailable, match=f"{root}.* does not exist"):
+        await fresh.put_bytes(KEY, b"x")
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await fresh.begin_write()
+    assert not root.exists()
+    root.mkdir()  # there, never ensured: the first write makes .tmp and .meta
     await fresh.put_bytes(KEY, b"x")
     assert (root / KEY).read_bytes() == b"x"
     assert (root / ".tmp").is_dir() and (root / ".meta").is_dir()
+    shutil.rmtree(root)  # unmounted while running
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await fresh.put_bytes(KEY, b"y")
+    assert not root.exists()
+    assert "does not exist" in (await fresh.problem() or "")
 
 
 # -- keys never lead out of the directory
@@ -244,6 +258,7 @@ async def test_list_walks_in_key_order_and_skips_the_stores_own_files(store, roo
 @pytest.mark.gen_test
 async def test_list_leaves_out_the_try_directory_a_location_of_its_own(store, root):
     try_store = DirectoryStore(SymbolSource.parse(f"file://{root}/try"), SECRET)
+    await try_store.ensure()
     await try_store.put_bytes(KEY, b"try")
     await store.put_bytes(KEY, b"regular")
     assert [i.key async for i in store.list("")] == [KEY]

@@ -15,6 +15,8 @@ renamed and its directory fsynced, data renamed and its directory fsynced. A rea
 half an object, the bytes of a visible object are on disk, and a put has made its name durable
 when it returns. Renames and deletions hold an exclusive ``flock`` on ``<dir>/.meta/.lock``, so
 writers in any process on the machine take turns and a pair of sidecar and data is one writer's.
+A write never makes the directory itself, only ``.tmp`` and ``.meta`` inside it: a directory gone
+(a volume not mounted) is StoreUnavailable; ``ensure``, at start, is what makes it.
 
 Keys are ``/``-separated; one that could name a path outside the directory is a ValueError, and no
 link below the directory is followed: such a file is not an object here. Nor is a file below a
@@ -346,7 +348,7 @@ class DirectoryStore:
         except FileNotFoundError:
             if shared:
                 raise
-            os.makedirs(self.meta_dir, exist_ok=True)
+            self._ready_sync()
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
@@ -397,8 +399,17 @@ class DirectoryStore:
 
     def _new_tmp(self, link_to: str | None = None) -> TmpFile:
         if not os.path.isdir(self.tmp_dir):
-            self._ensure_sync()  # the first write to a location not yet ensured
+            self._ready_sync()  # the first write to a location not yet ensured
         return TmpFile(self.tmp_dir, link_to)
+
+    def _ready_sync(self) -> None:
+        """Make the store's own directories in its directory, which a write never makes: one
+        gone (a volume not mounted) is unavailable, not made anew on the disk beneath."""
+        if not os.path.isdir(self.root):
+            raise StoreUnavailable(f"{self.description} does not exist")
+        for directory in (self.tmp_dir, self.meta_dir):
+            with suppress(FileExistsError):
+                os.mkdir(directory)
 
     def _write_sidecar_tmp(self, current: Version, previous: Version | None) -> str:
         body = current.to_json()
@@ -818,7 +829,8 @@ class DirectoryStore:
             raise self.unavailable(exc) from exc
 
     def _ensure_sync(self) -> None:
-        """Make the directory and the store's own, and sweep what dead writers left."""
+        """Make the directory and the store's own, and sweep what dead writers left. The only
+        place the directory itself is made (at start, for locations that may be made)."""
         os.makedirs(self.root, exist_ok=True)
         for directory in (self.tmp_dir, self.meta_dir):
             with suppress(FileExistsError):
