@@ -452,6 +452,73 @@ async def test_a_put_that_dies_between_its_renames_leaves_the_old_object_describ
     assert (body, info.content_type) == (b"newest", "text/newest")
 
 
+@pytest.fixture
+def same_instant(monkeypatch: Any) -> None:
+    """Every file the store writes gets one modification time, to the nanosecond: writes of
+    one clock tick, which the file system may not tell apart."""
+    real_finish = directory_module.TmpFile.finish
+
+    def finish(self: directory_module.TmpFile) -> os.stat_result:
+        assert self.fd is not None
+        os.utime(self.fd, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+        return real_finish(self)
+
+    monkeypatch.setattr(directory_module.TmpFile, "finish", finish)
+
+
+@pytest.mark.gen_test
+async def test_a_same_size_rewrite_dying_between_its_renames_leaves_the_old_bytes_described(
+    store, monkeypatch, same_instant
+):
+    await store.put_bytes(KEY, b"AAAA", content_type="text/old")
+    Recorder(monkeypatch, store, f"rename {KEY}")
+    with pytest.raises(StoreUnavailable):
+        await store.put_bytes(KEY, b"BBBB", content_type="text/new")
+    after_restart = make_store(Path(store.root))
+    info, body = await read(after_restart, KEY)
+    assert (body, info.etag, info.content_type) == (b"AAAA", md5(b"AAAA"), "text/old")
+
+
+@pytest.mark.parametrize("writes", [1, 2])
+@pytest.mark.gen_test
+async def test_a_reader_of_a_file_replaced_as_it_opens_it_gets_that_files_description(
+    store, monkeypatch, same_instant, writes
+):
+    """Replaced by same-size files of the same instant between the reader's open and its
+    reading the sidecar: the file it holds is described as it is, not as its replacement."""
+    await store.put_bytes(KEY, b"AAAA", content_type="text/old")
+    real_read, raced = store._read_sidecar, list[bool]()
+
+    def replaced_meanwhile(key: str) -> Any:
+        if not raced:
+            raced.append(True)
+            for i in range(writes):
+                store._put_bytes_sync(KEY, b"BCDE"[i : i + 1] * 4, "text/new")
+        return real_read(key)
+
+    monkeypatch.setattr(store, "_read_sidecar", replaced_meanwhile)
+    info, body = await read(store, KEY)
+    assert raced and (body, info.etag) == (b"AAAA", md5(b"AAAA"))
+    assert info.content_type == ("text/old" if writes == 1 else None)  # none describes it now
+
+
+@pytest.mark.gen_test
+async def test_a_copy_with_its_times_keeps_its_descriptions_and_an_edited_one_does_not(
+    store, root, tmp_path
+):
+    """A backup restored (new inodes, same times) is still described; a file changed since is
+    not, even at its old size."""
+    await store.put_bytes(KEY, b"gzipped", content_type="text/plain")
+    restored = tmp_path / "restored"
+    shutil.copytree(root, restored)  # copies modification times to the nanosecond
+    info = await make_store(restored).head(KEY)
+    assert info is not None and (info.etag, info.content_type) == (md5(b"gzipped"), "text/plain")
+    (restored / KEY).unlink()
+    (restored / KEY).write_bytes(b"edited!")
+    info = await make_store(restored).head(KEY)
+    assert info is not None and (info.etag, info.content_type) == (md5(b"edited!"), None)
+
+
 @pytest.mark.gen_test
 async def test_a_failed_write_leaves_nothing_behind(store, root, tmp_path, monkeypatch):
     source = tmp_path / "big"

@@ -4,8 +4,10 @@
 An object is a plain file at ``<dir>/<key>``, so ``ls`` and backups see real files. Beside it,
 ``<dir>/.meta/<key>.json`` (the sidecar) keeps what S3 keeps with an object: the MD5 of the
 stored bytes (the ETag), content type, content encoding and metadata. A sidecar describes the
-data file of its size and modification second; it also keeps the description of the file it
-replaced, so whichever of the two a reader finds, it finds it described. A data file no entry
+data file of its size, modification time (in nanoseconds) and inode; it also keeps the description
+of the file it replaced, so whichever of the two a reader finds, it finds it described, and never
+one in the other's description. A backup restored with its modification times keeps its
+descriptions. A data file no entry
 describes (placed or edited by hand) has no type, encoding or metadata, and its MD5 is computed
 when asked, once per process and version of the file.
 
@@ -81,22 +83,31 @@ def check_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Version:
-    """A sidecar's description of one version of a data file."""
+    """A sidecar's description of one version of a data file: the file of this size,
+    modification time and inode. Every write makes a new inode, so two versions a sidecar keeps
+    are never taken for one another, however alike their sizes and times."""
 
     size: int
-    mtime: int  # whole seconds: a restored backup keeps them, as it does not keep inodes
+    mtime_ns: int
+    inode: int
     etag: str
     content_type: str | None = None
     content_encoding: str | None = None
     metadata: Mapping[str, str] | None = None
 
     def describes(self, st: os.stat_result) -> bool:
-        return self.size == st.st_size and self.mtime == int(st.st_mtime)
+        return (self.size, self.mtime_ns, self.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def restored_as(self, st: os.stat_result) -> bool:
+        """Whether ``st`` may be this version copied elsewhere with its times (a backup
+        restored), which keeps size and modification time, never the inode."""
+        return (self.size, self.mtime_ns) == (st.st_size, st.st_mtime_ns)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "size": self.size,
-            "mtime": self.mtime,
+            "mtime_ns": self.mtime_ns,
+            "inode": self.inode,
             "etag": self.etag,
             "content_type": self.content_type,
             "content_encoding": self.content_encoding,
@@ -111,7 +122,8 @@ class Version:
             metadata = data.get("metadata") or {}
             return cls(
                 size=int(data["size"]),
-                mtime=int(data["mtime"]),
+                mtime_ns=int(data["mtime_ns"]),
+                inode=int(data["inode"]),
                 etag=str(data["etag"]),
                 content_type=data.get("content_type"),
                 content_encoding=data.get("content_encoding"),
@@ -332,11 +344,20 @@ class DirectoryStore:
         return Version.from_json(data), Version.from_json(data.get("previous"))
 
     def _version(self, key: str, st: os.stat_result) -> tuple[Version | None, bool]:
-        """The version describing the data file of stat ``st``, and whether there is a sidecar."""
-        versions = self._read_sidecar(key)
-        if versions is None:
+        """The version describing the data file of stat ``st``, and whether there is a sidecar.
+
+        A file whose inode no version names, still linked (not a replaced file a reader holds
+        open), is taken for the one version of its size and modification time to the
+        nanosecond, if just one: the file restored from a backup."""
+        read = self._read_sidecar(key)
+        if read is None:
             return None, False
-        return next((v for v in versions if v and v.describes(st)), None), True
+        versions = [v for v in read if v is not None]
+        exact = next((v for v in versions if v.describes(st)), None)
+        if exact is not None or st.st_nlink == 0 or any(v.inode == st.st_ino for v in versions):
+            return exact, True
+        restored = [v for v in versions if v.restored_as(st)]
+        return (restored[0] if len(restored) == 1 else None), True
 
     @contextmanager
     def _locked(self, shared: bool = False) -> Iterator[None]:
@@ -442,7 +463,8 @@ class DirectoryStore:
                 st = tmp.finish() if tmp.fd is not None else os.stat(tmp.path)
                 version = Version(
                     size=st.st_size,
-                    mtime=int(st.st_mtime),
+                    mtime_ns=st.st_mtime_ns,
+                    inode=st.st_ino,
                     etag=etag or tmp.md5.hexdigest(),
                     content_type=content_type,
                     content_encoding=content_encoding,
