@@ -39,27 +39,53 @@ class SettingRow:
     doc: str
 
 
+# A URL's parts (RFC 3986, appendix B), kept verbatim so that only secrets change.
+URL_PARTS = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/?#]*))?"
+    r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?",
+    re.DOTALL,
+)
+
+
 def mask_url(text: str) -> str:
-    """``text`` with a URL's password and credential-bearing query values masked."""
+    """``text`` with a URL's password and credential-bearing query values masked, whether or
+    not the URL names a host (``postgresql:///db?host=/run/postgresql&password=…``); a value
+    that looks like a URL but does not parse is masked whole, as where its secrets are cannot
+    be told."""
     try:
         parts = urllib.parse.urlsplit(text)
     except ValueError:
-        return text
-    if not parts.scheme or not parts.netloc:
-        return text
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if has_password else f"{userinfo}@{host}"
-    query = parts.query
-    if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        if any(SECRET_PARAMETER.search(k) for k, _ in pairs):
-            query = urllib.parse.urlencode(
-                [(k, MASK if SECRET_PARAMETER.search(k) else v) for k, v in pairs], safe="*"
-            )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return MASK
+    found = URL_PARTS.fullmatch(text)
+    if found is None:
+        # Not laid out as a URL, though read as one (leading spaces, say): mask it whole.
+        url_like = parts.scheme and (parts.netloc or parts.query or parts.fragment)
+        return MASK if url_like else text
+    authority, query, fragment = found["authority"], found["query"], found["fragment"]
+    shown = found["scheme"] + ":"
+    if authority is not None:
+        if "@" in authority:
+            userinfo, _, host = authority.rpartition("@")
+            user, has_password, _ = userinfo.partition(":")
+            authority = f"{user}:{MASK}@{host}" if has_password else authority
+        shown += "//" + authority
+    shown += found["path"]
+    if query is not None:
+        shown += "?" + _masked_parameters(query)
+    if fragment is not None:
+        shown += "#" + _masked_parameters(fragment)
+    return shown
+
+
+def _masked_parameters(text: str) -> str:
+    """``name=value`` pairs with the values of credential-bearing names masked; the rest kept
+    byte for byte."""
+    pieces = re.split(r"([&;])", text)
+    for i, piece in enumerate(pieces):
+        name, equals, _ = piece.partition("=")
+        if equals and SECRET_PARAMETER.search(urllib.parse.unquote_plus(name)):
+            pieces[i] = f"{name}={MASK}"
+    return "".join(pieces)
 
 
 def _shown(value: Any) -> tuple[str, bool]:

@@ -40,6 +40,29 @@ def test_secrets_and_passwords_in_urls_are_masked(live_settings):
     assert mask_url("redis://:pw@cache:6379/0") == f"redis://:{MASK}@cache:6379/0"
     assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
     assert mask_url("https://h/p?token=abc&x=1") == f"https://h/p?token={MASK}&x=1"
+    # Without a host part (a socket), the query's credentials are masked all the same, and
+    # what is not a credential is kept as written.
+    assert mask_url("postgresql:///db?host=/run/postgresql&password=hunter2") == (
+        f"postgresql:///db?host=/run/postgresql&password={MASK}"
+    )
+    assert mask_url("unix:///run/redis.sock?db=0&password=pw") == (
+        f"unix:///run/redis.sock?db=0&password={MASK}"
+    )
+    assert mask_url("postgresql://u:pw@/db?passwd=p&sslkey=k&apikey=a") == (
+        f"postgresql://u:{MASK}@/db?passwd={MASK}&sslkey={MASK}&apikey={MASK}"
+    )
+    assert mask_url("https://h/cb#access_token=abc&state=1") == (
+        f"https://h/cb#access_token={MASK}&state=1"
+    )
+    # What does not parse as a URL cannot be masked piece by piece: all of it is.
+    assert mask_url("redis://:pw@[bad/0") == MASK
+    assert mask_url(" redis://:pw@cache/0") == MASK
+    assert mask_url("plain: text") == "plain: text"
+    socket_url = live_settings.replace(
+        upload_url_exceptions={"*@a.example": "unix:///s.sock?password=socket-pw"}
+    )
+    row = next(r for r in settings_report(socket_url) if r.name == "upload_url_exceptions")
+    assert row.masked and "socket-pw" not in row.value
     assert rows["oidc_op_issuer"].value == (settings.oidc_op_issuer or "")
 
 
