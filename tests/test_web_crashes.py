@@ -67,6 +67,8 @@ async def test_recent_reports_are_listed_newest_day_first(http_client, base_url,
     assert earlier.strftime("%Y-%m-%d %H:%M") in day.text
     bad = await get(http_client, base_url, caller, "/crashes/?date=soon")
     assert bad.status == 400 and "'soon' is not a date" in bad.text
+    nul = await get(http_client, base_url, caller, "/crashes/?date=%00")
+    assert nul.status == 400 and "Date: must not hold control characters" in nul.text
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -178,6 +178,20 @@ async def test_filters_sorting_and_bad_filters(http_client, base_url, runtime):
     assert bad.status == 400 and "Size: 'huge' is not a valid size" in bad.text
     bad_files = await get(http_client, base_url, caller, "/uploads/files/?upload_type=nope")
     assert bad_files.status == 400 and "Invalid upload type 'nope'" in bad_files.text
+    # A NUL (PostgreSQL refuses it in text) or another control character is refused by name
+    # rather than reaching the database.
+    for path, label in (
+        ("/uploads/?user=%00", "Uploader"),
+        ("/uploads/?user=a%01b", "Uploader"),
+        ("/uploads/files/?key=xul%00", "Key"),
+        ("/uploads/files/?bucket_name=%00", "Bucket"),
+    ):
+        refused = await get(http_client, base_url, caller, path)
+        assert refused.status == 400 and refused.h1() != "Internal Server Error", path
+        assert f"{label}: must not hold control characters" in refused.text, path
+    # Bytes that are not UTF-8 are no error: they match nothing.
+    odd = await get(http_client, base_url, caller, "/uploads/?user=%FF")
+    assert odd.status == 200 and "No uploads match." in odd.text
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -100,14 +100,15 @@ class CrashesPage(PageHandler):
     async def get(self) -> None:
         self.require(Permission.VIEW_CRASHES)
         store = self.store()
-        params = query_of(self.request.query_arguments, ("date", "page"))
         today = datetime.now(UTC).date()
         error = None
         try:
+            params = query_of(self.request.query_arguments, ("date", "page"))
             page = page_number(params.get("page"))
             day = parse_day(params["date"]) if "date" in params else None
         except FilterError as exc:
-            error, page, day, params = exc.message, 1, None, {}
+            error = f"{exc.field.capitalize()}: {exc.message}"
+            page, day, params = 1, None, {}
         days = [day] if day else [today - timedelta(days=n) for n in range(RECENT_DAYS)]
         try:
             found = await asyncio.gather(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from symbolon.filters import FilterError
 from symbolon.web.parts import with_query
+
+# What a filter never holds: the control characters Tornado scrubs from query arguments.
+CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
 def moment(value: str | None) -> datetime | None:
@@ -37,12 +42,16 @@ def duration(start: str | None, end: str | None) -> str | None:
 
 
 def query_of(arguments: Mapping[str, list[bytes]], names: tuple[str, ...]) -> dict[str, str]:
-    """The non-empty query arguments among ``names``: empty form fields mean no filter."""
+    """The non-empty query arguments among ``names``: empty form fields mean no filter. Bytes
+    that are not UTF-8 read as U+FFFD; a control character (a NUL, which PostgreSQL refuses in
+    text) is a :class:`FilterError` for its field."""
     found = {}
     for name in names:
         values = arguments.get(name)
         if values:
             value = values[-1].decode("utf-8", "replace").strip()
+            if CONTROL.search(value):
+                raise FilterError(name, "must not hold control characters (such as NUL)")
             if value:
                 found[name] = value
     return found

@@ -100,12 +100,12 @@ class UploadsPage(PageHandler):
         view_all = principal.has(Permission.VIEW_ALL_UPLOADS)
         mine = not view_all or "mine" in self.request.query_arguments
         names = (*(n for n, _, _ in UPLOAD_FILTERS), "sort", "reverse", "page")
-        params = query_of(self.request.query_arguments, names)
-        if mine:
-            params.pop("user", None)  # only everyone's uploads are filtered by uploader
         error = None
         db, user_id = self.runtime.db, principal.user.id
         try:
+            params = query_of(self.request.query_arguments, names)
+            if mine:
+                params.pop("user", None)  # only everyone's uploads are filtered by uploader
             body = await listing.list_uploads(db, params, user_id, not mine)
         except FilterError as exc:
             error = filter_error(exc, UPLOAD_FILTERS)
@@ -174,9 +174,10 @@ class FilesPage(PageHandler):
 
     async def get(self) -> None:
         principal = self.require(Permission.VIEW_ALL_UPLOADS)
-        params = query_of(self.request.query_arguments, (*(n for n, _, _ in FILE_FILTERS), "page"))
+        names = (*(n for n, _, _ in FILE_FILTERS), "page")
         error = None
         try:
+            params = query_of(self.request.query_arguments, names)
             body = await listing.list_files(self.runtime.db, params)
         except FilterError as exc:
             error = filter_error(exc, FILE_FILTERS)
