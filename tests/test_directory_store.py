@@ -21,7 +21,7 @@ import pytest
 from symbolon.storage import signing
 from symbolon.storage.signing import PutTerms, SignatureInvalid, UrlSigner
 from symbolon.storage.sources import SymbolSource
-from symbolon.storage.store import ObjectInfo, ObjectMissing, StoreUnavailable
+from symbolon.storage.store import KeyRefused, ObjectInfo, ObjectMissing, StoreUnavailable
 from symbolon.storage.stores import directory as directory_module
 from symbolon.storage.stores.directory import CHUNK, DirectoryStore
 
@@ -185,9 +185,8 @@ BAD_KEYS = [
 @pytest.mark.parametrize("key", BAD_KEYS)
 @pytest.mark.gen_test
 async def test_a_key_that_could_leave_the_directory_is_a_value_error(store, root, key):
+    """Written or named, it is refused; looked up, as S3 would hold it, it is simply not there."""
     for call in (
-        lambda: store.head(key),
-        lambda: store.exists(key),
         lambda: store.put_bytes(key, b"x"),
         lambda: store.copy(KEY, key),
         lambda: store.delete([key]),
@@ -196,10 +195,44 @@ async def test_a_key_that_could_leave_the_directory_is_a_value_error(store, root
     ):
         with pytest.raises(ValueError):
             await call()
-    with pytest.raises(ValueError):
+    assert store.accepts(key) is not None
+    assert await store.head(key) is None
+    assert not await store.exists(key)
+    with pytest.raises(ObjectMissing):
         async with store.open(key):
             pass
     assert files_under(root) == []
+
+
+@pytest.mark.gen_test
+async def test_a_name_longer_than_a_directory_holds_is_refused_and_never_there(store, root):
+    await store.put_bytes(KEY, b"x")  # v1/ exists: a lookup below it reaches the long name
+    longest = "f" * (directory_module.NAME_MAX - len(".json"))
+    for key in (f"v1/{'d' * 256}/{KEY}", f"v1/{longest}x"):
+        assert "key too long" in (store.accepts(key) or "")
+        assert await store.head(key) is None
+        assert not await store.exists(key)
+        with pytest.raises(ObjectMissing):
+            await read(store, key)
+    with pytest.raises(KeyRefused, match="longer than a directory holds"):
+        await store.put_bytes(f"v1/{longest}x", b"x")  # its sidecar's name is too long
+    assert store.accepts(f"v1/{longest}") is None
+    await store.put_bytes(f"v1/{longest}", b"x")
+    assert (
+        store.accepts(f"v1/{'d/' * 2100}x")
+        == "key too long: a path in a directory is at most 4095 bytes"
+    )
+    assert [f for f in files_under(root) if f.startswith(".tmp")] == []
+
+
+@pytest.mark.gen_test
+async def test_a_key_whose_place_another_object_holds_is_refused(store):
+    await store.put_bytes("v1/a/b", b"x")
+    with pytest.raises(KeyRefused, match="names a directory"):
+        await store.put_bytes("v1/a", b"y")
+    with pytest.raises(KeyRefused, match="another object is where"):
+        await store.put_bytes("v1/a/b/c", b"y")
+    assert await read(store, "v1/a/b") == (await store.head("v1/a/b"), b"x")
 
 
 @pytest.mark.gen_test

@@ -64,3 +64,10 @@ async def test_a_storage_that_does_not_answer_is_unavailable(runtime, url):
     with pytest.raises(StoreUnavailable, match=re.escape(NOBODY)):
         async for _ in store.list("v1/"):
             pass
+
+
+def test_s3_holds_any_key_up_to_1024_bytes(runtime):
+    store = runtime.stores.at(runtime.storage.upload_default)
+    for key in (".meta/ABC/x.sym", "v1/./x", "v1/" + "é" * 510):
+        assert store.accepts(key) is None
+    assert store.accepts("v1/" + "é" * 511) == "key too long"

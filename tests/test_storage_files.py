@@ -242,15 +242,35 @@ async def test_unknown_locations_and_missing_objects_are_404(
 ):
     bucket = runtime.storage.sources[0]
     assert not bucket.is_directory
+    await public.put_bytes(KEY, BODY)  # v1/ there: a lookup reaches the names below it
     for path in (
         f"/storage/{'0' * 16}/{KEY}",
         f"/storage/{bucket.location_id}/{KEY}",
         f"/storage/{public.source.location_id}/v1/missing",
         f"/storage/{public.source.location_id}/v1/.meta/x",
         f"/storage/{public.source.location_id}/v1/%2E%2E/x",
+        f"/storage/{public.source.location_id}/v1/{'L' * 300}/x",
     ):
+        for method in ("GET", "HEAD"):
+            response = await get(http_client, base_url, path, method)
+            assert response.code == 404, (method, path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/.meta/ABC/x.sym", "/%2E/ABC/x.sym", "/%2E%2E/ABC/x.sym", f"/{'A' * 300}/ABC/x.sym"],
+)
+@pytest.mark.gen_test
+async def test_a_download_no_directory_can_hold_is_not_found(
+    http_client, base_url, public, private, path, caplog
+):
+    """S3 could hold such a key; the directories say they have none, rather than failing."""
+    await public.put_bytes(KEY, BODY)  # v1/ there: a lookup reaches the names below it
+    await private.put_bytes(KEY, BODY)
+    with caplog.at_level(logging.ERROR):
         response = await get(http_client, base_url, path)
-        assert response.code == 404, path
+    assert response.code == 404
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.gen_test
@@ -422,6 +442,29 @@ async def test_a_put_replaces_the_object(http_client, base_url, public):
     assert (await put(http_client, base_url, url, b"new")).code == 200
     info = await public.head(KEY)
     assert info is not None and (info.etag, info.content_type) == (md5(b"new"), None)
+
+
+@pytest.mark.gen_test
+async def test_a_put_of_a_key_the_directory_cannot_hold_is_400_saying_why(
+    http_client, base_url, public
+):
+    longest = "f" * 250  # the longest file name whose sidecar's name fits
+    for key, why in [
+        (f"v1/{'L' * 300}/x.sym", "key too long"),
+        (f"v1/{longest}x", "key too long"),
+        ("v1/xul.pdb", "names a directory"),  # KEY's directory
+        (f"{KEY}/under", "another object is where"),
+    ]:
+        await public.put_bytes(KEY, BODY)
+        url, _ = await public.upload_url(key, 60)
+        response = await put(http_client, base_url, url, b"x")
+        assert response.code == 400, key
+        assert why in response.body.decode(), key
+        assert public.root not in response.body.decode()
+    assert (
+        await put(http_client, base_url, (await public.upload_url(f"v1/{longest}", 60))[0], b"x")
+    ).code == 200
+    assert tmp_files(public) == []
 
 
 @pytest.mark.gen_test

@@ -24,7 +24,7 @@ from tornado.routing import PathMatches, Rule
 
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler, declared_length
 from symbolon.storage.signing import PutTerms, SignatureInvalid
-from symbolon.storage.store import ObjectInfo, ObjectMissing, StoreUnavailable
+from symbolon.storage.store import KeyRefused, ObjectInfo, ObjectMissing, StoreUnavailable
 from symbolon.storage.stores.directory import (
     DEFAULT_CONTENT_TYPE,
     ROUTE_PREFIX,
@@ -254,6 +254,9 @@ class StorageUploadHandler(StorageHandler):
             return self._refuse(400, "This is not a storage key")
         except ApiError as exc:
             return self._refuse(exc.status_code, exc.message)
+        refused = store.accepts(key)
+        if refused is not None:
+            return self._refuse(400, f"This key cannot be stored here: {refused}")
         declared = declared_length(self.request.headers.get("Content-Length", "0")) or 0
         if declared > self.terms.max_size:
             return self.answer(413, self._too_large())
@@ -312,6 +315,8 @@ class StorageUploadHandler(StorageHandler):
                 content_encoding=self.terms.content_encoding,
                 metadata=self.terms.metadata,
             )
+        except KeyRefused as exc:
+            return self.answer(400, f"This key cannot be stored here: {exc}")
         except ValueError:
             return self.answer(400, "This key leads out of its location")
         except StoreUnavailable:

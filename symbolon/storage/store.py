@@ -26,6 +26,11 @@ class StoreUnavailable(Exception):
     """The location did not answer (network, permissions, disk); the message names it."""
 
 
+class KeyRefused(ValueError):
+    """The location cannot hold an object under this key (a name too long for a directory, a
+    key naming a directory); the message says why. Trying again changes nothing."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """An object as listed or looked up. ``etag`` is the MD5 hex of the stored bytes for an
@@ -54,11 +59,19 @@ class SymbolStore(Protocol):
     source: SymbolSource
 
     async def head(self, key: str) -> ObjectInfo | None:
-        """The object's description, or None if there is none."""
+        """The object's description, or None if there is none (nor can be: see
+        :meth:`accepts`)."""
         ...
 
     async def exists(self, key: str) -> bool:
-        """Whether the object is there, as cheaply as the backend can tell (download lookups)."""
+        """Whether the object is there, as cheaply as the backend can tell (download lookups).
+        A key the location cannot hold (see :meth:`accepts`) is not there."""
+        ...
+
+    def accepts(self, key: str) -> str | None:
+        """None if the location can hold an object under ``key``, else why not (the keys of
+        one backend may be more than another can hold: S3's up to 1024 bytes, any names; a
+        directory's names of a file system). Asked before a write that may be refused."""
         ...
 
     async def put_file(
@@ -70,7 +83,8 @@ class SymbolStore(Protocol):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        """Store the local file ``path`` under ``key``, replacing what was there."""
+        """Store the local file ``path`` under ``key``, replacing what was there;
+        :class:`KeyRefused` if the location cannot hold it there."""
         ...
 
     async def put_bytes(
@@ -78,7 +92,8 @@ class SymbolStore(Protocol):
     ) -> None: ...
 
     def open(self, key: str) -> AbstractAsyncContextManager[Opened]:
-        """Read an object; entering raises :class:`ObjectMissing` if it is not there."""
+        """Read an object; entering raises :class:`ObjectMissing` if it is not there (nor can
+        be)."""
         ...
 
     async def copy(self, source_key: str, key: str) -> None:

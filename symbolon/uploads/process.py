@@ -17,7 +17,7 @@ from typing import Any
 
 from symbolon.metrics import metrics
 from symbolon.storage.sources import SymbolSource
-from symbolon.storage.store import ObjectInfo
+from symbolon.storage.store import KeyRefused, ObjectInfo
 from symbolon.symbols import archive
 from symbolon.uploads import by_url
 from symbolon.uploads.services import UploadServices
@@ -96,6 +96,17 @@ async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
             archive.content_hash(members),
         )
     stored = [m for m in members if not m.ignored]
+    # A key the destination cannot hold fails every attempt: the archive is refused, naming it.
+    store = rt.stores.at(destination)
+    refused = [
+        f"{m.name}: {problem}"
+        for m in stored
+        if (problem := store.accepts(destination.object_key(m.key))) is not None
+    ]
+    if refused:
+        zf.close()
+        await fail(rt, upload_id, "The destination cannot hold " + "; ".join(refused))
+        return
     workers = rt.settings.upload_file_upload_max_workers
     try:
         # All or nothing: a corrupt member found while storing would leave the earlier ones
@@ -203,13 +214,16 @@ async def store_member(
             }
         extension = member.key.rsplit(".", 1)[-1].lower() if "." in member.key else ""
         with metrics.timer("upload_put_object"):
-            await store.put_file(
-                object_key,
-                prepared.path,
-                content_type=settings.mime_overrides.get(extension),
-                content_encoding="gzip" if prepared.compressed else None,
-                metadata=metadata,
-            )
+            try:
+                await store.put_file(
+                    object_key,
+                    prepared.path,
+                    content_type=settings.mime_overrides.get(extension),
+                    content_encoding="gzip" if prepared.compressed else None,
+                    metadata=metadata,
+                )
+            except KeyRefused as exc:  # as for every attempt: the upload's error, not a retry
+                raise archive.ArchiveError(f"{member.name} cannot be stored: {exc}") from exc
         header = prepared.header
         await rt.db.execute(
             """INSERT INTO file_uploads

@@ -43,7 +43,6 @@ READ_CHUNK = 256 * 1024
 PENDING_PREFIX = "pending/"
 # Stale pending objects deleted together while the listing goes on.
 EXPIRY_BATCH = 1000
-MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_ID = 2**63 - 1  # uploads.id is a bigint
 
 T = TypeVar("T")
@@ -174,8 +173,10 @@ async def plan(
         if not MD5.match(f["md5_hash"]):
             return {"key": f["key"], "action": {"type": "error", "msg": "invalid MD5 hex digest"}}
         pending_key = f"{PENDING_PREFIX}{token}/{destination.object_key(key)}"
-        if len(pending_key.encode()) > MAX_KEY_BYTES:
-            return {"key": f["key"], "action": {"type": "error", "msg": "key too long"}}
+        # A key the destination cannot hold would be planned, then fail every PUT.
+        refused = store.accepts(pending_key) or store.accepts(destination.object_key(key))
+        if refused is not None:
+            return {"key": f["key"], "action": {"type": "error", "msg": refused}}
         places = [rt.storage.upload_default, destination] if try_symbols else [destination]
         async with lookups:
             for place in places:

@@ -48,7 +48,13 @@ from urllib.parse import quote
 
 from symbolon.storage.signing import PutTerms, UrlSigner
 from symbolon.storage.sources import SymbolSource
-from symbolon.storage.store import ObjectInfo, ObjectMissing, Opened, StoreUnavailable
+from symbolon.storage.store import (
+    KeyRefused,
+    ObjectInfo,
+    ObjectMissing,
+    Opened,
+    StoreUnavailable,
+)
 
 TMP = ".tmp"
 META = ".meta"
@@ -69,6 +75,16 @@ COMPUTED_ETAGS = 10_000
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # S3 answers this for an object stored without a content type (handlers/storage_files.py).
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+# The longest name in a directory, and path, Linux file systems hold (bytes, the path with its NUL).
+NAME_MAX = 255
+PATH_MAX = 4096
+# What a write of a key the directory cannot hold fails with, trying again changes nothing,
+# and what the writer is told (never the directory's path).
+REFUSALS = {
+    errno.ENAMETOOLONG: "a name in the key is longer than a directory holds",
+    errno.EISDIR: "the key names a directory of other objects",
+    errno.ENOTDIR: "another object is where the key needs a directory",
+}
 
 
 def check_key(key: str) -> str:
@@ -168,7 +184,7 @@ def _makedirs(path: str, stop: str) -> list[str]:
             made.append(directory)
         except FileExistsError:
             if not os.path.isdir(directory):
-                raise
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", directory) from None
     return made
 
 
@@ -316,12 +332,16 @@ class DirectoryStore:
         return False
 
     def _object_stat(self, key: str) -> os.stat_result | None:
-        """The stat of the key's data file, or None if it is not an object here."""
-        path = self.data_path(key)
+        """The stat of the key's data file, or None if it is not an object here (nor can be)."""
         try:
+            path = self.data_path(key)
             st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+        except (ValueError, FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return None
+            raise
         if not stat.S_ISREG(st.st_mode) or not self._inside(path, key):
             return None
         if self._crosses_location(key):
@@ -339,6 +359,10 @@ class DirectoryStore:
             return None
         except ValueError:
             return ()  # damaged: describes nothing
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # a file placed by hand whose sidecar's name would be too long
+            raise
         if not isinstance(data, dict):
             return ()
         return Version.from_json(data), Version.from_json(data.get("previous"))
@@ -474,6 +498,8 @@ class DirectoryStore:
             finally:
                 tmp.discard()  # gone already once renamed
         except OSError as exc:
+            if exc.errno in REFUSALS:
+                raise KeyRefused(REFUSALS[exc.errno]) from exc
             raise self.unavailable(exc) from exc
         return _info(key, st, version.etag, version)
 
@@ -694,6 +720,22 @@ class DirectoryStore:
         except OSError as exc:
             raise self.unavailable(exc) from exc
 
+    def accepts(self, key: str) -> str | None:
+        try:
+            check_key(key)
+        except ValueError:
+            return "not a key a directory holds ('.', '..', '.meta', '.tmp' or an empty name)"
+        names = key.split("/")
+        longest = NAME_MAX - len(SIDECAR_SUFFIX)  # the file's sidecar is named after it
+        if any(len(n.encode()) > NAME_MAX for n in names) or len(names[-1].encode()) > longest:
+            return (
+                f"key too long: a directory holds names of at most {NAME_MAX} bytes, "
+                f"{longest} for the file's"
+            )
+        if len(self.sidecar_path(key).encode()) >= PATH_MAX:
+            return f"key too long: a path in a directory is at most {PATH_MAX - 1} bytes"
+        return None
+
     async def put_file(
         self,
         key: str,
@@ -745,12 +787,14 @@ class DirectoryStore:
             await asyncio.to_thread(os.close, fd)
 
     def _open_sync(self, key: str) -> tuple[int, ObjectInfo]:
-        path = self.data_path(key)
         try:
+            path = self.data_path(key)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectMissing(key) from None
+        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectMissing(key) from None  # not there, nor can be
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise ObjectMissing(key) from None
             raise self.unavailable(exc) from exc
         try:
             st = os.fstat(fd)

@@ -37,6 +37,7 @@ PRESIGNED_MEMO_SIZE = 10_000
 DELETE_BATCH = 1000
 # The most bytes one chunk of an opened object holds.
 READ_CHUNK = 1024 * 1024
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MISSING_CODES = NOT_FOUND_CODES | {"NoSuchKey"}
 # What a call raises when the service is slow, refuses or is away, as opposed to a missing key.
 UNAVAILABLE = (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError)
@@ -108,6 +109,9 @@ class S3Store:
         if self.source.public:
             return await self._public_exists(f"{self.source.base_url}/{key}")
         return await self.head(key) is not None
+
+    def accepts(self, key: str) -> str | None:
+        return "key too long" if len(key.encode()) > MAX_KEY_BYTES else None
 
     async def _public_exists(self, url: str) -> bool:
         """An anonymous HTTP HEAD, retried on 429/500/503 (docs/download.md, "Looking up")."""
