@@ -16,7 +16,6 @@ from symbolon.crashes.crashid import crash_date, is_valid_crash_id
 from symbolon.crashes.payload import MAIN_DUMP_ALIASES
 from symbolon.crashes.store import CrashStorage, StorageError
 from symbolon.filters import FilterError, page_number
-from symbolon.stats import human_size
 from symbolon.web.page import PageError, PageHandler
 from symbolon.web.pages.shown import query_of
 from symbolon.web.parts import Code, Column, Link, Pager, Table
@@ -173,8 +172,8 @@ class CrashPage(CrashesPage):
             raise PageError(404, "That is not a crash id.")
         try:
             raw = await read_raw(store, crash_id)
+            # Names only: the store tells a dump's size by reading all of it.
             names = await store.load_dump_names(crash_id) if raw is not None else []
-            sizes = [len(await store.load_dump(crash_id, name) or b"") for name in names]
             signed = await signature(store, crash_id) if raw is not None else NOT_PROCESSED
         except StorageError as exc:
             raise PageError(503, f"The crash store did not answer: {exc}") from None
@@ -198,10 +197,7 @@ class CrashPage(CrashesPage):
                 empty="No annotations.",
             ),
             metadata=json.dumps(metadata, indent=2, sort_keys=True) if metadata else None,
-            dumps=[
-                {"name": name or "dump", "size": human_size(size), "bytes": size}
-                for name, size in zip(names, sizes, strict=True)
-            ],
+            dumps=[name or "dump" for name in names],
             signature=signed,
         )
 
