@@ -328,6 +328,20 @@ def test_pager_links_keep_the_filters_and_skip_far_pages():
     assert Pager(page=1, per_page=20, total=0, path="/").pages == 1
 
 
+def test_a_page_past_the_last_says_so_and_links_to_the_last():
+    pager = Pager(page=7, per_page=20, total=45, path="/uploads/", query={"user": "a"})
+    assert pager.beyond and pager.pages == 3
+    assert pager.empty("No uploads yet.") == "No items on page 7."
+    page = read(200, {}, render("parts/pager.html", pager=pager))
+    assert "No items on page 7; the last page is 3." in page.text
+    assert page.links == [("Last page", "/uploads/?user=a&page=3")]
+    assert "\N{EN DASH}" not in page.text  # no "121 to 45 of 45"
+    # The last page itself, and an empty listing, are not past the end.
+    assert not Pager(page=3, per_page=20, total=45, path="/").beyond
+    empty = Pager(page=7, per_page=20, total=0, path="/")
+    assert not empty.beyond and empty.empty("Nothing yet.") == "Nothing yet."
+
+
 def test_bar_chart_scales_to_a_round_top_and_escapes_labels():
     assert [nice_max(v) for v in (0, 1, 3, 7, 12, 180, 2400)] == [1, 1, 5, 10, 20, 200, 2500]
     chart = bar_chart([("<a>", 0), ("b", 5), ("c", 10)], title="T <x>", value_label="N")

@@ -100,6 +100,10 @@ async def test_without_view_all_you_see_your_own_uploads_only(http_client, base_
     assert form.status == 403 and "Upload symbols" in form.text
     missing = await get(http_client, base_url, caller, "/uploads/upload/999999999999")
     assert missing.status == 404 and missing.h1() == "Not Found"
+    # A page past the last (one upload: one page) says so and leads back.
+    past = await get(http_client, base_url, caller, "/uploads/?page=7")
+    assert past.status == 200 and "No items on page 7; the last page is 1." in past.text
+    assert ("Last page", "/uploads/") in past.links and f"mine-{mark}.zip" not in past.text
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -80,6 +80,10 @@ async def test_the_list_searches_and_escapes(http_client, base_url, runtime):
     assert "symbolon_session=YOURSESSIONCOOKIE" in page.text and "/api/_users/" in page.text
     nothing = await get(http_client, base_url, boss, f"/users/?q=nobody-{mark}")
     assert f"No user's e-mail holds “nobody-{mark}”." in nothing.text
+    # A page past the last of the search's one page.
+    past = await get(http_client, base_url, boss, f"/users/?q={mark}&page=99999999999999999999")
+    assert past.status == 200 and "No items on page" in past.text
+    assert ("Last page", f"/users/?q={mark}") in past.links
     assert (await get(http_client, base_url, boss, "/")).navigation()["Users"] == "/users/"
 
 

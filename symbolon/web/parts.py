@@ -91,12 +91,21 @@ class Pager:
         return max(1, math.ceil(self.total / self.per_page))
 
     @property
+    def beyond(self) -> bool:
+        """Past the last page of a listing that has items (a stale link, a typed number)."""
+        return self.total > 0 and self.page > self.pages
+
+    @property
     def first_item(self) -> int:
-        return 0 if self.total == 0 else (self.page - 1) * self.per_page + 1
+        return 0 if self.total == 0 or self.beyond else (self.page - 1) * self.per_page + 1
 
     @property
     def last_item(self) -> int:
-        return min(self.total, self.page * self.per_page)
+        return 0 if self.beyond else min(self.total, self.page * self.per_page)
+
+    def empty(self, text: str) -> str:
+        """What an empty table on this page says: ``text``, or that the page is past the last."""
+        return f"No items on page {self.page:,}." if self.beyond else text
 
     def url(self, page: int) -> str:
         return with_query(self.path, self.query, page=str(page) if page > 1 else None)

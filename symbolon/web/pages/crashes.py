@@ -142,6 +142,7 @@ class CrashesPage(PageHandler):
             )
         span = day.isoformat() if day else f"the last {RECENT_DAYS} days (UTC)"
         kept = {"date": params["date"]} if "date" in params else {}
+        pager = Pager(page, PER_PAGE, len(ids), PATH, kept)
         self.page(
             "crashes.html",
             status=400 if error else 200,
@@ -152,9 +153,9 @@ class CrashesPage(PageHandler):
                 columns=COLUMNS,
                 rows=rows,
                 caption=f"Crash reports of {span}",
-                empty="No crash reports.",
+                empty=pager.empty("No crash reports."),
             ),
-            pager=Pager(page, PER_PAGE, len(ids), PATH, kept),
+            pager=pager,
             today=today.isoformat(),
         )
 

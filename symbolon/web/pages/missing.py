@@ -76,15 +76,6 @@ class MissingPage(PageHandler):
         def sort_url(column: str, descending: bool) -> str:
             return with_query(PATH, filters, sort=column, reverse="true" if descending else "false")
 
-        table = Table(
-            columns=COLUMNS,
-            rows=rows,
-            caption="Missing symbol files",
-            empty="No missing symbol files match." if filters else "No missing symbol files.",
-            sort=sort,
-            reverse=reverse,
-            sort_url=sort_url,
-        )
         kept = {**filters, **{k: v for k, v in params.items() if k in ("sort", "reverse")}}
         pager = Pager(
             page=page_number(params.get("page")),
@@ -92,6 +83,17 @@ class MissingPage(PageHandler):
             total=body["total"],
             path=PATH,
             query=kept,
+        )
+        table = Table(
+            columns=COLUMNS,
+            rows=rows,
+            caption="Missing symbol files",
+            empty=pager.empty(
+                "No missing symbol files match." if filters else "No missing symbol files."
+            ),
+            sort=sort,
+            reverse=reverse,
+            sort_url=sort_url,
         )
         query = urllib.parse.urlencode(params)
         self.curl(f"/api/downloads/missing/{'?' + query if query else ''}", "This page:")

@@ -132,17 +132,18 @@ class UploadsPage(PageHandler):
         ]
         filters = {k: v for k, v in params.items() if k not in ("sort", "reverse", "page")}
         kept = {**filters, **({"mine": "1"} if mine and view_all else {})}
+        ordered = {k: v for k, v in params.items() if k in ("sort", "reverse")}
+        page = page_number(params.get("page"))
+        pager = Pager(page, body["batch_size"], body["total"], UPLOADS, {**kept, **ordered})
         table = Table(
             columns=UPLOAD_COLUMNS if not mine else [c for c in UPLOAD_COLUMNS if c.key != "user"],
             rows=rows,
             caption="Your uploads" if mine else "Everyone's uploads",
-            empty="No uploads match." if filters else "No uploads yet.",
+            empty=pager.empty("No uploads match." if filters else "No uploads yet."),
             sort=sort,
             reverse=reverse,
             sort_url=sorted_url(UPLOADS, kept),
         )
-        ordered = {k: v for k, v in params.items() if k in ("sort", "reverse")}
-        page = page_number(params.get("page"))
         self.curl(
             api_path("/api/uploads/", params),
             "Your uploads (everyone's with “View all uploads”), 20 a page:",
@@ -161,7 +162,7 @@ class UploadsPage(PageHandler):
             reverse=reverse,
             table=table,
             counted=body["total"] != listing.UNCOUNTED_TOTAL,
-            pager=Pager(page, body["batch_size"], body["total"], UPLOADS, {**kept, **ordered}),
+            pager=pager,
             has_next=body["has_next"],
         )
 
@@ -199,6 +200,9 @@ class FilesPage(PageHandler):
                 }
             )
         filters = {k: v for k, v in params.items() if k != "page"}
+        pager = Pager(
+            page_number(params.get("page")), body["batch_size"], body["total"], FILES, filters
+        )
         self.curl(
             api_path("/api/uploads/files/", params), "Every stored file, 40 a page:", auth=True
         )
@@ -213,12 +217,10 @@ class FilesPage(PageHandler):
                 columns=FILE_COLUMNS,
                 rows=rows,
                 caption="Stored files",
-                empty="No files match." if filters else "No files stored yet.",
+                empty=pager.empty("No files match." if filters else "No files stored yet."),
             ),
             counted=body["total"] != listing.UNCOUNTED_TOTAL,
-            pager=Pager(
-                page_number(params.get("page")), body["batch_size"], body["total"], FILES, filters
-            ),
+            pager=pager,
             has_next=body["has_next"],
         )
 

@@ -85,6 +85,7 @@ class UsersPage(UsersBase):
             for u in shown
         ]
         self.session_curl("/api/_users/", "Every user and group (a superuser's session):")
+        pager = Pager(page, PER_PAGE, len(users), PATH, {"q": search} if search else {})
         self.page(
             "users.html",
             search=search,
@@ -92,9 +93,11 @@ class UsersPage(UsersBase):
                 columns=COLUMNS,
                 rows=rows,
                 caption="Users",
-                empty=f"No user's e-mail holds “{search}”." if search else "No users yet.",
+                empty=pager.empty(
+                    f"No user's e-mail holds “{search}”." if search else "No users yet."
+                ),
             ),
-            pager=Pager(page, PER_PAGE, len(users), PATH, {"q": search} if search else {}),
+            pager=pager,
         )
 
 
