@@ -289,6 +289,37 @@ async def test_list_walks_in_key_order_and_skips_the_stores_own_files(store, roo
 
 
 @pytest.mark.gen_test
+async def test_list_reads_no_files_and_gives_the_sidecars_etags(store, root, monkeypatch):
+    """A file placed by hand is listed without an ETag ("") rather than hashed: its MD5 would
+    cost reading it whole. Its description, when asked for, has one."""
+    await store.put_bytes("v1/a/written", b"written")
+    (root / "v1" / "b").mkdir()
+    (root / "v1" / "b" / "by-hand").write_bytes(b"by hand")
+    hashed: list[str] = []
+    real = store._computed_etag
+    monkeypatch.setattr(
+        store, "_computed_etag", lambda key, st, fd: hashed.append(key) or real(key, st, fd)
+    )
+    listed = [(i.key, i.etag, i.size) async for i in store.list("v1/")]
+    assert listed == [("v1/a/written", md5(b"written"), 7), ("v1/b/by-hand", "", 7)]
+    assert hashed == []
+    info = await store.head("v1/b/by-hand")
+    assert info is not None and info.etag == md5(b"by hand")
+
+
+@pytest.mark.gen_test
+async def test_list_walks_as_it_is_read(store, monkeypatch):
+    """A directory is read when the listing reaches it, not all of them before the first."""
+    monkeypatch.setattr(directory_module, "LIST_BATCH", 1, raising=False)
+    for key in ("v1/a/1", "v1/b/2"):
+        await store.put_bytes(key, b"x")
+    listing = store.list("v1/")
+    assert (await anext(listing)).key == "v1/a/1"
+    await store.put_bytes("v1/b/3", b"x")  # in a directory the walk has not read yet
+    assert [i.key async for i in listing] == ["v1/b/2", "v1/b/3"]
+
+
+@pytest.mark.gen_test
 async def test_list_leaves_out_the_try_directory_a_location_of_its_own(store, root):
     try_store = DirectoryStore(SymbolSource.parse(f"file://{root}/try"), SECRET)
     await try_store.ensure()

@@ -4,8 +4,9 @@ and those of its try location to the destination's try location.
 
 Objects stream through a temporary file, so memory stays small whatever their size. An object
 the destination already holds with the same size (and the same MD5, when both sides know it) is
-skipped, so a run that was interrupted continues where it stopped. Each copy is checked in the
-destination after writing; a mismatch is a failure, not a copy.
+skipped, so a run that was interrupted continues where it stopped. A directory lists a file placed
+in it by hand without an MD5 (it would have to read it): such a file is compared by size only.
+Each copy is checked in the destination after writing; a mismatch is a failure, not a copy.
 
 Keys keep their names below the location: a key under the source's prefix gets the destination's
 prefix instead (the same key when both prefixes agree, as they usually do). A try location is a

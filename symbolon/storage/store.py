@@ -34,7 +34,9 @@ class KeyRefused(ValueError):
 @dataclass(frozen=True)
 class ObjectInfo:
     """An object as listed or looked up. ``etag`` is the MD5 hex of the stored bytes for an
-    object written in one piece, without quotes; ``size`` counts stored (maybe gzipped) bytes."""
+    object written in one piece, without quotes, or empty in a listing where the backend would
+    have to read the object to know it (a file placed in a directory by hand); ``size`` counts
+    stored (maybe gzipped) bytes."""
 
     key: str
     size: int
@@ -105,7 +107,8 @@ class SymbolStore(Protocol):
         ...
 
     def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order."""
+        """Every object whose key starts with ``prefix``, in key order, as the backend reads
+        them (never all in memory first); an ``etag`` may be empty (see :class:`ObjectInfo`)."""
         ...
 
     async def download_url(self, key: str, expires: int) -> str:

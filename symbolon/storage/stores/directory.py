@@ -72,6 +72,8 @@ DEFAULT_MAX_PUT_SIZE = 5 * 1024**3
 ROUTE_PREFIX = "/storage"
 # Computed MD5s of files without a sidecar entry, per process.
 COMPUTED_ETAGS = 10_000
+# Objects a listing reads from the disk at a time, at least (whole directories).
+LIST_BATCH = 1000
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # S3 answers this for an object stored without a content type (handlers/storage_files.py).
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
@@ -402,6 +404,15 @@ class DirectoryStore:
             os.close(fd)  # and the lock with it
 
     def _describe_sync(self, key: str, st: os.stat_result, fd: int | None = None) -> ObjectInfo:
+        st, version = self._described(key, st, fd)
+        if version is not None:
+            return _info(key, st, version.etag, version)
+        return _info(key, st, self._computed_etag(key, st, fd), None)
+
+    def _described(
+        self, key: str, st: os.stat_result, fd: int | None = None
+    ) -> tuple[os.stat_result, Version | None]:
+        """The data file's stat and the version describing it, if one does."""
         version, sidecar = self._version(key, st)
         if version is None and sidecar:
             # Another version's sidecar: a writer may be between its two renames, or two
@@ -411,9 +422,7 @@ class DirectoryStore:
                 if again is not None:
                     st = again
                     version, _ = self._version(key, st)
-        if version is not None:
-            return _info(key, st, version.etag, version)
-        return _info(key, st, self._computed_etag(key, st, fd), None)
+        return st, version
 
     def _computed_etag(self, key: str, st: os.stat_result, fd: int | None) -> str:
         """The MD5 of a file no sidecar describes, hashed once per version of the file."""
@@ -652,19 +661,18 @@ class DirectoryStore:
 
     # -- listing
 
-    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
-        """Objects whose keys start with ``prefix``, in key order (one directory at a time)."""
+    def _list_sync(self, prefix: str) -> Iterator[list[ObjectInfo]]:
+        """Objects whose keys start with ``prefix``, in key order, a directory at a time as
+        the walk reaches it."""
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         if base:
             try:
                 check_key(base)
             except ValueError:
-                return []  # no key can start with it
-        found: list[ObjectInfo] = []
-        self._walk(base, prefix, found)
-        return found
+                return  # no key can start with it
+        yield from self._walk(base, prefix)
 
-    def _walk(self, directory: str, prefix: str, found: list[ObjectInfo]) -> None:
+    def _walk(self, directory: str, prefix: str) -> Iterator[list[ObjectInfo]]:
         path = f"{self.root}/{directory}" if directory else self.root
         if directory and not self._inside(path, directory):
             return
@@ -689,15 +697,36 @@ class DirectoryStore:
                     named.append((key + "/", key, True))  # sorts as its keys do
             elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
                 named.append((key, key, False))
+        files: list[ObjectInfo] = []
         for _, key, is_dir in sorted(named):
             if is_dir:
-                self._walk(key, prefix, found)
+                if files:
+                    yield files
+                    files = []
+                yield from self._walk(key, prefix)
                 continue
             try:
                 st = os.stat(f"{self.root}/{key}", follow_symlinks=False)
-                found.append(self._describe_sync(key, st))
             except FileNotFoundError:
                 continue  # deleted meanwhile
+            files.append(self._listed(key, st))
+        if files:
+            yield files
+
+    def _listed(self, key: str, st: os.stat_result) -> ObjectInfo:
+        """As listed: the sidecar's ETag, or none (``""``) for a file no sidecar describes,
+        whose MD5 would cost reading it whole."""
+        st, version = self._described(key, st)
+        return _info(key, st, version.etag if version else "", version)
+
+    def _next_listed(self, walk: Iterator[list[ObjectInfo]]) -> list[ObjectInfo]:
+        """The walk's next objects, at least LIST_BATCH unless it ends: one thread hop each."""
+        found: list[ObjectInfo] = []
+        for files in walk:
+            found += files
+            if len(found) >= LIST_BATCH:
+                break
+        return found
 
     # -- the protocol
 
@@ -824,12 +853,20 @@ class DirectoryStore:
             raise self.unavailable(exc) from exc
 
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        walk = self._list_sync(prefix)
         try:
-            found = await asyncio.to_thread(self._list_sync, prefix)
-        except OSError as exc:
-            raise self.unavailable(exc) from exc
-        for info in found:
-            yield info
+            while True:
+                try:
+                    found = await asyncio.to_thread(self._next_listed, walk)
+                except OSError as exc:
+                    raise self.unavailable(exc) from exc
+                if not found:
+                    return
+                for info in found:
+                    yield info
+        finally:
+            with suppress(ValueError):  # cancelled while its thread still reads: left to end
+                walk.close()
 
     def url_path(self, key: str) -> str:
         return f"{ROUTE_PREFIX}/{self.source.location_id}/{quote(check_key(key))}"
