@@ -38,7 +38,7 @@ import stat
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -661,7 +661,7 @@ class DirectoryStore:
 
     # -- listing
 
-    def _list_sync(self, prefix: str) -> Iterator[list[ObjectInfo]]:
+    def _list_sync(self, prefix: str) -> Generator[list[ObjectInfo], None, None]:
         """Objects whose keys start with ``prefix``, in key order, a directory at a time as
         the walk reaches it."""
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -672,7 +672,7 @@ class DirectoryStore:
                 return  # no key can start with it
         yield from self._walk(base, prefix)
 
-    def _walk(self, directory: str, prefix: str) -> Iterator[list[ObjectInfo]]:
+    def _walk(self, directory: str, prefix: str) -> Generator[list[ObjectInfo], None, None]:
         path = f"{self.root}/{directory}" if directory else self.root
         if directory and not self._inside(path, directory):
             return
