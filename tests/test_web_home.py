@@ -28,6 +28,10 @@ async def test_anonymous_home_says_what_the_service_is(http_client, base_url):
     failed = await fetch_page(http_client, base_url, Caller.anonymous(), "/?signin=failed")
     assert "Signing in did not succeed. Please try again." in failed.text
     assert 'role="alert"' in failed.body
+    # Bytes that are not UTF-8 there are no failed sign-in, and the page still renders.
+    odd = await fetch_page(http_client, base_url, Caller.anonymous(), "/?signin=%FF")
+    assert odd.status == 200 and odd.h1() == "Symbolon"
+    assert "Signing in did not succeed" not in odd.text
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -210,7 +210,10 @@ class PageHandler(BaseHandler):
                     samesite="Lax",
                     secure=self.runtime.settings.session_cookie_secure,
                 )
-        if self.get_query_argument("signin", None) == "failed":
+        # Raw bytes: get_query_argument raises on bytes that are not UTF-8, and this runs
+        # for error pages too.
+        signin = self.request.query_arguments.get("signin")
+        if signin and signin[-1].strip() == b"failed":
             taken.append(Flash("Signing in did not succeed. Please try again.", "error"))
         return taken
 
