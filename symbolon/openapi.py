@@ -296,6 +296,60 @@ BACKFILL = {
     "days_till_today": NULLABLE_INTEGER,
     "backfilled": {"const": True},
 }
+CRASH_ID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+}
+CRASH_STATE = {"enum": ["pending", "processed", "failed"]}
+CRASH_SUMMARY = _object(
+    {
+        "crash_id": STRING,
+        "product": STRING,
+        "version": STRING,
+        "release_channel": STRING,
+        "date": TIME,
+        "signature": NULLABLE_STRING,
+        "state": CRASH_STATE,
+        "reason": NULLABLE_STRING,
+        "processed_at": NULLABLE_TIME,
+    }
+)
+CRASH_FILTERS = [
+    _query("product", "the product, exactly"),
+    _query("version", "the version, exactly"),
+    _query("release_channel", "the release channel, exactly"),
+    _query("signature", "the signature, exactly"),
+    _date("date"),
+]
+# A processed crash (docs/processing.md, "The processed crash"): Socorro's field names, with
+# json_dump shaped like minidump_stackwalk's JSON.
+PROCESSED_CRASH = {
+    "type": "object",
+    "required": [
+        "uuid",
+        "signature",
+        "product",
+        "version",
+        "release_channel",
+        "date_processed",
+        "os_name",
+        "cpu_arch",
+        "processor_notes",
+        "json_dump",
+    ],
+    "properties": {
+        "uuid": NULLABLE_STRING,
+        "signature": NULLABLE_STRING,
+        "product": STRING,
+        "version": STRING,
+        "release_channel": STRING,
+        "date_processed": NULLABLE_STRING,
+        "os_name": NULLABLE_STRING,
+        "cpu_arch": NULLABLE_STRING,
+        "processor_notes": STRING,
+        "json_dump": {"type": "object"},
+    },
+}
 SYMBOLICATE_ERRORS = {
     "400": _json(_ref("Title"), "the first problem found in the request (docs/symbolication.md)"),
     "403": _json(_ref("Title"), "a bad Auth-Token (none is needed)"),
@@ -778,6 +832,103 @@ def description() -> dict[str, Any]:
                     **_errors(form=True, not_found="User"),
                 },
             },
+        },
+        "/api/crashes/": _read(
+            "The crash index (docs/processing.md), newest first, 100 a page",
+            _object(
+                {
+                    "crashes": {"type": "array", "items": CRASH_SUMMARY},
+                    "batch_size": INTEGER,
+                    "page": INTEGER,
+                    "has_next": BOOLEAN,
+                    "total": INTEGER,
+                }
+            ),
+            [*CRASH_FILTERS, _query("state", "pending, processed or failed", CRASH_STATE), PAGE],
+            form=True,
+        ),
+        "/api/crashes/signatures/": _read(
+            "The processed crashes' signatures over a window, most frequent first (100 at most)",
+            _object(
+                {
+                    "signatures": {
+                        "type": "array",
+                        "items": _object(
+                            {"signature": STRING, "count": INTEGER, "last_date": TIME}
+                        ),
+                    },
+                    "total": INTEGER,
+                },
+                {"days": INTEGER, "since": TIME},
+            ),
+            [
+                _query(
+                    "days",
+                    "the window: this many days back from now (1 to 3650, default 7); "
+                    "not with `date`",
+                    {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                ),
+                *CRASH_FILTERS,
+            ],
+            form=True,
+        ),
+        "/api/crashes/{crash_id}": {
+            "get": {
+                "summary": "A crash's state; its raw and processed crash need "
+                "crashes.view_crashes (null without it)",
+                "parameters": [
+                    {"name": "crash_id", "in": "path", "required": True, "schema": CRASH_ID}
+                ],
+                "responses": {
+                    "200": _json(
+                        _object(
+                            {
+                                "crash_id": STRING,
+                                "state": CRASH_STATE,
+                                "reason": NULLABLE_STRING,
+                                "signature": NULLABLE_STRING,
+                                "raw_crash": {"type": ["object", "null"]},
+                                "processed_crash": {"oneOf": [PROCESSED_CRASH, {"type": "null"}]},
+                            }
+                        ),
+                        "OK",
+                    ),
+                    **_errors(not_found="crash"),
+                    "503": _json(
+                        ERROR,
+                        "the crash store cannot be read, or the blocked-user check could not "
+                        "reach the identity provider",
+                    ),
+                },
+            }
+        },
+        "/minidump": {
+            "post": {
+                "summary": "Walk and symbolicate a minidump now; answers the processed crash and "
+                "stores nothing",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["upload_file_minidump"],
+                                "properties": {
+                                    "upload_file_minidump": {"type": "string", "format": "binary"}
+                                },
+                                "additionalProperties": {
+                                    "type": "string",
+                                    "description": "annotations (ProductName, Version, …)",
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(PROCESSED_CRASH, "the processed crash"),
+                    **_errors(400),
+                },
+            }
         },
         "/upload/": {
             "post": {

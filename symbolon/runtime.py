@@ -20,6 +20,7 @@ from symbolon.crashes.publish import Publisher
 from symbolon.crashes.stores import make_crash_storage
 from symbolon.crashes.throttling.presets import load_throttler
 from symbolon.db import migrate
+from symbolon.processing.pipeline.processor import CrashProcessor
 from symbolon.redis_cache import Cache, redis_client
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.s3 import S3Clients
@@ -89,6 +90,8 @@ class Runtime:
     oidc: OIDCClient
     blocked: BlockedGuard | None
     symbolication: Symbolication
+    # Crash processing (docs/processing.md): its walking processes start on first use.
+    processor: CrashProcessor
     collector: Collector | None = None
 
     @classmethod
@@ -124,6 +127,15 @@ class Runtime:
         collector = None
         if settings.enable_crash_collector:
             collector = Collector(settings, make_crash_storage(settings, s3), Publisher(settings))
+        # Its caches and parse processes start on first use, or with start() when serving.
+        symbolication = Symbolication(settings, lookup, stores, cache, store)
+        processor = CrashProcessor(
+            settings,
+            db,
+            symbolication,
+            collector.storage if collector is not None else make_crash_storage(settings, s3),
+            collector.publisher if collector is not None else None,
+        )
         return cls(
             settings=settings,
             storage=storage,
@@ -139,13 +151,16 @@ class Runtime:
             oidc=OIDCClient(settings),
             blocked=make_guard(settings, cache),
             collector=collector,
-            # Its caches and parse processes start on first use, or with start() when serving.
-            symbolication=Symbolication(settings, lookup, stores, cache, store),
+            symbolication=symbolication,
+            processor=processor,
         )
 
     async def close(self) -> None:
+        await self.processor.close()
         await self.symbolication.close()
-        if self.collector is not None:
+        if self.collector is None:
+            await self.processor.storage.close()
+        else:
             await self.collector.storage.close()
             await self.collector.publisher.close()
         await self.lookup.close()

@@ -132,6 +132,14 @@ def _parse_name(value: str) -> str:
     return value
 
 
+def _parse_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 def _parse_crash_storage(value: str) -> str:
     if value not in CRASH_STORAGE_NAMES:
         raise ValueError("")
@@ -156,6 +164,7 @@ redis_url = Parser(
 )
 queue_name = Parser(_parse_name, "a queue name of letters, digits, '.', '_' and '-'")
 actor_name = Parser(_parse_name, "an actor name of letters, digits, '.', '_' and '-'")
+regex = Parser(_parse_regex, "a Python regular expression")
 crash_storage = Parser(
     _parse_crash_storage, "s3, fs, or the reference's S3CrashStorage/FSCrashStorage class path"
 )

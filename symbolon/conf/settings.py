@@ -591,6 +591,60 @@ class Settings:
         aliases=("CLIENT_BODY_TIMEOUT",),
     )
 
+    # Crash processing (docs/processing.md).
+    enable_crash_processor: bool = setting(
+        "ENABLE_CRASH_PROCESSOR",
+        True,
+        p.boolean,
+        "take crash ids from the processing queue in `serve`'s worker and in `worker`; `false` "
+        "for a site whose own processor consumes that queue",
+    )
+    processor_walk_processes: int = setting(
+        "PROCESSOR_WALK_PROCESSES",
+        0,
+        p.integer(0),
+        "stack-walking processes per worker process; `0`: one per core",
+    )
+    processor_walk_timeout_seconds: float = setting(
+        "PROCESSOR_WALK_TIMEOUT",
+        60.0,
+        p.seconds,
+        "seconds one dump may take to walk (waiting for symbols not counted); past it its process "
+        "is killed and the crash is `failed`",
+    )
+    processor_walk_memory: int = setting(
+        "PROCESSOR_WALK_MEMORY",
+        2 * 1024**3,
+        p.integer(256 * 1024**2),
+        "address space of a walking process; a dump that needs more is `failed`",
+    )
+    processor_signature_frames: int = setting(
+        "PROCESSOR_SIGNATURE_FRAMES",
+        10,
+        p.integer(1),
+        "most frames a signature joins",
+    )
+    processor_signature_prefix: str | None = setting(
+        "PROCESSOR_SIGNATURE_PREFIX",
+        None,
+        p.regex,
+        "frames that are not the crash's cause but lead to it: the signature goes on to the next "
+        "frame; unset: the built-in list of [processing.md](processing.md#signatures)",
+    )
+    processor_signature_irrelevant: str | None = setting(
+        "PROCESSOR_SIGNATURE_IRRELEVANT",
+        None,
+        p.regex,
+        "frames left out of signatures; unset: the built-in list",
+    )
+    processor_reprocess_per_upload: int = setting(
+        "PROCESSOR_REPROCESS_PER_UPLOAD",
+        1000,
+        p.integer(0),
+        "crashes queued for processing again when an upload brings a module they lacked (the most "
+        "recent first; `0`: none)",
+    )
+
     # Symbolication (docs/symbolication.md).
     symbolication_symbol_urls: tuple[str, ...] = setting(
         "SYMBOLICATION_SYMBOL_URLS",

@@ -2,9 +2,9 @@
 
 The message calls ``CRASHMOVER_CRASHPUBLISH_ACTOR_NAME`` (default ``process_crash``) on
 ``CRASHMOVER_CRASHPUBLISH_QUEUE_NAME`` (default ``socorro.standard``) with the crash id as its only
-argument. Symbolon declares no such actor, so its own workers never take these messages: the
-processor that consumes them declares it. At start-up the id ``test`` is published; consumers
-drop it (docs/crashes.md, "The processing queue").
+argument. The processor that consumes them declares that actor: Symbolon's own
+(docs/processing.md), unless ``ENABLE_CRASH_PROCESSOR`` is off. At start-up the id ``test`` is
+published; consumers drop it (docs/crashes.md, "The processing queue").
 
 Messages are enqueued the way dramatiq's ``RedisBroker.enqueue`` does it (its ``dispatch`` script,
 with the broker's own arguments), but from the event loop over one asyncio connection of

@@ -12,7 +12,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 
 from symbolon.conf import Settings
-from symbolon.handlers import api_stats, api_tokens, api_uploads, api_users, upload_v2
+from symbolon.handlers import api_crashes, api_stats, api_tokens, api_uploads, api_users, upload_v2
 from symbolon.handlers import auth as auth_handlers
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
@@ -236,6 +236,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
             *api_tokens.ROUTES,
             *api_users.ROUTES,
             *api_stats.ROUTES,
+            *api_crashes.ROUTES,
             *symbolicate_handlers.ROUTES,
             *openapi_handlers.ROUTES,
             *web_routes.ROUTES,

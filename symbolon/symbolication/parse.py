@@ -8,13 +8,16 @@ need fits the budget (one job always runs, however large).
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 # Peak RSS of a parse process, measured: about 2.9 times the sym file (340 MB for 119 MB: the
 # bytes, the parser's tables, the symcache); the estimate leaves headroom.
@@ -22,6 +25,12 @@ MEMORY_PER_SYM_BYTE = 4
 MEMORY_BASE = 100 * 1024**2
 # Processes are replaced now and then: the allocator keeps what a huge parse made it take.
 TASKS_PER_PROCESS = 32
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Something else made from the same sym file in the same job (the processor's CFI index,
+# docs/processing.md): a module-level function, given the sym file's bytes and where to write.
+Companion = tuple[Callable[[bytes, str], Any], str]
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Parsed:
     size: int = 0  # bytes of the entry written
     reason: str = ""  # for the parse_sym_file.error metric when not ok
     error: str = ""
+    companion_ok: bool = False  # the companion's file was written
 
 
 def module_filename(data: bytes, debug_filename: str) -> str:
@@ -54,10 +64,15 @@ def module_filename(data: bytes, debug_filename: str) -> str:
 
 
 def build_entry(
-    sym_path: str, debug_filename: str, debug_id: str, out_path: str, compressed: bool = False
+    sym_path: str,
+    debug_filename: str,
+    debug_id: str,
+    out_path: str,
+    compressed: bool = False,
+    companion: Companion | None = None,
 ) -> Parsed:
     """In a pool process: parse the sym file (inflated first if ``compressed``) and write the
-    cache entry to ``out_path``."""
+    cache entry to ``out_path``, then the companion's file from the same bytes."""
     # From the submodules: the package's own namespace is filled at run time, so untyped.
     from symbolic import exceptions
     from symbolic.debuginfo import Archive, normalize_debug_id
@@ -89,6 +104,7 @@ def build_entry(
         except LookupError as exc:
             return failed("sym_debug_id_lookup_error", str(exc))
         symcache = obj.make_symcache()
+        companion_ok = companion is not None and _build_companion(companion, data)
     except exceptions.SymbolicError as exc:
         return failed("sym_malformed", f"{type(exc).__name__}: {exc}")
     finally:
@@ -97,7 +113,24 @@ def build_entry(
         symcache.dump_into(out)
         write_trailer(out, name)
         size = out.tell()
-    return Parsed(True, time.perf_counter() - started, module_filename=name, size=size)
+    return Parsed(
+        True,
+        time.perf_counter() - started,
+        module_filename=name,
+        size=size,
+        companion_ok=companion_ok,
+    )
+
+
+def _build_companion(companion: Companion, data: bytes) -> bool:
+    """The symcache does not depend on it: a companion that fails is only logged."""
+    build, out = companion
+    try:
+        build(data, out)
+        return True
+    except Exception:
+        logger.exception("building %s from a sym file failed", getattr(build, "__name__", build))
+        return False
 
 
 def _die_with_parent(parent: int) -> None:
@@ -172,11 +205,27 @@ class ParsePool:
         debug_id: str,
         out: Path,
         compressed: bool = False,
+        companion: Companion | None = None,
     ) -> Parsed:
+        died = Parsed(False, 0.0, reason="sym_malformed", error="parser process died twice")
+        return await self.run(
+            self.estimate(sym_size),
+            died,
+            build_entry,
+            str(sym_path),
+            debug_filename,
+            debug_id,
+            str(out),
+            compressed,
+            companion,
+        )
+
+    async def run(self, need: int, died: T, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a pool process once ``need`` bytes fit the budget; ``died`` when its
+        process died twice."""
         loop = asyncio.get_running_loop()
         if self._changed is None or self._loop is not loop:
             self._changed, self._loop = asyncio.Condition(), loop
-        need = self.estimate(sym_size)
         async with self._changed:
             await self._changed.wait_for(
                 lambda: self._running == 0 or self._reserved + need <= self.memory_budget
@@ -189,19 +238,11 @@ class ParsePool:
             for _ in range(2):
                 pool = self._pool()
                 try:
-                    return await loop.run_in_executor(
-                        pool,
-                        build_entry,
-                        str(sym_path),
-                        debug_filename,
-                        debug_id,
-                        str(out),
-                        compressed,
-                    )
+                    return await loop.run_in_executor(pool, fn, *args)
                 except BrokenProcessPool:
                     # Only this broken pool is dropped: a job may already run on its successor.
                     self._discard_pool(pool)
-            return Parsed(False, 0.0, reason="sym_malformed", error="parser process died twice")
+            return died
         finally:
             async with self._changed:
                 self._reserved -= need

@@ -13,10 +13,10 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from symbolon.conf import Settings
 from symbolon.metrics import symbolication_metrics as metrics
@@ -24,7 +24,7 @@ from symbolon.redis_cache import CACHE_ERRORS, Cache
 from symbolon.storage.lookup import SymbolLookup
 from symbolon.storage.sources import config_hash
 from symbolon.storage.stores import Stores
-from symbolon.symbolication.parse import ParsePool, physical_memory
+from symbolon.symbolication.parse import Companion, ParsePool, physical_memory
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbolication.sym_fetch import Fetcher
 from symbolon.symbolication.symcaches import DiskCache, MissMemory, SymcacheStore, entry_name
@@ -42,6 +42,24 @@ RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+class CompanionBuilder(Protocol):
+    """Something else a module's parse makes from the same sym file, in the same job (the crash
+    processor's CFI index, docs/processing.md)."""
+
+    def companion(self) -> Companion:
+        """The pool function and the temporary file it writes."""
+        ...
+
+    async def adopt(self, key: ModuleKey, path: Path) -> None:
+        """Take the written file; called before the symcache is stored, so that whoever finds
+        the symcache finds this too."""
+        ...
+
+
+# Told the ``<debug_file>/<debug_id>/<file>`` keys an upload stored.
+UploadListener = Callable[[list[str]], Awaitable[None]]
 
 
 @dataclass
@@ -109,6 +127,8 @@ class Symbolication:
         self._prepared = False
         self.lock_ttl = LOCK_TTL_SECONDS
         self.lock_poll = LOCK_POLL_SECONDS
+        self.companion: CompanionBuilder | None = None
+        self.upload_listeners: list[UploadListener] = []
 
     async def start(self) -> None:
         """For the web server: disk cache ready and parse processes started before requests."""
@@ -315,6 +335,7 @@ class Symbolication:
         """Download and parse into L1; None (and a remembered miss) when that fails."""
         sym_tmp = self.disk.tmp_path(".sym")
         entry_tmp = self.disk.tmp_path()
+        companion = self.companion.companion() if self.companion is not None else None
         try:
             outcome.downloaded = True
             fetched = await self.fetcher.fetch(key, sym_tmp)
@@ -332,7 +353,7 @@ class Symbolication:
             outcome.download_size = body.size
             outcome.parsed = True
             parsed = await self.pool.build(
-                sym_tmp, body.inflated_size, key[0], key[1], entry_tmp, body.compressed
+                sym_tmp, body.inflated_size, key[0], key[1], entry_tmp, body.compressed, companion
             )
             outcome.parse_seconds = parsed.seconds
             metrics.timing("symbolicate.parse_sym_file.parse", 1000.0 * parsed.seconds)
@@ -344,6 +365,11 @@ class Symbolication:
                 await self.misses.remember(key)
                 return None
             outcome.parse_ok = True
+            if parsed.companion_ok and companion is not None and self.companion is not None:
+                try:
+                    await self.companion.adopt(_identity(key), Path(companion[1]))
+                except Exception:  # the symcache is still good
+                    logger.exception("keeping what was built beside %s/%s failed", *key)
             started = time.perf_counter()
             try:
                 path = await asyncio.to_thread(self.disk.adopt, entry_tmp, _identity(key))
@@ -357,12 +383,21 @@ class Symbolication:
             metrics.histogram("diskcache.set", elapsed_ms, tags=["result:success"])
             return path
         finally:
-            for tmp in (sym_tmp, entry_tmp):
+            leftovers = [sym_tmp, entry_tmp]
+            if companion is not None:
+                leftovers.append(Path(companion[1]))
+            for tmp in leftovers:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(tmp.unlink, missing_ok=True)
 
     async def forget_misses(self, symbol_keys: list[str]) -> None:
+        """An upload stored these keys: no longer missing, and the listeners are told."""
         await self.misses.forget_uploaded(symbol_keys)
+        for listener in self.upload_listeners:
+            try:
+                await listener(symbol_keys)
+            except Exception:  # the upload itself succeeded
+                logger.exception("telling %r of uploaded %s failed", listener, symbol_keys)
 
 
 def _identity(key: ModuleKey) -> ModuleKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import dramatiq
@@ -102,3 +103,43 @@ async def sweep_staging() -> None:
 
     rt = await worker_runtime()
     await sweep(rt, rt.settings.upload_staging_sweep_seconds)
+
+
+def _declare_process_crash() -> dramatiq.Actor | None:
+    """The crash processor's actor, on the queue and under the name the collector publishes to
+    (docs/processing.md), unless ENABLE_CRASH_PROCESSOR is off. setup_broker configures the
+    settings before importing this module."""
+    from symbolon.tasks import worker_runtime
+
+    settings = worker_runtime._settings
+    if settings is None or not settings.enable_crash_processor:
+        return None
+    # Retried while the crash store or the database is away; a dump that cannot be walked is
+    # a recorded failure, not an exception.
+    declare = dramatiq.actor(
+        queue_name=settings.crashpublish_queue_name,
+        actor_name=settings.crashpublish_actor_name,
+        max_retries=10,
+        min_backoff=5_000,
+        max_backoff=600_000,
+        time_limit=3_600_000,
+    )
+    return declare(_process_crash)
+
+
+async def _process_crash(crash_id: str) -> None:
+    """Process one crash id of the processing queue; the publisher's test message is dropped."""
+    from symbolon.crashes.crashid import is_valid_crash_id
+    from symbolon.crashes.publish import TEST_MESSAGE
+    from symbolon.tasks.worker_runtime import worker_runtime
+
+    if crash_id == TEST_MESSAGE:
+        return
+    if not isinstance(crash_id, str) or not is_valid_crash_id(crash_id, strict=False):
+        logging.getLogger("symbolon.processing").warning("not a crash id: %r", crash_id)
+        return
+    rt = await worker_runtime()
+    await rt.processor.process(crash_id)
+
+
+process_crash = _declare_process_crash()

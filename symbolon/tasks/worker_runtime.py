@@ -16,7 +16,7 @@ from symbolon.runtime import Runtime
 
 _settings: Settings | None = None
 _runtimes: dict[asyncio.AbstractEventLoop, Runtime] = {}
-_lock = asyncio.Lock()
+_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
 def configure(settings: Settings) -> None:
@@ -28,9 +28,13 @@ async def worker_runtime() -> Runtime:
     loop = asyncio.get_running_loop()
     runtime = _runtimes.get(loop)
     if runtime is None:
-        assert _settings is not None, "setup_broker() configures the actors' settings"
-        runtime = await Runtime.create(_settings, apply_migrations=False)
-        _runtimes[loop] = runtime
+        # Actors starting together on a new loop make one runtime, not one each.
+        async with _locks.setdefault(loop, asyncio.Lock()):
+            runtime = _runtimes.get(loop)
+            if runtime is None:
+                assert _settings is not None, "setup_broker() configures the actors' settings"
+                runtime = await Runtime.create(_settings, apply_migrations=False)
+                _runtimes[loop] = runtime
     return runtime
 
 
@@ -45,3 +49,4 @@ class CloseRuntimes(dramatiq.Middleware):
                 with suppress(Exception):
                     future.result(timeout=10)
             _runtimes.pop(loop, None)
+            _locks.pop(loop, None)

@@ -1,0 +1,233 @@
+"""Processing crashes: a stored crash becomes an unwound, symbolicated stack with a signature
+(docs/processing.md, "The pipeline").
+
+For a crash id: the raw crash and its minidump are read from the crash store, its index row is
+set ``pending``, the dump is walked in a walking process (sandbox.py) that asks for each module's
+CFI index (cfi_cache.py), the frames are symbolicated by the symbolication service, the signature
+is made from the crashing thread, and the processed crash is written beside the raw crash; the
+row ends ``processed``, or ``failed`` with the reason when the dump could not be walked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from symbolon.conf import Settings
+from symbolon.crashes.publish import TEST_MESSAGE, Publisher
+from symbolon.crashes.store import CrashStorage
+from symbolon.metrics import metrics
+from symbolon.processing.pipeline import records, shape
+from symbolon.processing.pipeline.cfi_cache import CfiCache
+from symbolon.processing.pipeline.records import CrashMeta
+from symbolon.processing.pipeline.sandbox import WalkFailed, WalkPool
+from symbolon.processing.pipeline.signature import SignatureRules
+from symbolon.symbolication.request import ModuleKey
+from symbolon.symbolication.service import Symbolication
+from symbolon.symbolication.symbolicate import symbolicate
+
+logger = logging.getLogger("symbolon.processing")
+MINIDUMP = "upload_file_minidump"
+NO_MINIDUMP = "EMPTY: no minidump"
+
+
+class CrashProcessor:
+    """The long-lived part of processing: walking processes, CFI indexes, signature rules, and
+    where crashes are read from and written to."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: asyncpg.Pool,
+        symbolication: Symbolication,
+        storage: CrashStorage,
+        publisher: Publisher | None = None,
+    ):
+        self.settings = settings
+        self.db = db
+        self.symbolication = symbolication
+        self.storage = storage
+        self._publisher = publisher
+        self._own_publisher = publisher is None
+        self.cfi = CfiCache(symbolication)
+        processes = settings.processor_walk_processes or (os.cpu_count() or 1)
+        self.walks = WalkPool(
+            processes, settings.processor_walk_memory, settings.processor_walk_timeout_seconds
+        )
+        self.rules = SignatureRules.make(
+            settings.processor_signature_prefix,
+            settings.processor_signature_irrelevant,
+            settings.processor_signature_frames,
+        )
+        symbolication.upload_listeners.append(self.symbols_uploaded)
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings)
+        return self._publisher
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.walks.close)
+        if self._own_publisher and self._publisher is not None:
+            await self._publisher.close()
+
+    # -- one dump ---------------------------------------------------------------------------------
+
+    async def process_dump(
+        self,
+        dump: bytes | None,
+        crash_id: str | None = None,
+        meta: CrashMeta | None = None,
+        notes: Iterable[str] = (),
+    ) -> shape.Processed:
+        """Walk, symbolicate and sign one dump; nothing is stored."""
+        started = datetime.now(UTC)
+        notes = list(notes)
+        if dump is None:
+            notes.append(f"no {MINIDUMP} in the crash")
+            document = shape.document(
+                crash_id, meta, None, NO_MINIDUMP, notes, started, datetime.now(UTC)
+            )
+            return shape.Processed(document, NO_MINIDUMP)
+        await self.cfi.prepare()
+        try:
+            walked = await self.walks.walk(dump, self._cfi_path)
+        except WalkFailed as exc:
+            reason = str(exc)
+            notes.append(f"the dump was not walked: {reason}")
+            failed = {"status": "ERROR", "error": reason}
+            document = shape.document(
+                crash_id, meta, failed, None, notes, started, datetime.now(UTC)
+            )
+            return shape.Processed(document, None, failure=reason)
+        result = walked.result
+        notes.extend(result.get("warnings", []))
+        job = shape.symbolication_job(result)
+        done = await symbolicate(self.symbolication, [job])
+        looked_up = set(done.found) | set(walked.cfi_requests)
+        missing: set[ModuleKey] = set()
+        for key in looked_up:
+            found = done.found.get(key)
+            if found is None:  # asked for by the walk only: the lookup is remembered
+                found = (await self.symbolication.module(key)).table is not None
+            if not found:
+                missing.add(key)
+        dump_json = shape.json_dump(result, done, missing)
+        signature = shape.signature_for(dump_json, self.rules)
+        if missing:
+            names = ", ".join(f"{name}/{ident}" for name, ident in sorted(missing))
+            notes.append(f"no symbols for {names}")
+        document = shape.document(
+            crash_id, meta, dump_json, signature, notes, started, datetime.now(UTC)
+        )
+        return shape.Processed(document, signature, sorted(missing))
+
+    async def _cfi_path(self, key: ModuleKey) -> str | None:
+        path = await self.cfi.path(key)
+        return str(path) if path is not None else None
+
+    # -- one stored crash -------------------------------------------------------------------------
+
+    async def process(self, crash_id: str) -> shape.Processed | None:
+        """Process a stored crash and record the outcome. None when there is no such crash.
+        StorageError and database errors propagate: the task is tried again later."""
+        if crash_id == TEST_MESSAGE:
+            return None
+        started = time.perf_counter()
+        raw = await self.storage.load_raw_crash(crash_id)
+        if raw is None:
+            logger.warning(
+                "%s: no raw crash in %s; not processed", crash_id, self.storage.description
+            )
+            metrics.incr("processor.no_raw_crash")
+            return None
+        notes: list[str] = []
+        try:
+            raw_crash = json.loads(raw)
+            if not isinstance(raw_crash, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            notes.append(f"the raw crash is not a JSON object: {exc}")
+            raw_crash = {}
+        meta = records.meta_of(raw_crash, crash_id)
+        await records.start(self.db, crash_id, meta)
+        dump = await self.storage.load_dump(crash_id, MINIDUMP)
+        processed = await self.process_dump(dump, crash_id, meta, notes)
+        data = json.dumps(processed.document, sort_keys=True).encode()
+        await self.storage.save_processed(crash_id, data)
+        await records.finish(
+            self.db,
+            crash_id,
+            meta,
+            processed.signature,
+            processed.missing,
+            reason=processed.failure,
+        )
+        elapsed = time.perf_counter() - started
+        metrics.timing("processor.process_crash", 1000.0 * elapsed)
+        if processed.failure is not None:
+            metrics.incr("processor.failed")
+            logger.warning("%s: failed: %s", crash_id, processed.failure)
+        else:
+            metrics.incr("processor.processed")
+            logger.info("%s: processed in %.2f s: %s", crash_id, elapsed, processed.signature)
+        return processed
+
+    async def load(self, crash_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The stored raw and processed crash, each None when absent."""
+        raw, processed = await asyncio.gather(
+            self.storage.load_raw_crash(crash_id), self.storage.load_processed(crash_id)
+        )
+        return _json_or_none(raw), _json_or_none(processed)
+
+    # -- processing again -------------------------------------------------------------------------
+
+    async def reprocess(self, crash_ids: Iterable[str]) -> int:
+        """Queue crashes for processing, as the collector publishes them; how many were."""
+        count = 0
+        for crash_id in crash_ids:
+            await self.publisher.publish(crash_id)
+            count += 1
+        return count
+
+    async def symbols_uploaded(self, symbol_keys: list[str]) -> None:
+        """An upload stored these symbol keys: queue the crashes that lacked them (at most
+        PROCESSOR_REPROCESS_PER_UPLOAD per upload call)."""
+        limit = self.settings.processor_reprocess_per_upload
+        if limit <= 0:
+            return
+        wanted: list[str] = []
+        for key in symbol_keys:
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[2].endswith(".sym"):
+                continue
+            left = limit - len(wanted)
+            if left <= 0:
+                break
+            for crash_id in await records.missing_module_crashes(self.db, parts[0], parts[1], left):
+                if crash_id not in wanted:
+                    wanted.append(crash_id)
+        if not wanted:
+            return
+        # The index files of the module, if any were made before: none, since it was missing.
+        queued = await self.reprocess(wanted)
+        logger.info("queued %d crash(es) lacking %s for processing again", queued, symbol_keys)
+
+
+def _json_or_none(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
