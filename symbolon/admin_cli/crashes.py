@@ -1,11 +1,12 @@
-"""``symbolon crashes``: look at what the collector stored, and publish what it could not."""
+"""``symbolon crashes``: look at what the collector stored, publish what it could not, and queue
+crashes for processing again."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import click
@@ -124,3 +125,59 @@ def republish(day: str | None) -> None:
 
     pending, total = _run(run)
     click.echo(f"published {total} crash id(s), {pending} of them marked unpublished")
+
+
+# Days of crashes --since reaches back at most: a typo of a year is not a million crashes.
+MAX_REPROCESS_DAYS = 366
+
+
+def _days_since(value: str) -> list[str]:
+    """``YYYYMMDD`` from ``value`` through today (UTC)."""
+    first = datetime.strptime(_date(value), "%Y%m%d").date()
+    today = datetime.now(UTC).date()
+    if first > today:
+        raise click.BadParameter(f"{value} is in the future", param_hint="--since")
+    if (today - first).days >= MAX_REPROCESS_DAYS:
+        raise click.BadParameter(
+            f"{value} is more than {MAX_REPROCESS_DAYS} days ago", param_hint="--since"
+        )
+    return [(first + timedelta(days=n)).strftime("%Y%m%d") for n in range((today - first).days + 1)]
+
+
+@crashes.command("reprocess")
+@click.argument("crash_ids", nargs=-1)
+@click.option("--since", help="Every crash stored from this UTC day (e.g. 2026-11-22) to today.")
+def reprocess(crash_ids: tuple[str, ...], since: str | None) -> None:
+    """Queue crashes for processing again (docs/processing.md): CRASH_ID... (a bp- prefix is
+    allowed), or every crash stored --since a day. The processor (serve's worker, or worker)
+    takes them from the processing queue."""
+    if bool(crash_ids) == bool(since):
+        raise click.UsageError("give crash ids or --since DATE (one of them)")
+    ids = [crash_id.removeprefix("bp-") for crash_id in crash_ids]
+    for crash_id in ids:
+        if not is_valid_crash_id(crash_id, strict=False):
+            raise click.BadParameter(f"{crash_id!r} is not a crash id")
+    days = _days_since(since) if since else []
+
+    async def run(settings: Settings, storage: CrashStorage) -> int:
+        wanted = list(ids)
+        for crash_id in wanted:
+            if await storage.load_raw_crash(crash_id) is None:
+                raise click.ClickException(f"no crash {crash_id} is stored")
+        for day in days:
+            wanted += await storage.list_crash_ids(day)
+        publisher = Publisher(settings)
+        try:
+            for crash_id in wanted:
+                try:
+                    await publisher.publish(crash_id)
+                except Exception as exc:
+                    raise click.ClickException(
+                        f"the broker (REDIS_URL) did not take {crash_id}: {exc}"
+                    ) from exc
+        finally:
+            await publisher.close()
+        return len(wanted)
+
+    queued = _run(run)
+    click.echo(f"queued {queued} crash(es) for processing")
