@@ -11,6 +11,10 @@ import pytest
 from symbolon.storage.sources import SymbolSource
 from symbolon.storage.store import ObjectMissing, StoreUnavailable
 from symbolon.storage.stores.s3 import S3Store
+from symbolon.uploads import process
+from tests.conftest import unique_email
+from tests.s3_faults import lookups_time_out
+from tests.uploads import debug_id, make_zip
 
 NOBODY = "http://127.0.0.1:9/nowhere"  # the discard port: connections are refused
 
@@ -71,3 +75,45 @@ def test_s3_holds_any_key_up_to_1024_bytes(runtime):
     for key in (".meta/ABC/x.sym", "v1/./x", "v1/" + "é" * 510):
         assert store.accepts(key) is None
     assert store.accepts("v1/" + "é" * 511) == "key too long"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_patient_read_waits_as_writes_do(runtime, monkeypatch):
+    source = runtime.storage.upload_default
+    store = runtime.stores.at(source)
+    key = a_key(source)
+    await store.put_bytes(key, b"stored")
+    lookups_time_out(monkeypatch, runtime.s3)
+    with pytest.raises(StoreUnavailable):
+        await store.head(key)
+    info = await store.head(key, patient=True)
+    assert info is not None and info.size == 6
+    async with store.open(key, patient=True) as opened:
+        assert b"".join([c async for c in opened.chunks]) == b"stored"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_storing_an_archive_reads_with_the_patient_client(runtime, monkeypatch):
+    """The HEAD before each member is stored is the upload task's, not a download's lookup."""
+    key = f"p.pdb/{debug_id().upper()}/p.sym"
+    staged = runtime.settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(make_zip({key: b"MODULE p\n"}))
+    user_id = await runtime.db.fetchval(
+        "INSERT INTO users (email) VALUES ($1) RETURNING id", unique_email()
+    )
+    destination = runtime.storage.upload_default
+    upload_id = await runtime.db.fetchval(
+        """INSERT INTO uploads (user_id, filename, bucket_name, staging_ref, destination_url)
+           VALUES ($1, 'p.zip', $2, $3, $4) RETURNING id""",
+        user_id,
+        destination.bucket,
+        str(staged),
+        destination.url,
+    )
+    lookups_time_out(monkeypatch, runtime.s3)
+    await process.process_upload(runtime, upload_id)
+    row = await runtime.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+    assert row["completed_at"] is not None and row["attempts"] == 1, row["error"]
+    monkeypatch.undo()
+    assert await runtime.stores.at(destination).exists(destination.object_key(key))

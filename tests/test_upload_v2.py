@@ -18,6 +18,7 @@ from botocore.exceptions import ConnectTimeoutError
 from symbolon.uploads import records, v2
 from tests.conftest import s3_client, s3_endpoint
 from tests.downloads import PROXY_HEADERS, behind_a_proxy, get
+from tests.s3_faults import lookups_time_out
 from tests.uploads import UPLOAD, token_for
 
 
@@ -542,3 +543,21 @@ async def test_a_completion_call_without_the_task_queue_is_a_503(
     assert done.code == 503
     assert int(done.headers["Retry-After"]) > 0
     assert "task queue" in json.loads(done.body)["error"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_completion_reads_back_with_the_patient_client(
+    http_client, base_url, runtime, monkeypatch
+):
+    """Reading the PUT objects back is the completion task's, not a download's lookup."""
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    sym = f"MODULE windows x86_64 {debug} slow.pdb\n".encode()
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"slow.pdb/{debug}/slow.sym", sym)]
+    )
+    assert await put(body["files"][0]["action"], sym) == 200
+    lookups_time_out(monkeypatch, runtime.s3)
+    await v2.complete(runtime, body["id"])
+    row = await runtime.db.fetchrow("SELECT * FROM uploads WHERE id = $1", body["id"])
+    assert row["completed_at"] is not None, row["error"]

@@ -60,9 +60,10 @@ class SymbolStore(Protocol):
 
     source: SymbolSource
 
-    async def head(self, key: str) -> ObjectInfo | None:
+    async def head(self, key: str, *, patient: bool = False) -> ObjectInfo | None:
         """The object's description, or None if there is none (nor can be: see
-        :meth:`accepts`)."""
+        :meth:`accepts`). ``patient``: for a task that stores symbols, which may wait and try
+        again longer than a request's lookup (backends that wait for nothing ignore it)."""
         ...
 
     async def exists(self, key: str) -> bool:
@@ -93,9 +94,9 @@ class SymbolStore(Protocol):
         self, key: str, data: bytes, *, content_type: str | None = None
     ) -> None: ...
 
-    def open(self, key: str) -> AbstractAsyncContextManager[Opened]:
+    def open(self, key: str, *, patient: bool = False) -> AbstractAsyncContextManager[Opened]:
         """Read an object; entering raises :class:`ObjectMissing` if it is not there (nor can
-        be)."""
+        be). ``patient`` as for :meth:`head`."""
         ...
 
     async def copy(self, source_key: str, key: str) -> None:

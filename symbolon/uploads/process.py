@@ -202,7 +202,7 @@ async def store_member(
     )
     try:
         store = rt.stores.at(destination)
-        existing = await store.head(object_key)
+        existing = await store.head(object_key, patient=True)  # a task: it may wait
         if existing is not None and identical(existing, prepared):
             metrics.incr("upload_file_upload_skip")
             return object_key

@@ -377,7 +377,7 @@ async def _verify(
     source_key = f.get("pending_key", object_key)
     # Storage trouble (StoreUnavailable) is raised: the task tries again rather than failing.
     try:
-        async with store.open(source_key) as opened:
+        async with store.open(source_key, patient=True) as opened:  # a task: it may wait
             read = await read_verified(ChunkReader(opened.chunks), f["size"], f["gzip"])
     except ObjectMissing:
         return Checked(f"{f['key']} was not uploaded")

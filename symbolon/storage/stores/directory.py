@@ -730,7 +730,7 @@ class DirectoryStore:
 
     # -- the protocol
 
-    async def head(self, key: str) -> ObjectInfo | None:
+    async def head(self, key: str, *, patient: bool = False) -> ObjectInfo | None:
         return await asyncio.to_thread(self._head_sync, key)
 
     def _head_sync(self, key: str) -> ObjectInfo | None:
@@ -798,7 +798,7 @@ class DirectoryStore:
         except OSError as exc:
             raise self.unavailable(exc) from exc
 
-    def open(self, key: str) -> AbstractAsyncContextManager[Opened]:
+    def open(self, key: str, *, patient: bool = False) -> AbstractAsyncContextManager[Opened]:
         return self._open_whole(key)
 
     @asynccontextmanager

@@ -2,7 +2,8 @@
 docs/upload.md).
 
 Reads (HEAD, GET, signing download URLs) use the "lookup" clients, with short timeouts; writes,
-copies, deletes and listings the patient "put" ones. A public location is looked up the way anyone
+copies, deletes and listings the patient "put" ones, and so do the reads of the tasks that store
+symbols (``patient=True``). A public location is looked up the way anyone
 would read it: an anonymous HTTP HEAD of its plain object URL, which is also where downloads go.
 """
 
@@ -93,9 +94,9 @@ class S3Store:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def head(self, key: str) -> ObjectInfo | None:
+    async def head(self, key: str, *, patient: bool = False) -> ObjectInfo | None:
         try:
-            client = await self._s3.client(self.source)
+            client = await self._s3.client(self.source, "put" if patient else "lookup")
             response = await client.head_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) in MISSING_CODES:
@@ -132,9 +133,9 @@ class S3Store:
         raise StoreUnavailable(url)
 
     @asynccontextmanager
-    async def open(self, key: str) -> AsyncIterator[Opened]:
+    async def open(self, key: str, *, patient: bool = False) -> AsyncIterator[Opened]:
         try:
-            client = await self._s3.client(self.source)
+            client = await self._s3.client(self.source, "put" if patient else "lookup")
             response = await client.get_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) in MISSING_CODES:
