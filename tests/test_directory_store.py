@@ -297,9 +297,12 @@ async def test_list_reads_no_files_and_gives_the_sidecars_etags(store, root, mon
     (root / "v1" / "b" / "by-hand").write_bytes(b"by hand")
     hashed: list[str] = []
     real = store._computed_etag
-    monkeypatch.setattr(
-        store, "_computed_etag", lambda key, st, fd: hashed.append(key) or real(key, st, fd)
-    )
+
+    def computed(key: str, st: os.stat_result, fd: int | None) -> str:
+        hashed.append(key)
+        return real(key, st, fd)
+
+    monkeypatch.setattr(store, "_computed_etag", computed)
     listed = [(i.key, i.etag, i.size) async for i in store.list("v1/")]
     assert listed == [("v1/a/written", md5(b"written"), 7), ("v1/b/by-hand", "", 7)]
     assert hashed == []
