@@ -1,4 +1,5 @@
-"""CFI indexes of modules, kept like symcaches (docs/processing.md, "Unwind information").
+"""CFI indexes of modules, kept like symcaches (docs/processing.md, "CFI indexes in the symbol
+caches").
 
 A module's index is built from its ``.sym`` in the same parse job that builds its symcache (the
 symbolication service's companion), and kept beside the symcaches: on disk in the same cache

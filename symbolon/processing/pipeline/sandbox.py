@@ -1,5 +1,5 @@
 """Walking dumps in processes of their own, each bounded in time and memory (docs/processing.md,
-"Limits").
+"Walking processes: time and memory").
 
 A dump is untrusted input: walking one may take long or need much memory. Each walk runs in a
 walking process whose address space is limited (``PROCESSOR_WALK_MEMORY``), and the walk has
