@@ -13,7 +13,7 @@ from symbolon.storage.store import ObjectMissing, StoreUnavailable
 from symbolon.storage.stores.s3 import S3Store
 from symbolon.uploads import process
 from tests.conftest import unique_email
-from tests.s3_faults import lookups_time_out
+from tests.s3_faults import deletes_refused, lookups_time_out
 from tests.uploads import debug_id, make_zip
 
 NOBODY = "http://127.0.0.1:9/nowhere"  # the discard port: connections are refused
@@ -117,3 +117,21 @@ async def test_storing_an_archive_reads_with_the_patient_client(runtime, monkeyp
     assert row["completed_at"] is not None and row["attempts"] == 1, row["error"]
     monkeypatch.undo()
     assert await runtime.stores.at(destination).exists(destination.object_key(key))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_refused_deletion_is_unavailable_naming_the_key(runtime, monkeypatch):
+    source = runtime.storage.upload_default
+    store = runtime.stores.at(source)
+    keys = [a_key(source) for _ in range(3)]
+    for key in keys:
+        await store.put_bytes(key, b"x")
+    deletes_refused(monkeypatch, runtime.s3, {keys[1]})
+    refused = re.escape(f"deleting {keys[1]!r} failed: ") + ".*AccessDenied"
+    with pytest.raises(StoreUnavailable, match=refused):
+        await store.delete([keys[1]])
+    with pytest.raises(StoreUnavailable, match=refused):
+        await store.delete(keys)
+    assert [await store.exists(k) for k in keys] == [False, True, False]
+    await store.delete([keys[2], a_key(source)])  # what is not there is no error
+    await store.delete([keys[0]])

@@ -89,7 +89,7 @@ class S3Store:
         self._s3 = s3
         self._presigned: OrderedDict[tuple[str, int], tuple[float, str]] = OrderedDict()
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+    def _unavailable(self, exc: BaseException | str) -> StoreUnavailable:
         return StoreUnavailable(f"{self.source.url} (bucket={self.source.bucket!r}): {exc}")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -235,15 +235,33 @@ class S3Store:
         )
 
     async def delete(self, keys: builtins.list[str]) -> None:
+        """One key by DeleteObject; more by DeleteObjects, whose answer lists the keys it could
+        not delete while the request itself succeeds: the first is named."""
         if not keys:
             return
-        client = await self._s3.client(self.source, "put")
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
-            await client.delete_objects(
-                Bucket=self.source.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
+        bucket = self.source.bucket
+        try:
+            client = await self._s3.client(self.source, "put")
+            if len(keys) == 1:
+                try:
+                    await client.delete_object(Bucket=bucket, Key=keys[0])
+                except UNAVAILABLE as exc:
+                    raise self._unavailable(f"deleting {keys[0]!r} failed: {exc}") from exc
+                return
+            for start in range(0, len(keys), DELETE_BATCH):
+                batch = keys[start : start + DELETE_BATCH]
+                response = await client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+                if errors := response.get("Errors"):
+                    first = errors[0]
+                    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                    raise self._unavailable(
+                        f"deleting {first.get('Key')!r} failed: {first.get('Code')} "
+                        f"{first.get('Message')}{more}"
+                    )
+        except UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
 
     async def upload_url(
         self,
