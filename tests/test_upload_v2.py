@@ -487,7 +487,7 @@ async def test_the_expiry_task_fails_old_uploads(http_client, base_url, runtime,
     )
     await enqueue(actors.expire_pending_uploads)
     outcome = await records.wait_for_outcome(runtime.db, body["id"], "", 30)
-    assert outcome is not None and outcome.upload is None
+    assert outcome is not None and outcome.upload is None and outcome.error is not None
     assert outcome.error.startswith("Not completed within 86400 seconds")
 
 
