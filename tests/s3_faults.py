@@ -49,7 +49,7 @@ class Refusing:
     async def delete_object(self, **kwargs: Any) -> Any:
         if kwargs["Key"] in self.refused:
             error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
-            raise ClientError(error, "DeleteObject")  # type: ignore[arg-type]
+            raise ClientError(error, "DeleteObject")
         return await self.client.delete_object(**kwargs)
 
     async def delete_objects(self, **kwargs: Any) -> Any:
