@@ -6,12 +6,14 @@ from __future__ import annotations
 import html
 import json
 import re
+import uuid
 
 import pytest
 
 from tests.accounts import Caller, make_user
+from tests.conftest import served
 from tests.symbolication_support import new_id, sym, with_debug_id
-from tests.web_pages import Page, fetch_page
+from tests.web_pages import Page, fetch_page, read
 
 DEMO_ID = "5C5A1B1D2E3F405162738495061728390"
 
@@ -175,3 +177,58 @@ async def test_without_the_csrf_token_nothing_is_symbolicated(http_client, base_
         form={"mode": "json", "payload": "{}"}, csrf=False,
     )  # fmt: skip
     assert page.status == 403 and "CSRF token missing or incorrect" in page.text
+
+
+def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
+    """The body a browser sends for the page's forms (multipart/form-data)."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + value.encode()
+        + b"\r\n"
+        for name, value in fields.items()
+    )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_page_takes_what_the_api_takes(settings):
+    """The page's body limit is the API's (SYMBOLICATION_MAX_BODY_SIZE), not the smaller one of
+    other routes, with room for the form around the request."""
+    limit = 256 * 1024
+    server = served(
+        settings.replace(request_max_body_size=16 * 1024, symbolication_max_body_size=limit)
+    )
+    async with server as (client, base):
+        caller = await Caller.with_session(server.runtime, await make_user(server.runtime))
+        assert caller.csrf is not None
+        csrf = caller.csrf
+        form = await fetch_page(client, base, caller, "/symbolication/")
+        assert form.body.count('enctype="multipart/form-data"') == 2
+
+        async def post(payload: str) -> Page:
+            body, content_type = multipart({"csrf_token": csrf, "mode": "json", "payload": payload})
+            response = await client.fetch(
+                base + "/symbolication/",
+                method="POST",
+                body=body,
+                headers={**caller.headers, "Content-Type": content_type},
+                raise_error=False,
+            )
+            return read(response.code, response.headers, response.body.decode())
+
+        request = json.dumps({"jobs": [{"memoryMap": [["a.pdb", "ABC"]], "stacks": [[[0, 1]]]}]})
+        # Past the other routes' limit, within the API's: symbolicated.
+        # (Padded inside the JSON: the form's values are stripped.)
+        wide = request[:-1] + " " * (limit - len(request)) + "}"
+        assert len(wide) == limit
+        page = await post(wide)
+        assert page.status == 200 and "refused" not in page.text
+        assert (await client.fetch(base + "/symbolicate/v5", method="POST", body=wide)).code == 200
+        # One byte past the API's limit: refused as the API refuses it, in the form.
+        page = await post(wide[:-1] + " }")
+        assert page.status == 413
+        assert f"Request body too large: {limit + 1} bytes, the limit is {limit} bytes" in page.text
+        # A body far past it is refused before it is read.
+        page = await post(wide + wide)
+        assert page.status == 413 and page.h1() == "Request Entity Too Large"

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from symbolon.conf import Settings
 from symbolon.symbolication import request
 from symbolon.symbolication.symbolicate import symbolicate, v5_body
 from symbolon.web.page import CurlCommand, PageHandler
@@ -39,6 +40,9 @@ EXAMPLE_PAYLOAD = json.dumps(
     indent=1,
 )
 MODES = ("modules", "json")
+# Room in the page's body limit beyond the API's for the form's other fields and the multipart
+# framing the forms are sent with (percent-encoding could triple a request instead).
+FORM_HEADROOM = 64 * 1024
 
 
 class FormProblem(Exception):
@@ -121,6 +125,11 @@ class SymbolicationPage(PageHandler):
     title = "Symbolication"
     nav = PATH
 
+    @classmethod
+    def max_body_size(cls, settings: Settings) -> int:
+        """What ``POST /symbolicate/v5`` takes, and the form around it."""
+        return settings.symbolication_max_body_size + FORM_HEADROOM
+
     async def get(self) -> None:
         self.require_signin()
         self.show(mode="modules", values={"modules": "", "addresses": "", "payload": ""})
@@ -134,11 +143,18 @@ class SymbolicationPage(PageHandler):
             "addresses": self.get_body_argument("addresses", ""),
             "payload": self.get_body_argument("payload", ""),
         }
+        limit = self.runtime.settings.symbolication_max_body_size
         try:
             if mode == "json":
-                payload = request.parse_json(values["payload"].encode())
+                body = values["payload"].encode()
+                if len(body) > limit:
+                    return self.too_large(mode, values, len(body), limit)
+                payload = request.parse_json(body)
             else:
                 payload = {"jobs": [job_from_lists(values["modules"], values["addresses"])]}
+                size = len(json.dumps(payload, separators=(",", ":")))
+                if size > limit:
+                    return self.too_large(mode, values, size, limit)
             # The API's own checks, in its order, with its messages.
             raw = request.v5_jobs(payload)
             jobs = request.check_size([request.validate_job(i, job) for i, job in enumerate(raw)])
@@ -149,6 +165,11 @@ class SymbolicationPage(PageHandler):
         answer = json.loads(v5_body(jobs, done))
         sent = json.dumps(payload, separators=(",", ":"))
         self.show(mode=mode, values=values, shown=lay_out(jobs, answer), sent=sent)
+
+    def too_large(self, mode: str, values: dict[str, str], size: int, limit: int) -> None:
+        """The API's refusal of a body past its limit, in the form."""
+        message = f"Request body too large: {size} bytes, the limit is {limit} bytes"
+        self.show(mode=mode, values=values, error=message, status=413)
 
     def show(
         self,
