@@ -14,7 +14,7 @@ from symbolon.web import routes
 from symbolon.web.charts import bar_chart, nice_max
 from symbolon.web.page import GREETED_COOKIE, TEMPLATES, PageHandler, sign_in_url
 from symbolon.web.parts import Code, Column, Link, Pager, Table
-from tests.accounts import Caller, make_user
+from tests.accounts import Caller, make_user, token_of
 from tests.conftest import served
 from tests.web_pages import fetch_page, read
 
@@ -251,26 +251,65 @@ async def test_the_layout_escapes_the_signed_in_email_and_offers_sign_out(settin
         assert page.navigation()["Home"] == "/"
 
 
-@pytest.mark.gen_test(timeout=60)
-async def test_navigation_shows_superuser_pages_to_superusers_only(http_client, base_url, runtime):
+@pytest.mark.gen_test(timeout=120)
+async def test_navigation_shows_the_pages_that_answer_the_caller(http_client, base_url, runtime):
     from symbolon.web import page as page_module
 
     shown = {n.path for n in page_module.NAVIGATION}
     assert {"/", "/tokens", "/help", "/downloads/missing/"} <= shown
-    anonymous = await fetch_page(http_client, base_url, Caller.anonymous(), "/")
-    nav = anonymous.navigation()
-    assert nav.get("Home") == "/"
-    assert "Users" not in nav and "Status" not in nav
-    boss = await Caller.with_session(runtime, await make_user(runtime, superuser=True))
-    superuser_nav = (await fetch_page(http_client, base_url, boss, "/")).navigation()
-    for item in page_module.NAVIGATION:
-        if item.superusers_only and item.label in superuser_nav:
-            assert superuser_nav[item.label] == item.path
+    # Anonymous visitors: the pages that signing in alone opens.
+    anonymous = (await fetch_page(http_client, base_url, Caller.anonymous(), "/")).navigation()
+    assert list(anonymous) == ["Home", "Uploads", "Downloads missing", "Symbolication", "Help"]
+    # Everyone else: an entry for each page that answers them, and none for one that refuses.
+    boss = await make_user(runtime, superuser=True)
+    uploader = await make_user(runtime, groups=("Uploaders",))
+    callers = {
+        "nobody": await Caller.with_session(runtime, await make_user(runtime)),
+        "uploader": await Caller.with_session(runtime, uploader),
+        "auditor": await Caller.with_session(
+            runtime, await make_user(runtime, groups=("Upload Auditors",))
+        ),
+        "superuser": await Caller.with_session(runtime, boss),
+        "superuser's token": Caller.with_token(
+            await token_of(runtime, boss, ("upload.view_all_uploads",))
+        ),
+        "superuser's crash token": Caller.with_token(
+            await token_of(runtime, boss, ("crashes.view_crashes",))
+        ),
+        "uploader's token": Caller.with_token(
+            await token_of(runtime, uploader, ("upload.upload_symbols",))
+        ),
+    }
+    for name, caller in callers.items():
+        nav = (await fetch_page(http_client, base_url, caller, "/")).navigation()
+        for item in page_module.NAVIGATION:
+            page = await fetch_page(http_client, base_url, caller, item.path)
+            assert page.status in (200, 403), (name, item.path, page.status)
+            assert (item.label in nav) == (page.status == 200), (name, item.label)
+    superuser_nav = (
+        await fetch_page(http_client, base_url, callers["superuser"], "/")
+    ).navigation()
+    assert superuser_nav["Users"] == "/users/" and superuser_nav["Status"] == "/status/"
+    token_nav = (
+        await fetch_page(http_client, base_url, callers["superuser's token"], "/")
+    ).navigation()
+    assert "Users" not in token_nav and "Status" in token_nav
     # Entries whose page is not routed are left out rather than linking to a 404.
     routed = {r[0] for r in routes.ROUTES}
     for item in page_module.NAVIGATION:
         if not any(re.fullmatch(p, item.path) for p in routed):
-            assert item.label not in nav
+            assert item.label not in anonymous
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_without_a_collector_crashes_leave_the_navigation(settings):
+    server = served(settings.replace(enable_crash_collector=False))
+    async with server as (client, base):
+        boss = await Caller.with_session(
+            server.runtime, await make_user(server.runtime, superuser=True)
+        )
+        assert (await fetch_page(client, base, boss, "/crashes/")).status == 404
+        assert "Crashes" not in (await fetch_page(client, base, boss, "/")).navigation()
 
 
 # -- template parts

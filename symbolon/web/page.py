@@ -21,6 +21,7 @@ from symbolon.accounts.auth import Principal
 from symbolon.accounts.permissions import Permission
 from symbolon.handlers.auth import local_path
 from symbolon.handlers.base import ApiError, BaseHandler
+from symbolon.runtime import Runtime
 from symbolon.stats import human_size
 
 HERE = Path(__file__).resolve().parent
@@ -48,11 +49,11 @@ PERMISSION_LABELS = {
 class NavItem:
     label: str
     path: str
-    superusers_only: bool = False
 
 
 # The header's navigation, in order. An entry shows once a page is routed at its path, so a
-# page added to routes.py appears here without another change.
+# page added to routes.py appears here without another change, and only to those the page
+# admits (PageHandler.admits).
 NAVIGATION = (
     NavItem("Home", "/"),
     NavItem("Uploads", "/uploads/"),
@@ -60,8 +61,8 @@ NAVIGATION = (
     NavItem("Symbolication", "/symbolication/"),
     NavItem("Crashes", "/crashes/"),
     NavItem("API tokens", "/tokens"),
-    NavItem("Users", "/users/", superusers_only=True),
-    NavItem("Status", "/status/", superusers_only=True),
+    NavItem("Users", "/users/"),
+    NavItem("Status", "/status/"),
     NavItem("Help", "/help"),
 )
 
@@ -109,9 +110,9 @@ def permission_label(codename: str) -> str:
 
 @dataclass
 class _Routed:
-    """The navigation paths an application routes to pages, found once per application."""
+    """The pages an application routes the navigation's paths to, found once per application."""
 
-    paths: frozenset[str] = field(default_factory=frozenset)
+    pages: dict[str, type[PageHandler]] = field(default_factory=dict)
 
 
 _ROUTED: dict[int, _Routed] = {}
@@ -123,6 +124,13 @@ class PageHandler(BaseHandler):
 
     title = "Symbolon"
     nav: str | None = None
+
+    @classmethod
+    def admits(cls, principal: Principal | None, runtime: Runtime) -> bool:
+        """Whether the page answers ``principal`` rather than refusing it; for an anonymous
+        visitor (None), whether signing in is all it needs. The navigation shows the page only
+        then; the handler itself still decides, with require()."""
+        return True
 
     def initialize(self, **kwargs: Any) -> None:
         super().initialize(**kwargs)
@@ -251,32 +259,30 @@ class PageHandler(BaseHandler):
         return f"/static/{path}" + (f"?v={version}" if version else "")
 
     def navigation(self) -> list[dict[str, Any]]:
-        routed = self._routed_paths()
-        superuser = self.principal is not None and self.principal.user.is_superuser
+        routed = self._routed_pages()
         return [
             {"label": item.label, "path": item.path, "current": item.path == self.nav}
             for item in NAVIGATION
-            if item.path in routed and (superuser or not item.superusers_only)
+            if item.path in routed and routed[item.path].admits(self.principal, self.runtime)
         ]
 
-    def _routed_paths(self) -> frozenset[str]:
+    def _routed_pages(self) -> dict[str, type[PageHandler]]:
         key = id(self.application)
         found = _ROUTED.get(key)
         if found is None:
-            paths = set()
+            pages = {}
             for item in NAVIGATION:
                 for rule in self.application.wildcard_router.rules:
-                    target = rule.target
                     matcher = getattr(rule.matcher, "regex", None)
-                    if (
-                        isinstance(target, type)
-                        and issubclass(target, PageHandler)
-                        and matcher is not None
-                        and matcher.match(item.path)
-                    ):
-                        paths.add(item.path)
-            found = _ROUTED[key] = _Routed(frozenset(paths))
-        return found.paths
+                    if matcher is None or not matcher.match(item.path):
+                        continue
+                    # The first route matching the path is the one that answers it.
+                    target = rule.target
+                    if isinstance(target, type) and issubclass(target, PageHandler):
+                        pages[item.path] = target
+                    break
+            found = _ROUTED[key] = _Routed(pages)
+        return found.pages
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()

@@ -11,11 +11,13 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from symbolon.accounts.auth import Principal
 from symbolon.accounts.permissions import Permission
 from symbolon.crashes.crashid import crash_date, is_valid_crash_id
 from symbolon.crashes.payload import MAIN_DUMP_ALIASES
 from symbolon.crashes.store import CrashStorage, StorageError
 from symbolon.filters import FilterError, page_number
+from symbolon.runtime import Runtime
 from symbolon.web.page import PageError, PageHandler
 from symbolon.web.pages.shown import query_of
 from symbolon.web.parts import Code, Column, Link, Pager, Table
@@ -87,6 +89,11 @@ class CrashesPage(PageHandler):
 
     title = "Crash reports"
     nav = PATH
+
+    @classmethod
+    def admits(cls, principal: Principal | None, runtime: Runtime) -> bool:
+        collecting = runtime.collector is not None
+        return collecting and principal is not None and principal.has(Permission.VIEW_CRASHES)
 
     def store(self) -> CrashStorage:
         collector = self.runtime.collector

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 
 from symbolon import health, status
+from symbolon.accounts.auth import Principal
 from symbolon.db import migrate
 from symbolon.jsonutil import timestamp
+from symbolon.runtime import Runtime
 from symbolon.web.page import PageHandler
 from symbolon.web.pages.shown import shown_time
 
@@ -18,6 +20,10 @@ PATH = "/status/"
 class StatusPage(PageHandler):
     title = "Status"
     nav = PATH
+
+    @classmethod
+    def admits(cls, principal: Principal | None, runtime: Runtime) -> bool:
+        return principal is not None and principal.user.is_superuser
 
     async def get(self) -> None:
         self.require(superuser=True)

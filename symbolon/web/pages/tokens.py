@@ -10,9 +10,11 @@ from typing import Any
 
 from symbolon.accounts import tokens as token_store
 from symbolon.accounts.admin import permission_rows
+from symbolon.accounts.auth import Principal
 from symbolon.accounts.permissions import Permission
 from symbolon.accounts.users import AccountError
 from symbolon.handlers.api_tokens import MAX_AHEAD, grantable
+from symbolon.runtime import Runtime
 from symbolon.web.page import Flash, PageError, PageHandler, permission_label
 
 # The choices of the forms, in days: one day to ten years.
@@ -54,6 +56,10 @@ class TokensPage(PageHandler):
 
     title = "API tokens"
     nav = "/tokens"
+
+    @classmethod
+    def admits(cls, principal: Principal | None, runtime: Runtime) -> bool:
+        return principal is not None and principal.has(Permission.MANAGE_TOKENS)
 
     async def get(self) -> None:
         self.require(Permission.MANAGE_TOKENS)

@@ -13,6 +13,7 @@ from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.accounts.users import AccountError, find_user_by_id
 from symbolon.filters import FilterError, page_number
 from symbolon.handlers.base import object_id
+from symbolon.runtime import Runtime
 from symbolon.web.page import CurlCommand, PageError, PageHandler
 from symbolon.web.pages.shown import shown_time
 from symbolon.web.parts import Column, Link, Pager, Table
@@ -35,6 +36,12 @@ COLUMNS = (
 
 class UsersBase(PageHandler):
     nav = PATH
+
+    @classmethod
+    def admits(cls, principal: Principal | None, runtime: Runtime) -> bool:
+        return (
+            principal is not None and principal.user.is_superuser and principal.session is not None
+        )
 
     def superuser(self) -> Principal:
         """A signed-in superuser, as the API wants: tokens carry no right to administer users."""
