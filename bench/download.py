@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Download throughput on 127.0.0.1: cached hits, uncached misses, and the framework's limit.
 
-Starts the embedded PostgreSQL, Redis and S3 in a temporary directory, one ``symbolon serve``
-process configured with three private symbol sources, and a bare Tornado app that answers every
-request with a constant 302. Then runs ``wrk`` against each and prints requests/s and latency
-percentiles, and the server's peak RSS.
+Starts the embedded PostgreSQL and Redis (and the S3 emulator when buckets are measured) in a
+temporary directory, and a bare Tornado app that answers every request with a constant 302. For
+each backend (``--backend``: three private directories, three private buckets on the S3
+emulator, or both, one after the other) it runs one ``symbolon serve`` process reading the three
+locations, the file in the second, and runs ``wrk`` against it; then against the bare app. It
+prints requests/s, latency percentiles and the server's CPU time per answer side by side, and
+each server's peak RSS.
 
-    .venv/bin/python bench/download.py [--duration 10] [--connections 32]
+    .venv/bin/python bench/download.py [--duration 10] [--connections 32] [--backend both]
 
 Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -14,6 +17,7 @@ Needs ``wrk`` (Debian package ``wrk``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import re
@@ -21,8 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -31,14 +37,36 @@ sys.path.insert(0, str(ROOT))
 
 from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
 
-from symbolon.conf import load_settings  # noqa: E402
+from symbolon.conf import Settings, load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
+from symbolon.storage.sources import SymbolSource  # noqa: E402
+from symbolon.storage.stores.directory import DirectoryStore  # noqa: E402
 
 BUCKETS = ("bench-one", "bench-two", "bench-three")
+DIRECTORIES = BUCKETS
 DEBUG_ID = "44E4EC8C2F41492B9369D6B9A059577C2"
+HIT_KEY = f"xul.pdb/{DEBUG_ID}/xul.sym"
+SECRET_KEY = "bench"  # signs the directories' URLs
+HIT = "(a) cached hit, private location (signed 302)"
+UNCACHED_MISS = "(b) uncached miss through 3 locations (404)"
+CACHED_MISS = "(b') cached miss through 3 locations (404)"
+BARE = "(c) bare Tornado constant 302"
 
 
-def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def found(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    match = re.search(pattern, text, flags)
+    if match is None:
+        raise SystemExit(f"wrk said something else:\n{text}")
+    return match
+
+
+def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[str, Any]:
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -49,9 +77,9 @@ def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[
     if script:
         command += ["-s", str(script)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    result: dict[str, Any] = {"rps": float(found(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        value, unit = found(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
         result[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["non_2xx_3xx"] = int(non_2xx.group(1)) if non_2xx else 0
@@ -60,73 +88,122 @@ def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> dict[
     return result
 
 
+def directory_locations(base: Path) -> list[str]:
+    """Three private directories, the hit in the second, written as uploads write."""
+    urls = []
+    for name in DIRECTORIES:
+        source = SymbolSource.parse((base / name).as_uri())
+        store = DirectoryStore(source, SECRET_KEY)
+        asyncio.run(store.ensure())
+        if name == "bench-two":
+            asyncio.run(store.put_bytes(source.object_key(HIT_KEY), b"MODULE"))
+        urls.append(source.url)
+    return urls
+
+
+def bucket_locations(endpoint: str) -> list[str]:
+    """Three private buckets on the embedded S3 emulator, the hit in the second."""
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="k", aws_secret_access_key="s",
+    )  # fmt: skip
+    for bucket in BUCKETS:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="bench-two", Key=f"v1/{HIT_KEY}", Body=b"MODULE")
+    return [f"{endpoint}/{b}" for b in BUCKETS]
+
+
+def measure(
+    live: Settings, urls: list[str], args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """One serve process reading ``urls``: each scenario's figures, and its peak RSS."""
+    port = free_port()
+    env: dict[str, str] = {
+        **os.environ,
+        "DATABASE_URL": str(live.database_url),
+        "REDIS_URL": str(live.redis_url),  # both set by the embedded stack
+        "REDIS_STORE_URL": str(live.redis_store_url),
+        "SYMBOL_URLS": ",".join(urls),
+        "UPLOAD_DEFAULT_URL": urls[0],
+        "ENABLE_CRASH_COLLECTOR": "false",  # not what this measures
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "SECRET_KEY": SECRET_KEY,
+        "PORT": str(port),
+        "WORKER_THREADS": "0",
+        "LOGGING_LEVEL": "ERROR",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_port(port, server)
+        hit = f"{base}/{HIT_KEY}"
+        miss = f"{base}/xul.pdb/{'0' * 32}1/xul.sym"
+        for url in (hit, miss):  # warm the caches: steady state is what is measured
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+        scenarios = {
+            HIT: (hit, None),
+            UNCACHED_MISS: (f"{base}/", ROOT / "bench" / "random_miss.lua"),
+            CACHED_MISS: (miss, None),
+        }
+        results = {}
+        for name, (url, script) in scenarios.items():
+            before = cpu_seconds(server.pid)
+            results[name] = wrk(url, args, script)
+            used = cpu_seconds(server.pid) - before
+            # The server's own CPU per answer: what the machine's other load does not change.
+            results[name]["cpu_us"] = used / (results[name]["rps"] * args.duration) * 1e6
+        return results, proc_status_mb(server.pid, "VmHWM")
+    finally:
+        stop_servers(server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument(
+        "--backend",
+        choices=("directory", "s3", "both"),
+        default="both",
+        help="where the three locations are: directories, buckets on the S3 emulator, or each",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
+    backends = ("directory", "s3") if args.backend == "both" else (args.backend,)
 
     data_dir = Path(tempfile.mkdtemp(prefix="symbolon-bench-"))
     stack = EmbeddedStack(data_dir)
-    live = stack.start(load_settings({"SYMBOLON_DATA_DIR": str(data_dir)}, dotenv_path=None))
-    endpoint = live.symbol_urls[0].rsplit("/", 1)[0]
-    procs: list[subprocess.Popen] = []
-    try:
-        s3 = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="k", aws_secret_access_key="s",
-        )  # fmt: skip
-        for bucket in BUCKETS:
-            s3.create_bucket(Bucket=bucket)
-        s3.put_object(Bucket="bench-two", Key=f"v1/xul.pdb/{DEBUG_ID}/xul.sym", Body=b"MODULE")
-        urls = [f"{endpoint}/{b}" for b in BUCKETS]
-
-        port, bare_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": live.database_url,
-            "REDIS_URL": live.redis_url,
-            "REDIS_STORE_URL": live.redis_store_url,
-            "SYMBOL_URLS": ",".join(urls),
-            "UPLOAD_DEFAULT_URL": urls[0],
-            "ENABLE_CRASH_COLLECTOR": "false",  # not what this measures
-            "AWS_ACCESS_KEY_ID": "k",
-            "AWS_SECRET_ACCESS_KEY": "s",
-            "SECRET_KEY": "bench",
-            "PORT": str(port),
-            "WORKER_THREADS": "0",
-            "LOGGING_LEVEL": "ERROR",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
+    # The S3 emulator only when buckets are measured.
+    storage = "s3" if "s3" in backends else "directory"
+    live = stack.start(
+        load_settings(
+            {"SYMBOLON_DATA_DIR": str(data_dir), "EMBEDDED_STORAGE": storage}, dotenv_path=None
         )
+    )
+    bare: subprocess.Popen | None = None
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    rss: dict[str, float] = {}
+    try:
+        bare_port = free_port()
         bare = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "bare_redirect.py"), str(bare_port)]
         )
-        procs += [server, bare]
-        base = f"http://127.0.0.1:{port}"
-        wait_port(port)
-        wait_port(bare_port)
-        hit = f"{base}/xul.pdb/{DEBUG_ID}/xul.sym"
-        miss = f"{base}/xul.pdb/{'0' * 32}1/xul.sym"
-        for url in (hit, miss):  # warm the caches: steady state is what is measured
-            with contextlib.suppress(urllib.error.HTTPError):
-                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
-
-        results = {
-            "(a) cached hit, private source (presigned 302)": wrk(hit, args),
-            "(b) uncached miss through 3 sources (404)": wrk(
-                f"{base}/", args, ROOT / "bench" / "random_miss.lua"
-            ),
-            "(b') cached miss through 3 sources (404)": wrk(miss, args),
-            "(c) bare Tornado constant 302": wrk(f"http://127.0.0.1:{bare_port}/x", args),
-        }
-        rss = proc_status_mb(server.pid, "VmHWM")
+        wait_port(bare_port, bare)
+        for backend in backends:
+            if backend == "s3":
+                urls = bucket_locations(live.symbol_urls[0].rsplit("/", 1)[0])
+            else:
+                urls = directory_locations(data_dir / "directories")
+            results[backend], rss[backend] = measure(live, urls, args)
+        bare_result = wrk(f"http://127.0.0.1:{bare_port}/x", args)
     finally:
-        stop_servers(*procs)
+        stop_servers(bare)
         stack.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -134,17 +211,27 @@ def main() -> None:
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
         f"one server process, {os.cpu_count()} cores"
     )
-    print(f"{'scenario':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
-    for name, r in results.items():
-        print(
-            f"{name:<50} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}  {r['socket_errors']}"
-        )
-    ratio = (
-        results["(a) cached hit, private source (presigned 302)"]["rps"]
-        / results["(c) bare Tornado constant 302"]["rps"]
+    header = "".join(
+        f" {b + ' req/s':>15} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7}" for b in backends
     )
-    print(f"\ncached hit / bare Tornado: {ratio:.0%} (goal: at least 70%)")
-    print(f"server peak RSS: {rss:.0f} MB")
+    print(f"{'scenario':<46}{header}  errors")
+    for scenario in (HIT, UNCACHED_MISS, CACHED_MISS):
+        row = "".join(
+            f" {results[b][scenario]['rps']:>15.0f} {results[b][scenario]['p50']:>7.2f}"
+            f" {results[b][scenario]['p99']:>7.2f} {results[b][scenario]['cpu_us']:>7.0f}"
+            for b in backends
+        )
+        errors = ", ".join(str(results[b][scenario]["socket_errors"]) for b in backends)
+        print(f"{scenario:<46}{row}  {errors}")
+    r = bare_result
+    print(f"{BARE:<46} {r['rps']:>15.0f} {r['p50']:>7.2f} {r['p99']:>7.2f}  {r['socket_errors']}")
+    print()
+    for b in backends:
+        hit, uncached = results[b][HIT]["rps"], results[b][UNCACHED_MISS]["rps"]
+        print(
+            f"{b}: cached hit / bare Tornado {hit / r['rps']:.0%} (goal: at least 70%); "
+            f"uncached miss / cached hit {uncached / hit:.0%}; server peak RSS {rss[b]:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

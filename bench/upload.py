@@ -1,22 +1,25 @@
 #!/usr/bin/env python
-"""Upload throughput on 127.0.0.1: ``POST /upload/`` end to end, and the gzip+PUT limit.
+"""Upload throughput on 127.0.0.1: ``POST /upload/`` end to end, and the gzip+store limit.
 
 Generates a zip of Breakpad ``.sym`` files (``<module>/<debug id>/<module>.sym``, a few MB each,
-``--size-mb`` uncompressed in all), starts the embedded PostgreSQL, Redis and S3 in a temporary
-directory and one ``symbolon serve`` process with two embedded worker threads, makes an upload
-token with the CLI, then:
+``--size-mb`` uncompressed in all), starts the embedded PostgreSQL and Redis (and the S3 emulator
+when a bucket is measured) in a temporary directory, then for each backend (``--backend``: a
+directory, a bucket on the S3 emulator, or both, one after the other) one ``symbolon serve``
+process with two embedded worker threads storing there, makes an upload token with the CLI, and:
 
 - uploads the archive with a streaming client (the body is read from disk in chunks) and times
-  it until the 201, which the server sends once every member is gzipped and stored in S3;
+  it until the 201, which the server sends once every member is gzipped and stored;
 - times the limit: a bare loop reading the same members from the zip, gzipping each at level 9
-  and PUTting it to the same S3 with boto3, with the server's concurrency (8 threads);
-- for reference, gzip -9 alone on part of the members, in memory, one thread per core.
+  and storing it in the same place (a PUT with boto3, or the directory store's write), with the
+  server's concurrency (8 threads);
 
-It prints MB/s for each, the ratio server / bare loop, the CPU seconds the server, the S3 server
-and this process spent, and the server's peak RSS (its worker threads included). Everything it
-starts and writes is removed on exit, also after an error, Ctrl-C or SIGTERM.
+and for reference times gzip -9 alone on part of the members, in memory, one thread per core.
 
-    .venv/bin/python bench/upload.py [--size-mb 500] [--seed 1]
+It prints MB/s for each, the ratio server / bare loop, the CPU seconds the server, the S3
+emulator and this process spent, and the server's peak RSS (its worker threads included).
+Everything it starts and writes is removed on exit, also after an error, Ctrl-C or SIGTERM.
+
+    .venv/bin/python bench/upload.py [--size-mb 500] [--seed 1] [--backend both]
 
 ``--size-mb 2048`` checks the memory goal: the server's peak RSS should not grow with the size.
 """
@@ -24,6 +27,7 @@ starts and writes is removed on exit, also after an error, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import gzip
 import hashlib
@@ -39,7 +43,10 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -49,8 +56,10 @@ sys.path.insert(0, str(ROOT))
 
 from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
 
-from symbolon.conf import load_settings  # noqa: E402
+from symbolon.conf import Settings, load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
+from symbolon.storage.sources import SymbolSource  # noqa: E402
+from symbolon.storage.stores.directory import DirectoryStore  # noqa: E402
 
 BUCKET = "bench-upload"
 EMAIL = "bench@example.com"
@@ -229,30 +238,71 @@ def upload(port: int, token: str, archive: Path) -> tuple[int, dict, float, floa
     return response.status, answer, sent, total
 
 
-def bare_loop(endpoint: str, archive: Path, names: list[str]) -> float:
-    """The limit: inflate, gzip -9 and PUT every member, 8 at a time; returns seconds."""
+def bare_key(name: str) -> str:
+    parts = name.split("/")
+    return f"{BARE_PREFIX}/{parts[0]}/{parts[1].upper()}/{parts[2]}"
+
+
+def s3_put(endpoint: str) -> Callable[[str, bytes, dict[str, str]], None]:
+    """A PUT of a gzipped member to the bucket, with boto3."""
     s3 = boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         aws_access_key_id="k", aws_secret_access_key="s",
         config=Config(max_pool_connections=BARE_THREADS, s3={"addressing_style": "path"}),
     )  # fmt: skip
 
+    def put(key: str, body: bytes, metadata: dict[str, str]) -> None:
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=key,
+            Body=body,
+            ContentEncoding="gzip",
+            ContentType="text/plain",
+            Metadata=metadata,
+        )
+
+    return put
+
+
+def directory_put(
+    store: DirectoryStore, tmp_dir: Path
+) -> Callable[[str, bytes, dict[str, str]], None]:
+    """A write of a gzipped member to the directory, through a temporary file as the server's
+    own (the store copies it to its .tmp, fsyncs and renames it into place)."""
+
+    def put(key: str, body: bytes, metadata: dict[str, str]) -> None:
+        path = tmp_dir / uuid.uuid4().hex
+        path.write_bytes(body)
+        try:
+            asyncio.run(
+                store.put_file(
+                    key,
+                    path,
+                    content_type="text/plain",
+                    content_encoding="gzip",
+                    metadata=metadata,
+                )
+            )
+        finally:
+            path.unlink()
+
+    return put
+
+
+def bare_loop(
+    put: Callable[[str, bytes, dict[str, str]], None], archive: Path, names: list[str]
+) -> float:
+    """The limit: inflate, gzip -9 and store every member, 8 at a time; returns seconds."""
+
     def one(zf: zipfile.ZipFile, name: str) -> None:
         with zf.open(name) as member:
             data = member.read()
         body = gzip.compress(data, compresslevel=9, mtime=0)
-        parts = name.split("/")
-        s3.put_object(
-            Bucket=BUCKET,
-            Key=f"{BARE_PREFIX}/{parts[0]}/{parts[1].upper()}/{parts[2]}",
-            Body=body,
-            ContentEncoding="gzip",
-            ContentType="text/plain",
-            Metadata={
-                "original_size": str(len(data)),
-                "original_md5_hash": hashlib.md5(data).hexdigest(),
-            },
-        )
+        metadata = {
+            "original_size": str(len(data)),
+            "original_md5_hash": hashlib.md5(data).hexdigest(),
+        }
+        put(bare_key(name), body, metadata)
 
     start = time.perf_counter()
     with (
@@ -281,7 +331,7 @@ def gzip_only(archive: Path, names: list[str], budget: int) -> tuple[float, int]
     return time.perf_counter() - start, sum(map(len, data))
 
 
-def count_objects(s3, prefix: str) -> tuple[int, int]:
+def count_s3(s3: Any, prefix: str) -> tuple[int, int]:
     count = size = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
         for item in page.get("Contents", []):
@@ -290,20 +340,155 @@ def count_objects(s3, prefix: str) -> tuple[int, int]:
     return count, size
 
 
+def count_directory(store: DirectoryStore, prefix: str) -> tuple[int, int]:
+    async def listed() -> list[Any]:
+        return [info async for info in store.list(prefix + "/")]
+
+    infos = asyncio.run(listed())
+    return len(infos), sum(info.size for info in infos)
+
+
 # -- main ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One backend's figures."""
+
+    backend: str
+    server_s: float
+    sent_s: float
+    bare_s: float
+    stored: int
+    stored_size: int
+    idle_rss: float
+    peak_rss: float
+    emulator_rss: float | None
+    cpu: dict[str, tuple[float, float | None, float]]  # scenario: server, emulator, bench
+
+
+def measure(
+    backend: str,
+    live: Settings,
+    work: Path,
+    archive: Path,
+    names: list[str],
+    emulator: int | None,
+) -> Run:
+    """One serve process storing into ``backend``: the upload, then the bare loop beside it."""
+    port = free_port()
+    env: dict[str, str] = {
+        **os.environ,
+        "SYMBOLON_DATA_DIR": str(work / f"server-{backend}"),  # its staging directory
+        "DATABASE_URL": str(live.database_url),
+        "REDIS_URL": str(live.redis_url),  # both set by the embedded stack
+        "REDIS_STORE_URL": str(live.redis_store_url),
+        "ENABLE_CRASH_COLLECTOR": "false",  # not what this measures
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "SECRET_KEY": "bench",
+        "PORT": str(port),
+        "WORKER_THREADS": "2",
+        "UPLOAD_WAIT_SECONDS": "3600",
+        "LOGGING_LEVEL": "WARNING",
+    }
+    if backend == "s3":
+        endpoint = live.symbol_urls[0].rsplit("/", 1)[0]
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="k", aws_secret_access_key="s",
+        )  # fmt: skip
+        s3.create_bucket(Bucket=BUCKET)
+        url = f"{endpoint}/{BUCKET}"
+        put = s3_put(endpoint)
+
+        def count(prefix: str) -> tuple[int, int]:
+            return count_s3(s3, prefix)
+    else:
+        url = (work / "symbols").as_uri()
+        store = DirectoryStore(SymbolSource.parse(url), "bench")
+        asyncio.run(store.ensure())
+        bare_tmp = work / "bare-tmp"
+        bare_tmp.mkdir()
+        put = directory_put(store, bare_tmp)
+
+        def count(prefix: str) -> tuple[int, int]:
+            return count_directory(store, prefix)
+
+    env.update(SYMBOL_URLS=url, UPLOAD_DEFAULT_URL=url)
+    server: subprocess.Popen | None = None
+    try:
+        cli(env, "superuser", EMAIL)
+        token = cli(env, "token", "create", EMAIL, "--permission", "upload_symbols")
+        token = token.strip().splitlines()[-1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
+        )
+        wait_port(port, server)
+        idle_rss = proc_status_mb(server.pid, "VmRSS")
+        me = os.getpid()
+        pids = [p for p in (server.pid, emulator, me) if p is not None]
+
+        def cpu() -> dict[int, float]:
+            return {pid: cpu_seconds(pid) for pid in pids}
+
+        cpu0 = cpu()
+        status, answer, sent, server_s = upload(port, token, archive)
+        cpu1 = cpu()
+        peak_rss = proc_status_mb(server.pid, "VmHWM")
+        if status != 201:
+            raise SystemExit(f"{backend}: upload answered {status}: {answer}")
+        stored, stored_size = count("v1")
+        if stored != len(names):
+            raise SystemExit(f"{backend}: the server stored {stored} objects, not {len(names)}")
+        print(f"{backend}: 201 after {server_s:.1f}s (body sent after {sent:.1f}s)", flush=True)
+
+        bare_s = bare_loop(put, archive, names)
+        cpu2 = cpu()
+        bare_stored, _ = count(BARE_PREFIX)
+        if bare_stored != len(names):
+            raise SystemExit(f"{backend}: the bare loop stored {bare_stored}, not {len(names)}")
+        emulator_rss = proc_status_mb(emulator, "VmHWM") if emulator else None
+    finally:
+        stop_servers(server)
+
+    def used(before: dict[int, float], after: dict[int, float]) -> tuple:
+        server_cpu = after[server.pid] - before[server.pid]
+        emulator_cpu = after[emulator] - before[emulator] if emulator else None
+        return server_cpu, emulator_cpu, after[me] - before[me]
+
+    return Run(
+        backend=backend,
+        server_s=server_s,
+        sent_s=sent,
+        bare_s=bare_s,
+        stored=stored,
+        stored_size=stored_size,
+        idle_rss=idle_rss,
+        peak_rss=peak_rss,
+        emulator_rss=emulator_rss,
+        cpu={"(a) POST /upload/": used(cpu0, cpu1), "(b) bare loop": used(cpu1, cpu2)},
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=500, help="uncompressed MiB in the zip")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--backend",
+        choices=("directory", "s3", "both"),
+        default="both",
+        help="store into a directory, a bucket on the S3 emulator, or each in turn",
+    )
     args = parser.parse_args()
+    backends = ("directory", "s3") if args.backend == "both" else (args.backend,)
     # A SIGTERM (or a timeout's kill) must still run the clean-up below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="symbolon-bench-upload-"))
     stack: EmbeddedStack | None = None
-    server: subprocess.Popen | None = None
+    runs: list[Run] = []
     try:
         archive = work / "symbols.zip"
         t0 = time.perf_counter()
@@ -317,64 +502,21 @@ def main() -> None:
 
         data_dir = work / "data"
         stack = EmbeddedStack(data_dir)
-        live = stack.start(load_settings({"SYMBOLON_DATA_DIR": str(data_dir)}, dotenv_path=None))
-        endpoint = live.symbol_urls[0].rsplit("/", 1)[0]
-        s3 = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="k", aws_secret_access_key="s",
-        )  # fmt: skip
-        s3.create_bucket(Bucket=BUCKET)
-
-        port = free_port()
-        env = {
-            **os.environ,
-            "SYMBOLON_DATA_DIR": str(work / "server"),  # its staging directory
-            "DATABASE_URL": live.database_url,
-            "REDIS_URL": live.redis_url,
-            "REDIS_STORE_URL": live.redis_store_url,
-            "SYMBOL_URLS": f"{endpoint}/{BUCKET}",
-            "UPLOAD_DEFAULT_URL": f"{endpoint}/{BUCKET}",
-            "ENABLE_CRASH_COLLECTOR": "false",  # not what this measures
-            "AWS_ACCESS_KEY_ID": "k",
-            "AWS_SECRET_ACCESS_KEY": "s",
-            "SECRET_KEY": "bench",
-            "PORT": str(port),
-            "WORKER_THREADS": "2",
-            "UPLOAD_WAIT_SECONDS": "3600",
-            "LOGGING_LEVEL": "WARNING",
-        }
-        cli(env, "superuser", EMAIL)
-        token = cli(env, "token", "create", EMAIL, "--permission", "upload_symbols")
-        token = token.strip().splitlines()[-1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
+        # The S3 emulator only when a bucket is measured.
+        storage = "s3" if "s3" in backends else "directory"
+        live = stack.start(
+            load_settings(
+                {"SYMBOLON_DATA_DIR": str(data_dir), "EMBEDDED_STORAGE": storage},
+                dotenv_path=None,
+            )
         )
-        wait_port(port, server)
-        idle_rss = proc_status_mb(server.pid, "VmRSS")
-        moto = stack.s3.owned_pid if stack.s3 else None
-        assert moto is not None, "the embedded S3 server was started by this process"
-        me = os.getpid()
-
-        cpu0 = {pid: cpu_seconds(pid) for pid in (server.pid, moto, me)}
-        status, answer, sent, server_s = upload(port, token, archive)
-        cpu1 = {pid: cpu_seconds(pid) for pid in (server.pid, moto, me)}
-        peak_rss = proc_status_mb(server.pid, "VmHWM")
-        if status != 201:
-            raise SystemExit(f"upload answered {status}: {answer}")
-        stored, stored_size = count_objects(s3, "v1")
-        if stored != len(names):
-            raise SystemExit(f"the server stored {stored} objects, expected {len(names)}")
-        print(f"server: 201 after {server_s:.1f}s (body sent after {sent:.1f}s)", flush=True)
-
-        bare_s = bare_loop(endpoint, archive, names)
-        cpu2 = {pid: cpu_seconds(pid) for pid in (server.pid, moto, me)}
-        bare_stored, _ = count_objects(s3, BARE_PREFIX)
-        if bare_stored != len(names):
-            raise SystemExit(f"the bare loop stored {bare_stored} objects, expected {len(names)}")
-        moto_rss = proc_status_mb(moto, "VmHWM")
+        emulator = stack.s3.owned_pid if stack.s3 else None
+        for backend in backends:
+            runs.append(
+                measure(backend, live, work, archive, names, emulator if backend == "s3" else None)
+            )
         ceiling_s, ceiling_bytes = gzip_only(archive, names, 128 * MB)
     finally:
-        stop_servers(server)
         if stack is not None:
             stack.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -383,28 +525,38 @@ def main() -> None:
         zip_rate, sym_rate = zipped / MB / seconds, uncompressed / MB / seconds
         return f"{zip_rate:>10.1f} {sym_rate:>10.1f} {seconds:>8.1f}"
 
+    ceiling = ceiling_bytes / MB / ceiling_s
+    stored_size = runs[0].stored_size
     print(
         f"\n{len(names)} .sym files, {uncompressed / MB:.0f} MiB uncompressed, "
         f"{zipped / MB:.0f} MiB zipped, {stored_size / MB:.0f} MiB stored gzipped "
         f"(gzip -9 ratio {uncompressed / stored_size:.1f}x); {os.cpu_count()} cores"
     )
-    print(f"{'scenario':<52} {'zip MB/s':>10} {'sym MB/s':>10} {'seconds':>8}")
-    print(f"{'(a) POST /upload/ until the 201 (WORKER_THREADS=2)':<52} {rates(server_s)}")
-    print(f"{'(b) bare loop: inflate, gzip -9, PUT, 8 threads':<52} {rates(bare_s)}")
-    ceiling = ceiling_bytes / MB / ceiling_s
+    print(f"{'scenario':<66} {'zip MB/s':>10} {'sym MB/s':>10} {'seconds':>8}")
+    for run in runs:
+        where = "a directory" if run.backend == "directory" else "the S3 emulator"
+        print(f"{f'(a) POST /upload/ until the 201, into {where}':<66} {rates(run.server_s)}")
+        bare = f"(b) bare loop: inflate, gzip -9, store, 8 threads, {where}"
+        print(f"{bare:<66} {rates(run.bare_s)}")
     label = f"(c) gzip -9 alone, {os.cpu_count()} threads, in memory"
-    print(f"{label:<52} {ceiling * zipped / uncompressed:>10.1f} {ceiling:>10.1f}")
+    print(f"{label:<66} {ceiling * zipped / uncompressed:>10.1f} {ceiling:>10.1f}")
     print("\nCPU seconds spent during each (2 cores: at most twice the wall time)")
-    print(f"{'':<20} {'server':>8} {'moto S3':>8} {'bench':>8}")
-    for label, before, after in (("(a) POST /upload/", cpu0, cpu1), ("(b) bare loop", cpu1, cpu2)):
-        used = [after[pid] - before[pid] for pid in (server.pid, moto, me)]
-        print(f"{label:<20} {used[0]:>8.1f} {used[1]:>8.1f} {used[2]:>8.1f}")
-    print(f"\nserver / bare loop: {bare_s / server_s:.0%} (goal: at least 70%)")
-    print(f"server / gzip -9 alone: {uncompressed / server_s / MB / ceiling:.0%}")
-    print(
-        f"server RSS: {idle_rss:.0f} MB idle, peak {peak_rss:.0f} MB (goal: under 300 MB); "
-        f"embedded S3 (moto) peak {moto_rss:.0f} MB"
-    )
+    print(f"{'':<32} {'server':>8} {'S3 emu':>8} {'bench':>8}")
+    for run in runs:
+        for label, (server_cpu, emulator_cpu, bench_cpu) in run.cpu.items():
+            emu = f"{emulator_cpu:>8.1f}" if emulator_cpu is not None else f"{'-':>8}"
+            print(f"{f'{run.backend}: {label}':<32} {server_cpu:>8.1f} {emu} {bench_cpu:>8.1f}")
+    print()
+    for run in runs:
+        emulator_peak = (
+            f"; embedded S3 emulator peak {run.emulator_rss:.0f} MB" if run.emulator_rss else ""
+        )
+        print(
+            f"{run.backend}: server / bare loop {run.bare_s / run.server_s:.0%} (goal: at least "
+            f"70%), server / gzip -9 alone {uncompressed / run.server_s / MB / ceiling:.0%}; "
+            f"server RSS {run.idle_rss:.0f} MB idle, peak {run.peak_rss:.0f} MB (goal: under "
+            f"300 MB){emulator_peak}"
+        )
 
 
 if __name__ == "__main__":
