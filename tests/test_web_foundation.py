@@ -3,6 +3,7 @@ redirects, 403 pages, CSRF, flash messages, escaping), static files and the temp
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 
@@ -105,6 +106,51 @@ async def test_downloads_still_answer_under_the_first_segments_of_pages(http_cli
             http_client, base_url, Caller.anonymous(), f"/{first}/0123456789ABCDEF0/x.sym"
         )
         assert page.status == 404 and page.body.startswith("Symbol Not Found"), first
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unknown_paths_under_pages_are_a_404_page_for_browsers_only(
+    http_client, base_url, runtime
+):
+    caller = await Caller.with_session(runtime, await make_user(runtime))
+    for path in (
+        "/uploads/foo",
+        "/uploads/files/file/x",
+        "/crashes/x/y/z/w",
+        "/tokens/",
+        "/help/x",
+    ):
+        page = await fetch_page(http_client, base_url, caller, path, headers=BROWSER)
+        assert page.status == 404 and page.h1() == "Not Found", path
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert f"There is no page at {path}." in page.text
+        assert page.navigation()["Home"] == "/"  # in the layout
+        # Any other client gets the JSON API's 404.
+        for accept in ({}, {"Accept": "application/json"}, {"Accept": "text/html;q=0, */*"}):
+            other = await fetch_page(http_client, base_url, caller, path, headers=accept)
+            assert other.status == 404 and json.loads(other.body) == {
+                "error": "Not Found",
+                "path": path,
+            }, (path, accept)
+    # The JSON API's paths and the downloads keep their 404s, whatever the client accepts.
+    for path in ("/api/nothing/", "/upload/nothing", "/symbolicate/v9"):
+        page = await fetch_page(http_client, base_url, caller, path, headers=BROWSER)
+        assert page.status == 404 and json.loads(page.body)["error"] == "Not Found", path
+    download = "/uploads/0123456789ABCDEF0/x.sym"
+    page = await fetch_page(http_client, base_url, caller, download, headers=BROWSER)
+    assert page.status == 404 and page.body.startswith("Symbol Not Found")
+    # A page's path without its trailing slash still redirects to it.
+    page = await fetch_page(http_client, base_url, caller, "/uploads", headers=BROWSER)
+    assert page.status == 301 and page.location == "/uploads/"
+    # A bad token: 403, a page for browsers and JSON for the rest, as on any path.
+    bad = Caller.with_token("not-a-token")
+    page = await fetch_page(http_client, base_url, bad, "/uploads/foo", headers=BROWSER)
+    assert page.status == 403 and page.h1() == "Forbidden"
+    page = await fetch_page(http_client, base_url, bad, "/uploads/foo")
+    assert page.status == 403 and "error" in json.loads(page.body)
 
 
 # -- static files

@@ -14,6 +14,7 @@ from symbolon.web.pages import (
     help_page,
     home,
     missing,
+    not_found,
     status,
     symbolication,
     tokens,
@@ -45,6 +46,7 @@ ROUTES: list[Any] = [
     *users.ROUTES,
     *status.ROUTES,
     (r"/static/([^/]+)", StaticHandler, {"path": str(STATIC)}),
+    *not_found.ROUTES,  # last: what no page above takes
 ]
 
 # The patterns of the pages, for the API description's list of routes it leaves out.
