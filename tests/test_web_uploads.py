@@ -80,6 +80,9 @@ async def test_without_view_all_you_see_your_own_uploads_only(http_client, base_
     # Asking for someone's uploads by the filter changes nothing.
     filtered = await get(http_client, base_url, caller, f"/uploads/?user={other.email}")
     assert f"theirs-{mark}.zip" not in filtered.text and f"mine-{mark}.zip" in filtered.text
+    # Nor does a NUL there: the filter is not read.
+    ignored = await get(http_client, base_url, caller, "/uploads/?user=%00")
+    assert ignored.status == 200 and f"mine-{mark}.zip" in ignored.text
     # The curl equivalent, with the placeholder token.
     assert "Auth-Token: YOURTOKENHERE" in page.text and "/api/uploads/" in page.text
 

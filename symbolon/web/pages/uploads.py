@@ -99,13 +99,13 @@ class UploadsPage(PageHandler):
         principal = self.require_signin()
         view_all = principal.has(Permission.VIEW_ALL_UPLOADS)
         mine = not view_all or "mine" in self.request.query_arguments
-        names = (*(n for n, _, _ in UPLOAD_FILTERS), "sort", "reverse", "page")
+        # Only everyone's uploads are filtered by uploader.
+        filtered = (n for n, _, _ in UPLOAD_FILTERS if not (mine and n == "user"))
+        names = (*filtered, "sort", "reverse", "page")
         error = None
         db, user_id = self.runtime.db, principal.user.id
         try:
             params = query_of(self.request.query_arguments, names)
-            if mine:
-                params.pop("user", None)  # only everyone's uploads are filtered by uploader
             body = await listing.list_uploads(db, params, user_id, not mine)
         except FilterError as exc:
             error = filter_error(exc, UPLOAD_FILTERS)
