@@ -99,3 +99,11 @@ def test_settings_replace_the_lists():
     assert "PROCESSOR_SIGNATURE_PREFIX='(unclosed': expected a Python regular expression" in str(
         refused.value
     )
+
+
+def test_a_long_signature_is_cut_as_socorro_cuts_it():
+    name = "ns::" + "VeryLongTemplateHeavyName" * 12
+    frames = [fn("malloc"), fn(f"{name}::run(int)"), fn("main")]
+    signature = signature_of(frames, RULES)
+    assert len(signature) == 255
+    assert signature.startswith(f"malloc | {name[:100]}") and signature.endswith("...")

@@ -1,5 +1,6 @@
 """Processed crashes in the crash store (crashes/store.py): written beside the raw crash by both
-backends, replaced whole when a crash is processed again, and read back."""
+backends, replaced whole when a crash is processed again, and read back; and the crash index
+rows, whatever the crash's texts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from symbolon.crashes.crashid import create_crash_id
 from symbolon.crashes.stores.directory import FSCrashStorage
 from symbolon.crashes.stores.s3 import S3CrashStorage, processed_crash_key
+from symbolon.processing.pipeline import records
 from symbolon.storage.s3 import S3Clients
 from tests.conftest import s3_client
 
@@ -54,3 +56,26 @@ async def test_a_bucket_keeps_it_where_socorro_keeps_processed_crashes(live_sett
         assert [o["Key"] for o in listing["Contents"]] == [f"v1/processed_crash/{crash_id}"]
     finally:
         await s3.close()
+
+
+@pytest.mark.gen_test
+async def test_the_index_keeps_what_postgresql_can_index(runtime):
+    # Annotations, module names and reasons come from the crash: long ones, non-ASCII ones and
+    # ones with NUL still make a row (a B-tree entry holds about 2,700 bytes; text holds no NUL).
+    crash_id = create_crash_id(datetime.now(UTC), 0)
+    raw = {"ProductName": "Produkt\x00 " + "ü" * 2000, "Version": "1" * 5000}
+    meta = records.meta_of(raw, crash_id)
+    await records.start(runtime.db, crash_id, meta)
+    long_module = ("€" * 3000 + ".so", "ab" * 200)
+    await records.finish(runtime.db, crash_id, meta, "s" * 255, [long_module], reason=None)
+    row = await records.find(runtime.db, crash_id)
+    assert row["product"] == ("Produkt " + "ü" * 2000)[:255]
+    assert len(row["version"]) == 255
+    assert row["state"] == "processed"
+    missing = await runtime.db.fetch(
+        "SELECT debug_file, debug_id FROM crash_missing_modules WHERE crash_id = $1", crash_id
+    )
+    assert [(len(r["debug_file"]), len(r["debug_id"])) for r in missing] == [(255, 255)]
+    await records.finish(runtime.db, crash_id, meta, None, reason="x\x00" * 2000)
+    row = await records.find(runtime.db, crash_id)
+    assert (row["state"], len(row["reason"])) == ("failed", 1000)

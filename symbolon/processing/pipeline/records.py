@@ -23,10 +23,12 @@ SIGNATURES_LIMIT = 100
 DEFAULT_WINDOW_DAYS = 7
 MAX_WINDOW_DAYS = 3650
 STATES = ("pending", "processed", "failed")
-# Index columns keep this much of an annotation: enough to tell products and versions apart.
+# Index columns keep this much of a text: enough to tell products, versions and modules apart,
+# and short enough for PostgreSQL's indexes (a B-tree entry holds about 2,700 bytes).
 MAX_TEXT = 255
 MAX_REASON = 1000
-MAX_SIGNATURE = 10_000
+# Signatures are cut at 255 characters (signature.py); this only guards the column's index.
+MAX_SIGNATURE = 255
 
 # Annotation names of each indexed field, in order of preference. The raw crash's own
 # "version" is the collector's schema number, so a version comes from Breakpad's "Version" or
@@ -115,7 +117,7 @@ async def finish(
 ) -> None:
     """Processing ended: ``processed``, or ``failed`` when there is a ``reason``. ``missing``
     are the ``(debug_file, debug_id)`` of modules it had no symbols for."""
-    modules = sorted({(clean(name, 1024), clean(ident.upper(), 128)) for name, ident in missing})
+    modules = sorted({(clean(name, MAX_TEXT), clean(i.upper(), MAX_TEXT)) for name, i in missing})
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(
             """INSERT INTO crashes (crash_id, product, version, release_channel, date, signature,

@@ -19,6 +19,8 @@ from typing import Any
 SEPARATOR = " | "
 # Frames examined for a signature: past these, the top of the stack was all prefixes.
 MAX_EXAMINED = 40
+# Longer signatures are cut, as Socorro cuts them: they are grouped and indexed by.
+MAX_LENGTH = 255
 NO_THREAD = "EMPTY: no crashing thread identified"
 NO_FRAMES = "EMPTY: no frame data available"
 
@@ -190,4 +192,7 @@ def signature_of(frames: Iterable[Mapping[str, Any]], rules: SignatureRules) -> 
         parts.append(text)
         if len(parts) >= rules.max_frames or not rules.prefix.fullmatch(text):
             break
-    return SEPARATOR.join(parts) if parts else NO_FRAMES
+    signature = SEPARATOR.join(parts) if parts else NO_FRAMES
+    if len(signature) > MAX_LENGTH:
+        signature = signature[: MAX_LENGTH - 3] + "..."
+    return signature
