@@ -107,7 +107,7 @@ async def test_superuser_flag_on_and_off(http_client, base_url, runtime):
     status, body = await call(http_client, base_url, admin, path, "POST", {"is_superuser": "true"})
     assert status == 200
     assert body["user"]["is_superuser"] is True and body["user"]["is_staff"] is True
-    assert len(body["user"]["permissions"]) == 4
+    assert len(body["user"]["permissions"]) == 5  # every one, crashes.view_crashes included
     key = await token_of(runtime, user, ("upload.view_all_uploads",))
     await call(http_client, base_url, admin, path, "POST", {"is_superuser": "false"})
     assert await token_permissions(runtime, key) == set()
