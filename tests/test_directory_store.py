@@ -669,6 +669,19 @@ async def test_ensure_makes_the_directory_and_sweeps_stale_temporary_files(root)
 
 
 @pytest.mark.gen_test
+async def test_a_copy_under_way_of_an_old_object_is_not_swept(store, root):
+    """A copy hard-links its source into .tmp, so the link has the object's old modification
+    time; a start meanwhile (another process) must not take it for a dead writer's file."""
+    await store.put_bytes("v1/old.sym", b"written long ago")
+    two_hours_ago = time.time() - 7200
+    os.utime(root / "v1" / "old.sym", (two_hours_ago, two_hours_ago))
+    linked = root / ".tmp" / "copy-under-way"
+    os.link(root / "v1" / "old.sym", linked)
+    await store.ensure()
+    assert linked.exists()
+
+
+@pytest.mark.gen_test
 async def test_problem_says_why_the_directory_is_not_usable(root, tmp_path):
     assert "does not exist" in (await make_store(root).problem() or "")
     root.write_bytes(b"a file")

@@ -942,11 +942,17 @@ class DirectoryStore:
         with os.scandir(self.tmp_dir) as scan:
             for entry in scan:
                 with suppress(FileNotFoundError):
-                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+                    if entry.is_file(follow_symlinks=False) and _touched(entry.stat()) < before:
                         os.unlink(entry.path)
 
     async def close(self) -> None:
         return None
+
+
+def _touched(st: os.stat_result) -> float:
+    """When a temporary file was last worked on. A copy's is a hard link to an object, and keeps
+    that object's (maybe old) modification time: its link is told by the inode change time."""
+    return max(st.st_mtime, st.st_ctime) if st.st_nlink > 1 else st.st_mtime
 
 
 class OpenFile:
