@@ -7,13 +7,15 @@ kept as screenshots at phone and desktop widths."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 import uuid
 
 from tests.browser import Journey, chromium, journey, site
 from tests.conftest import running_worker, unique_email
 from tests.crashes import headers_for, report
-from tests.symbolication_support import new_id, sym, with_debug_id
+from tests.symbolication_support import new_id, put_own, sym, with_debug_id
+from tests.test_web_crashes import HOSTILE_FUNCTION, app_symbols, crash_dump
 from tests.uploads import make_zip
 
 __all__ = ["chromium", "journey", "site"]  # fixtures, used by name
@@ -23,6 +25,24 @@ def submit_crash(site_url: str, product: str) -> str:
     body = report(
         {"ProductName": product, "Version": "1.2.3", "URL": "https://private.example/"},
         {"upload_file_minidump": b"MDMP" + b"\x00" * 4000},
+    )
+    request = urllib.request.Request(
+        site_url + "/submit", data=body, headers=headers_for(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = response.read().decode()
+    return answer.strip().removeprefix("CrashID=bp-")
+
+
+def submit_processed_crash(site_url: str, settings) -> str:
+    """A crash of a dump written byte by byte, with its app's symbols stored here."""
+    dump, debug_file, debug_id = crash_dump()
+    put_own(
+        settings, f"{debug_file}/{debug_id}/{debug_file}.sym", app_symbols(debug_file, debug_id)
+    )
+    body = report(
+        {"ProductName": "Journey", "Version": "3.1", "ReleaseChannel": "beta"},
+        {"upload_file_minidump": dump},
     )
     request = urllib.request.Request(
         site_url + "/submit", data=body, headers=headers_for(), method="POST"
@@ -80,11 +100,29 @@ def test_uploads_symbolication_crashes_users_and_status(
         boss.go("/crashes/")
         bp.get_by_role("link", name=crash_id).click()
         bp.wait_for_url(re.compile(rf".*/crashes/{crash_id}$"))
-        assert "not processed" in bp.locator("main").inner_text()
+        assert "not processed yet" in bp.locator("main").inner_text()
         assert "https://private.example/" in bp.locator("main").inner_text()
         assert bp.get_by_role("link", name="Download", exact=True).count() == 1
         boss.shots("crashes-02-report")
+        # A crash the processor walks and symbolicates: its stacks, modules and notes.
+        processed_id = submit_processed_crash(site.url, live_settings)
+        with running_worker(live_settings):
+            deadline = time.monotonic() + 120
+            while True:
+                boss.go(f"/crashes/{processed_id}")
+                state = bp.locator("dl.facts .badge").first.inner_text()
+                if state != "pending" or time.monotonic() > deadline:
+                    break
+                bp.wait_for_timeout(200)
+        assert state == "processed", bp.locator("main").inner_text()
+        frames = bp.locator("table.frames").first.inner_text()
+        assert HOSTILE_FUNCTION in frames and "libnosyms.so" in frames
+        assert bp.locator("tr.missing").count() == 1
+        boss.shots("crashes-04-processed")
+        bp.get_by_text("Other threads (1)").click()
+        assert "spin_here" in bp.locator("details.threads").inner_text()
         boss.go("/crashes/")
+        assert bp.get_by_role("link", name=processed_id).count() == 1
         boss.shots("crashes-01-list")
     except BaseException:
         boss.close()
@@ -133,7 +171,7 @@ def test_uploads_symbolication_crashes_users_and_status(
     assert "process_request" in frames and "/src/demo/app.c:10" in frames
     person.shots("symbolication-01")
 
-    # Crash reports need "View crash reports", which uploaders do not hold.
+    # Annotations, dumps and stacks need "View crash reports", which uploaders do not hold.
     person.go(f"/crashes/{crash_id}")
     text = page.locator("main").inner_text()
     assert "private.example" not in text and "View crash reports" in text

@@ -151,6 +151,15 @@ async def find(db: asyncpg.Pool | asyncpg.Connection, crash_id: str) -> asyncpg.
     return row
 
 
+async def unindexed(db: asyncpg.Pool, crash_ids: Iterable[str]) -> list[str]:
+    """Those of ``crash_ids`` without a row (stored crashes processing has not reached), in
+    the order given."""
+    wanted = list(crash_ids)
+    rows = await db.fetch("SELECT crash_id FROM crashes WHERE crash_id = ANY($1::text[])", wanted)
+    known = {row["crash_id"] for row in rows}
+    return [crash_id for crash_id in wanted if crash_id not in known]
+
+
 async def missing_module_crashes(
     db: asyncpg.Pool, debug_file: str, debug_id: str, limit: int
 ) -> list[str]:
