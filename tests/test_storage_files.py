@@ -610,3 +610,26 @@ async def test_a_missing_directory_stops_start_up_and_is_not_made(settings, tmp_
             settings.replace(symbol_urls=(url,), upload_default_url=url, storage_is_embedded=False)
         )
     assert not mistyped.exists()
+
+
+# -- existence lookups
+
+
+@pytest.mark.gen_test
+async def test_directories_answer_lookups_without_redis_which_keeps_the_buckets_answers(
+    runtime, public, private
+):
+    """A stat costs less than a Redis round trip: only buckets' answers are shared in Redis."""
+    key = f"missing-{uuid.uuid4().hex[:8]}.pdb/0123456789ABCDEF0123456789ABCDEF1/x.sym"
+    lookup = runtime.lookup
+    assert await lookup.find(key, include_try=False) is None
+    sources = lookup.regular
+    assert any(s.is_directory for s in sources) and any(not s.is_directory for s in sources)
+    stored = await runtime.cache.get_many([lookup.cache_key(s, key) for s in sources])
+    for source, value in zip(sources, stored, strict=True):
+        assert (value is None) == source.is_directory, source.url
+    # And a file stored since is found at once, with no invalidation to wait for.
+    await private.put_bytes(private.source.object_key(key), BODY)
+    await lookup.invalidate([key])
+    found = await lookup.find(key, include_try=False)
+    assert found is not None and found.source.url == private.source.url

@@ -158,7 +158,9 @@ class SymbolLookup:
             hit = _first_found(known)
             if hit is not None:
                 return Found(sources[hit], hit)
-            unknown = [i for i, v in enumerate(known) if v is None]
+            # A directory answers a stat sooner than Redis would: only other sources' answers
+            # are shared there (this process's memo keeps every answer).
+            unknown = [i for i, v in enumerate(known) if v is None and not sources[i].is_directory]
             if unknown:
                 values = await self.cache.get_many([cache_keys[i] for i in unknown])
                 for i, value in zip(unknown, values, strict=True):
@@ -178,6 +180,7 @@ class SymbolLookup:
                 *(self._exists(sources[i], key) for i in to_check), return_exceptions=True
             )
         fresh: dict[str, bytes] = {}
+        shared: dict[str, bytes] = {}
         failed = False
         for i, answer in zip(to_check, answers, strict=True):
             if isinstance(answer, BaseException):
@@ -185,7 +188,9 @@ class SymbolLookup:
                 failed = True
                 continue
             fresh[cache_keys[i]] = known[i] = FOUND if answer else MISSING
-        await self.cache.set_many(fresh, ttl=self.ttl)
+            if not sources[i].is_directory:
+                shared[cache_keys[i]] = fresh[cache_keys[i]]
+        await self.cache.set_many(shared, ttl=self.ttl)
         for ck, value in fresh.items():
             self.memo.put(ck, value, generation)
         if refresh:
