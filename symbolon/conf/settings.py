@@ -612,6 +612,20 @@ class Settings:
         "seconds one dump may take to walk (waiting for symbols not counted); past it its process "
         "is killed and the crash is `failed`",
     )
+    processor_walk_deadline_seconds: float = setting(
+        "PROCESSOR_WALK_DEADLINE",
+        300.0,
+        p.seconds,
+        "wall-clock seconds one dump's walk may take with the symbols it asks for fetched; past "
+        "it the crash is `failed`",
+    )
+    processor_walk_symbol_modules: int = setting(
+        "PROCESSOR_WALK_SYMBOL_MODULES",
+        300,
+        p.integer(1),
+        "most modules whose symbols one crash's processing fetches; beyond them only symbols "
+        "already in the caches are used, and the processor notes say so",
+    )
     processor_walk_memory: int = setting(
         "PROCESSOR_WALK_MEMORY",
         2 * 1024**3,

@@ -130,6 +130,13 @@ class CfiCache:
             task.add_done_callback(lambda _: self._flights.pop(ident, None))
         return await asyncio.shield(flight)
 
+    async def cached(self, key: ModuleKey) -> Path | None:
+        """The index file of ``key`` if a cache holds it; nothing is fetched or built."""
+        found = await self._cached((key[0], key[1].upper()))
+        if found is not None:
+            self.stats.hits += 1
+        return found
+
     async def _cached(self, ident: ModuleKey) -> Path | None:
         path = self.disk.path(ident)
         if await asyncio.to_thread(path.is_file):

@@ -37,6 +37,8 @@ from symbolon.symbolication.symbolicate import symbolicate
 logger = logging.getLogger("symbolon.processing")
 MINIDUMP = "upload_file_minidump"
 NO_MINIDUMP = "EMPTY: no minidump"
+# Modules without symbols the processor notes name; the rest are counted.
+MISSING_NOTED = 50
 
 
 class CrashProcessor:
@@ -60,7 +62,10 @@ class CrashProcessor:
         self.cfi = CfiCache(symbolication)
         processes = settings.processor_walk_processes or (os.cpu_count() or 1)
         self.walks = WalkPool(
-            processes, settings.processor_walk_memory, settings.processor_walk_timeout_seconds
+            processes,
+            settings.processor_walk_memory,
+            settings.processor_walk_timeout_seconds,
+            settings.processor_walk_deadline_seconds,
         )
         self.rules = SignatureRules.make(
             settings.processor_signature_prefix,
@@ -99,8 +104,19 @@ class CrashProcessor:
             )
             return shape.Processed(document, NO_MINIDUMP)
         await self.cfi.prepare()
+        budget = _SymbolBudget(self.settings.processor_walk_symbol_modules)
+
+        async def cfi_path(key: ModuleKey) -> str | None:
+            if budget.allows(key):
+                path = await self.cfi.path(key)
+            else:
+                path = await self.cfi.cached(key)
+                if path is None:
+                    budget.skipped.add(key)
+            return str(path) if path is not None else None
+
         try:
-            walked = await self.walks.walk(dump, self._cfi_path)
+            walked = await self.walks.walk(dump, cfi_path)
         except WalkFailed as exc:
             reason = str(exc)
             notes.append(f"the dump was not walked: {reason}")
@@ -112,8 +128,13 @@ class CrashProcessor:
         result = walked.result
         notes.extend(result.get("warnings", []))
         job = shape.symbolication_job(result)
+        # Modules past the budget are not looked up: an id of "" is never fetched.
+        for index, key in enumerate(job.modules):
+            if key[0] and key[1] and not budget.allows(key):
+                budget.skipped.add(key)
+                job.modules[index] = (key[0], "")
         done = await symbolicate(self.symbolication, [job])
-        looked_up = set(done.found) | set(walked.cfi_requests)
+        looked_up = set(done.found) | (set(walked.cfi_requests) & budget.granted)
         missing: set[ModuleKey] = set()
         for key in looked_up:
             found = done.found.get(key)
@@ -124,16 +145,20 @@ class CrashProcessor:
         dump_json = shape.json_dump(result, done, missing)
         signature = shape.signature_for(dump_json, self.rules)
         if missing:
-            names = ", ".join(f"{name}/{ident}" for name, ident in sorted(missing))
-            notes.append(f"no symbols for {names}")
+            shown = sorted(missing)
+            names = ", ".join(f"{name}/{ident}" for name, ident in shown[:MISSING_NOTED])
+            more = f" and {len(shown) - MISSING_NOTED} more" if len(shown) > MISSING_NOTED else ""
+            notes.append(f"no symbols for {names}{more}")
+        skipped = budget.skipped - budget.granted
+        if skipped:
+            notes.append(
+                f"symbols were fetched for {len(budget.granted)} modules at most "
+                f"(PROCESSOR_WALK_SYMBOL_MODULES); {len(skipped)} more used only cached symbols"
+            )
         document = shape.document(
             crash_id, meta, dump_json, signature, notes, started, datetime.now(UTC)
         )
         return shape.Processed(document, signature, sorted(missing))
-
-    async def _cfi_path(self, key: ModuleKey) -> str | None:
-        path = await self.cfi.path(key)
-        return str(path) if path is not None else None
 
     # -- one stored crash -------------------------------------------------------------------------
 
@@ -221,6 +246,23 @@ class CrashProcessor:
         # The index files of the module, if any were made before: none, since it was missing.
         queued = await self.reprocess(wanted)
         logger.info("queued %d crash(es) lacking %s for processing again", queued, symbol_keys)
+
+
+class _SymbolBudget:
+    """The modules whose symbols one crash's processing may fetch: the first ``limit`` asked."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.granted: set[ModuleKey] = set()
+        self.skipped: set[ModuleKey] = set()
+
+    def allows(self, key: ModuleKey) -> bool:
+        if key in self.granted:
+            return True
+        if len(self.granted) >= self.limit:
+            return False
+        self.granted.add(key)
+        return True
 
 
 def _json_or_none(data: bytes | None) -> dict[str, Any] | None:

@@ -27,6 +27,8 @@ STATES = ("pending", "processed", "failed")
 # and short enough for PostgreSQL's indexes (a B-tree entry holds about 2,700 bytes).
 MAX_TEXT = 255
 MAX_REASON = 1000
+# Missing-module rows one crash keeps: a dump naming thousands of modules stores no more.
+MAX_MISSING_MODULES = 500
 # Signatures are cut at 255 characters (signature.py); this only guards the column's index.
 MAX_SIGNATURE = 255
 
@@ -118,6 +120,7 @@ async def finish(
     """Processing ended: ``processed``, or ``failed`` when there is a ``reason``. ``missing``
     are the ``(debug_file, debug_id)`` of modules it had no symbols for."""
     modules = sorted({(clean(name, MAX_TEXT), clean(i.upper(), MAX_TEXT)) for name, i in missing})
+    modules = modules[:MAX_MISSING_MODULES]
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(
             """INSERT INTO crashes (crash_id, product, version, release_channel, date, signature,

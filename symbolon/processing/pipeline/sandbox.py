@@ -7,7 +7,9 @@ walking process whose address space is limited (``PROCESSOR_WALK_MEMORY``), and 
 replaced. Either way the crash gets a failure with a reason, and the worker goes on.
 
 The walking process asks for each module's CFI index while it walks, over its pipe; the time the
-parent takes to fetch and build an index is not counted against the walk.
+parent takes to fetch and build an index is not counted against ``PROCESSOR_WALK_TIMEOUT``, but
+the whole walk, fetching included, must end within ``PROCESSOR_WALK_DEADLINE`` of wall-clock
+time, so a dump that makes the walker ask for symbols of many modules cannot hold a worker long.
 """
 
 from __future__ import annotations
@@ -141,10 +143,11 @@ class _Worker:
 class WalkPool:
     """Walking processes, started on first use and replaced when they fail or time out."""
 
-    def __init__(self, processes: int, memory: int, timeout: float):
+    def __init__(self, processes: int, memory: int, timeout: float, deadline: float | None = None):
         self.processes = max(1, processes)
         self.memory = memory
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else 10 * timeout
         self._idle: list[_Worker] = []
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,24 +190,30 @@ class WalkPool:
         requests: list[ModuleKey] = []
         budget = self.timeout
         busy = 0.0
+        ends = time.monotonic() + self.deadline
         try:
             await asyncio.to_thread(conn.send, dump)
         except (OSError, ValueError) as exc:
             raise WalkFailed(f"could not hand the dump to a walking process: {exc}") from None
         while True:
             started = time.monotonic()
-            message = await asyncio.to_thread(_receive, conn, max(0.0, budget - busy))
+            wait = min(budget - busy, ends - started)
+            message = await asyncio.to_thread(_receive, conn, max(0.0, wait))
             busy += time.monotonic() - started
             if message is None:
                 if busy >= budget:
                     raise WalkFailed(f"walking the dump took longer than {budget:g} s")
+                if time.monotonic() >= ends:
+                    raise WalkFailed(self._late())
                 raise WalkFailed(worker.how_it_ended())
             kind, body = message
             if kind == "cfi":
                 key = (str(body[0]), str(body[1]))
                 requests.append(key)
                 try:
-                    path = await provide(key)
+                    path = await asyncio.wait_for(provide(key), ends - time.monotonic())
+                except TimeoutError:
+                    raise WalkFailed(self._late()) from None
                 except Exception:
                     logger.exception("obtaining the CFI index of %s/%s failed", *key)
                     path = None
@@ -217,6 +226,12 @@ class WalkPool:
                 return Walked(body, busy, requests)
             # The process may be in any state after a failure: it is replaced (see walk).
             raise WalkFailed(str(body))
+
+    def _late(self) -> str:
+        return (
+            f"walking the dump with its symbols took longer than {self.deadline:g} s "
+            "(PROCESSOR_WALK_DEADLINE)"
+        )
 
     def close(self) -> None:
         self._closed = True
