@@ -79,3 +79,24 @@ async def test_the_index_keeps_what_postgresql_can_index(runtime):
     await records.finish(runtime.db, crash_id, meta, None, reason="x\x00" * 2000)
     row = await records.find(runtime.db, crash_id)
     assert (row["state"], len(row["reason"])) == ("failed", 1000)
+
+
+@pytest.mark.gen_test
+async def test_the_index_takes_a_crash_whose_texts_hold_lone_surrogates(runtime):
+    # JSON allows "\ud800" alone; PostgreSQL takes only UTF-8: the row is made all the same.
+    crash_id = create_crash_id(datetime.now(UTC), 0)
+    raw = json.loads(b'{"ProductName": "\\ud800Prod", "Version": "1\\udfff", "prod": "x"}')
+    meta = records.meta_of(raw, crash_id)
+    await records.start(runtime.db, crash_id, meta)
+    row = await records.find(runtime.db, crash_id)
+    assert (row["state"], row["product"], row["version"]) == ("pending", "\ufffdProd", "1\ufffd")
+    await records.finish(runtime.db, crash_id, meta, "f\udc00", [("m\ud801.so", "AB")])
+    row = await records.find(runtime.db, crash_id)
+    assert (row["state"], row["signature"]) == ("processed", "f\ufffd")
+    missing = await runtime.db.fetchval(
+        "SELECT debug_file FROM crash_missing_modules WHERE crash_id = $1", crash_id
+    )
+    assert missing == "m\ufffd.so"
+    await records.finish(runtime.db, crash_id, meta, None, reason="bad \ud800")
+    row = await records.find(runtime.db, crash_id)
+    assert (row["state"], row["reason"]) == ("failed", "bad \ufffd")

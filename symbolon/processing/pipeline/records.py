@@ -7,6 +7,7 @@ reason). Lists, filters and top signatures read it; the crashes themselves stay 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -50,9 +51,13 @@ class CrashMeta:
     date: datetime
 
 
+# JSON allows lone UTF-16 surrogates ("\\ud800"), which are not UTF-8: PostgreSQL refuses them.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean(text: str, limit: int) -> str:
-    """Text PostgreSQL takes (no NUL), at most ``limit`` characters."""
-    return text.replace("\x00", "")[:limit]
+    """Text PostgreSQL takes (valid UTF-8 without NUL), at most ``limit`` characters."""
+    return SURROGATE.sub("\ufffd", text.replace("\x00", ""))[:limit]
 
 
 def _first_text(raw_crash: Mapping[str, Any], names: Iterable[str]) -> str:
