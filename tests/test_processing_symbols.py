@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from symbolon.processing.cfi import CfiIndex
 from symbolon.runtime import Runtime
 from tests.conftest import running_worker, served
 from tests.crashpad_support import WITHIN, crashpad_handler  # noqa: F401 (a fixture)
@@ -191,3 +192,39 @@ async def test_a_symcache_made_without_its_cfi_index_gets_one_built_alone(
 
 def libmid_key(program: Any) -> tuple[str, str]:
     return (program.libmid.debug_file, program.libmid.debug_id)
+
+
+@pytest.mark.gen_test(timeout=4 * WITHIN)
+async def test_a_damaged_cfi_index_is_deleted_and_rebuilt(
+    crashpad_handler, live_settings, cache_dir, tmp_path
+):
+    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
+    settings = processing_settings(live_settings, cache_dir)
+    put_own(settings, program.app.key, program.app.data)
+    put_own(settings, program.libmid.key, program.libmid.data)
+    keys = [(program.app.debug_file, program.app.debug_id.upper()), libmid_key(program)]
+    runtime = await Runtime.create(settings)
+    try:
+        processor = runtime.processor
+        first = await processor.process_dump(program_dump)
+        await runtime.symbolication.drain()
+        store = processor.cfi.store
+        assert store is not None
+        # Both copies of both indexes damaged: a flipped byte on disk, a cut one in Redis.
+        for key in keys:
+            path = processor.cfi.disk.path(key)
+            data = bytearray(path.read_bytes())
+            data[-1] ^= 0xFF
+            path.write_bytes(bytes(data))
+            stored = await store.store.client.get(store.key(key))
+            assert stored
+            await store.store.client.set(store.key(key), stored[:-10])
+        second = await processor.process_dump(program_dump)
+        assert processor.cfi.stats.built_alone == 2
+        assert second.document["json_dump"]["threads"] == first.document["json_dump"]["threads"]
+        for key in keys:
+            CfiIndex.from_bytes(processor.cfi.disk.path(key).read_bytes())
+            stored = await store.store.client.get(store.key(key))
+            CfiIndex.from_bytes(stored)
+    finally:
+        await runtime.close()

@@ -18,6 +18,7 @@ never an exception.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
@@ -583,6 +584,23 @@ class CfiIndex:
             parts += [struct.pack("<cQ", values.typecode.encode(), len(values)), data]
         body = b"".join(parts)
         return _HEADER.pack(MAGIC, zlib.crc32(body)) + body
+
+    @staticmethod
+    def check_file(path: str | os.PathLike[str]) -> None:
+        """CfiFormatError unless the file's header and checksum are those of an index (what
+        ``from_bytes`` checks first), read in chunks."""
+        with open(path, "rb") as f:
+            header = f.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                raise CfiFormatError("too short for a CFI index")
+            magic, checksum = _HEADER.unpack(header)
+            if magic != MAGIC:
+                raise CfiFormatError("not a CFI index (or another version of one)")
+            crc = 0
+            while chunk := f.read(1 << 20):
+                crc = zlib.crc32(chunk, crc)
+        if crc != checksum:
+            raise CfiFormatError("the CFI index is damaged (checksum mismatch)")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CfiIndex:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from symbolon.processing.cfi import MAGIC, CfiIndex
+from symbolon.processing.cfi import MAGIC, CfiFormatError, CfiIndex
 from symbolon.symbolication.parse import Companion
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbolication.service import Symbolication
@@ -92,6 +92,7 @@ class CfiCache:
         self.stats = CfiStats()
         self._flights: dict[ModuleKey, asyncio.Future[Path | None]] = {}
         self._failed: dict[ModuleKey, float] = {}
+        self._checked: dict[Path, tuple[int, int, int]] = {}
         self._prepared = False
         symbolication.companion = self
 
@@ -140,19 +141,52 @@ class CfiCache:
     async def _cached(self, ident: ModuleKey) -> Path | None:
         path = self.disk.path(ident)
         if await asyncio.to_thread(path.is_file):
-            self.disk.touch(path)
-            return path
+            if await self._sound(path, ident, "disk"):
+                self.disk.touch(path)
+                return path
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(path.unlink, True)
         if self.store is None:
             return None
         tmp = self.disk.tmp_path(".cfi")
         try:
             if await self.store.get_file(ident, tmp):
-                return await asyncio.to_thread(self.disk.adopt, tmp, ident)
+                if await self._sound(tmp, ident, "store"):
+                    return await asyncio.to_thread(self.disk.adopt, tmp, ident)
+                await self._drop_stored(ident)
         except OSError as exc:
             logger.warning("unusable CFI index from the store for %s: %r", ident, exc)
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         return None
+
+    async def _sound(self, path: Path, ident: ModuleKey, where: str) -> bool:
+        """Whether a cached index file is whole: a damaged one is rebuilt, never walked with.
+        A file checked before (same inode, size and time) is not read again."""
+        try:
+            st = await asyncio.to_thread(path.stat)
+            mark = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if self._checked.get(path) == mark:
+                return True
+            await asyncio.to_thread(CfiIndex.check_file, path)
+        except CfiFormatError as exc:
+            logger.warning("damaged CFI index of %s/%s in the %s cache: %s", *ident, where, exc)
+            return False
+        except OSError:
+            return False
+        if len(self._checked) > 100_000:
+            self._checked.clear()
+        self._checked[path] = mark
+        return True
+
+    async def _drop_stored(self, ident: ModuleKey) -> None:
+        store = self.store
+        if store is None or not store.store.available:
+            return
+        try:
+            await store.store.client.delete(store.key(ident))
+        except Exception as exc:
+            logger.warning("cannot delete the CFI index of %s/%s from the store: %r", *ident, exc)
 
     async def _obtain(
         self, key: ModuleKey, ident: ModuleKey, flight: asyncio.Future[Path | None]
