@@ -14,8 +14,9 @@ import uuid
 import pytest
 import redis
 
+import symbolon.processing.pipeline.sandbox as sandbox
 import symbolon.tasks.actors as actors
-from symbolon.processing.pipeline.sandbox import WalkFailed, WalkPool
+from symbolon.processing.pipeline.sandbox import WalkPool, WalkUnavailable
 from tests.accounts import Caller, call, make_user, token_of
 from tests.conftest import running_worker, served, wait_until
 from tests.crashes import published
@@ -31,6 +32,7 @@ from tests.processing_support import (
     wait_for_state,
 )
 from tests.symbolication_support import put_own
+from tests.uploads import multipart
 
 HOSTILE = {
     "garbage": (
@@ -95,7 +97,7 @@ async def test_a_hostile_dump_fails_with_a_reason_and_the_worker_goes_on(
 
 
 @pytest.mark.gen_test(timeout=2 * WITHIN)
-async def test_a_walking_process_killed_mid_walk_is_a_failure_and_the_pool_goes_on(
+async def test_a_walking_process_killed_mid_walk_is_retried_and_the_pool_goes_on(
     program_dump, tmp_path
 ):
     pool = WalkPool(processes=1, memory=2 * 1024**3, timeout=60)
@@ -111,7 +113,8 @@ async def test_a_walking_process_killed_mid_walk_is_a_failure_and_the_pool_goes_
         return None
 
     try:
-        with pytest.raises(WalkFailed) as failure:
+        # Killed from outside, not by the dump: no failure to record, the task is tried again.
+        with pytest.raises(WalkUnavailable) as failure:
             await pool.walk(program_dump, kill_the_walker)
         assert str(failure.value) == "the walking process was killed by SIGKILL"
         walked = await pool.walk(program_dump, no_symbols)
@@ -154,3 +157,39 @@ async def test_switched_off_the_processor_leaves_the_queue_to_another(
                 )
                 is None
             )
+
+
+@pytest.mark.gen_test(timeout=4 * WITHIN)
+async def test_no_walking_process_leaves_the_crash_pending_and_minidump_answers_503(
+    program_dump, live_settings, cache_dir, monkeypatch
+):
+    settings = processing_settings(live_settings, cache_dir)
+    # A walking process that never says it is ready: as when none can be started.
+    monkeypatch.setattr(sandbox, "START_SECONDS", 0.0)
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        crash_id = await submit(http_client, base_url, program_dump)
+        with pytest.raises(WalkUnavailable, match="no walking process started"):
+            await runtime.processor.process(crash_id)
+        row = await runtime.db.fetchrow("SELECT * FROM crashes WHERE crash_id = $1", crash_id)
+        assert (row["state"], row["reason"]) == ("pending", None)
+
+        caller = Caller.with_token(await token_of(runtime, await make_user(runtime), ()))
+        body, content_type = multipart({"upload_file_minidump": program_dump})
+        response = await http_client.fetch(
+            f"{base_url}/minidump",
+            method="POST",
+            body=body,
+            headers={**caller.headers, "Content-Type": content_type},
+            raise_error=False,
+        )
+        assert response.code == 503, response.body
+        assert response.headers["Retry-After"]
+        assert b"no walking process" not in response.body
+
+        # Once processes start again, the retried task processes it.
+        monkeypatch.setattr(sandbox, "START_SECONDS", 60.0)
+        assert await runtime.processor.process(crash_id) is not None
+        row = await runtime.db.fetchrow("SELECT * FROM crashes WHERE crash_id = $1", crash_id)
+        assert row["state"] == "processed"

@@ -8,6 +8,7 @@ holding ``crashes.view_crashes``; the lists need only sign-in or a token.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from symbolon.accounts.permissions import Permission
@@ -16,7 +17,9 @@ from symbolon.crashes.store import StorageError
 from symbolon.filters import FilterError
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler, ReadHandler
 from symbolon.processing.pipeline import records
+from symbolon.processing.pipeline.sandbox import WalkUnavailable
 
+logger = logging.getLogger("symbolon.processing")
 CRASH_ID = r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 MINIDUMP_FIELD = "upload_file_minidump"
 
@@ -103,7 +106,13 @@ class MinidumpHandler(BaseHandler):
             if values and name != "csrf_token"
         }
         meta = records.meta_of(annotations, None)
-        processed = await self.runtime.processor.process_dump(files[0]["body"], None, meta)
+        try:
+            processed = await self.runtime.processor.process_dump(files[0]["body"], None, meta)
+        except WalkUnavailable as exc:
+            logger.warning("POST /minidump: no walk could be had: %s", exc)
+            # Written here: an error page would drop the Retry-After header.
+            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            return self.write_json({"error": "The dump cannot be walked now; try again later"}, 503)
         if processed.failure is not None:
             raise ApiError(400, f"The minidump cannot be processed: {processed.failure}")
         self.set_header("Content-Type", "application/json")

@@ -114,8 +114,8 @@ def _declare_process_crash() -> dramatiq.Actor | None:
     settings = worker_runtime._settings
     if settings is None or not settings.enable_crash_processor:
         return None
-    # Retried while the crash store or the database is away; a dump that cannot be walked is
-    # a recorded failure, not an exception.
+    # Retried while the crash store, the database or the walking processes are away; a dump
+    # that cannot be walked is a recorded failure, not an exception.
     declare = dramatiq.actor(
         queue_name=settings.crashpublish_queue_name,
         actor_name=settings.crashpublish_actor_name,

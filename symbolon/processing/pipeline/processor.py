@@ -94,7 +94,8 @@ class CrashProcessor:
         meta: CrashMeta | None = None,
         notes: Iterable[str] = (),
     ) -> shape.Processed:
-        """Walk, symbolicate and sign one dump; nothing is stored."""
+        """Walk, symbolicate and sign one dump; nothing is stored. WalkUnavailable when no walk
+        could be had through no fault of the dump."""
         started = datetime.now(UTC)
         notes = list(notes)
         if dump is None:
@@ -164,7 +165,8 @@ class CrashProcessor:
 
     async def process(self, crash_id: str) -> shape.Processed | None:
         """Process a stored crash and record the outcome. None when there is no such crash.
-        StorageError and database errors propagate: the task is tried again later."""
+        StorageError, database errors and WalkUnavailable propagate: the task is tried again
+        later."""
         if crash_id == TEST_MESSAGE:
             return None
         started = time.perf_counter()

@@ -43,6 +43,11 @@ class WalkFailed(Exception):
     """The dump could not be walked; the message says why, for people."""
 
 
+class WalkUnavailable(Exception):
+    """No walk could be had, through no fault of the dump (no walking process started, the dump
+    could not be handed over, the process was killed from outside): try again later."""
+
+
 @dataclass
 class Walked:
     """A walk's result (the child's rendering) and what it cost."""
@@ -139,6 +144,16 @@ class _Worker:
             return "the dump needs more memory than PROCESSOR_WALK_MEMORY"
         return f"the walking process ended (exit status {code})"
 
+    def ended(self) -> Exception:
+        """What the end of this process during a walk means: the dump's fault (WalkFailed), or,
+        killed by SIGKILL, the machine's. Its address space is limited, so the dump cannot have
+        taken it past its own memory limit: SIGKILL came from outside (the kernel's
+        out-of-memory killer, an operator)."""
+        reason = self.how_it_ended()
+        if self.process.exitcode == -signal.SIGKILL:
+            return WalkUnavailable(reason)
+        return WalkFailed(reason)
+
 
 class WalkPool:
     """Walking processes, started on first use and replaced when they fail or time out."""
@@ -160,7 +175,8 @@ class WalkPool:
         return self._slots
 
     async def walk(self, dump: bytes, provide: CfiProvider) -> Walked:
-        """Walk ``dump``; WalkFailed with the reason when it cannot be walked."""
+        """Walk ``dump``; WalkFailed with the reason when it cannot be walked, WalkUnavailable
+        when no walk could be had for reasons other than the dump."""
         if self._closed:
             raise RuntimeError("the walk pool is closed")
         async with self._semaphore():
@@ -172,7 +188,7 @@ class WalkPool:
                 ready = await asyncio.to_thread(_receive, worker.conn, START_SECONDS)
                 if ready is None or ready[0] != "ready":
                     await asyncio.to_thread(worker.kill)
-                    raise WalkFailed(f"no walking process started: {worker.how_it_ended()}")
+                    raise WalkUnavailable(f"no walking process started: {worker.how_it_ended()}")
             ok = False
             try:
                 walked = await self._run(worker, dump, provide)
@@ -194,7 +210,7 @@ class WalkPool:
         try:
             await asyncio.to_thread(conn.send, dump)
         except (OSError, ValueError) as exc:
-            raise WalkFailed(f"could not hand the dump to a walking process: {exc}") from None
+            raise WalkUnavailable(f"could not hand the dump to a walking process: {exc}") from None
         while True:
             started = time.monotonic()
             wait = min(budget - busy, ends - started)
@@ -205,7 +221,7 @@ class WalkPool:
                     raise WalkFailed(f"walking the dump took longer than {budget:g} s")
                 if time.monotonic() >= ends:
                     raise WalkFailed(self._late())
-                raise WalkFailed(worker.how_it_ended())
+                raise worker.ended()
             kind, body = message
             if kind == "cfi":
                 key = (str(body[0]), str(body[1]))
@@ -220,7 +236,7 @@ class WalkPool:
                 try:
                     await asyncio.to_thread(conn.send, path)
                 except (OSError, ValueError):
-                    raise WalkFailed(worker.how_it_ended()) from None
+                    raise worker.ended() from None
                 continue
             if kind == "done":
                 return Walked(body, busy, requests)
