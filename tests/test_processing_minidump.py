@@ -42,7 +42,9 @@ async def send(http_client, base_url, caller, files, fields=None, csrf=True):
 async def test_a_minidump_is_walked_symbolicated_and_answered_storing_nothing(
     program, program_dump, live_settings, cache_dir
 ):
-    settings = processing_settings(live_settings, cache_dir, collector_max_body_size=1024**2)
+    settings = processing_settings(
+        live_settings, cache_dir, processor_minidump_max_body_size=1024**2
+    )
     put_own(settings, program.app.key, program.app.data)
     put_own(settings, program.libmid.key, program.libmid.data)
     server = served(settings)
@@ -108,8 +110,44 @@ async def test_a_minidump_is_walked_symbolicated_and_answered_storing_nothing(
         assert json.loads(response.body)["error"].startswith(
             "The minidump cannot be processed: the minidump cannot be read"
         )
-        # The body limit is the collector's.
+        # The body limit is its own.
         response = await send(
             http_client, base_url, token, {"upload_file_minidump": bytes(2 * 1024**2)}
         )
         assert response.code == 413
+
+
+@pytest.mark.gen_test(timeout=2 * WITHIN)
+async def test_minidump_authenticates_before_reading_and_shares_a_byte_budget(
+    live_settings, cache_dir
+):
+    limit = 1024**2
+    settings = processing_settings(
+        live_settings,
+        cache_dir,
+        processor_minidump_max_body_size=limit,
+        processor_minidump_budget=2 * limit,
+    )
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        token = Caller.with_token(await token_of(runtime, await make_user(runtime)))
+        # Past the limit: an anonymous caller is told it is not authenticated, which is found
+        # before the body is read; a token holder is told the body is too large.
+        big = {"upload_file_minidump": bytes(limit + 1)}
+        response = await send(http_client, base_url, Caller.anonymous(), big)
+        assert response.code == 403
+        response = await send(http_client, base_url, token, big)
+        assert response.code == 413
+
+        # Bodies being received hold the budget: over it, 503 and Retry-After.
+        bodies = runtime.processor.minidump_bodies
+        assert bodies.take(2 * limit - 1000)  # other dumps arriving
+        dump = {"upload_file_minidump": b"MDMP" + os.urandom(5000)}
+        response = await send(http_client, base_url, token, dump)
+        assert response.code == 503, response.body
+        assert response.headers["Retry-After"]
+        bodies.give_back(2 * limit - 1000)
+        response = await send(http_client, base_url, token, dump)
+        assert response.code == 400  # walked: not a minidump
+        assert bodies.used == 0

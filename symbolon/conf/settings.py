@@ -651,6 +651,19 @@ class Settings:
         p.regex,
         "frames left out of signatures; unset: the built-in list",
     )
+    processor_minidump_max_body_size: int = setting(
+        "PROCESSOR_MINIDUMP_MAX_BODY_SIZE",
+        25 * 1024**2,
+        p.integer(1),
+        "largest body of `POST /minidump`; above it `413`",
+    )
+    processor_minidump_budget: int = setting(
+        "PROCESSOR_MINIDUMP_BUDGET",
+        256 * 1024**2,
+        p.integer(1),
+        "bytes the `POST /minidump` bodies one process is receiving may hold together; a request "
+        "that finds them taken is answered `503` with `Retry-After`",
+    )
     processor_reprocess_per_upload: int = setting(
         "PROCESSOR_REPROCESS_PER_UPLOAD",
         1000,

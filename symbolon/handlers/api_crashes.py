@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
+
+import tornado.web
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 
 from symbolon.accounts.permissions import Permission
-from symbolon.conf import Settings
 from symbolon.crashes.store import StorageError
 from symbolon.filters import FilterError
-from symbolon.handlers.base import RETRY_AFTER_SECONDS, ApiError, BaseHandler, ReadHandler
+from symbolon.handlers.base import (
+    RETRY_AFTER_SECONDS,
+    ApiError,
+    BaseHandler,
+    ReadHandler,
+    declared_length,
+)
 from symbolon.processing.pipeline import records
 from symbolon.processing.pipeline.sandbox import WalkUnavailable
 
 logger = logging.getLogger("symbolon.processing")
+UNLIMITED_BODY = 2**62
 CRASH_ID = r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 MINIDUMP_FIELD = "upload_file_minidump"
 
@@ -87,27 +97,91 @@ class CrashHandler(ReadHandler):
         )
 
 
+@tornado.web.stream_request_body
 class MinidumpHandler(BaseHandler):
     """``POST /minidump``: a multipart ``upload_file_minidump`` (and annotations as other fields)
-    walked, symbolicated and answered as a processed crash; nothing is stored."""
+    walked, symbolicated and answered as a processed crash; nothing is stored.
 
-    @classmethod
-    def max_body_size(cls, settings: Settings) -> int:
-        return settings.collector_max_body_size
+    The caller is authenticated before the body is read, and the body, at most
+    PROCESSOR_MINIDUMP_MAX_BODY_SIZE, counts against the bytes all such bodies of the process may
+    hold together (PROCESSOR_MINIDUMP_BUDGET)."""
+
+    chunks: list[bytes]
+    received = 0
+    reserved = 0
+    rejection: tuple[int, str] | None = None
+
+    async def prepare(self) -> None:
+        self.chunks = []
+        if self.request.method != "POST":
+            raise tornado.web.HTTPError(405)
+        limit = self.runtime.settings.processor_minidump_max_body_size
+        declared = declared_length(self.request.headers.get("Content-Length", "0"))
+        try:
+            authenticating = super().prepare()
+            if authenticating is not None:
+                await authenticating
+            self.authorize()
+            if declared is not None and declared > limit:
+                raise ApiError(
+                    413, f"Request body too large: {declared} bytes, the limit is {limit} bytes"
+                )
+        except ApiError as exc:
+            self._allow_body(UNLIMITED_BODY)  # the answer, not Tornado's bare 400
+            if (declared or 0) > limit:
+                self.write_json({"error": exc.message}, status=exc.status_code)
+            else:  # read and dropped, so that a client still sending reads the answer
+                self.rejection = (exc.status_code, exc.message)
+            return
+        wanted = declared if declared is not None else limit
+        if not self.runtime.processor.minidump_bodies.take(wanted):
+            self._allow_body(UNLIMITED_BODY)
+            self.rejection = (503, "Too many dumps are being received; try again later")
+            return
+        self.reserved = wanted
+        self._allow_body(UNLIMITED_BODY)  # counted in data_received
+
+    def _allow_body(self, size: int) -> None:
+        cast(HTTP1Connection, self.request.connection).set_max_body_size(size)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.rejection is not None or self._finished:
+            return
+        self.received += len(chunk)
+        limit = self.runtime.settings.processor_minidump_max_body_size
+        if self.received > limit:  # a chunked body: declared no length
+            self.chunks = []
+            self._release()
+            self.write_json(
+                {"error": f"Request body too large: the limit is {limit} bytes"}, status=413
+            )
+            return
+        self.chunks.append(chunk)
 
     async def post(self) -> None:
-        self.authorize()
-        files = self.request.files.get(MINIDUMP_FIELD)
-        if not files:
+        if self.rejection is not None:
+            status, message = self.rejection
+            if status == 503:
+                self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            return self.write_json({"error": message}, status=status)
+        body, self.chunks = b"".join(self.chunks), []
+        arguments: dict[str, list[bytes]] = {}
+        files: dict[str, list[httputil.HTTPFile]] = {}
+        httputil.parse_body_arguments(
+            self.request.headers.get("Content-Type", ""), body, arguments, files
+        )
+        del body
+        dumps = files.get(MINIDUMP_FIELD)
+        if not dumps:
             raise ApiError(400, f"The form has no {MINIDUMP_FIELD} file")
         annotations: dict[str, Any] = {
             name: values[-1].decode("utf-8", "replace")
-            for name, values in self.request.body_arguments.items()
+            for name, values in arguments.items()
             if values and name != "csrf_token"
         }
         meta = records.meta_of(annotations, None)
         try:
-            processed = await self.runtime.processor.process_dump(files[0]["body"], None, meta)
+            processed = await self.runtime.processor.process_dump(dumps[0]["body"], None, meta)
         except WalkUnavailable as exc:
             logger.warning("POST /minidump: no walk could be had: %s", exc)
             # Written here: an error page would drop the Retry-After header.
@@ -117,6 +191,19 @@ class MinidumpHandler(BaseHandler):
             raise ApiError(400, f"The minidump cannot be processed: {processed.failure}")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(processed.document))
+
+    def _release(self) -> None:
+        if self.reserved:
+            self.runtime.processor.minidump_bodies.give_back(self.reserved)
+            self.reserved = 0
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.chunks = []
+        self._release()
 
 
 ROUTES = [

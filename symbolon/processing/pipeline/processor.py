@@ -72,6 +72,8 @@ class CrashProcessor:
             settings.processor_signature_irrelevant,
             settings.processor_signature_frames,
         )
+        # POST /minidump bodies being received, together.
+        self.minidump_bodies = ByteBudget(settings.processor_minidump_budget)
         symbolication.upload_listeners.append(self.symbols_uploaded)
 
     @property
@@ -248,6 +250,23 @@ class CrashProcessor:
         # The index files of the module, if any were made before: none, since it was missing.
         queued = await self.reprocess(wanted)
         logger.info("queued %d crash(es) lacking %s for processing again", queued, symbol_keys)
+
+
+class ByteBudget:
+    """Bytes that requests being received may hold together in one process."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+
+    def take(self, amount: int) -> bool:
+        if self.used + amount > self.total:
+            return False
+        self.used += amount
+        return True
+
+    def give_back(self, amount: int) -> None:
+        self.used -= amount
 
 
 class _SymbolBudget:
