@@ -193,3 +193,30 @@ async def test_no_walking_process_leaves_the_crash_pending_and_minidump_answers_
         assert await runtime.processor.process(crash_id) is not None
         row = await runtime.db.fetchrow("SELECT * FROM crashes WHERE crash_id = $1", crash_id)
         assert row["state"] == "processed"
+
+
+@pytest.mark.gen_test(timeout=2 * WITHIN)
+async def test_a_crash_store_error_is_logged_and_answered_without_its_details(
+    live_settings, cache_dir, caplog
+):
+    from symbolon.crashes.store import StorageError
+
+    settings = processing_settings(live_settings, cache_dir)
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        storage = runtime.processor.storage
+
+        async def broken(crash_id: str) -> bytes | None:
+            raise StorageError("cannot read /srv/secret/crashes/bucket-name: Permission denied")
+
+        storage.load_raw_crash = broken  # type: ignore[method-assign]
+        storage.load_processed = broken  # type: ignore[method-assign]
+        viewer = await make_user(runtime, superuser=True)
+        for permissions in ((), ("crashes.view_crashes",)):
+            caller = Caller.with_token(await token_of(runtime, viewer, permissions))
+            crash_id = str(uuid.uuid4())
+            status, body = await call(http_client, base_url, caller, f"/api/crashes/{crash_id}")
+            assert status == 503
+            assert body == {"error": "The crash store cannot be read; try again later"}
+        assert "/srv/secret/crashes" in caplog.text

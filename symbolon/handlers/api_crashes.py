@@ -80,8 +80,12 @@ class CrashHandler(ReadHandler):
                 raw = None if row is not None else await processor.storage.load_raw_crash(crash_id)
                 stored = row is not None or raw is not None
         except StorageError as exc:
+            # The error names paths and buckets: for the logs, not for callers.
+            logger.error("%s: the crash store cannot be read: %s", crash_id, exc)
             self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
-            raise ApiError(503, f"The crash store cannot be read: {exc}") from None
+            return self.write_json(
+                {"error": "The crash store cannot be read; try again later"}, status=503
+            )
         if row is None and not stored:
             raise ApiError(404, "No crash matches the given query.")
         self.write_json(
