@@ -107,3 +107,21 @@ def test_a_long_signature_is_cut_as_socorro_cuts_it():
     signature = signature_of(frames, RULES)
     assert len(signature) == 255
     assert signature.startswith(f"malloc | {name[:100]}") and signature.endswith("...")
+
+
+def test_normalising_takes_time_in_proportion_to_the_name():
+    import time
+
+    # Each group used to join everything written before it: 40,000 groups took seconds, these
+    # would take minutes. The generous bound tells linear from quadratic on any machine.
+    started = time.monotonic()
+    assert normalize_function("f" + "()" * 400_000) == "f"
+    assert normalize_function("f" + " ()" * 400_000) == "f"
+    assert time.monotonic() - started < 10
+    # What decides operator() still sees past whitespace and earlier groups.
+    assert normalize_function("ns::T<int>::operator  ()(int)") == "ns::T<T>::operator ()"
+
+
+def test_a_long_function_name_is_cut_before_it_is_normalised():
+    name = "ns::" + "a" * 100_000 + "(int)"
+    assert frame_signature(fn(name)) == ("ns::" + "a" * 100_000)[:1024]

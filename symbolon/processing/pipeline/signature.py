@@ -118,13 +118,32 @@ class SignatureRules:
         )
 
 
+# Function names longer than this are cut before they are normalised.
+MAX_FUNCTION = 1024
+
+
 def collapse(text: str, opening: str, closing: str, replacement: str) -> str:
     """Every outermost ``opening``…``closing`` group replaced by ``replacement``, except
     ``(anonymous namespace)`` and the parentheses naming ``operator()``. Unbalanced text is
     returned as it is."""
     out: list[str] = []
+    # The last characters written, and those before any trailing whitespace: enough to tell
+    # "operator" ahead of a group without joining everything written for each group.
+    tail = ""
+    kept = ""
     depth = 0
     start = 0
+
+    def write(piece: str) -> None:
+        nonlocal tail, kept
+        if not piece:
+            return
+        out.append(piece)
+        joined = tail + piece
+        if piece.strip():
+            kept = joined.rstrip()[-len("operator") :]
+        tail = joined[-2 * len("operator") :]
+
     for index, char in enumerate(text):
         if char == opening:
             if depth == 0:
@@ -134,15 +153,12 @@ def collapse(text: str, opening: str, closing: str, replacement: str) -> str:
             depth -= 1
             if depth == 0:
                 group = text[start : index + 1]
-                before = "".join(out).rstrip()
-                if group == "(anonymous namespace)" or (
-                    group == "()" and before.endswith("operator")
-                ):
-                    out.append(group)
+                if group == "(anonymous namespace)" or (group == "()" and kept == "operator"):
+                    write(group)
                 else:
-                    out.append(replacement)
+                    write(replacement)
         elif depth == 0:
-            out.append(char)
+            write(char)
     if depth:
         return text
     return "".join(out)
@@ -168,7 +184,8 @@ def normalize_function(function: str) -> str:
 def frame_signature(frame: Mapping[str, Any]) -> str:
     function = frame.get("function")
     if function:
-        return normalize_function(str(function))
+        # Cut first: a symbol file's (or a dump's) huge names cost no more than this.
+        return normalize_function(str(function)[:MAX_FUNCTION])
     file, line = frame.get("file"), frame.get("line")
     if file and line:
         return f"{str(file).replace(chr(92), '/').rsplit('/', 1)[-1]}#{line}"
