@@ -125,3 +125,10 @@ def test_normalising_takes_time_in_proportion_to_the_name():
 def test_a_long_function_name_is_cut_before_it_is_normalised():
     name = "ns::" + "a" * 100_000 + "(int)"
     assert frame_signature(fn(name)) == ("ns::" + "a" * 100_000)[:1024]
+
+
+def test_a_function_normalising_to_nothing_is_named_by_its_module_and_offset():
+    assert normalize_function("(int)") == ""
+    assert frame_signature(fn("(int)")) == "app@0x10"
+    assert frame_signature({"function": "(x)", "file": "a.c", "line": 3}) == "a.c#3"
+    assert signature_of([fn("()"), fn("main")], RULES) == "app@0x10"

@@ -185,7 +185,10 @@ def frame_signature(frame: Mapping[str, Any]) -> str:
     function = frame.get("function")
     if function:
         # Cut first: a symbol file's (or a dump's) huge names cost no more than this.
-        return normalize_function(str(function)[:MAX_FUNCTION])
+        name = normalize_function(str(function)[:MAX_FUNCTION])
+        if name:
+            return name
+        # A name that normalises to nothing (all parameters, say): as a frame without one.
     file, line = frame.get("file"), frame.get("line")
     if file and line:
         return f"{str(file).replace(chr(92), '/').rsplit('/', 1)[-1]}#{line}"
