@@ -15,6 +15,7 @@ import redis
 from symbolon.accounts.permissions import Permission
 from symbolon.crashes.publish import Publisher
 from symbolon.queues import NAMESPACE
+from symbolon.runtime import Runtime
 from tests.accounts import Caller, call, make_user, token_of
 from tests.conftest import running_worker, served
 from tests.crashes import published
@@ -250,3 +251,32 @@ async def test_crashes_arriving_together_at_a_new_worker_share_one_runtime(setti
     finally:
         worker_runtime._runtimes.pop(asyncio.get_running_loop(), None)
         await first.close()
+
+
+@pytest.mark.gen_test(timeout=2 * WITHIN)
+async def test_crashes_left_pending_are_queued_again_by_the_periodic_task(live_settings, cache_dir):
+    from datetime import UTC, datetime
+
+    from symbolon.crashes.crashid import create_crash_id
+    from symbolon.processing.pipeline import records
+
+    settings = processing_settings(live_settings, cache_dir)
+    runtime = await Runtime.create(settings)
+    try:
+        db = runtime.db
+        ids = {name: create_crash_id(datetime.now(UTC), 0) for name in ("old", "new", "done")}
+        for crash_id in ids.values():
+            await records.start(db, crash_id, records.meta_of({}, crash_id))
+        await records.finish(db, ids["done"], records.meta_of({}, ids["done"]), "f")
+        # Processing of "old" died two hours ago; "done" finished then.
+        await db.execute(
+            "UPDATE crashes SET updated_at = now() - interval '2 hours' WHERE crash_id = ANY($1)",
+            [ids["old"], ids["done"]],
+        )
+        assert await runtime.processor.requeue_stale() == 1
+        assert published(settings) == [ids["old"]]
+        # Queued once: the next run waits for the processing it was queued for.
+        assert await runtime.processor.requeue_stale() == 0
+        assert published(settings) == [ids["old"]]
+    finally:
+        await runtime.close()

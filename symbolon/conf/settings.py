@@ -672,6 +672,14 @@ class Settings:
         "recent first; `0`: none)",
     )
 
+    processor_requeue_pending_seconds: float = setting(
+        "PROCESSOR_REQUEUE_PENDING_AFTER",
+        3600.0,
+        p.seconds,
+        "seconds after which a crash still `pending` (its processing died, or its task gave up) "
+        "is queued for processing again by the hourly task, 1000 a run at most",
+    )
+
     # Symbolication (docs/symbolication.md).
     symbolication_symbol_urls: tuple[str, ...] = setting(
         "SYMBOLICATION_SYMBOL_URLS",

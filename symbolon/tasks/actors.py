@@ -105,6 +105,17 @@ async def sweep_staging() -> None:
     await sweep(rt, rt.settings.upload_staging_sweep_seconds)
 
 
+@dramatiq.actor(max_retries=3, time_limit=3_600_000)
+async def requeue_pending_crashes() -> None:
+    """Queue again crashes left ``pending`` longer than PROCESSOR_REQUEUE_PENDING_AFTER (their
+    processing died, or its task gave up); the scheduler sends it hourly."""
+    from symbolon.tasks.worker_runtime import worker_runtime
+
+    rt = await worker_runtime()
+    if rt.settings.enable_crash_processor:
+        await rt.processor.requeue_stale()
+
+
 def _declare_process_crash() -> dramatiq.Actor | None:
     """The crash processor's actor, on the queue and under the name the collector publishes to
     (docs/processing.md), unless ENABLE_CRASH_PROCESSOR is off. setup_broker configures the

@@ -75,6 +75,7 @@ class Scheduler(threading.Thread):
                 actors.expire_try_symbols.send()
                 actors.sweep_staging.send()
                 actors.expire_pending_uploads.send()
+                actors.requeue_pending_crashes.send()
             return bool(claimed)
         except Exception:  # Redis away: try again next time
             logger.exception("scheduler could not send periodic tasks")

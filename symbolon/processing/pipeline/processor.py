@@ -37,6 +37,8 @@ from symbolon.symbolication.symbolicate import symbolicate
 logger = logging.getLogger("symbolon.processing")
 MINIDUMP = "upload_file_minidump"
 NO_MINIDUMP = "EMPTY: no minidump"
+# Crashes left pending that one run of requeue_stale queues again, at most.
+REQUEUE_PER_RUN = 1000
 # Modules without symbols the processor notes name; the rest are counted.
 MISSING_NOTED = 50
 
@@ -227,6 +229,19 @@ class CrashProcessor:
             await self.publisher.publish(crash_id)
             count += 1
         return count
+
+    async def requeue_stale(self) -> int:
+        """Queue again crashes left ``pending`` longer than PROCESSOR_REQUEUE_PENDING_AFTER, at
+        most REQUEUE_PER_RUN of them; how many were."""
+        crash_ids = await records.claim_stale_pending(
+            self.db, self.settings.processor_requeue_pending_seconds, REQUEUE_PER_RUN
+        )
+        if not crash_ids:
+            return 0
+        queued = await self.reprocess(crash_ids)
+        logger.warning("queued %d crash(es) left pending for processing again", queued)
+        metrics.incr("processor.requeued", value=queued)
+        return queued
 
     async def symbols_uploaded(self, symbol_keys: list[str]) -> None:
         """An upload stored these symbol keys: queue the crashes that lacked them (at most

@@ -152,6 +152,23 @@ async def finish(
             )
 
 
+async def claim_stale_pending(db: asyncpg.Pool, older_than: float, limit: int) -> list[str]:
+    """Crashes ``pending`` for more than ``older_than`` seconds (their processing died, or its
+    task went to the dead-letter queue), the oldest first, at most ``limit``; each is marked
+    as just touched, so the next run leaves it to the processing it is queued for."""
+    rows = await db.fetch(
+        """UPDATE crashes SET updated_at = now()
+           WHERE crash_id IN (
+               SELECT crash_id FROM crashes
+               WHERE state = 'pending' AND updated_at < now() - make_interval(secs => $1)
+               ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING crash_id""",
+        float(older_than),
+        limit,
+    )
+    return sorted(row["crash_id"] for row in rows)
+
+
 async def find(db: asyncpg.Pool | asyncpg.Connection, crash_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(
         "SELECT * FROM crashes WHERE crash_id = $1", crash_id
