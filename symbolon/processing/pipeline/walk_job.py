@@ -4,6 +4,8 @@ CFI index asked of the parent and read from the disk cache, rendered as JSON-rea
 from __future__ import annotations
 
 import logging
+import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,35 @@ class NotWalkable(Exception):
     """The dump cannot be walked; the message says why."""
 
 
+# Indexes read by this walking process, kept for the next walks: reading and checking a large
+# module's index is most of a warm crash's cost. Bounded by their files' bytes.
+KEPT_INDEX_BYTES = 256 * 1024 * 1024
+_kept: OrderedDict[tuple[str, int, int, int], tuple[CfiIndex, int]] = OrderedDict()
+_kept_bytes = 0
+
+
 def load_index(path: str) -> CfiIndex | None:
+    global _kept_bytes
     try:
-        return CfiIndex.from_bytes(Path(path).read_bytes())
+        st = os.stat(path)
+        # The file as it is now: one replaced (rebuilt, evicted and made again) is read anew.
+        ident = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        kept = _kept.get(ident)
+        if kept is not None:
+            _kept.move_to_end(ident)
+            return kept[0]
+        index = CfiIndex.from_bytes(Path(path).read_bytes())
     except (OSError, CfiFormatError) as exc:
         # Evicted since the parent found it, or damaged: walked without it.
         logger.warning("cannot read the CFI index %s: %r", path, exc)
         return None
+    if st.st_size <= KEPT_INDEX_BYTES:
+        _kept[ident] = (index, st.st_size)
+        _kept_bytes += st.st_size
+        while _kept_bytes > KEPT_INDEX_BYTES:
+            _, (_, size) = _kept.popitem(last=False)
+            _kept_bytes -= size
+    return index
 
 
 def walk(dump: bytes, ask: Ask) -> dict[str, Any]:
