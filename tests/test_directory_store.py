@@ -651,6 +651,32 @@ async def test_concurrent_puts_of_one_key_end_with_one_whole_object(store, root)
     assert files_under(root / ".tmp") == []
 
 
+def test_a_file_replaced_twice_as_it_is_opened_is_read_with_its_own_description(store, monkeypatch):
+    """Two writers replacing the key between a reader's open and its look at the sidecar drop
+    the opened file's description: the reader then reads the current file instead."""
+    versions = {f"text/v{i}": f"version {i} ".encode() * (i + 1) for i in range(3)}
+    store._put_bytes_sync(KEY, versions["text/v0"], "text/v0")
+    real = DirectoryStore._crosses_location
+    replaced: list[bool] = []
+
+    def replacing(self: DirectoryStore, key: str) -> bool:
+        if not replaced:  # between the reader's open and its description
+            replaced.append(True)
+            store._put_bytes_sync(KEY, versions["text/v1"], "text/v1")
+            store._put_bytes_sync(KEY, versions["text/v2"], "text/v2")
+        return real(self, key)
+
+    monkeypatch.setattr(DirectoryStore, "_crosses_location", replacing)
+    fd, info = store._open_sync(KEY)
+    try:
+        body = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    assert replaced
+    assert info.content_type is not None and versions[info.content_type] == body
+    assert info.etag == md5(body)
+
+
 # -- the location as a whole
 
 

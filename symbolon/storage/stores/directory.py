@@ -831,9 +831,24 @@ class DirectoryStore:
                 raise ObjectMissing(key)
             if self._crosses_location(key):
                 raise ObjectMissing(key)
-            return fd, self._describe_sync(key, st, fd)
+            st, version = self._described(key, st, fd)
+            if version is None and st.st_nlink == 0:
+                # Replaced since it was opened, and writers since have dropped its description
+                # from the sidecar: the current file, opened while none can rename.
+                with self._locked(shared=True):
+                    os.close(fd)
+                    fd = -1  # never closed twice: the number may be another thread's by then
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    st = os.fstat(fd)
+                    version, _ = self._version(key, st)
+            if version is not None:
+                return fd, _info(key, st, version.etag, version)
+            return fd, _info(key, st, self._computed_etag(key, st, fd), None)
         except BaseException as exc:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, FileNotFoundError):
+                raise ObjectMissing(key) from None  # deleted meanwhile
             if isinstance(exc, OSError):
                 raise self.unavailable(exc) from exc
             raise
