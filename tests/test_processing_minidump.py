@@ -151,3 +151,31 @@ async def test_minidump_authenticates_before_reading_and_shares_a_byte_budget(
         response = await send(http_client, base_url, token, dump)
         assert response.code == 400  # walked: not a minidump
         assert bodies.used == 0
+
+
+@pytest.mark.gen_test(timeout=2 * WITHIN)
+async def test_a_form_whose_parts_cannot_be_read_is_a_400(live_settings, cache_dir):
+    settings = processing_settings(live_settings, cache_dir)
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        token = Caller.with_token(await token_of(runtime, await make_user(runtime)))
+        boundary = "b0undary"
+        # A control character in a part's header: Tornado's form parser refuses it.
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="a\x1cb"\r\n\r\nx\r\n'
+            f"--{boundary}--\r\n"
+        ).encode()
+        response = await http_client.fetch(
+            f"{base_url}/minidump",
+            method="POST",
+            body=body,
+            headers={
+                **token.headers,
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            raise_error=False,
+            request_timeout=WITHIN,
+        )
+        assert response.code == 400, response.body
+        assert "not a form" in json.loads(response.body)["error"]

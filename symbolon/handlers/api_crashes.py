@@ -171,9 +171,12 @@ class MinidumpHandler(BaseHandler):
         body, self.chunks = b"".join(self.chunks), []
         arguments: dict[str, list[bytes]] = {}
         files: dict[str, list[httputil.HTTPFile]] = {}
-        httputil.parse_body_arguments(
-            self.request.headers.get("Content-Type", ""), body, arguments, files
-        )
+        try:
+            httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""), body, arguments, files
+            )
+        except httputil.HTTPInputError as exc:
+            raise ApiError(400, f"The body is not a form this route reads: {exc}") from None
         del body
         dumps = files.get(MINIDUMP_FIELD)
         if not dumps:
