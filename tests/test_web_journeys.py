@@ -13,9 +13,9 @@ import uuid
 
 from tests.browser import Journey, chromium, journey, site
 from tests.conftest import running_worker, unique_email
+from tests.crash_pages import HOSTILE_FUNCTION, app_symbols, crash_dump
 from tests.crashes import headers_for, report
 from tests.symbolication_support import new_id, put_own, sym, with_debug_id
-from tests.test_web_crashes import HOSTILE_FUNCTION, app_symbols, crash_dump
 from tests.uploads import make_zip
 
 __all__ = ["chromium", "journey", "site"]  # fixtures, used by name
@@ -96,10 +96,10 @@ def test_uploads_symbolication_crashes_users_and_status(
         boss.shots("status-01")
 
         # Crash reports: the list and one report, with its dump for a superuser.
+        # Opened by its id: the list shows the first 20 crashes not processed yet, and the
+        # session's crash store holds every other test's too.
         crash_id = submit_crash(site.url, f"Journey<{uuid.uuid4().hex[:6]}>")
-        boss.go("/crashes/")
-        bp.get_by_role("link", name=crash_id).click()
-        bp.wait_for_url(re.compile(rf".*/crashes/{crash_id}$"))
+        boss.go(f"/crashes/{crash_id}")
         assert "not processed yet" in bp.locator("main").inner_text()
         assert "https://private.example/" in bp.locator("main").inner_text()
         assert bp.get_by_role("link", name="Download", exact=True).count() == 1
