@@ -80,20 +80,20 @@ class App:
     libmid: Symbols
 
 
-def build_app(directory: Path, variant: bool = False) -> App:
-    """Build the program; a ``variant`` has random build ids, so modules no other build has."""
-    directory.mkdir(parents=True, exist_ok=True)
+def compile_app(directory: Path, flags: list[str], build_id: bool = False) -> Path:
+    """Compile stackwalk_app and its libmid.so into ``directory`` with ``flags``; with
+    ``build_id``, random build ids, so modules no other build has."""
     compiler = c_compiler()
-    common = ["-g", "-gdwarf-4", "-O0", "-Wall", f"-I{SOURCES}"]
+    common = ["-g", "-Wall", f"-I{SOURCES}", *flags]
 
-    def build_id() -> list[str]:
-        return [f"-Wl,--build-id=0x{os.urandom(20).hex()}"] if variant else []
+    def build_ids() -> list[str]:
+        return [f"-Wl,--build-id=0x{os.urandom(20).hex()}"] if build_id else []
 
     commands = [
         [
             compiler,
             *common,
-            *build_id(),
+            *build_ids(),
             "-fPIC",
             "-shared",
             "-o",
@@ -103,7 +103,7 @@ def build_app(directory: Path, variant: bool = False) -> App:
         [
             compiler,
             *common,
-            *build_id(),
+            *build_ids(),
             f"-DCRASH_ADDRESS={CRASH_ADDRESS:#x}",
             "-o",
             "stackwalk_app",
@@ -119,7 +119,13 @@ def build_app(directory: Path, variant: bool = False) -> App:
             command, cwd=directory, capture_output=True, text=True, timeout=WITHIN
         )
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
-    binary = directory / "stackwalk_app"
+    return directory / "stackwalk_app"
+
+
+def build_app(directory: Path, variant: bool = False) -> App:
+    """Build the program; a ``variant`` has random build ids, so modules no other build has."""
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = compile_app(directory, ["-gdwarf-4", "-O0"], build_id=variant)
     return App(binary, symbols_of(binary), symbols_of(directory / "libmid.so"))
 
 

@@ -24,16 +24,14 @@ from symbolon.processing import minidump as md
 from symbolon.processing.minidump import Minidump, MinidumpError
 from tests.crashpad_support import (
     WITHIN,
-    c_compiler,
     crashpad_handler,  # noqa: F401 (a fixture)
     handler_processes,
     log_text,
     ptrace_refused,
 )
 from tests.processing.synth import Synth, SynthModule, SynthThread, cv_elf, cv_pdb70
+from tests.processing_support import CRASH_ADDRESS, compile_app
 
-SOURCES = Path(__file__).parent / "processing"
-CRASH_ADDRESS = 0x5A0
 # How each program is built: with frame pointers (and CFI), and with CFI alone.
 VARIANTS = {
     "O0": ["-O0"],
@@ -74,29 +72,7 @@ class Crash:
 
 
 def build(directory: Path, flags: list[str]) -> Path:
-    compiler = c_compiler()
-    common = ["-g", "-Wall", "-Werror", f"-I{SOURCES}", *flags]
-    commands = [
-        [compiler, *common, "-fPIC", "-shared", "-o", "libmid.so", str(SOURCES / "libmid.c")],
-        [
-            compiler,
-            *common,
-            f"-DCRASH_ADDRESS={CRASH_ADDRESS:#x}",
-            "-o",
-            "stackwalk_app",
-            str(SOURCES / "stackwalk_app.c"),
-            "-L.",
-            "-lmid",
-            "-Wl,-rpath,$ORIGIN",
-            "-pthread",
-        ],
-    ]
-    for command in commands:
-        done = subprocess.run(
-            command, cwd=directory, capture_output=True, text=True, timeout=WITHIN
-        )
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
-    return directory / "stackwalk_app"
+    return compile_app(directory, ["-Werror", *flags])
 
 
 def crash(app: Path, handler: Path, database: Path) -> Path:
