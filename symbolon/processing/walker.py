@@ -58,6 +58,8 @@ class Frame:
     module_offset: int | None
     trust: str
     registers: dict[str, int]  # the registers known in this frame
+    # Where in its module symbols are looked up: inside the call instruction for a caller frame.
+    lookup_offset: int | None = None
 
     def to_json(self, modules: list[ModuleInfo]) -> dict[str, Any]:
         module = modules[self.module_index].filename if self.module_index is not None else None
@@ -889,6 +891,9 @@ def _walk_thread(
                 else None,
                 trust=state.trust,
                 registers={name: state.regs[name] for name in sorted(state.valid)},
+                lookup_offset=(state.instruction - module_bases[module]) & walker.mask
+                if module is not None
+                else None,
             )
         )
     return frames, truncated

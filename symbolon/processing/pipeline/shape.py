@@ -17,11 +17,6 @@ from symbolon.processing.pipeline.signature import NO_THREAD, SignatureRules, si
 from symbolon.symbolication.request import Job, ModuleKey
 from symbolon.symbolication.symbolicate import Symbolicated
 
-# A caller frame's address is where its call returns to: symbols are looked up just before it,
-# inside the call instruction (as Breakpad does), so that the call's own line is named.
-CALL_ADJUSTMENT = {"arm64": 4}
-DEFAULT_CALL_ADJUSTMENT = 1
-
 
 @dataclass
 class Processed:
@@ -42,22 +37,14 @@ def module_keys(walked: Mapping[str, Any]) -> list[ModuleKey]:
 
 
 def symbolication_job(walked: Mapping[str, Any]) -> Job:
-    """The walk's frames as one symbolication job: a stack per thread."""
-    arch = (walked.get("system_info") or {}).get("cpu_arch") or ""
-    adjustment = CALL_ADJUSTMENT.get(arch, DEFAULT_CALL_ADJUSTMENT)
+    """The walk's frames as one symbolication job: a stack per thread, each frame looked up
+    where the walker looked it up (inside the call instruction, for a caller)."""
     stacks = []
     for thread in walked.get("threads", []):
         frames = []
         for frame in thread.get("frames", []):
-            index = frame.get("module_index")
-            offset = frame.get("module_offset")
-            if index is None or offset is None:
-                frames.append((-1, -1))
-                continue
-            lookup = int(offset, 16)
-            if frame.get("trust") != "context" and lookup >= adjustment:
-                lookup -= adjustment
-            frames.append((index, lookup))
+            index, lookup = frame.get("module_index"), frame.get("lookup_offset")
+            frames.append((-1, -1) if index is None or lookup is None else (index, lookup))
         stacks.append(frames)
     return Job(modules=module_keys(walked), stacks=stacks)
 

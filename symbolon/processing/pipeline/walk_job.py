@@ -56,7 +56,8 @@ def load_index(path: str) -> CfiIndex | None:
 
 
 def walk(dump: bytes, ask: Ask) -> dict[str, Any]:
-    """The walk's JSON (``StackwalkResult.to_json``), plus ``module_index`` in each frame."""
+    """The walk's JSON (``StackwalkResult.to_json``), plus ``module_index`` and
+    ``lookup_offset`` in each frame."""
 
     def cfi_for(module: Module) -> CfiIndex | None:
         if not module.debug_file or not module.debug_id:
@@ -72,5 +73,6 @@ def walk(dump: bytes, ask: Ask) -> dict[str, Any]:
     for thread, shown in zip(result.threads, rendered["threads"], strict=True):
         for frame, shown_frame in zip(thread.frames, shown["frames"], strict=True):
             shown_frame["module_index"] = frame.module_index
+            shown_frame["lookup_offset"] = frame.lookup_offset
     rendered["warnings"] = list(result.warnings)
     return rendered
