@@ -120,9 +120,9 @@ def _declare_process_crash() -> dramatiq.Actor | None:
     """The crash processor's actor, on the queue and under the name the collector publishes to
     (docs/processing.md), unless ENABLE_CRASH_PROCESSOR is off. setup_broker configures the
     settings before importing this module."""
-    from symbolon.tasks import worker_runtime
+    from symbolon.tasks.worker_runtime import configured_settings
 
-    settings = worker_runtime._settings
+    settings = configured_settings()
     if settings is None or not settings.enable_crash_processor:
         return None
     # Retried while the crash store, the database or the walking processes are away; a dump

@@ -24,6 +24,11 @@ def configure(settings: Settings) -> None:
     _settings = settings
 
 
+def configured_settings() -> Settings | None:
+    """The settings setup_broker gave the actors (None before it ran)."""
+    return _settings
+
+
 async def worker_runtime() -> Runtime:
     loop = asyncio.get_running_loop()
     runtime = _runtimes.get(loop)
