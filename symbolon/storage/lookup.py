@@ -24,6 +24,8 @@ from symbolon.storage.stores import Stores
 logger = logging.getLogger(__name__)
 
 FOUND, MISSING = b"1", b"0"
+# Download URLs kept for reuse, per process.
+SIGNED_URL_MEMO_SIZE = 10_000
 
 
 class StorageUnavailable(Exception):
@@ -97,6 +99,7 @@ class SymbolLookup:
         self._listener: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self._inflight: dict[tuple[str, bool, bool], asyncio.Future] = {}
+        self._signed: OrderedDict[tuple[str, str, int], tuple[float, str]] = OrderedDict()
 
     # -- the cache keys ----------------------------------------------------------------------
 
@@ -208,8 +211,22 @@ class SymbolLookup:
 
     async def download_url(self, source: SymbolSource, key: str, expires: int) -> str:
         """Where a client GETs the file ``key`` of ``source``, valid ``expires`` seconds: maybe a
-        path on this server (see :meth:`symbolon.storage.store.SymbolStore.download_url`)."""
-        return await self.stores.at(source).download_url(source.object_key(key), expires)
+        path on this server (see :meth:`symbolon.storage.store.SymbolStore.download_url`).
+
+        Reused for a twelfth of its validity, whatever the store: signing costs more than
+        everything else a cached hit does, popular files are asked for over and over, and a
+        reused URL still has over 90% of its validity left.
+        """
+        memo_key = (source.url, key, expires)
+        now = time.monotonic()
+        entry = self._signed.get(memo_key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        url = await self.stores.at(source).download_url(source.object_key(key), expires)
+        self._signed[memo_key] = (now + expires / 12, url)
+        if len(self._signed) > SIGNED_URL_MEMO_SIZE:
+            self._signed.popitem(last=False)
+        return url
 
     # -- invalidation ------------------------------------------------------------------------
 

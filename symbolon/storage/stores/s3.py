@@ -13,8 +13,6 @@ import asyncio
 import builtins
 import logging
 import os
-import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,7 +31,6 @@ logger = logging.getLogger(__name__)
 PUBLIC_HEAD_ATTEMPTS = 5
 PUBLIC_HEAD_RETRY_STATUSES = {429, 500, 503}
 PUBLIC_HEAD_BACKOFF_SECONDS = 0.2
-PRESIGNED_MEMO_SIZE = 10_000
 # S3 deletes at most this many keys in one request.
 DELETE_BATCH = 1000
 # The most bytes one chunk of an opened object holds.
@@ -87,7 +84,6 @@ class S3Store:
     def __init__(self, source: SymbolSource, s3: S3Clients):
         self.source = source
         self._s3 = s3
-        self._presigned: OrderedDict[tuple[str, int], tuple[float, str]] = OrderedDict()
 
     def _unavailable(self, exc: BaseException | str) -> StoreUnavailable:
         return StoreUnavailable(f"{self.source.url} (bucket={self.source.bucket!r}): {exc}")
@@ -174,26 +170,13 @@ class S3Store:
             raise self._unavailable(exc) from exc
 
     async def download_url(self, key: str, expires: int) -> str:
-        """The plain object URL of a public location; else a presigned GET URL, reused for a
-        twelfth of its validity.
-
-        Signing costs more than everything else a cached hit does, and popular files are asked
-        for over and over; a reused URL still has over 90% of its validity left.
-        """
+        """The plain object URL of a public location; else a presigned GET URL."""
         if self.source.public:
             return f"{self.source.base_url}/{quote(key)}"
-        memo_key = (key, expires)
-        now = time.monotonic()
-        entry = self._presigned.get(memo_key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
         client = await self._s3.client(self.source)
         url: str = await client.generate_presigned_url(
             "get_object", Params={"Bucket": self.source.bucket, "Key": key}, ExpiresIn=expires
         )
-        self._presigned[memo_key] = (now + expires / 12, url)
-        if len(self._presigned) > PRESIGNED_MEMO_SIZE:
-            self._presigned.popitem(last=False)
         return url
 
     # -- writes --------------------------------------------------------------------------------
@@ -316,4 +299,4 @@ class S3Store:
 
     async def close(self) -> None:
         # The clients and the HTTP session are the S3Clients', shared by every bucket.
-        self._presigned.clear()
+        return None
