@@ -327,7 +327,8 @@ class _Copier:
                 metadata=info.metadata,
             )
         finally:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            # Not awaited: a cancelled copy (Ctrl-C) may not get to run an await before it ends.
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
         written = await pair.dst.head(target)
         if written is None:
             raise CopyMismatch("not in the destination after writing")
