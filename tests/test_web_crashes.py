@@ -29,8 +29,12 @@ from tests.web_pages import Page, fetch_page
 
 
 @pytest.fixture
-def settings(live_settings, cache_dir):
-    return processing_settings(live_settings, cache_dir)
+def settings(live_settings, cache_dir, tmp_path):
+    # A crash store of each test's own: the list shows the first crashes not processed yet, and
+    # the session's store holds every other test's.
+    return processing_settings(live_settings, cache_dir).replace(
+        crash_storage="fs", crash_fs_root=tmp_path / "crashes"
+    )
 
 
 async def store_crash(runtime, annotations: dict, dumps: dict[str, bytes], when=None) -> str:
