@@ -212,6 +212,49 @@ async def test_presigned_validity_is_configurable(settings, buckets):
     assert "X-Amz-Expires=120" in url
 
 
+# -- native files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "debug_file, symbol_file, ident",
+    [
+        ("foo.pdb", "foo.pdb", new_id()),
+        ("foo.dll", "foo.dll", "5F3C2A1B" + "1e000"),  # TIMESTAMP + SIZEOFIMAGE
+        ("libfoo.so", "libfoo.so", new_id()),
+        ("libfoo.so", "libfoo.so.debug", new_id()),
+        ("Foo", "Foo.debug", new_id()),  # a dSYM's DWARF file
+    ],
+)
+@pytest.mark.gen_test
+async def test_native_files_are_found_whatever_their_ending(
+    http_client, base_url, buckets, debug_file, symbol_file, ident
+):
+    body = b"\x7fELF native " + ident.encode()
+    put(buckets, "dl-private", f"{debug_file}/{ident.upper()}/{symbol_file}", body)
+    path = f"/{debug_file}/{ident}/{symbol_file}"
+    response = await get(http_client, base_url, path)
+    assert response.code == 302, response.body
+    assert_cors(response)
+    fetched = await tornado.httpclient.AsyncHTTPClient().fetch(response.headers["Location"])
+    assert fetched.body == body
+    assert (await get(http_client, base_url, path, method="HEAD")).code == 200
+    missing = await get(http_client, base_url, f"/{debug_file}/{new_id()}/{symbol_file}")
+    assert missing.code == 404 and missing.body == b"Symbol Not Found"
+
+
+@pytest.mark.gen_test
+async def test_microsoft_compressed_and_pointer_probes_are_404_beside_a_stored_pdb(
+    http_client, base_url, buckets
+):
+    """symsrv asks for foo.pd_ and file.ptr before foo.pdb: both must be a plain 404."""
+    ident = new_id()
+    put(buckets, "dl-private", f"foo.pdb/{ident}/foo.pdb", b"Microsoft C/C++ MSF 7.00")
+    for probe in ("foo.pd_", "file.ptr"):
+        response = await get(http_client, base_url, f"/foo.pdb/{ident}/{probe}")
+        assert response.code == 404, probe
+    assert (await get(http_client, base_url, f"/foo.pdb/{ident}/foo.pdb")).code == 302
+
+
 # -- fast answers ---------------------------------------------------------------------------
 
 
@@ -229,6 +272,10 @@ def dead_storage_settings(settings):
         "/xul.pdb/000000000000000000000000000000000/xul.sym",
         "/xul.pdb/0123456789ABCDEF0123456789ABCDEF0/xul.exe",
         "/xul.pdb/0123456789ABCDEF0123456789ABCDEF0/xul.SYM",
+        # Native names are looked up only as the debug file itself or its ".debug".
+        "/xul.pdb/0123456789ABCDEF0123456789ABCDEF0/xul.dll",
+        "/libxul.so/0123456789ABCDEF0123456789ABCDEF0/libxul.so.dbg",
+        "/libxul.so/0123456789ABCDEF0123456789ABCDEF0/libxul.debug",
     ],
 )
 @pytest.mark.gen_test

@@ -66,7 +66,8 @@ class DownloadHandler(BaseHandler):
     async def _download(self, debug_file: str, debug_id: str, symbol_file: str, head: bool) -> None:
         settings = self.runtime.settings
         debug_id = debug_id.upper()
-        if is_ignorable(debug_id, symbol_file, settings.download_file_extensions_allowed):
+        allowed = settings.download_file_extensions_allowed
+        if is_ignorable(debug_file, debug_id, symbol_file, allowed):
             return self._answer(404, "Symbol Not Found (and ignored)", debug_time=0)
         if has_invalid_characters(debug_file, symbol_file):
             return self._answer(

@@ -10,6 +10,7 @@ NULL_DEBUG_ID = "0" * 33
 # The tilde is allowed: Debian package names contain it (libfoo-1.2-1~bpo12.so).
 INVALID_CHARACTERS = re.compile(r"[\x00-\x1f\x80-\xff\\^`<>{}\[\]#%\"'|]")
 IGNORED_FILES = frozenset({"file.ptr"})  # Microsoft debuggers always probe for it
+NATIVE_DEBUG_SUFFIX = ".debug"  # a split ELF or Mach-O debug file beside its binary's name
 
 
 def make_key(debug_file: str, debug_id: str, symbol_file: str) -> str:
@@ -26,10 +27,22 @@ def key_spellings(debug_file: str, debug_id: str, symbol_file: str) -> list[str]
     return keys
 
 
-def is_ignorable(debug_id: str, symbol_file: str, allowed_endings: Iterable[str]) -> bool:
+def is_native_file(debug_file: str, symbol_file: str) -> bool:
+    """Whether the request names a native debug file or binary rather than a derived one: the
+    file is the debug file itself (``foo.pdb/<ID>/foo.pdb``, ``foo.dll/<CODE ID>/foo.dll``,
+    ``libfoo.so/<ID>/libfoo.so``) or its split debug info (``libfoo.so/<ID>/libfoo.so.debug``).
+    Such names are looked up whatever their ending."""
+    return symbol_file in (debug_file, debug_file + NATIVE_DEBUG_SUFFIX)
+
+
+def is_ignorable(
+    debug_file: str, debug_id: str, symbol_file: str, allowed_endings: Iterable[str]
+) -> bool:
     """Requests known never to find anything: answered 404 without touching storage."""
     if symbol_file in IGNORED_FILES or debug_id == NULL_DEBUG_ID:
         return True
+    if is_native_file(debug_file, symbol_file):
+        return False
     return not symbol_file.endswith(tuple(allowed_endings))
 
 
