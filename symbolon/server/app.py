@@ -25,6 +25,7 @@ from symbolon.handlers import upload as upload_handlers
 from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, declared_length
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
+from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
 from symbolon.web import routes as web_routes
 
 access_log = logging.getLogger("symbolon.access")
@@ -214,13 +215,18 @@ def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:
     return SecurityHeaders
 
 
-def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
+def make_server(
+    app: tornado.web.Application, shares: ConnectionShares | None = None
+) -> tornado.httpserver.HTTPServer:
     """The HTTP server ``serve`` runs: behind a proxy, whose ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` are believed."""
+    ``X-Forwarded-Proto`` are believed. With ``shares`` (one of several web processes), it
+    gives up keep-alive connections beyond its share (server/balance.py)."""
     settings: Settings = app.settings["runtime"].settings
     limit = max(
         SERVER_MAX_BODY_SIZE, settings.request_max_body_size, settings.symbolication_max_body_size
     )
+    if shares is not None:
+        return BalancingHTTPServer(app, xheaders=True, max_body_size=limit, shares=shares)
     return tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=limit)
 
 

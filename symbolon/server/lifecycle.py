@@ -23,6 +23,7 @@ from symbolon.metrics import configure_metrics
 from symbolon.runtime import Runtime
 from symbolon.sentry import configure_sentry
 from symbolon.server.app import make_app, make_server
+from symbolon.server.balance import ConnectionShares
 from symbolon.server.embedded import EmbeddedStack
 
 logger = logging.getLogger(__name__)
@@ -165,9 +166,12 @@ async def serve_forever(
     stop: asyncio.Event | None = None,
     sockets: list[socket.socket] | None = None,
     worker_threads: int | None = None,
+    shares: ConnectionShares | None = None,
+    slot: int = 0,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM: on ``sockets`` if given (a child of
-    ``serve_processes``, which ran the start-up checks), else on HOST:PORT."""
+    ``serve_processes``, which ran the start-up checks), else on HOST:PORT. With ``shares``,
+    as the web process of ``slot``, which gives up connections beyond its share."""
     from symbolon.tasks.broker import Scheduler, setup_broker, start_worker
 
     threads = settings.worker_threads if worker_threads is None else worker_threads
@@ -183,11 +187,13 @@ async def serve_forever(
             scheduler.start()
         if runtime.collector is not None:
             republisher = asyncio.create_task(republish_forever(runtime))
-        server = make_server(make_app(runtime))
+        server = make_server(make_app(runtime), shares)
         if sockets is None:
             server.listen(settings.port, settings.host)
         else:
             server.add_sockets(sockets)
+        if shares is not None:
+            shares.serve_as(slot)
         loop = asyncio.get_running_loop()
         logger.info(
             "Symbolon serving on http://%s:%d (pid %d, event loop %s)",
@@ -204,6 +210,8 @@ async def serve_forever(
     finally:
         if server is not None:
             server.stop()
+            if shares is not None:
+                shares.stopped(slot)
             if runtime.collector is not None:
                 # Reports being saved get their answer before their connections are closed.
                 with suppress(TimeoutError):
@@ -223,16 +231,35 @@ async def serve_forever(
         await runtime.close()
 
 
+def bind_slots(settings: Settings, count: int) -> list[list[socket.socket]]:
+    """``count`` SO_REUSEPORT listening sockets (each a list: one per address family) on one
+    port: PORT, or the one the kernel chose for the first when PORT is 0."""
+    first = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=True)
+    port = first[0].getsockname()[1]
+    slots = [first]
+    try:
+        for _ in range(count - 1):
+            slots.append(tornado.netutil.bind_sockets(port, settings.host, reuse_port=True))
+    except BaseException:
+        for sock in (s for slot in slots for s in slot):
+            sock.close()
+        raise
+    return slots
+
+
 def serve_processes(settings: Settings) -> None:
-    """``WEB_PROCESSES`` web processes on one listening socket, bound here and then forked.
+    """``WEB_PROCESSES`` web processes, each accepting from a SO_REUSEPORT socket of its own;
+    all are bound here, then the processes forked (docs/operations.md).
 
     The checks (and migrations) run once before forking, so a misconfiguration stops start-up
-    here. Only the first process embeds the task worker. A process that dies is replaced; on
-    SIGINT or SIGTERM every process is told to stop and waited for, so that the embedded
-    services (this process's) outlive them.
+    here. Only the first process embeds the task worker. A process that dies is replaced, on
+    its slot's socket: this process keeps every slot's socket open, so connections queued on a
+    dead process's socket wait for its replacement. On SIGINT or SIGTERM every process is told
+    to stop and waited for, so that the embedded services (this process's) outlive them.
     """
     loop_factory(settings)  # a missing event loop stops start-up here, not in every child
-    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    slots = bind_slots(settings, settings.web_processes)
+    shares = ConnectionShares(settings.web_processes)
 
     async def check() -> None:
         await (await connect(settings)).close()
@@ -248,8 +275,20 @@ def serve_processes(settings: Settings) -> None:
             try:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
+                for other, sockets in enumerate(slots):
+                    # Held only here and by their own process: they close when those do.
+                    if other != index:
+                        for sock in sockets:
+                            sock.close()
                 threads = settings.worker_threads if index == 0 else 0
-                run_loop(settings, serve_forever(settings, sockets=sockets, worker_threads=threads))
+                main = serve_forever(
+                    settings,
+                    sockets=slots[index],
+                    worker_threads=threads,
+                    shares=shares,
+                    slot=index,
+                )
+                run_loop(settings, main)
             except BaseException:
                 logger.exception("web process %d failed", os.getpid())
                 code = 1
@@ -263,6 +302,13 @@ def serve_processes(settings: Settings) -> None:
         for pid in list(children):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        # No process will accept from them again: once the web processes close theirs too,
+        # connections still queued are refused at once rather than left waiting for our exit.
+        close_all()
+
+    def close_all() -> None:
+        for sock in (s for slot in slots for s in slot):
+            sock.close()
 
     for index in range(settings.web_processes):
         spawn(index)
@@ -276,8 +322,9 @@ def serve_processes(settings: Settings) -> None:
         slot = children.pop(pid, None)
         if slot is None or stopping:
             continue  # an embedded server's exit, or a process we told to stop
+        shares.stopped(slot)
         logger.error("web process %d exited (status %d); starting another", pid, status)
         time.sleep(1)
-        spawn(slot)
-    for sock in sockets:
-        sock.close()
+        if not stopping:  # a stop during the pause has closed the sockets
+            spawn(slot)
+    close_all()

@@ -1,0 +1,157 @@
+"""Keep-alive connections spread over the web processes of one ``serve`` (docs/operations.md).
+
+Each web process accepts from a SO_REUSEPORT socket of its own, where the kernel places a new
+connection by a hash of its addresses and ports, so a few long-lived connections can all land
+on one process. Every process publishes how many connections it holds in memory shared by the
+processes; one holding at least ``MARGIN`` more than the least-loaded answers one request with
+``Connection: close`` and closes after that response, and the client's next connection is hashed
+again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import multiprocessing
+import socket
+import termios
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import tornado.httpserver
+import tornado.iostream
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
+
+# A process closes a connection only when it holds this many more than the least-loaded one, so
+# shares that differ by one (an odd count) stay put.
+MARGIN = 2
+# After closing one, a process waits for a new connection to arrive anywhere (the client coming
+# back) before closing another; this long at most, for a client that does not come back.
+RECONNECT_WAIT_SECONDS = 1.0
+NOT_SERVING = -1
+
+
+class ConnectionShares:
+    """Open connections per web process, one slot per process, made before forking.
+
+    Each process writes only its own slot; reads of the others may be a moment stale, which
+    costs at most one needless reconnection."""
+
+    def __init__(self, processes: int) -> None:
+        self.open = multiprocessing.RawArray(ctypes.c_long, [NOT_SERVING] * processes)
+        self.accepted = multiprocessing.RawArray(ctypes.c_long, processes)
+        self.slot = -1
+        self._waiting_since: tuple[int, float] | None = None
+
+    def serve_as(self, slot: int) -> None:
+        """This process is the one of ``slot`` from now on."""
+        self.slot = slot
+        self.open[slot] = 0
+
+    def stopped(self, slot: int) -> None:
+        """The process of ``slot`` is gone: the others do not send connections its way."""
+        self.open[slot] = NOT_SERVING
+
+    def set_open(self, count: int, accepted: bool = False) -> None:
+        self.open[self.slot] = count
+        if accepted:
+            self.accepted[self.slot] += 1
+
+    def over_share(self) -> bool:
+        """Whether this process should give one of its connections up now."""
+        others = [n for i, n in enumerate(self.open) if i != self.slot and n != NOT_SERVING]
+        if not others or self.open[self.slot] < min(others) + MARGIN:
+            return False
+        arrivals = sum(self.accepted)
+        if self._waiting_since is not None:
+            since, at = self._waiting_since
+            if arrivals == since and time.monotonic() - at < RECONNECT_WAIT_SECONDS:
+                return False
+        self._waiting_since = (arrivals, time.monotonic())
+        return True
+
+
+def pipelined(stream: tornado.iostream.IOStream) -> bool:
+    """Whether the client already sent more than the request being answered: closing then
+    would drop those requests and could reset the connection before the answer is read."""
+    if stream._read_buffer_size:  # read by Tornado, not parsed yet
+        return True
+    sock = stream.socket
+    if not isinstance(sock, socket.socket):
+        return True
+    try:
+        waiting = bytearray(4)
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+    except OSError:
+        return True
+    return int.from_bytes(waiting, "little") > 0
+
+
+class Rebalancing(httputil.HTTPMessageDelegate):
+    """Wraps a request's delegate: once the request is read in full, and before its answer
+    starts, marks the connection to be closed after that answer when this process holds more
+    than its share."""
+
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        connection: httputil.HTTPConnection,
+        shares: ConnectionShares,
+    ) -> None:
+        self.delegate = delegate
+        self.connection = connection
+        self.shares = shares
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        connection = self.connection
+        if (
+            isinstance(connection, HTTP1Connection)
+            and connection._response_start_line is None  # the answer has not started
+            and not connection._disconnect_on_finish  # nor is it closing anyway
+            and connection.stream is not None
+            and not pipelined(connection.stream)
+            and self.shares.over_share()
+        ):
+            # Tornado then answers with ``Connection: close`` and closes once the answer is sent.
+            connection._disconnect_on_finish = True
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.delegate.on_connection_close()
+
+
+class BalancingHTTPServer(tornado.httpserver.HTTPServer):
+    """An HTTP server that keeps ``shares`` up to date and gives up connections over its share."""
+
+    # Its own keyword beside HTTPServer's (Configurable passes the constructor's arguments).
+    def initialize(  # type: ignore[override]
+        self, *args: Any, shares: ConnectionShares, **kwargs: Any
+    ) -> None:
+        super().initialize(*args, **kwargs)
+        self.shares = shares
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        super().handle_stream(stream, address)
+        self.shares.set_open(len(self._connections), accepted=True)
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        self.shares.set_open(len(self._connections))
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        return Rebalancing(delegate, request_conn, self.shares)
