@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from types import ModuleType
+from typing import BinaryIO
 
 # Either module: both have zlib's interface (isal's stub calls its error an instance, not a class).
 _inflating: ModuleType
@@ -23,6 +24,7 @@ ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 AUTO_HEADER = 32 + zlib.MAX_WBITS  # gzip or zlib header; "deflate" is zlib-wrapped in practice
 ERRORS = (zlib.error, _inflating.error)
 PROBE = 64 * 1024
+CHUNK = 1024 * 1024
 
 
 class DecodeError(Exception):
@@ -51,6 +53,41 @@ def inflate(data: bytes) -> bytes:
     if not inflater.eof:
         raise DecodeError("truncated compressed body")
     return out
+
+
+def inflate_head(f: BinaryIO, size: int) -> bytes:
+    """The first ``size`` inflated bytes of a compressed file (fewer if it is shorter)."""
+    inflater = _inflating.decompressobj(AUTO_HEADER)
+    out = b""
+    try:
+        while len(out) < size:
+            chunk = f.read(PROBE)
+            if not chunk:
+                break
+            out += inflater.decompress(chunk, size - len(out))
+            while len(out) < size and inflater.unconsumed_tail:
+                out += inflater.decompress(inflater.unconsumed_tail, size - len(out))
+    except ERRORS as exc:
+        raise DecodeError(str(exc)) from exc
+    return out[:size]
+
+
+def inflate_file(source: str, dest: str) -> None:
+    """Inflate a compressed file into another, a chunk at a time: native debug files are too
+    large to hold inflated in memory."""
+    inflater = _inflating.decompressobj(AUTO_HEADER)
+    try:
+        with open(source, "rb") as src, open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                # Bounded output per call: a chunk of zeros inflates a thousandfold.
+                while chunk:
+                    out.write(inflater.decompress(chunk, 16 * CHUNK))
+                    chunk = inflater.unconsumed_tail
+            out.write(inflater.flush())
+    except ERRORS as exc:
+        raise DecodeError(str(exc)) from exc
+    if not inflater.eof:
+        raise DecodeError("truncated compressed body")
 
 
 def inflated_size_hint(tail: bytes, size: int) -> int:

@@ -1,4 +1,8 @@
-"""Parsing sym files into symcache entries, in a pool of processes bounded by memory.
+"""Parsing symbol files into symcache entries, in a pool of processes bounded by memory.
+
+A symbol file is a Breakpad ``.sym`` (text starting ``MODULE``) or a native file (ELF, Mach-O,
+PDB, PE: anything else), told apart by its content. A native file is never read into memory: a
+compressed one is inflated to a file beside it, and symbolic maps it.
 
 Parsing a large sym file takes seconds of CPU and several times the file's size in memory, so it
 never runs on the event loop, and the pool admits a job only while the memory it is expected to
@@ -8,11 +12,12 @@ need fits the budget (one job always runs, however large).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -63,6 +68,14 @@ def module_filename(data: bytes, debug_filename: str) -> str:
     return debug_filename
 
 
+SYM_MAGIC = b"MODULE "
+
+
+def is_native(head: bytes) -> bool:
+    """Whether a symbol file's first bytes are a native file's rather than a ``.sym``'s."""
+    return not head.startswith(SYM_MAGIC)
+
+
 def build_entry(
     sym_path: str,
     debug_filename: str,
@@ -70,9 +83,12 @@ def build_entry(
     out_path: str,
     compressed: bool = False,
     companion: Companion | None = None,
+    symbol_file: str = "",
 ) -> Parsed:
-    """In a pool process: parse the sym file (inflated first if ``compressed``) and write the
-    cache entry to ``out_path``, then the companion's file from the same bytes."""
+    """In a pool process: parse the symbol file (inflated first if ``compressed``) and write
+    the cache entry to ``out_path``, then the companion's file (what it reads is Breakpad text:
+    the ``.sym`` itself, or the native file's unwind information as ``STACK CFI`` records).
+    ``symbol_file`` (the name the file was found under) is kept in the entry."""
     # From the submodules: the package's own namespace is filled at run time, so untyped.
     from symbolic import exceptions
     from symbolic.debuginfo import Archive, normalize_debug_id
@@ -89,6 +105,14 @@ def build_entry(
         normalized = normalize_debug_id(debug_id)
     except (exceptions.ParseDebugIdError, ValueError) as exc:
         return failed("bad_debug_id", str(exc))
+    try:
+        native = is_native(read_head(sym_path, compressed))
+    except DecodeError as exc:
+        return failed("sym_malformed", f"the compressed body does not inflate: {exc}")
+    if native:
+        return _build_native_entry(
+            sym_path, debug_filename, normalized, out_path, compressed, companion, symbol_file
+        )
     data = Path(sym_path).read_bytes()
     if compressed:
         try:
@@ -111,7 +135,7 @@ def build_entry(
         del data
     with open(out_path, "wb") as out:
         symcache.dump_into(out)
-        write_trailer(out, name)
+        write_trailer(out, name, symbol_file)
         size = out.tell()
     return Parsed(
         True,
@@ -120,6 +144,99 @@ def build_entry(
         size=size,
         companion_ok=companion_ok,
     )
+
+
+def read_head(path: str, compressed: bool, size: int = 64) -> bytes:
+    """The first bytes of a symbol file, inflated if need be."""
+    from symbolon.symbolication.inflate import inflate_head
+
+    with open(path, "rb") as f:
+        if not compressed:
+            return f.read(size)
+        return inflate_head(f, size)
+
+
+def _build_native_entry(
+    path: str,
+    debug_filename: str,
+    normalized_id: str,
+    out_path: str,
+    compressed: bool,
+    companion: Companion | None,
+    symbol_file: str,
+) -> Parsed:
+    from symbolic import exceptions
+
+    from symbolon.symbolication.inflate import DecodeError
+    from symbolon.symbolication.table import write_trailer
+
+    started = time.perf_counter()
+
+    def failed(reason: str, error: str) -> Parsed:
+        return Parsed(False, time.perf_counter() - started, reason=reason, error=error)
+
+    try:
+        with native_object(path, compressed, normalized_id) as obj:
+            symcache = obj.make_symcache()
+            with open(out_path, "wb") as out:
+                symcache.dump_into(out)
+                # A PDB does not name its PE: the module keeps its debug file name.
+                write_trailer(out, debug_filename, symbol_file, mangled=True)
+                size = out.tell()
+            del symcache
+            companion_ok = False
+            if companion is not None and "unwind" in obj.features:
+                companion_ok = _build_companion(companion, native_cfi_text(obj, out_path))
+    except DecodeError as exc:
+        return failed("sym_malformed", f"the compressed body does not inflate: {exc}")
+    except LookupError as exc:
+        return failed("sym_debug_id_lookup_error", str(exc))
+    except exceptions.SymbolicError as exc:
+        return failed("sym_malformed", f"{type(exc).__name__}: {exc}")
+    return Parsed(
+        True,
+        time.perf_counter() - started,
+        module_filename=debug_filename,
+        size=size,
+        companion_ok=companion_ok,
+    )
+
+
+@contextlib.contextmanager
+def native_object(path: str, compressed: bool, normalized_id: str) -> Iterator[Any]:
+    """The object of a native file with this debug id, mapped from disk (a compressed file is
+    inflated to a file beside it first, removed afterwards). LookupError when it holds none."""
+    from symbolic.debuginfo import Archive
+
+    from symbolon.symbolication.inflate import inflate_file
+
+    inflated = path + ".inflated"
+    try:
+        if compressed:
+            inflate_file(path, inflated)
+            path = inflated
+        archive = Archive.open(path)
+        yield archive.get_object(debug_id=normalized_id)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(inflated)
+
+
+def native_cfi_text(obj: Any, symcache_entry: str) -> bytes:
+    """What a ``.sym`` says for a stack walk, from a native object: its unwind information as
+    ``STACK CFI``/``STACK WIN`` records (symbolic's CFI cache is that text), and ``FUNC``
+    records of the functions the symcache entry covers, which tell the stack scanner what is
+    code."""
+    from symbolon.symbolication.table import SymbolTable
+
+    cficache = obj.make_cficache()
+    text = cficache.open_stream().read()
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    lines = [text]
+    for start, size in SymbolTable(symcache_entry).function_ranges():
+        lines.append(b"FUNC %x %x 0 f\n" % (start, size))
+    return b"".join(lines)
 
 
 def _build_companion(companion: Companion, data: bytes) -> bool:
@@ -206,6 +323,7 @@ class ParsePool:
         out: Path,
         compressed: bool = False,
         companion: Companion | None = None,
+        symbol_file: str = "",
     ) -> Parsed:
         died = Parsed(False, 0.0, reason="sym_malformed", error="parser process died twice")
         return await self.run(
@@ -218,6 +336,7 @@ class ParsePool:
             str(out),
             compressed,
             companion,
+            symbol_file,
         )
 
     async def run(self, need: int, died: T, fn: Callable[..., T], *args: Any) -> T:

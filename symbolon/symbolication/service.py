@@ -353,7 +353,14 @@ class Symbolication:
             outcome.download_size = body.size
             outcome.parsed = True
             parsed = await self.pool.build(
-                sym_tmp, body.inflated_size, key[0], key[1], entry_tmp, body.compressed, companion
+                sym_tmp,
+                body.inflated_size,
+                key[0],
+                key[1],
+                entry_tmp,
+                body.compressed,
+                companion,
+                fetched.file,
             )
             outcome.parse_seconds = parsed.seconds
             metrics.timing("symbolicate.parse_sym_file.parse", 1000.0 * parsed.seconds)

@@ -1,4 +1,10 @@
-"""Getting a module's sym file: this server's own storage first, then upstream symbol servers.
+"""Getting a module's symbol file: this server's own storage first, then upstream symbol servers.
+
+The file is, in this order (docs/symbolication.md, "Where symbols come from"): a native file with
+debug info (``D/<ID>/D.debug``, or ``D/<ID>/D`` for a ``.pdb``) in own storage, the Breakpad
+``.sym`` in own storage then upstream, and last a bare native binary (``D/<ID>/D``) in own storage.
+Upstream servers are asked for ``.sym`` files only: a native debug file of a large module is
+gigabytes where its ``.sym`` is a tenth of that.
 
 Own storage is read directly (the same lookup, try rules and invalidation as downloads, then a read
 from the location's store, or a plain GET of a public bucket's object), upstream servers over HTTP
@@ -43,6 +49,36 @@ def sym_filename(debug_filename: str) -> str:
     if debug_filename.endswith(".pdb"):
         return debug_filename[:-4] + ".sym"
     return debug_filename + ".sym"
+
+
+def native_debug_filename(debug_filename: str) -> str:
+    """The stored name of a module's native file with debug info: a PDB is its own name."""
+    if debug_filename.endswith(".pdb"):
+        return debug_filename
+    return debug_filename + ".debug"
+
+
+# Which files a fetch may find, in the order they are preferred.
+NATIVE_DEBUG = "native-debug"
+SYM = "sym"
+NATIVE = "native"
+ALL_KINDS = (NATIVE_DEBUG, SYM, NATIVE)
+
+
+def kind_files(debug_filename: str, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(kind, file name) to look for in own storage, in order; a PDB has no bare native file
+    apart from itself."""
+    names = {
+        NATIVE_DEBUG: native_debug_filename(debug_filename),
+        SYM: sym_filename(debug_filename),
+        NATIVE: debug_filename,
+    }
+    out: list[tuple[str, str]] = []
+    for kind in kinds:
+        if kind == NATIVE and debug_filename.endswith(".pdb"):
+            continue
+        out.append((kind, names[kind]))
+    return out
 
 
 def upstream_url(base: str, key: ModuleKey) -> str:
@@ -125,6 +161,8 @@ class Fetched:
     seconds: float = 0.0
     source: str = ""
     errors: list[str] = field(default_factory=list)
+    file: str = ""  # the name of the file found: ``xul.sym``, ``libfoo.so.debug``, ...
+    kind: str = ""  # NATIVE_DEBUG, SYM or NATIVE
 
 
 class Fetcher:
@@ -175,65 +213,89 @@ class Fetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, key: ModuleKey, dest: Path) -> Fetched:
+    async def fetch(
+        self, key: ModuleKey, dest: Path, kinds: tuple[str, ...] = ALL_KINDS
+    ) -> Fetched:
+        """The first file of ``kinds`` some source has, written to ``dest``."""
         started = time.perf_counter()
         result = Fetched(found=False)
-        attempts = [("own storage", self._from_storage)]
-        attempts += [(url, partial(self._from_upstream, url)) for url in self.upstream_urls]
+        files = kind_files(key[0], kinds)
+        # Own storage is asked for the native debug file and the .sym in one go (the first
+        # key it has wins), then upstream for the .sym, then own storage for a bare binary.
+        first = [kf for kf in files if kf[0] != NATIVE]
+        attempts: list[tuple[str, Any]] = []
+        if first:
+            attempts.append(("own storage", partial(self._from_storage, first)))
+        if SYM in kinds:
+            attempts += [(url, partial(self._from_upstream, url)) for url in self.upstream_urls]
+        last = [kf for kf in files if kf[0] == NATIVE]
+        if last:
+            attempts.append(("own storage", partial(self._from_storage, last)))
         for name, attempt in attempts:
             tried = time.perf_counter()
             try:
                 async with asyncio.timeout(self.deadline):
-                    where, body = await attempt(key, dest)
+                    where, body, found = await attempt(key, dest)
             except _SourceError as exc:
                 result.errors.append(str(exc))
-                where, body = None, None
+                where, body, found = None, None, None
             except TimeoutError:  # a source that trickles must not hold the module forever
                 message = f"{name}: no whole answer within {self.deadline:g} s"
                 logger.warning("%s (SYMBOLICATION_FETCH_DEADLINE)", message)
                 result.errors.append(message)
-                where, body = None, None
+                where, body, found = None, None, None
             elapsed_ms = 1000.0 * (time.perf_counter() - tried)
             if where is _SKIPPED:
                 continue
             tag = "success" if where else "fail"
             metrics.histogram("downloader.download", elapsed_ms, tags=[f"response:{tag}"])
             if where:
+                assert found is not None
                 result.found, result.body, result.source = True, body, where
+                result.kind, result.file = found
                 break
         result.seconds = time.perf_counter() - started
         return result
 
     # -- own storage -----------------------------------------------------------------------------
 
-    async def _from_storage(self, key: ModuleKey, dest: Path) -> tuple[Any, Body | None]:
+    async def _from_storage(
+        self, files: list[tuple[str, str]], key: ModuleKey, dest: Path
+    ) -> tuple[Any, Body | None, tuple[str, str] | None]:
+        """The first of ``files`` (kind, name) own storage has; lookups are the download
+        route's, whose existence answers are cached, so a miss costs no trip once known."""
         filename, debug_id = key
-        symbol_file = sym_filename(filename)
-        if has_invalid_characters(filename, symbol_file) or "/" in filename or "\n" in filename:
-            return _SKIPPED, None
+        names = [name for _, name in files]
+        if has_invalid_characters(filename, *names) or "/" in filename or "\n" in filename:
+            return _SKIPPED, None, None
+        spellings: list[str] = []
+        kind_of: dict[str, tuple[str, str]] = {}
+        for kind, name in files:
+            for spelling in key_spellings(filename, debug_id, name):
+                spellings.append(spelling)
+                kind_of[spelling] = (kind, name)
         try:
-            hit = await self.lookup.find_any(
-                key_spellings(filename, debug_id, symbol_file), include_try=self.include_try
-            )
+            hit = await self.lookup.find_any(spellings, include_try=self.include_try)
         except StorageUnavailable as exc:
             raise _SourceError(f"storage unavailable: {exc}") from None
         if hit is None:
-            return None, None
+            return None, None, None
         found, storage_key = hit
         source = found.source
+        which = kind_of[storage_key]
         try:
             if source.public and source.scheme in ("http", "https"):
                 url = f"{source.base_url}/{quote(source.object_key(storage_key))}"
                 received = await self._http_once(url, dest)
-                return (source.url if received is not None else None), received
+                return (source.url if received is not None else None), received, which
             store = self.stores.at(source)
             async with store.open(source.object_key(storage_key)) as opened:
                 received = await stream_to_file(
                     opened.chunks, dest, opened.info.content_encoding, self.max_size
                 )
-            return source.url, received
+            return source.url, received, which
         except ObjectMissing:
-            return None, None  # deleted since the lookup remembered it
+            return None, None, None  # deleted since the lookup remembered it
         except StoreUnavailable as exc:
             raise _SourceError(str(exc)) from None
         except (
@@ -257,7 +319,7 @@ class Fetcher:
 
     async def _from_upstream(
         self, base: str, key: ModuleKey, dest: Path
-    ) -> tuple[Any, Body | None]:
+    ) -> tuple[Any, Body | None, tuple[str, str] | None]:
         """One source, at most ``attempts`` tries: 200 found, 404 not found; 429,
         500, 503, 504 and network errors retried with full-jitter back-off; others final."""
         url = upstream_url(base, key)
@@ -271,9 +333,10 @@ class Fetcher:
                     if status == 200:
                         encoding = response.headers.get("Content-Encoding")
                         chunks = response.content.iter_chunked(CHUNK)
-                        return base, await stream_to_file(chunks, dest, encoding, self.max_size)
+                        received = await stream_to_file(chunks, dest, encoding, self.max_size)
+                        return base, received, (SYM, sym_filename(key[0]))
                     if status == 404:
-                        return None, None
+                        return None, None, None
                     problem = f"{url} answered {status}"
                     if status not in RETRY_STATUSES:
                         head = (await response.content.read(100)).decode("utf-8", "replace")

@@ -196,8 +196,12 @@ def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str
     downloads: dict[str, Any] = {"count": 0}
     parse: dict[str, Any] = {}
     save: dict[str, Any] = {}
+    files: dict[str, str] = {}
     for (name, ident), outcome in done.outcomes.items():
         label = f"{name}/{ident}"
+        if outcome.table is not None and outcome.table.symbol_file:
+            # Which file the symbols came from: a .sym, a native debug file, a bare binary.
+            files[label] = outcome.table.symbol_file
         cache["count"] += 1
         cache["hits"] = cache.get("hits", 0) + int(outcome.cache_hit)
         cache["time"] += outcome.cache_seconds
@@ -225,7 +229,7 @@ def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str
     modules: dict[str, Any] = {"count": sum(per_module.values())}
     if per_module:  # like the other per-module maps, present only when something was recorded
         modules["stacks_per_module"] = per_module
-    return {
+    block = {
         "cache_lookups": cache,
         "downloads": downloads,
         "time": seconds,
@@ -233,3 +237,6 @@ def debug_block(jobs: list[Job], done: Symbolicated, seconds: float) -> dict[str
         "parse_sym": parse,
         "save_symcache": save,
     }
+    if files:
+        block["symbol_files"] = files
+    return block

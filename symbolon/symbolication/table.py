@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from symbolic.exceptions import SymbolicError
 from symbolic.symcache import SymCache
+
+from symbolon.symbolication.demangle import demangle
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +81,18 @@ class EntryError(Exception):
     """The file is not a cache entry this version can read: treat it as a miss."""
 
 
-def write_trailer(out: BinaryIO, module_filename: str) -> None:
-    meta = json.dumps({"module": module_filename}).encode()
+def write_trailer(
+    out: BinaryIO, module_filename: str, symbol_file: str = "", mangled: bool = False
+) -> None:
+    """``symbol_file``: the name of the file the symcache was made from (``xul.sym``,
+    ``libfoo.so.debug``), for the Debug block; ``mangled``: its names are linkage names (a
+    native file's), demangled when read."""
+    fields: dict[str, Any] = {"module": module_filename}
+    if symbol_file:
+        fields["file"] = symbol_file
+    if mangled:
+        fields["mangled"] = True
+    meta = json.dumps(fields).encode()
     out.write(meta)
     out.write(TRAILER.pack(len(meta), TRAILER_MAGIC))
 
@@ -115,6 +128,10 @@ class SymbolTable:
         self.size = len(self._map)
         symcache_len, meta = read_trailer(self._map)
         self.module_filename: str = meta["module"]
+        file = meta.get("file")
+        # Entries written before the file was recorded say nothing.
+        self.symbol_file: str = file if isinstance(file, str) else ""
+        self.mangled = meta.get("mangled") is True
         try:
             # Maps the same file again (the trailer after the symcache is ignored by symbolic).
             self._symcache = SymCache.open(path)
@@ -176,6 +193,38 @@ class SymbolTable:
         except _Disagreement:
             return [self._lookup_binding(a) for a in addresses]
 
+    def function_ranges(self) -> list[tuple[int, int]]:
+        """(start, size) of each run of ranges in one outer function: what the symcache knows
+        is code. Empty for formats read through the binding."""
+        if not self.fast or not len(self._ranges):
+            return []
+        out: list[tuple[int, int]] = []
+        current: tuple[int, int] | None = None  # (start, outer function)
+        starts = self._ranges.tolist()
+        for row, start in enumerate(starts):
+            outer = self._outer_function(row)
+            if current is not None and outer != current[1]:
+                out.append((current[0], start - current[0]))
+                current = None
+            if current is None and outer is not None:
+                current = (start, outer)
+        return out  # a run open at the end has no known end: left out
+
+    def _outer_function(self, row: int) -> int | None:
+        index = self._first_location + row
+        locations = self._locations
+        outer: int | None = None
+        for _ in range(MAX_INLINE_DEPTH):
+            if index == U32_MAX or index >= self._num_locations:
+                break
+            base = index * 4
+            function_idx, parent = int(locations[base + 2]), int(locations[base + 3])
+            if function_idx == U32_MAX:
+                break
+            outer = function_idx
+            index = parent
+        return outer
+
     def _resolve_rows(self, addresses: Sequence[int], rows: list[int]) -> list[Hit | None]:
         memo = self._memo
         if len(memo) > MEMO_LIMIT:  # a module in use for long: start over rather than grow
@@ -236,7 +285,8 @@ class SymbolTable:
             return ("?", U32_MAX)
         base = index * 4
         name_offset, _, entry_pc, _ = self._function_rows[base : base + 4].tolist()
-        known = (self._string(name_offset) or "?", entry_pc)
+        name = self._string(name_offset) or "?"
+        known = (demangle_outer(name) if self.mangled else name, entry_pc)
         self._functions[index] = known
         return known
 
@@ -266,10 +316,21 @@ class SymbolTable:
         locations = self._symcache.lookup(address)
         if not locations:
             return None
+        name = demangle_outer if self.mangled else str
         outer = locations[-1]
-        inlines = tuple((loc.symbol, loc.full_path, loc.line) for loc in locations[:-1])
-        symbol = Symbol(outer.symbol, outer.sym_addr, outer.full_path, outer.line, inlines)
+        inlines = tuple((name(loc.symbol), loc.full_path, loc.line) for loc in locations[:-1])
+        symbol = Symbol(name(outer.symbol), outer.sym_addr, outer.full_path, outer.line, inlines)
         return (symbol, address - outer.sym_addr)
+
+
+COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
+
+
+def demangle_outer(name: str) -> str:
+    """A native file's function name, demangled. GCC's hot/cold splitting gives a function a
+    ``.cold`` part whose symbol lies below the function's entry, and symbolic names the whole
+    function after it: the suffix goes, so the hot part keeps its function's name."""
+    return demangle(COLD_SUFFIX.sub("", name))
 
 
 class _Disagreement(Exception):

@@ -1,0 +1,120 @@
+"""Symbolication from native debug files (docs/symbolication.md, "Where symbols come from"):
+the lookup order of native files and .sym files, and agreement with llvm-symbolizer on a C++
+library built here, at DWARF 4 and 5."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.native_truth import (
+    LIBRARY,
+    breakpad_id,
+    build_library,
+    compare,
+    frame_chain,
+    llvm_chains,
+    sample_addresses,
+    strip_debug,
+    tools_missing,
+)
+from tests.symbolication_support import put_own, sym, with_debug_id
+
+pytestmark = pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing()))
+
+
+@pytest.fixture
+def settings(symbolication_settings):
+    return symbolication_settings
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("native")
+    return {
+        "dwarf4": build_library(root / "dwarf4", 4),
+        "dwarf5": build_library(root / "dwarf5", None),
+    }
+
+
+async def symbolicate(http_client, base_url, debug_id: str, addresses: list[int]) -> dict:
+    body = {"memoryMap": [[LIBRARY, debug_id]], "stacks": [[[0, a] for a in addresses]]}
+    response = await http_client.fetch(
+        base_url + "/symbolicate/v5",
+        method="POST",
+        body=json.dumps(body),
+        headers={"Debug": "1"},
+        raise_error=False,
+    )
+    assert response.code == 200, response.body
+    return json.loads(response.body)
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("variant", ["dwarf4", "dwarf5"])
+async def test_native_debug_file_agrees_with_llvm_symbolizer(
+    http_client, base_url, settings, symbolication, libraries, variant
+):
+    library = libraries[variant]
+    debug_id = breakpad_id(library)
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.debug", library.read_bytes())
+    addresses = sample_addresses(library, 200)
+    answer = await symbolicate(http_client, base_url, debug_id, addresses)
+    frames = answer["results"][0]["stacks"][0]
+    agreement = compare(
+        addresses, llvm_chains(library, addresses), [frame_chain(f) for f in frames]
+    )
+    print(agreement.report(f"{variant}, native debug file against llvm-symbolizer"))
+    assert agreement.total >= 200
+    assert agreement.share >= 0.95, agreement.report(variant)
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": f"{LIBRARY}.debug"}
+    # Inlined calls come through: some frame has a chain of several.
+    assert max(len(f.get("inlines", [])) for f in frames) >= 3
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_native_debug_file_is_preferred_over_the_sym_file(
+    http_client, base_url, settings, symbolication, libraries, tmp_path
+):
+    library = build_library(tmp_path, 4)  # a module of its own: caches start cold
+    debug_id = breakpad_id(library)
+    fake_sym = with_debug_id(sym("examples/libdemo.so.sym"), debug_id)
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.sym", fake_sym)
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.debug", library.read_bytes())
+    (address,) = sample_addresses(library, 1)[:1]
+    answer = await symbolicate(http_client, base_url, debug_id, [address])
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": f"{LIBRARY}.debug"}
+    assert frame_chain(answer["results"][0]["stacks"][0][0]) == llvm_chains(library, [address])[0]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_sym_file_is_preferred_over_a_bare_binary_which_serves_alone(
+    http_client, base_url, settings, symbolication, tmp_path
+):
+    library = build_library(tmp_path, None)
+    stripped = strip_debug(library, tmp_path / "stripped.so")
+    debug_id = breakpad_id(library)
+    address = next(a for a in sample_addresses(library, 50) if a > 0x2800)
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}", stripped.read_bytes())
+    answer = await symbolicate(http_client, base_url, debug_id, [address])
+    frame = answer["results"][0]["stacks"][0][0]
+    # The symbol table names the function; no lines without debug info.
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": LIBRARY}
+    assert frame["function"] == llvm_chains(library, [address])[0][-1][0].removesuffix(
+        " [clone .cold]"
+    )
+    assert "line" not in frame
+
+    other = build_library(tmp_path / "other", 4)
+    other_id = breakpad_id(other)
+    put_own(settings, f"{LIBRARY}/{other_id}/{LIBRARY}", other.read_bytes())
+    put_own(
+        settings,
+        f"{LIBRARY}/{other_id}/{LIBRARY}.sym",
+        with_debug_id(sym("examples/libdemo.so.sym"), other_id),
+    )
+    answer = await symbolicate(http_client, base_url, other_id, [4104])
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{other_id}": f"{LIBRARY}.sym"}
+    assert answer["results"][0]["stacks"][0][0]["function"] == "process_request"
