@@ -10,6 +10,7 @@ data may not overlap, and sizes are never trusted while inflating).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import itertools
@@ -21,11 +22,12 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from symbolon.symbols import native
 from symbolon.symbols.keys import has_invalid_characters
 
 BAD_ZIP = "File is not a zip file"  # the zip library's message, which clients have seen for years
@@ -67,6 +69,9 @@ class Member:
     key: str  # the key to store under: the debug id directory upper-cased
     size: int  # declared uncompressed size
     ignored: bool  # a -symbols.txt or a .DS_Store: not stored, reported in ignored_keys
+    # Not at <module>/<hex>/<file> but starting like a native file: stored only if its content
+    # turns out to be one, under the keys that content gives (key is then its name).
+    candidate: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,12 @@ def inspect(
     keys: dict[str, str] = {}
     for name, size in sizes.items():
         member = _member(name, size, disallowed_snippets)
+        if member.candidate:
+            # Only a native file may lie elsewhere: its first bytes must say it may be one.
+            if not native.looks_native(_peek(zf, name, native.HEAD_BYTES)):
+                raise ArchiveError(UNRECOGNIZED.format(name))
+            members.append(member)
+            continue
         other = keys.setdefault(member.key, name)
         if other != name:  # e.g. xul.pdb/abc/… and xul.pdb/ABC/…: one would overwrite the other
             raise ArchiveError(
@@ -240,13 +251,24 @@ def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
     if len(parts) == 3:
         if has_invalid_characters(parts[0], parts[2]):
             raise ArchiveError(f"Invalid character in filename '{name}'")
-        if not HEX.fullmatch(parts[1]):  # fullmatch: "ABC\n" must not pass, as it did with $
-            raise ArchiveError(UNRECOGNIZED.format(name))
-        key = name if ignored else f"{parts[0]}/{parts[1].upper()}/{parts[2]}"
-        return Member(name, key, size, ignored)
+        # fullmatch: "ABC\n" must not pass, as it did with $. Else a native file may lie there.
+        if HEX.fullmatch(parts[1]):
+            key = name if ignored else f"{parts[0]}/{parts[1].upper()}/{parts[2]}"
+            return Member(name, key, size, ignored)
     if len(parts) == 1 and ignored:
         return Member(name, name, size, ignored)
-    raise ArchiveError(UNRECOGNIZED.format(name))
+    if ignored or has_invalid_characters(parts[-1]):
+        raise ArchiveError(UNRECOGNIZED.format(name))
+    return Member(name, name, size, ignored, candidate=True)
+
+
+def _peek(zf: zipfile.ZipFile, name: str, size: int) -> bytes:
+    """The first ``size`` bytes of a member (inflating no more than that)."""
+    try:
+        with zf.open(name) as src:
+            return src.read(size)
+    except READ_ERRORS as exc:
+        raise ArchiveError(f"Archive member '{name}' is corrupt: {exc}") from exc
 
 
 def content_hash(members: Sequence[Member]) -> str:
@@ -290,13 +312,15 @@ def prepare(
     compress_extensions: Collection[str] = ("sym",),
     tmpdir: str | os.PathLike[str] | None = None,
     chunk_size: int = 1 << 20,
+    compress: bool | None = None,
 ) -> Prepared:
-    """Inflate one member into a temp file, gzipped when its extension says so.
+    """Inflate one member into a temp file, gzipped when its extension says so (or when
+    ``compress`` says so, whatever its extension: native files).
 
     Streams chunk_size bytes at a time; safe to call from several threads on one ZipFile.
     """
     extension = posixpath.splitext(member.name)[1].lower()[1:]
-    compressed = extension in compress_extensions
+    compressed = extension in compress_extensions if compress is None else compress
     md5 = hashlib.md5()
     head = bytearray()
     original_size = 0
@@ -331,15 +355,23 @@ def prepare(
 
 
 def verify(
-    zf: zipfile.ZipFile, members: Sequence[Member], workers: int = 1, chunk_size: int = 1 << 20
-) -> None:
-    """Inflate every member, its CRC checked, keeping nothing; ArchiveError for a corrupt one.
+    zf: zipfile.ZipFile,
+    members: Sequence[Member],
+    workers: int = 1,
+    chunk_size: int = 1 << 20,
+    tmpdir: str | os.PathLike[str] | None = None,
+) -> dict[str, list[native.NativeObject]]:
+    """Inflate every member, its CRC checked; ArchiveError for a corrupt one. Returns the native
+    files found, by member name: a member starting like one is inflated into a temp file in
+    ``tmpdir`` for symbolic to read, then deleted.
 
-    Run before anything is stored, so that a corrupt member found late refuses the whole archive
-    instead of leaving the members before it stored. Once one fails, the others stop.
+    Run before anything is stored, so that a corrupt member, or one outside the known shape that
+    is no native file, found late refuses the whole archive instead of leaving the members before
+    it stored. Once one fails, the others stop.
     """
     failed = threading.Event()
     errors: dict[int, Exception] = {}
+    found: dict[str, list[native.NativeObject]] = {}
     queue = iter(enumerate(members))
     lock = threading.Lock()
 
@@ -351,10 +383,9 @@ def verify(
             if member is None:
                 return
             try:
-                with contextlib.closing(_inflate(zf, member, chunk_size)) as chunks:
-                    for _ in chunks:
-                        if failed.is_set():
-                            return
+                objects = _verify_one(zf, member, chunk_size, tmpdir, failed)
+                if objects:
+                    found[member.name] = objects
             except Exception as exc:
                 errors[index] = exc
                 failed.set()
@@ -365,6 +396,47 @@ def verify(
             future.result()
     if errors:
         raise errors[min(errors)]  # the first in the archive's order of those found
+    return found
+
+
+def _verify_one(
+    zf: zipfile.ZipFile,
+    member: Member,
+    chunk_size: int,
+    tmpdir: str | os.PathLike[str] | None,
+    failed: threading.Event,
+) -> list[native.NativeObject] | None:
+    """One member inflated and checked; its objects if it is a native file."""
+    tmp = None
+    try:
+        with contextlib.closing(_inflate(zf, member, chunk_size)) as chunks:
+            for chunk in chunks:
+                if failed.is_set():
+                    return None
+                if tmp is None and member.size and native.looks_native(chunk):
+                    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
+                        dir=tmpdir, prefix="symbolon-native-", delete=False
+                    )
+                if tmp is not None:
+                    tmp.write(chunk)
+        if tmp is None:
+            if member.candidate:
+                raise ArchiveError(UNRECOGNIZED.format(member.name))
+            return None
+        tmp.close()
+        try:
+            return native.identify(tmp.name, member.name)
+        except native.NotNative as exc:
+            if member.candidate:
+                raise ArchiveError(
+                    f"Archive member '{member.name}' is neither at <module>/<hex>/<file> nor a "
+                    f"native debug file (ELF, PE, PDB, Mach-O): {exc}"
+                ) from None
+            return None  # stored as it is, as any other file at <module>/<hex>/<file>
+    finally:
+        if tmp is not None:
+            tmp.close()
+            os.unlink(tmp.name)
 
 
 def _inflate(zf: zipfile.ZipFile, member: Member, chunk_size: int) -> Generator[bytes, None, None]:
@@ -391,3 +463,34 @@ def _inflate(zf: zipfile.ZipFile, member: Member, chunk_size: int) -> Generator[
             f"Archive member '{member.name}' is shorter than its declared size "
             f"({member.size} bytes); the archive is corrupt"
         )
+
+
+def native_keys(
+    members: Sequence[Member], natives: Mapping[str, list[native.NativeObject]]
+) -> dict[str, list[native.NativeObject]]:
+    """The native members' objects, with the keys each is stored under; ArchiveError when two
+    members would be stored under one key.
+
+    A native file at ``<module>/<hex>/<file>`` is also kept there, where its uploader put it, when
+    its content gives other keys.
+    """
+    owners: dict[str, str] = {}
+    placed: dict[str, list[native.NativeObject]] = {}
+    for member in members:
+        objects = natives.get(member.name)
+        if objects is None:
+            keys = [member.key]
+        else:
+            given = {key for obj in objects for key in obj.keys}
+            if not member.candidate and member.key not in given:
+                first = objects[0]
+                objects = [dataclasses.replace(first, keys=(*first.keys, member.key)), *objects[1:]]
+            placed[member.name] = objects
+            keys = list(dict.fromkeys(key for obj in objects for key in obj.keys))
+        for key in keys:
+            other = owners.setdefault(key, member.name)
+            if other != member.name:
+                raise ArchiveError(
+                    f"Archive members '{other}' and '{member.name}' would both be stored as '{key}'"
+                )
+    return placed

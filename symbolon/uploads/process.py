@@ -19,6 +19,7 @@ from symbolon.metrics import metrics
 from symbolon.storage.sources import SymbolSource
 from symbolon.storage.store import KeyRefused, ObjectInfo
 from symbolon.symbols import archive
+from symbolon.symbols.native import NativeObject
 from symbolon.uploads import by_url
 from symbolon.uploads.services import UploadServices
 
@@ -101,7 +102,7 @@ async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
     refused = [
         f"{m.name}: {problem}"
         for m in stored
-        if (problem := store.accepts(destination.object_key(m.key))) is not None
+        if not m.candidate and (problem := store.accepts(destination.object_key(m.key))) is not None
     ]
     if refused:
         zf.close()
@@ -110,15 +111,32 @@ async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
     workers = rt.settings.upload_file_upload_max_workers
     try:
         # All or nothing: a corrupt member found while storing would leave the earlier ones
-        # stored, so every member is inflated and checked before the first is stored.
-        await asyncio.to_thread(archive.verify, zf, stored, workers)
+        # stored, so every member is inflated and checked, and native files identified, before
+        # the first is stored.
+        found = await asyncio.to_thread(
+            archive.verify, zf, stored, workers, tmpdir=rt.settings.staging_dir
+        )
+        natives = archive.native_keys(stored, found)
+        refused = [
+            f"{name}: {problem}"
+            for name, objects in natives.items()
+            for obj in objects
+            for key in obj.keys
+            if (problem := store.accepts(destination.object_key(key))) is not None
+        ]
+        if refused:
+            raise archive.ArchiveError("The destination cannot hold " + "; ".join(refused))
         rows = await rt.db.fetch("SELECT key FROM file_uploads WHERE upload_id = $1", upload_id)
         done = {r["key"] for r in rows}
         gate = asyncio.Semaphore(workers)
 
-        async def one(member: archive.Member) -> str | None:
+        async def one(member: archive.Member) -> list[str]:
             async with gate:
-                return await store_member(rt, upload_id, zf, member, destination, done)
+                objects = natives.get(member.name)
+                if objects is not None:
+                    return await store_native(rt, upload_id, zf, member, objects, destination, done)
+                key = await store_member(rt, upload_id, zf, member, destination, done)
+                return [] if key is None else [key]
 
         with metrics.timer("upload_file_upload"):
             results = await asyncio.gather(*(one(m) for m in stored))
@@ -127,7 +145,7 @@ async def _store_archive(rt: UploadServices, upload: Any, staged: Path) -> None:
         return
     finally:
         zf.close()
-    skipped = [key for key in results if key is not None]
+    skipped = [key for keys in results for key in keys]
     ignored = [m.name for m in members if m.ignored]
     await rt.db.execute(
         """UPDATE uploads SET skipped_keys = $2, ignored_keys = $3, completed_at = now(),
@@ -228,8 +246,8 @@ async def store_member(
         await rt.db.execute(
             """INSERT INTO file_uploads
                  (upload_id, bucket_name, key, update, compressed, size, completed_at,
-                  debug_filename, debug_id, code_file, code_id, generator)
-               VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11)
+                  debug_filename, debug_id, code_file, code_id, generator, file_format)
+               VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11, $12)
                ON CONFLICT (upload_id, key) WHERE upload_id IS NOT NULL DO NOTHING""",
             upload_id,
             destination.bucket,
@@ -242,6 +260,7 @@ async def store_member(
             header.code_file if header else None,
             header.code_id if header else None,
             header.generator if header else None,
+            "breakpad" if header and header.debug_id else None,
         )
         metrics.incr("upload_file_upload_upload")
         await rt.lookup.invalidate([member.key])
@@ -249,6 +268,111 @@ async def store_member(
         return None
     finally:
         await asyncio.to_thread(os.unlink, prepared.path)
+
+
+async def store_native(
+    rt: UploadServices,
+    upload_id: int,
+    zf: zipfile.ZipFile,
+    member: archive.Member,
+    objects: list[NativeObject],
+    destination: SymbolSource,
+    done: set[str],
+) -> list[str]:
+    """Store a native file, gzipped, under each of its objects' keys: written once, copied to
+    the others. Keys already holding the same content are skipped; returns them."""
+    todo = [o for o in objects if destination.object_key(o.keys[0]) not in done]
+    if not todo:
+        return []  # recorded by an earlier attempt of this upload
+    settings = rt.settings
+    prepared = await asyncio.to_thread(
+        archive.prepare, zf, member, (), settings.staging_dir, compress=True
+    )
+    try:
+        store = rt.stores.at(destination)
+        skipped: list[str] = []
+        source: str | None = None  # the object key holding these bytes, once one does
+        for obj in todo:
+            written = False
+            existing_primary = None
+            for index, key in enumerate(obj.keys):
+                object_key = destination.object_key(key)
+                existing = await store.head(object_key, patient=True)
+                if index == 0:
+                    existing_primary = existing
+                if existing is not None and identical(existing, prepared):
+                    metrics.incr("upload_file_upload_skip")
+                    skipped.append(object_key)
+                    source = source or object_key
+                    continue
+                try:
+                    if source is None:
+                        with metrics.timer("upload_put_object"):
+                            await store.put_file(
+                                object_key,
+                                prepared.path,
+                                content_type=settings.mime_overrides.get(_extension(key)),
+                                content_encoding="gzip",
+                                metadata={
+                                    "original_size": str(prepared.original_size),
+                                    "original_md5_hash": prepared.original_md5,
+                                },
+                            )
+                        source = object_key
+                    else:
+                        await store.copy(source, object_key)
+                except KeyRefused as exc:
+                    raise archive.ArchiveError(f"{member.name} cannot be stored: {exc}") from exc
+                written = True
+            if written:
+                await record_native(
+                    rt, upload_id, destination, obj, existing_primary is not None, prepared.size
+                )
+                metrics.incr("upload_file_upload_upload")
+        keys = [key for obj in todo for key in obj.keys]
+        await rt.lookup.invalidate(keys)
+        await rt.symbolication.forget_misses(keys)
+        return skipped
+    finally:
+        await asyncio.to_thread(os.unlink, prepared.path)
+
+
+async def record_native(
+    rt: UploadServices,
+    upload_id: int,
+    destination: SymbolSource,
+    obj: NativeObject,
+    update: bool,
+    size: int,
+) -> None:
+    """A native object's file row, under its primary key, naming the others as aliases."""
+    await rt.db.execute(
+        """INSERT INTO file_uploads
+             (upload_id, bucket_name, key, update, compressed, size, completed_at,
+              debug_filename, debug_id, code_file, code_id, file_format, kind, arch, features,
+              aliases)
+           VALUES ($1, $2, $3, $4, true, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14)
+           ON CONFLICT (upload_id, key) WHERE upload_id IS NOT NULL DO NOTHING""",
+        upload_id,
+        destination.bucket,
+        destination.object_key(obj.keys[0]),
+        update,
+        size,
+        obj.debug_file,
+        obj.debug_id,
+        obj.code_file,
+        obj.code_id,
+        obj.file_format,
+        obj.kind,
+        obj.arch,
+        list(obj.features),
+        [destination.object_key(key) for key in obj.keys[1:]] or None,
+    )
+
+
+def _extension(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 def identical(existing: ObjectInfo, prepared: archive.Prepared) -> bool:

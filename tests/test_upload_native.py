@@ -1,0 +1,250 @@
+"""Native debug files in uploads (docs/upload.md, "Native debug files"): real ELF, PE and PDB
+files, built by the tests, uploaded in archives and by upload v2, identified by content and
+stored under every key they are looked up by, on each storage backend."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from symbolic.debuginfo import Archive
+
+from symbolon.symbols import archive, native
+from tests import native_files
+from tests.test_storage_backends import (  # noqa: F401 - the backends' fixtures, both of them
+    backend,
+    backend_settings,
+    io_loop,
+    own,
+    planned,
+    runtime,
+    settings,
+    tokens,
+    v2_call,
+    v2_put,
+    worker,
+)
+from tests.uploads import debug_id, make_zip, multipart, post, sym_text
+
+
+def expected(path: Path, name: str | None = None) -> dict[str, Any]:
+    """What the contract says of a file, derived here from symbolic's object."""
+    (obj,) = list(Archive.open(str(path)).iter_objects())
+    parts = obj.debug_id.split("-")
+    ident = ("".join(parts[:5]) + format(int(parts[5] if len(parts) > 5 else "0", 16), "X")).upper()
+    base = name or path.name
+    d = base.removesuffix(".debug") if obj.file_format == "elf" else base
+    keys: list[str] = []
+    if obj.file_format == "pdb":
+        keys = [f"{d}/{ident}/{d}"]
+    elif obj.file_format == "pe":
+        keys = [f"{d}/{obj.code_id.upper()}/{d}"]
+    else:
+        if obj.kind != "dbg":
+            keys.append(f"{d}/{ident}/{d}")
+        if "debug" in obj.features:
+            keys.append(f"{d}/{ident}/{d}.debug")
+        if obj.kind != "dbg":
+            keys.append(f"buildid/{obj.code_id}/executable")
+        if "debug" in obj.features:
+            keys.append(f"buildid/{obj.code_id}/debuginfo")
+    return {
+        "id": ident,
+        "d": d,
+        "keys": keys,
+        "file_format": obj.file_format,
+        "kind": obj.kind,
+        "code_id": obj.code_id,
+        "features": sorted(obj.features),
+        "arch": obj.arch,
+    }
+
+
+async def read_stored(runtime: Any, key: str) -> tuple[bytes, Any]:
+    async with own(runtime).open(key) as opened:
+        data = b"".join([chunk async for chunk in opened.chunks])
+    return data, opened.info
+
+
+async def send(http_client: Any, base_url: str, token: str, members: dict[str, bytes]) -> Any:
+    body, content_type = multipart({"symbols.zip": make_zip(members)})
+    return await post(http_client, base_url, body, content_type, token)
+
+
+# -- identification, without services ------------------------------------------------------------
+
+
+def test_breakpad_ids_and_keys_follow_the_contract():
+    assert native.breakpad_id("dfb8e43a-f242-3d73-a453-aeb6a777ef75") == (
+        "DFB8E43AF2423D73A453AEB6A777EF750"
+    )
+    assert native.breakpad_id("a7f0b27e-9d37-7cbd-4c4c-44205044422e-1a") == (
+        "A7F0B27E9D377CBD4C4C44205044422E1A"
+    )
+    assert native.debug_file_name("elf", "libfoo.so.debug") == "libfoo.so"
+    assert native.debug_file_name("macho", "Foo.dbg") == "Foo"
+    assert native.debug_file_name("pe", "foo.debug") == "foo.debug"
+    assert native.object_keys("elf", "lib", True, "libx.so", "AB0", "ab") == (
+        "libx.so/AB0/libx.so",
+        "libx.so/AB0/libx.so.debug",
+        "buildid/ab/executable",
+        "buildid/ab/debuginfo",
+    )
+    assert native.object_keys("elf", "dbg", True, "libx.so", "AB0", "ab") == (
+        "libx.so/AB0/libx.so.debug",
+        "buildid/ab/debuginfo",
+    )
+    assert native.object_keys("macho", "exe", False, "Foo", "AB0", "ab") == ("Foo/AB0/Foo",)
+
+
+def test_identify_reads_real_files_and_refuses_others(tmp_path):
+    lib = native_files.cached_elf_lib()
+    (full,) = native.identify(lib.full, "lib/libfoo.so")
+    assert (full.file_format, full.kind, full.code_file) == ("elf", "lib", "libfoo.so")
+    assert "debug" in full.features and len(full.keys) == 4
+    (split,) = native.identify(lib.debug, "libfoo.so.debug")
+    assert (split.kind, split.debug_file, split.code_file) == ("dbg", "libfoo.so", None)
+    assert split.debug_id == full.debug_id and split.code_id == full.code_id
+    (stripped,) = native.identify(lib.stripped, "libfoo.so")
+    assert "debug" not in stripped.features
+    assert stripped.keys == (
+        f"libfoo.so/{full.debug_id}/libfoo.so",
+        f"buildid/{full.code_id}/executable",
+    )
+    text = tmp_path / "notes.txt"
+    text.write_text("MODULE Linux x86_64 0 x\n")
+    with pytest.raises(native.NotNative):
+        native.identify(text, "notes.txt")
+
+
+def test_a_member_outside_the_shape_is_inspected_by_its_first_bytes():
+    lib = native_files.cached_elf_lib()
+    data = make_zip(
+        {"libfoo.so": lib.stripped.read_bytes(), f"xul.pdb/{debug_id()}/xul.sym": b"MODULE"}
+    )
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = archive.inspect(zf)
+    assert [m.candidate for m in members] == [True, False]
+    for name, content in (("random.bin", bytes(range(256))), ("docs/readme.txt", b"hello")):
+        zipped = io.BytesIO(make_zip({name: content}))
+        with zipfile.ZipFile(zipped) as zf, pytest.raises(archive.ArchiveError) as refused:
+            archive.inspect(zf)
+        assert str(refused.value) == archive.UNRECOGNIZED.format(name)
+
+
+# -- uploads, on each backend ---------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_an_archive_of_native_files_is_stored_under_every_key(
+    http_client, base_url, runtime, worker, tokens, tmp_path
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    exe = native_files.elf_exe(tmp_path / "exe", tag=str(tmp_path))
+    pe = native_files.pe_pdb(tmp_path / "pe", tag=str(tmp_path))
+    ident = debug_id().upper()
+    sym = sym_text(ident)
+    members = {
+        "libfoo.so": lib.stripped.read_bytes(),  # at the root: a stripped library
+        "debug/usr/lib/libfoo.so.debug": lib.debug.read_bytes(),  # nested: its split debug
+        "bin/prog": exe.full.read_bytes(),  # unstripped, compressed DWARF: both kinds of keys
+        "win/foo.dll": pe.dll.read_bytes(),
+        "win/foo.pdb": pe.pdb.read_bytes(),
+        f"xul.pdb/{ident}/xul.sym": sym,
+    }
+    response = await send(http_client, base_url, tokens["upload"], members)
+    assert response.code == 201, response.body
+    upload = json.loads(response.body)["upload"]
+    assert upload["skipped_keys"] == []
+
+    files = {
+        "libfoo.so": (lib.stripped, "libfoo.so"),
+        "debug/usr/lib/libfoo.so.debug": (lib.debug, "libfoo.so.debug"),
+        "bin/prog": (exe.full, "prog"),
+        "win/foo.dll": (pe.dll, "foo.dll"),
+        "win/foo.pdb": (pe.pdb, "foo.pdb"),
+    }
+    wanted = {member: expected(path, name) for member, (path, name) in files.items()}
+    assert len(wanted["bin/prog"]["keys"]) == 4  # an unstripped binary: every kind of key
+    assert wanted["debug/usr/lib/libfoo.so.debug"]["kind"] == "dbg"
+    for member, facts in wanted.items():
+        for key in facts["keys"]:
+            data, info = await read_stored(runtime, f"v1/{key}")
+            assert info.content_encoding == "gzip", key
+            assert gzip.decompress(data) == members[member], key
+            assert info.metadata["original_size"] == str(len(members[member]))
+    data, info = await read_stored(runtime, f"v1/xul.pdb/{ident}/xul.sym")
+    assert gzip.decompress(data) == sym
+
+    rows = await runtime.db.fetch(
+        "SELECT * FROM file_uploads WHERE upload_id = $1 ORDER BY key", upload["id"]
+    )
+    by_key = {r["key"]: r for r in rows}
+    assert len(rows) == len(files) + 1
+    for facts in wanted.values():
+        row = by_key[f"v1/{facts['keys'][0]}"]
+        assert row["debug_filename"] == facts["d"]
+        assert row["debug_id"] == facts["id"]
+        assert row["code_id"] == facts["code_id"]
+        assert (row["file_format"], row["kind"], row["arch"]) == (
+            facts["file_format"],
+            facts["kind"],
+            facts["arch"],
+        )
+        assert sorted(row["features"]) == facts["features"]
+        assert list(row["aliases"] or []) == [f"v1/{k}" for k in facts["keys"][1:]]
+        assert row["compressed"] is True
+    assert by_key[f"v1/xul.pdb/{ident}/xul.sym"]["file_format"] == "breakpad"
+    assert wanted["win/foo.pdb"]["id"] == wanted["win/foo.dll"]["id"]  # a PE and its PDB
+
+    detail = await http_client.fetch(
+        f"{base_url}/api/uploads/upload/{upload['id']}",
+        headers={"Auth-Token": tokens["upload"]},
+        raise_error=False,
+    )
+    assert detail.code == 200, detail.body
+    shown = {f["key"]: f for f in json.loads(detail.body)["upload"]["file_uploads"]}
+    dll = shown[f"v1/{wanted['win/foo.dll']['keys'][0]}"]
+    assert (dll["file_format"], dll["kind"], dll["code_file"]) == ("pe", "lib", "foo.dll")
+    prog = shown[f"v1/{wanted['bin/prog']['keys'][0]}"]
+    assert "debug" in prog["features"] and len(prog["aliases"]) == 3
+
+    again = await send(http_client, base_url, tokens["upload"], members)
+    assert again.code == 201, again.body
+    skipped = json.loads(again.body)["upload"]["skipped_keys"]
+    every = [f"v1/{k}" for facts in wanted.values() for k in facts["keys"]]
+    assert sorted(skipped) == sorted([*every, f"v1/xul.pdb/{ident}/xul.sym"])
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_members_that_are_no_debug_files_are_refused_naming_them(
+    http_client, base_url, runtime, worker, tokens, tmp_path
+):
+    lib = native_files.cached_elf_lib()
+    good = {"libfoo.so": lib.stripped.read_bytes()}
+    for name, content in (
+        ("random.bin", bytes(range(256)) * 8),
+        ("docs/readme.txt", b"just text\n"),
+    ):
+        response = await send(http_client, base_url, tokens["upload"], {**good, name: content})
+        assert response.code == 400, response.body
+        assert json.loads(response.body)["error"] == archive.UNRECOGNIZED.format(name)
+    # Starts like an ELF file, and is none: refused by the task, before anything is stored.
+    fake = b"\x7fELF" + bytes(range(200))
+    fresh = native_files.elf_lib(tmp_path / "fresh", tag=str(tmp_path))
+    ident = native.identify(fresh.stripped, "libfoo.so")[0].debug_id
+    response = await send(
+        http_client,
+        base_url,
+        tokens["upload"],
+        {"libfoo.so": fresh.stripped.read_bytes(), "lib/fake.so": fake},
+    )
+    assert response.code == 400, response.body
+    error = json.loads(response.body)["error"]
+    assert "'lib/fake.so'" in error and "native debug file" in error
+    assert await own(runtime).head(f"v1/libfoo.so/{ident}/libfoo.so") is None
