@@ -191,6 +191,16 @@ FILE_ROW = {
     "size": INTEGER,
     "completed_at": NULLABLE_TIME,
     "created_at": TIME,
+    # What the file is (upload.md, "Native debug files").
+    "debug_filename": NULLABLE_STRING,
+    "debug_id": NULLABLE_STRING,
+    "code_file": NULLABLE_STRING,
+    "code_id": NULLABLE_STRING,
+    "file_format": NULLABLE_STRING,
+    "kind": NULLABLE_STRING,
+    "arch": NULLABLE_STRING,
+    "features": STRINGS,
+    "aliases": STRINGS,
 }
 PERMISSION = _object({"id": INTEGER, "name": STRING}, {"codename": STRING})
 GROUP = _object(

@@ -158,6 +158,7 @@ def _file_summary(row: asyncpg.Record) -> dict[str, Any]:
         "bucket_name": row["bucket_name"],
         "completed_at": timestamp(row["completed_at"]),
         "created_at": timestamp(row["created_at"]),
+        **records.file_fields(row),
         "upload": upload,
     }
 
@@ -193,10 +194,7 @@ async def file_detail(db: asyncpg.Pool, file_id: int) -> tuple[dict[str, Any], i
         "url": download_path(row["key"], bool(row["try_symbols"])),
         "completed_at": timestamp(row["completed_at"]),
         "created_at": timestamp(row["created_at"]),
-        "debug_filename": row["debug_filename"],
-        "debug_id": row["debug_id"],
-        "code_file": row["code_file"],
-        "code_id": row["code_id"],
+        **records.file_fields(row),
         "generator": row["generator"],
         "upload": upload,
     }

@@ -254,11 +254,29 @@ async def find(db: asyncpg.Pool, upload_id: int) -> asyncpg.Record | None:
     return await db.fetchrow(WITH_EMAIL + " WHERE u.id = $1", upload_id)
 
 
+def file_fields(row: asyncpg.Record) -> dict[str, Any]:
+    """What a file row says the file is (see docs/upload.md, "Native debug files"): its ids,
+    and for a native file its format, kind, architecture, features and other keys."""
+    return {
+        "debug_filename": row["debug_filename"],
+        "debug_id": row["debug_id"],
+        "code_file": row["code_file"],
+        "code_id": row["code_id"],
+        "file_format": row["file_format"],
+        "kind": row["kind"],
+        "arch": row["arch"],
+        "features": list(row["features"] or []),
+        "aliases": list(row["aliases"] or []),
+    }
+
+
 async def full_detail(db: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
     """``GET /api/uploads/upload/<id>``: the detail, its file rows, and the same user's other
     uploads of the same archive (same size and content hash, or filename when it has none)."""
     files = await db.fetch(
-        """SELECT id, bucket_name, key, update, compressed, size, completed_at, created_at
+        """SELECT id, bucket_name, key, update, compressed, size, completed_at, created_at,
+                  debug_filename, debug_id, code_file, code_id, file_format, kind, arch,
+                  features, aliases
            FROM file_uploads WHERE upload_id = $1 ORDER BY id""",
         row["id"],
     )
@@ -278,6 +296,7 @@ async def full_detail(db: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
     upload["file_uploads"] = [
         {
             **dict(f),
+            **file_fields(f),
             "completed_at": timestamp(f["completed_at"]),
             "created_at": timestamp(f["created_at"]),
         }
