@@ -112,9 +112,9 @@ class FetchCounter:
         self.keys: list[tuple[str, str]] = []
         original = fetcher.fetch
 
-        async def fetch(key: tuple[str, str], dest: Any) -> Any:
+        async def fetch(key: tuple[str, str], dest: Any, *kinds: Any) -> Any:
             self.keys.append(key)
-            return await original(key, dest)
+            return await original(key, dest, *kinds)
 
         fetcher.fetch = fetch  # type: ignore[method-assign]
 

@@ -7,6 +7,11 @@ directory and byte budget (L1) and in the Redis LRU store (L2), under a namespac
 crash whose modules were seen before reads no ``.sym`` at all. A module whose symcache was made
 before (by symbolication, or before this cache existed) gets its index from one more fetch and a
 job of its own in the parse pool.
+
+A module without a ``.sym`` but with a native file gets its index from that file: symbolic's CFI
+cache of the object is Breakpad ``STACK CFI`` text, read like a ``.sym``'s, with ``FUNC`` ranges
+from its symcache. A split debug file holds no unwind information (its ``.eh_frame`` stays in the
+binary), so then the module's binary (``D/<ID>/D``) is read for the index.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from symbolon.processing.cfi import MAGIC, CfiFormatError, CfiIndex
 from symbolon.symbolication.parse import Companion
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbolication.service import Symbolication
+from symbolon.symbolication.sym_fetch import ALL_KINDS, NATIVE, native_debug_filename
 from symbolon.symbolication.symcaches import DiskCache, SymcacheStore
 
 logger = logging.getLogger(__name__)
@@ -54,18 +60,48 @@ def build_cfi_file(data: bytes, out: str) -> None:
         f.write(index.to_bytes())
 
 
-def build_cfi_from_path(sym_path: str, compressed: bool, out: str) -> str:
-    """In a parse process: ``build_cfi_file`` of a fetched sym file; "" or what went wrong."""
+NO_UNWIND = "no unwind information"
+
+
+def build_cfi_from_path(sym_path: str, compressed: bool, out: str, debug_id: str = "") -> str:
+    """In a parse process: ``build_cfi_file`` of a fetched symbol file (a ``.sym``, or the
+    object ``debug_id`` of a native file); "" or what went wrong (NO_UNWIND for a native file
+    without unwind information, whose index then holds its functions only)."""
+    from symbolic.exceptions import SymbolicError
+
     from symbolon.symbolication.inflate import DecodeError, inflate
+    from symbolon.symbolication.parse import is_native, read_head
 
     try:
+        if is_native(read_head(sym_path, compressed)):
+            return _build_native_cfi(sym_path, compressed, out, debug_id)
         data = Path(sym_path).read_bytes()
         if compressed:
             data = inflate(data)
         build_cfi_file(data, out)
-    except (OSError, DecodeError, ValueError) as exc:
+    except (OSError, DecodeError, ValueError, LookupError, SymbolicError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
+
+
+def _build_native_cfi(path: str, compressed: bool, out: str, debug_id: str) -> str:
+    from symbolic.debuginfo import normalize_debug_id
+
+    from symbolon.symbolication.parse import native_cfi_text, native_object
+    from symbolon.symbolication.table import write_trailer
+
+    symcache_path = out + ".symc"
+    try:
+        with native_object(path, compressed, normalize_debug_id(debug_id)) as obj:
+            # The FUNC ranges come from a symcache, written beside the index for the while.
+            with open(symcache_path, "wb") as symcache:
+                obj.make_symcache().dump_into(symcache)
+                write_trailer(symcache, "")
+            build_cfi_file(native_cfi_text(obj, symcache_path), out)
+            return "" if "unwind" in obj.features else NO_UNWIND
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(symcache_path)
 
 
 @dataclass
@@ -213,18 +249,33 @@ class CfiCache:
         failed_at = self._failed.get(ident)
         if failed_at is not None and time.monotonic() - failed_at < FAILURE_TTL_SECONDS:
             return None
-        # The symcache was there already: the sym file is read once more, for the index alone.
-        path = await self._build_alone(key, ident)
+        # The symcache was there already, or made from a file without unwind information: a
+        # symbol file is read once more, for the index alone.
+        if outcome.table.symbol_file == native_debug_filename(key[0]):
+            # A split debug file's unwind information is in its binary.
+            path = await self._build_alone(key, ident, (NATIVE,), fallback=False)
+            if path is None:
+                path = await self._build_alone(key, ident)
+        else:
+            path = await self._build_alone(key, ident)
         if path is None:
             self._failed[ident] = time.monotonic()
         return path
 
-    async def _build_alone(self, key: ModuleKey, ident: ModuleKey) -> Path | None:
+    async def _build_alone(
+        self,
+        key: ModuleKey,
+        ident: ModuleKey,
+        kinds: tuple[str, ...] = ALL_KINDS,
+        fallback: bool = True,
+    ) -> Path | None:
+        """The index from the first symbol file of ``kinds``; one from a native file without
+        unwind information (its functions only) is kept only as a ``fallback``."""
         service = self.symbolication
         sym_tmp = self.disk.tmp_path(".sym")
         out_tmp = self.disk.tmp_path(".cfi")
         try:
-            fetched = await service.fetcher.fetch(key, sym_tmp)
+            fetched = await service.fetcher.fetch(key, sym_tmp, kinds)
             if not fetched.found or fetched.body is None:
                 return None
             body = fetched.body
@@ -235,8 +286,11 @@ class CfiCache:
                 str(sym_tmp),
                 body.compressed,
                 str(out_tmp),
+                key[1],
             )
-            if error:
+            if error == NO_UNWIND and fallback:
+                logger.info("%s/%s has no unwind information: walked without CFI", *key)
+            elif error:
                 logger.error("cannot build the CFI index of %s/%s: %s", *key, error)
                 return None
             self.stats.built_alone += 1

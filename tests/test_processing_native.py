@@ -1,0 +1,79 @@
+"""Crash processing with native debug files only (docs/processing.md, "CFI indexes in the
+symbol caches"): the walk's CFI comes from the native file's unwind information, the frames'
+names from its DWARF, for an unstripped binary and for a split debug file beside its binary."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from symbolon.runtime import Runtime
+from tests.crashpad_support import WITHIN, crashpad_handler, ptrace_refused  # noqa: F401
+from tests.native_truth import breakpad_id
+from tests.processing_support import (
+    App,
+    Symbols,
+    compile_app,
+    crash,
+    crashing_frames,
+    processing_settings,
+)
+from tests.symbolication_support import put_own
+
+# From the crash to main: each caller found by CFI (the program keeps no frame pointers).
+CHAIN = ["crash_here", "step_c", "step_b", "step_a", "mid_inner", "mid_call"]
+
+
+def crashed_program(handler: Path, directory: Path) -> tuple[Path, bytes]:
+    if reason := ptrace_refused():
+        pytest.skip(f"crashpad_handler cannot snapshot a process here: {reason}")
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = ["-O2", "-fomit-frame-pointer"]
+    binary = compile_app(directory, flags, build_id=True)
+    unused = Symbols("", "", b"")
+    return binary, crash(App(binary, unused, unused), handler, directory / "crashpad-db")
+
+
+def split(binary: Path) -> tuple[bytes, bytes]:
+    """(the stripped binary, its split debug file), as distributions ship them."""
+    debug = binary.with_name(binary.name + ".debug")
+    stripped = binary.with_name(binary.name + ".stripped")
+    subprocess.run(["objcopy", "--only-keep-debug", str(binary), str(debug)], check=True)
+    subprocess.run(["strip", "--strip-debug", "-o", str(stripped), str(binary)], check=True)
+    return stripped.read_bytes(), debug.read_bytes()
+
+
+@pytest.mark.gen_test(timeout=4 * WITHIN)
+@pytest.mark.parametrize("layout", ["unstripped", "split"])
+async def test_a_crash_is_walked_and_named_from_native_debug_files_alone(
+    crashpad_handler, live_settings, cache_dir, tmp_path, layout
+):
+    binary, dump = crashed_program(crashpad_handler, tmp_path / "program")
+    settings = processing_settings(live_settings, cache_dir)
+    for module in (binary, binary.with_name("libmid.so")):
+        key = f"{module.name}/{breakpad_id(module)}/{module.name}"
+        if layout == "unstripped":
+            put_own(settings, f"{key}.debug", module.read_bytes())
+        else:
+            stripped, debug = split(module)
+            put_own(settings, key, stripped)
+            put_own(settings, f"{key}.debug", debug)
+    runtime = await Runtime.create(settings)
+    try:
+        processed = await runtime.processor.process_dump(dump)
+        frames = crashing_frames(processed.document)
+        assert [f.get("function") for f in frames[: len(CHAIN)]] == CHAIN, frames
+        assert {f["trust"] for f in frames[1 : len(CHAIN)]} == {"cfi"}
+        assert frames[0]["file"].endswith("tests/processing/stackwalk_app.c")
+        assert processed.signature == "crash_here"
+        stats = runtime.processor.cfi.stats
+        if layout == "unstripped":
+            # The symcache's parse made the index too, from the same file.
+            assert (stats.built_with_symcache, stats.built_alone) == (2, 0)
+        else:
+            # The split debug file has no unwind information: the binary gave it.
+            assert (stats.built_with_symcache, stats.built_alone) == (0, 2)
+    finally:
+        await runtime.close()
