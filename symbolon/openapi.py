@@ -31,6 +31,9 @@ EXCLUDED: dict[str, str] = {
     r"/([^/]+)": "symbol download: redirects and plain text",
     r"/([^/]+)/([0-9A-Fa-f]+)/([^/]+)": "symbol download: redirects and plain text",
     r"/storage/([0-9a-f]{16})/(.+)": "a directory location's files: bytes, by signed URL",
+    r"/buildid/([^/]+)/(debuginfo|executable)": "debuginfod: redirects and plain text",
+    r"/buildid/([^/]+)/section/([^/]+)": "debuginfod: an ELF section's bytes",
+    r"/buildid/([^/]+)/source/.*": "debuginfod: sources are not kept, a plain 404",
 }
 EXCLUDED.update(dict.fromkeys(PAGE_PATTERNS, "a web page: HTML for people (docs/web.md)"))
 # And every path listed with a trailing slash answers 301 to it when asked without one.

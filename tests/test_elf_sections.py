@@ -20,7 +20,8 @@ def run(*args: str | Path) -> None:
 def dumped(path: Path, name: str, bfd: str, into: Path) -> bytes:
     """The section's bytes as objcopy extracts them."""
     out = into / f"dump{name}"
-    run("objcopy", "-I", bfd, "--dump-section", f"{name}={out}", path)
+    # With no output file objcopy would rewrite its input.
+    run("objcopy", "-I", bfd, "--dump-section", f"{name}={out}", path, into / "objcopy-output")
     return out.read_bytes()
 
 

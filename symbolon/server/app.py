@@ -14,6 +14,7 @@ from tornado.http1connection import HTTP1Connection
 from symbolon.conf import Settings
 from symbolon.handlers import api_crashes, api_stats, api_tokens, api_uploads, api_users, upload_v2
 from symbolon.handlers import auth as auth_handlers
+from symbolon.handlers import debuginfod as debuginfod_handlers
 from symbolon.handlers import download as download_handlers
 from symbolon.handlers import health as health_handlers
 from symbolon.handlers import missing as missing_handlers
@@ -253,7 +254,7 @@ def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado
         routes = submit_handlers.ROUTES + routes
     routes += storage_file_handlers.ROUTES  # rules by method, with no trailing-slash twins
     # The download routes match almost any three-segment path, so they come last.
-    routes += download_handlers.ROUTES
+    routes += debuginfod_handlers.ROUTES + download_handlers.ROUTES
     app = Application(
         routes,
         runtime=runtime,
