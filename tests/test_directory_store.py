@@ -407,6 +407,16 @@ async def test_delete_removes_data_and_sidecar_and_prunes_empty_directories(stor
 
 
 @pytest.mark.gen_test
+async def test_deleting_keys_whose_directories_one_another_empties(store, root):
+    # The first key's directory is kept for the second key's, which then prunes it.
+    await store.put_bytes("pending/t/v1/libfoo.so", b"1")
+    await store.put_bytes("pending/t/v1/win/foo.pdb", b"2")
+    await store.delete(["pending/t/v1/libfoo.so", "pending/t/v1/win/foo.pdb"])
+    assert sorted(p.name for p in root.iterdir()) == [".meta", ".tmp"]
+    assert [p.name for p in (root / ".meta").iterdir()] == [".lock"]
+
+
+@pytest.mark.gen_test
 async def test_a_file_placed_by_hand_in_a_directory_never_written_to_can_be_deleted(root):
     (root / "v1").mkdir(parents=True)
     (root / "v1" / "f").write_bytes(b"x")

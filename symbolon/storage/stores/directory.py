@@ -646,6 +646,9 @@ class DirectoryStore:
                         continue  # a directory is no object
                     touched.add(self._prune(os.path.dirname(path), stop))
             for directory in touched:
+                # A directory kept for one key may have gone with a later key's pruning.
+                while not os.path.isdir(directory):
+                    directory = os.path.dirname(directory)
                 _fsync_dir(directory)
 
     @staticmethod
