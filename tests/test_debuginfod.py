@@ -1,9 +1,9 @@
 """Debuggers against ``symbolon serve``: elfutils' ``debuginfod-find`` and gdb fetch a split
-program's debug info by build id, and Microsoft symbol-store names are served as stored.
+program's debug info by build id, and Microsoft symbol-store names are served as uploaded.
 
-The files are built here (gcc, objcopy, strip; clang-cl and lld-link for the PDB and DLL) and put
-in the server's storage under the keys uploads give them, gzip-compressed as uploads store them,
-on S3 and in a directory location (whose redirects are relative, to this server).
+The files are built here (gcc, objcopy, strip; the PE and PDB by tests/native_files.py) and
+uploaded through ``POST /upload/`` as a symbol archive, on S3 and in a directory location (whose
+redirects are relative, to this server).
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import pytest
 from symbolic.debuginfo import Archive
 
 from symbolon.conf import Settings
-from symbolon.storage.s3 import S3Clients
-from symbolon.storage.sources import StorageConfig
-from symbolon.storage.stores import Stores
+from tests import native_files
 from tests.cli import env_for
-from tests.conftest import free_port, run_isolated
-from tests.serving import download, heartbeat, request, start, stop
+from tests.conftest import free_port
+from tests.serving import download, heartbeat, make_token, request, start, stop, upload_zip
 
 PROGRAM = """\
 #include <stdio.h>
@@ -48,10 +46,6 @@ int main(int argc, char **argv) {
   printf("%d\\n", symbolon_middle(argc));
   return 0;
 }
-"""
-LIBRARY = """\
-__declspec(dllexport) int symbolon_add(int a, int b) { return a + b; }
-__declspec(dllexport) const char *symbolon_salt = "SALT";
 """
 # One debugger command's allowance: gdb runs the program and asks the server a few times.
 TOOL_WITHIN = 120
@@ -113,13 +107,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Built:
     built("strip", "--strip-debug", "--strip-unneeded", program)
     built("objcopy", f"--add-gnu-debuglink={debug}", program)
 
-    library = root / "foo.c"
-    library.write_text(LIBRARY.replace("SALT", secrets.token_hex(8)))  # a PDB GUID of its own
-    obj, pdb, dll = root / "foo.obj", root / "foo.pdb", root / "foo.dll"
-    built("clang", "--driver-mode=cl", "/c", "/Z7", f"/Fo{obj}", library)
-    built(
-        "lld-link", "/dll", "/noentry", "/nodefaultlib", "/debug", f"/pdb:{pdb}", f"/out:{dll}", obj
-    )
+    # A tag of its own: a PDB GUID and a PE code id no other test uploads.
+    windows = native_files.pe_pdb(root / "windows", "foo", tag=secrets.token_hex(8))
+    pdb, dll = windows.pdb, windows.dll
 
     def first(path: Path) -> object:
         return next(iter(Archive.open(str(path)).iter_objects()))
@@ -139,25 +129,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Built:
     )
 
 
-async def _store(settings: Settings, objects: dict[str, Path], scratch: Path) -> None:
-    """Each file gzip-compressed under its key in the first download location, as uploads
-    store symbol files (Content-Encoding gzip)."""
-    storage = StorageConfig.from_settings(settings)
-    s3 = S3Clients(settings)
-    stores = Stores(settings, s3, storage.sources)
-    source = storage.sources[0]
-    store = stores.at(source)
-    try:
-        await stores.ensure(storage)  # a new directory location, as serve would make it
-        for i, (key, path) in enumerate(objects.items()):
-            packed = scratch / f"object-{i}.gz"
-            packed.write_bytes(gzip.compress(path.read_bytes()))
-            await store.put_file(source.object_key(key), packed, content_encoding="gzip")
-    finally:
-        await stores.close()
-        await s3.close()
-
-
 @dataclass(frozen=True)
 class Server:
     port: int
@@ -172,26 +143,23 @@ def server(
     scratch = Path(tempfile.mkdtemp(prefix="symbolon-debuginfod-"))
     if request.param == "directory":
         where = f"file://{scratch}/symbols"
+        (scratch / "symbols").mkdir()
         settings = live_settings.replace(symbol_urls=(where,), upload_default_url=where)
-    b = files
-    run_isolated(
-        _store(
-            settings,
-            {
-                f"buildid/{b.build_id}/debuginfo": b.debug,
-                f"buildid/{b.build_id}/executable": b.program,
-                f"prog/{b.elf_id}/prog": b.program,
-                f"prog/{b.elf_id}/prog.debug": b.debug,
-                f"foo.pdb/{b.pdb_id}/foo.pdb": b.pdb,
-                f"foo.dll/{b.dll_code_id}/foo.dll": b.dll,
-            },
-            scratch,
-        )
-    )
     port = free_port()
-    proc = start(env_for(settings, PORT=str(port), WORKER_THREADS="0", WEB_PROCESSES="1"))
+    env = env_for(settings, PORT=str(port), WEB_PROCESSES="1")
+    proc = start(env)
     try:
         assert heartbeat(port, proc)["code"] == 200
+        token = make_token(env, f"debuggers-{request.param}@example.com")
+        # As a build uploads them: the stripped program, its split debug info, the PE and PDB.
+        members = {
+            "prog": files.program.read_bytes(),
+            "prog.debug": files.debug.read_bytes(),
+            "windows/foo.pdb": files.pdb.read_bytes(),
+            "windows/foo.dll": files.dll.read_bytes(),
+        }
+        status, answer = upload_zip(port, token, members)
+        assert status == 201, answer
         yield Server(port, f"http://127.0.0.1:{port}")
     finally:
         output = stop(proc)
