@@ -131,9 +131,11 @@ class Symbolication:
         self.upload_listeners: list[UploadListener] = []
 
     async def start(self) -> None:
-        """For the web server: disk cache ready and parse processes started before requests."""
+        """For the web server: the disk cache ready before requests. The parse processes are
+        not started here but by the first parse (the pool is made in one step on the event
+        loop, so concurrent first parses share it): a process that only takes crashes or
+        answers downloads never holds them, nor multiprocessing's resource tracker."""
         await self._prepare()
-        self.pool.start()
 
     async def _prepare(self) -> None:
         if not self._prepared:
