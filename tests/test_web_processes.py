@@ -3,6 +3,7 @@ for its replacement, and keep-alive connections spread evenly over them."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import signal
@@ -13,7 +14,10 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+import tornado.netutil
+import tornado.web
 
+from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
 from tests.cli import env_for
 from tests.conftest import free_port, run_isolated, wait_until
 from tests.serving import REQUEST_WITHIN, START_WITHIN, heartbeat, start, stop
@@ -133,3 +137,71 @@ def test_a_replaced_web_process_accepts_on_its_slots_socket(two_processes):
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_process_gives_up_one_connection_at_a_time_until_the_client_comes_back():
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    assert not shares.over_share()  # the other process is not serving
+    shares.open[1] = 1
+    shares.set_open(2, accepted=True)
+    assert not shares.over_share()  # one more than the least-loaded is a fair share
+    shares.set_open(3, accepted=True)
+    assert shares.over_share()
+    assert not shares.over_share()  # the first client has not come back yet
+    shares.accepted[1] += 1  # it did, elsewhere
+    assert shares.over_share()
+
+
+class Answer(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("ok")
+
+
+async def answers(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    """The header blocks of ``count`` answers of two bytes each."""
+    found = []
+    for _ in range(count):
+        found.append(await reader.readuntil(b"\r\n\r\n"))
+        assert await reader.readexactly(2) == b"ok"
+    return found
+
+
+async def over_share_server_answers() -> tuple[bytes, bytes, list[bytes]]:
+    """A process holding three connections while the other holds none: what a client asking
+    one request is answered, what it reads after that answer, and what a client that
+    pipelines two requests is answered then."""
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    shares.open[1] = 0
+    server = BalancingHTTPServer(tornado.web.Application([("/", Answer)]), shares=shares)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    port = sock.getsockname()[1]
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        assert await wait_until(lambda: shares.open[0] == 3, 30)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        (single, single_writer), (reader, writer) = streams[0], streams[1]
+        single_writer.write(request)
+        [alone] = await asyncio.wait_for(answers(single, 1), 30)
+        after = await asyncio.wait_for(single.read(), 30)
+        assert await wait_until(lambda: shares.open[0] == 2, 30)
+        shares.accepted[1] += 1  # that client came back, to the other process
+        writer.write(request * 2)
+        pipelined = await asyncio.wait_for(answers(reader, 2), 30)
+        return alone, after, pipelined
+    finally:
+        for _, stream_writer in streams:
+            stream_writer.close()
+        server.stop()
+        await server.close_all_connections()
+
+
+def test_a_process_over_its_share_closes_after_a_complete_answer_and_never_drops_pipelined():
+    alone, after, pipelined = run_isolated(over_share_server_answers())
+    assert b"Connection: close" in alone
+    assert after == b""  # closed once the answer was sent
+    # Still over its share, but closing after the first answer would drop the second request,
+    # which the client has sent already; the second answer may close.
+    assert b"Connection: close" not in pipelined[0]
