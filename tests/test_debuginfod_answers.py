@@ -1,0 +1,93 @@
+"""debuginfod's answers for what debuggers never show: objects stored without compression or
+broken, storage that does not answer, and the temporary copies a section is cut from."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import secrets
+import subprocess
+import tempfile
+
+import pytest
+
+from symbolon.conf import Settings
+from symbolon.storage.sources import StorageConfig
+from tests.conftest import s3_client, s3_endpoint, served
+from tests.downloads import get
+
+SOURCE = "int leaf(int n) { return n * 3 + 1; }\n"
+
+
+@pytest.fixture(scope="module")
+def elf(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """A small ELF object, and its .text section's bytes as objcopy extracts them."""
+    root = tmp_path_factory.mktemp("elf")
+    (root / "leaf.c").write_text(SOURCE)
+    obj, text = root / "leaf.o", root / "text"
+    subprocess.run(["gcc", "-g", "-c", "-o", obj, root / "leaf.c"], check=True, timeout=60)
+    subprocess.run(
+        ["objcopy", "--dump-section", f".text={text}", obj, root / "out.o"], check=True, timeout=60
+    )
+    return obj.read_bytes(), text.read_bytes()
+
+
+def put(settings: Settings, key: str, body: bytes, **extra: str) -> None:
+    source = StorageConfig.from_settings(settings).sources[0]
+    s3_client(s3_endpoint(settings)).put_object(
+        Bucket=source.bucket, Key=source.object_key(key), Body=body, **extra
+    )
+
+
+def leftovers() -> list[str]:
+    return [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("debuginfod-section-")]
+
+
+@pytest.mark.gen_test
+async def test_a_section_of_an_object_stored_uncompressed(http_client, base_url, settings, elf):
+    build_id = secrets.token_hex(20)
+    put(settings, f"buildid/{build_id}/debuginfo", elf[0])
+    response = await get(http_client, base_url, f"/buildid/{build_id}/section/.text")
+    assert response.code == 200
+    assert response.body == elf[1]
+    assert leftovers() == []
+
+
+@pytest.mark.gen_test
+async def test_a_debuginfo_that_is_no_elf_file_falls_back_to_the_executable(
+    http_client, base_url, settings, elf
+):
+    build_id = secrets.token_hex(20)
+    put(
+        settings, f"buildid/{build_id}/debuginfo", gzip.compress(b"not ELF"), ContentEncoding="gzip"
+    )
+    put(settings, f"buildid/{build_id}/executable", gzip.compress(elf[0]), ContentEncoding="gzip")
+    response = await get(http_client, base_url, f"/buildid/{build_id}/section/.text")
+    assert response.code == 200 and response.body == elf[1]
+    missing = await get(http_client, base_url, f"/buildid/{build_id}/section/.nothing")
+    assert missing.code == 404
+    reason = missing.body.decode()
+    assert "its debuginfo is not a readable ELF file (not an ELF file)" in reason, reason
+    assert "its executable has no section .nothing" in reason
+    assert leftovers() == []
+
+
+@pytest.mark.gen_test
+async def test_a_broken_gzip_body_is_a_404_saying_so(http_client, base_url, settings, elf):
+    build_id = secrets.token_hex(20)
+    broken = gzip.compress(elf[0])[:-20]
+    put(settings, f"buildid/{build_id}/debuginfo", broken, ContentEncoding="gzip")
+    response = await get(http_client, base_url, f"/buildid/{build_id}/section/.text")
+    assert response.code == 404
+    assert "stored gzipped but" in response.body.decode()
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize("tail", ["debuginfo", "executable", "section/.text"])
+@pytest.mark.gen_test(timeout=30)
+async def test_storage_that_does_not_answer_is_a_503_not_a_false_404(settings, tail):
+    url = "http://127.0.0.1:9/nowhere"
+    async with served(settings.replace(symbol_urls=(url,), upload_default_url=url)) as (c, base):
+        response = await get(c, base, f"/buildid/{secrets.token_hex(20)}/{tail}")
+    assert response.code == 503
+    assert int(response.headers["Retry-After"]) > 0
