@@ -822,3 +822,45 @@ async def test_a_removed_marks_directory_is_made_again(tmp_path):
     shutil.rmtree(tmp_path / "symbolon")  # an empty directory swept by a clean-up job
     await store.mark_publishing("b" * 30 + "261202")
     assert await store.publishing(older_than=-60) == ["b" * 30 + "261202"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_directory_stores_publishing_mark_is_a_second_name_of_its_dump_names(tmp_path):
+    # A file created and deleted per crash made ext4's every file creation dearer.
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    mark = tmp_path / "symbolon" / "publishing" / crash_id
+    names = tmp_path / ("20" + crash_id[-6:]) / "dump_names" / f"{crash_id}.json"
+    await store.mark_publishing(crash_id)
+    assert mark.stat().st_ino == names.stat().st_ino
+    await store.save(crash_id, b'{"ProductName": "X"}', MINIDUMP)
+    await store.mark_publishing(crash_id)  # a second attempt renews the mark
+    assert await store.publishing(older_than=-60) == [crash_id]
+    assert mark.stat().st_ino == names.stat().st_ino
+    an_hour_ago = names.stat().st_mtime - 3600
+    os.utime(names, (an_hour_ago, an_hour_ago))  # the mark's age is the last write's
+    assert await store.publishing(older_than=600) == [crash_id]
+    await store.clear_publishing(crash_id)
+    assert not mark.exists()
+    assert json.loads(names.read_text()) == ["upload_file_minidump"]
+    assert names.stat().st_nlink == 1
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_directory_store_without_hard_links_marks_with_a_file(tmp_path, monkeypatch):
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("injected: no hard links here")
+
+    monkeypatch.setattr(os, "link", refuse)
+    await store.mark_publishing(crash_id)
+    mark = tmp_path / "symbolon" / "publishing" / crash_id
+    assert mark.read_bytes() == b""
+    await store.save(crash_id, b'{"ProductName": "X"}', MINIDUMP)
+    assert await store.publishing(older_than=-60) == [crash_id]
+    await store.clear_publishing(crash_id)
+    assert await store.publishing(older_than=-60) == []
+    await store.close()
