@@ -91,3 +91,17 @@ async def test_storage_that_does_not_answer_is_a_503_not_a_false_404(settings, t
         response = await get(c, base, f"/buildid/{secrets.token_hex(20)}/{tail}")
     assert response.code == 503
     assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.gen_test
+async def test_metrics_for_lookups_sections_and_misses(
+    http_client, base_url, settings, elf, metricsmock
+):
+    build_id = secrets.token_hex(20)
+    put(settings, f"buildid/{build_id}/executable", elf[0])
+    assert (await get(http_client, base_url, f"/buildid/{build_id}/executable")).code == 302
+    metricsmock.assert_timing("symbolon.debuginfod_lookup")
+    assert (await get(http_client, base_url, f"/buildid/{build_id}/debuginfo")).code == 404
+    metricsmock.assert_incr("symbolon.debuginfod_missing", tags=["artifact:debuginfo"])
+    assert (await get(http_client, base_url, f"/buildid/{build_id}/section/.text")).code == 200
+    metricsmock.assert_timing("symbolon.debuginfod_section")
