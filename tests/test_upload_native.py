@@ -248,3 +248,57 @@ async def test_members_that_are_no_debug_files_are_refused_naming_them(
     error = json.loads(response.body)["error"]
     assert "'lib/fake.so'" in error and "native debug file" in error
     assert await own(runtime).head(f"v1/libfoo.so/{ident}/libfoo.so") is None
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_an_upload_v2_of_native_files(
+    http_client, base_url, runtime, worker, tokens, tmp_path
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    pe = native_files.pe_pdb(tmp_path / "pe", tag=str(tmp_path))
+    dll_key = expected(pe.dll)["keys"][0]  # at <module>/<hex>/<file>: PUT as it is
+    contents = {
+        "libfoo.so": lib.full.read_bytes(),
+        "symbols/foo.pdb": pe.pdb.read_bytes(),
+        dll_key: pe.dll.read_bytes(),
+    }
+    files = [planned(key, data) for key, data in contents.items()]
+    plan = await v2_call(http_client, base_url, "/upload/v2/", tokens["upload"], {"files": files})
+    assert plan.code == 201, plan.body
+    body = json.loads(plan.body)
+    actions = [f["action"] for f in body["files"]]
+    assert [a["type"] for a in actions] == ["upload", "upload", "upload"]
+    assert [a["content_encoding"] for a in actions] == ["gzip", "gzip", None]
+    for action, data in zip(actions, contents.values(), strict=True):
+        assert await v2_put(action, data) == 200
+    done = await v2_call(http_client, base_url, body["complete_url"], tokens["upload"], {})
+    assert done.code == 201, done.body
+    for key, path in (("libfoo.so", lib.full), ("symbols/foo.pdb", pe.pdb), (dll_key, pe.dll)):
+        facts = expected(path)
+        for stored in facts["keys"]:
+            data, info = await read_stored(runtime, f"v1/{stored}")
+            assert info.content_encoding == "gzip"
+            assert gzip.decompress(data) == contents[key], stored
+    rows = await runtime.db.fetch(
+        "SELECT key, kind, file_format, aliases FROM file_uploads WHERE upload_id = $1",
+        body["id"],
+    )
+    assert sorted(r["file_format"] for r in rows) == ["elf", "pdb", "pe"]
+    elf = next(r for r in rows if r["file_format"] == "elf")
+    assert elf["kind"] == "lib" and len(elf["aliases"]) == 3
+    assert [item.key async for item in own(runtime).list("pending/")] == []  # published
+
+    # A key outside the shape whose content is no debug file fails the upload, naming it.
+    text = b"not a debug file\n"
+    plan = await v2_call(
+        http_client,
+        base_url,
+        "/upload/v2/",
+        tokens["upload"],
+        {"files": [planned("notes/readme.txt", text)]},
+    )
+    body = json.loads(plan.body)
+    assert await v2_put(body["files"][0]["action"], text) == 200
+    done = await v2_call(http_client, base_url, body["complete_url"], tokens["upload"], {})
+    assert done.code == 400
+    assert "notes/readme.txt" in json.loads(done.body)["error"]

@@ -354,6 +354,29 @@ def prepare(
     return Prepared(Path(tmp.name), size, compressed, original_size, md5.hexdigest(), header)
 
 
+def gzip_file(
+    path: str | os.PathLike[str], tmpdir: str | os.PathLike[str] | None = None
+) -> Prepared:
+    """A local file gzipped into a temp file, as :func:`prepare` gzips a member."""
+    md5 = hashlib.md5()
+    original_size = 0
+    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past this function on success
+        dir=tmpdir, prefix="symbolon-", suffix=".gz", delete=False
+    )
+    try:
+        with tmp, open(path, "rb") as src:
+            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=tmp, mtime=0) as gz:
+                while chunk := src.read(1 << 20):
+                    md5.update(chunk)
+                    original_size += len(chunk)
+                    gz.write(chunk)
+            size = tmp.tell()
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+    return Prepared(Path(tmp.name), size, True, original_size, md5.hexdigest(), None)
+
+
 def verify(
     zf: zipfile.ZipFile,
     members: Sequence[Member],

@@ -279,8 +279,8 @@ async def store_native(
     destination: SymbolSource,
     done: set[str],
 ) -> list[str]:
-    """Store a native file, gzipped, under each of its objects' keys: written once, copied to
-    the others. Keys already holding the same content are skipped; returns them."""
+    """Store a native member, gzipped, under each of its objects' keys; returns the keys
+    skipped (the same content was there)."""
     todo = [o for o in objects if destination.object_key(o.keys[0]) not in done]
     if not todo:
         return []  # recorded by an earlier attempt of this upload
@@ -289,52 +289,66 @@ async def store_native(
         archive.prepare, zf, member, (), settings.staging_dir, compress=True
     )
     try:
-        store = rt.stores.at(destination)
-        skipped: list[str] = []
-        source: str | None = None  # the object key holding these bytes, once one does
-        for obj in todo:
-            written = False
-            existing_primary = None
-            for index, key in enumerate(obj.keys):
-                object_key = destination.object_key(key)
-                existing = await store.head(object_key, patient=True)
-                if index == 0:
-                    existing_primary = existing
-                if existing is not None and identical(existing, prepared):
-                    metrics.incr("upload_file_upload_skip")
-                    skipped.append(object_key)
-                    source = source or object_key
-                    continue
-                try:
-                    if source is None:
-                        with metrics.timer("upload_put_object"):
-                            await store.put_file(
-                                object_key,
-                                prepared.path,
-                                content_type=settings.mime_overrides.get(_extension(key)),
-                                content_encoding="gzip",
-                                metadata={
-                                    "original_size": str(prepared.original_size),
-                                    "original_md5_hash": prepared.original_md5,
-                                },
-                            )
-                        source = object_key
-                    else:
-                        await store.copy(source, object_key)
-                except KeyRefused as exc:
-                    raise archive.ArchiveError(f"{member.name} cannot be stored: {exc}") from exc
-                written = True
-            if written:
-                await record_native(
-                    rt, upload_id, destination, obj, existing_primary is not None, prepared.size
-                )
-                metrics.incr("upload_file_upload_upload")
-        keys = [key for obj in todo for key in obj.keys]
-        await rt.lookup.invalidate(keys)
-        await rt.symbolication.forget_misses(keys)
-        return skipped
+        return await put_native(rt, upload_id, destination, member.name, todo, prepared)
     finally:
         await asyncio.to_thread(os.unlink, prepared.path)
+
+
+async def put_native(
+    rt: UploadServices,
+    upload_id: int,
+    destination: SymbolSource,
+    name: str,
+    objects: list[NativeObject],
+    prepared: archive.Prepared,
+) -> list[str]:
+    """Store gzipped native bytes under each object's keys: written once, copied to the others;
+    a key holding the same content already is skipped. Records a row per object written, and
+    returns the keys skipped. ``name`` is what the uploader called the file."""
+    store = rt.stores.at(destination)
+    skipped: list[str] = []
+    source: str | None = None  # the object key holding these bytes, once one does
+    for obj in objects:
+        written = False
+        existing_primary = None
+        for index, key in enumerate(obj.keys):
+            object_key = destination.object_key(key)
+            existing = await store.head(object_key, patient=True)
+            if index == 0:
+                existing_primary = existing
+            if existing is not None and identical(existing, prepared):
+                metrics.incr("upload_file_upload_skip")
+                skipped.append(object_key)
+                source = source or object_key
+                continue
+            try:
+                if source is None:
+                    with metrics.timer("upload_put_object"):
+                        await store.put_file(
+                            object_key,
+                            prepared.path,
+                            content_type=rt.settings.mime_overrides.get(_extension(key)),
+                            content_encoding="gzip",
+                            metadata={
+                                "original_size": str(prepared.original_size),
+                                "original_md5_hash": prepared.original_md5,
+                            },
+                        )
+                    source = object_key
+                else:
+                    await store.copy(source, object_key)
+            except KeyRefused as exc:
+                raise archive.ArchiveError(f"{name} cannot be stored: {exc}") from exc
+            written = True
+        if written:
+            await record_native(
+                rt, upload_id, destination, obj, existing_primary is not None, prepared.size
+            )
+            metrics.incr("upload_file_upload_upload")
+    keys = [key for obj in objects for key in obj.keys]
+    await rt.lookup.invalidate(keys)
+    await rt.symbolication.forget_misses(keys)
+    return skipped
 
 
 async def record_native(

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import secrets
+import tempfile
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -28,9 +31,9 @@ import asyncpg
 from symbolon.storage.lookup import StorageUnavailable
 from symbolon.storage.sources import SymbolSource
 from symbolon.storage.store import ObjectMissing, StoreUnavailable, SymbolStore
-from symbolon.symbols import archive
+from symbolon.symbols import archive, native
 from symbolon.symbols.keys import has_invalid_characters
-from symbolon.uploads.process import fail
+from symbolon.uploads.process import fail, put_native
 from symbolon.uploads.services import UploadServices
 
 PROTOCOL = "s3-presigned-put"
@@ -110,6 +113,17 @@ def normalized_key(key: str) -> str | None:
     return f"{match.group(1)}/{match.group(2).upper()}/{match.group(3)}"
 
 
+def candidate_key(key: str) -> str | None:
+    """A path outside ``<module>/<hex>/<file>`` (``libfoo.so``, ``lib/libfoo.so.debug``): a file
+    stored only if its content is a native debug file, under the keys that gives."""
+    segments = key.split("/")
+    if not key or "\\" in key or any(s in ("", ".", "..") for s in segments):
+        return None
+    if key.lower().endswith(".sym"):
+        return None  # a Breakpad file, which has its place: <module>/<hex>/<file>
+    return None if has_invalid_characters(*segments) else key
+
+
 def _put_fields(rt: UploadServices, key: str, size: int, md5: str) -> tuple[dict[str, Any], bool]:
     """What the upload URL fixes (content type, encoding, metadata: the client must send them),
     and whether the body must be gzipped."""
@@ -168,6 +182,7 @@ async def plan(
 
     async def one(f: dict[str, Any]) -> dict[str, Any]:
         key = normalized_key(f["key"])
+        candidate = key is None and (key := candidate_key(f["key"])) is not None
         if key is None:
             return {"key": f["key"], "action": {"type": "error", "msg": "invalid key"}}
         if not MD5.match(f["md5_hash"]):
@@ -179,7 +194,8 @@ async def plan(
             return {"key": f["key"], "action": {"type": "error", "msg": refused}}
         places = [rt.storage.upload_default, destination] if try_symbols else [destination]
         async with lookups:
-            for place in places:
+            # A candidate's keys depend on its content: nothing to look for before it is read.
+            for place in [] if candidate else places:
                 try:
                     stored = await _stored_identically(rt, place, key, f["size"], f["md5_hash"])
                 except StoreUnavailable as exc:
@@ -187,16 +203,24 @@ async def plan(
                 if stored:
                     return {"key": f["key"], "action": {"type": "skip"}}
         fields, compressed = _put_fields(rt, key, f["size"], f["md5_hash"])
-        url, headers = await store.upload_url(pending_key, expires, **fields)
-        pending.append(
-            {
-                "key": key,
-                "size": f["size"],
-                "md5": f["md5_hash"],
-                "gzip": compressed,
-                "pending_key": pending_key,
+        if candidate:  # sent gzipped, as the native file it should be is stored
+            compressed = True
+            fields["content_encoding"] = "gzip"
+            fields["metadata"] = {
+                "original_size": str(f["size"]),
+                "original_md5_hash": f["md5_hash"],
             }
-        )
+        url, headers = await store.upload_url(pending_key, expires, **fields)
+        entry = {
+            "key": key,
+            "size": f["size"],
+            "md5": f["md5_hash"],
+            "gzip": compressed,
+            "pending_key": pending_key,
+        }
+        if candidate:
+            entry["candidate"] = True
+        pending.append(entry)
         return {
             "key": f["key"],
             "action": {
@@ -220,8 +244,11 @@ class Verified:
     md5: Any = field(default_factory=hashlib.md5)
     head: bytearray = field(default_factory=bytearray)
     whole: bool = True  # False for a truncated or corrupt gzip stream
+    sink: Callable[[bytes], Any] | None = None  # also given every inflated byte
 
     def add(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
         self.md5.update(data)
         self.size += len(data)
         if len(self.head) < HEADER_BYTES:
@@ -229,7 +256,11 @@ class Verified:
 
 
 async def read_verified(
-    stream: Any, declared_size: int, gzipped: bool, chunk: int = READ_CHUNK
+    stream: Any,
+    declared_size: int,
+    gzipped: bool,
+    chunk: int = READ_CHUNK,
+    sink: Callable[[bytes], Any] | None = None,
 ) -> Verified:
     """Read ``stream`` chunk by chunk, inflating and hashing as it goes.
 
@@ -237,7 +268,7 @@ async def read_verified(
     ``declared_size`` bytes came out: a gzip bomb costs ``declared_size + chunk`` bytes of
     inflation, never its full size, and no more than a few chunks of memory.
     """
-    result = Verified()
+    result = Verified(sink=sink)
     inflater = zlib.decompressobj(wbits=31) if gzipped else None
 
     def step(data: bytes) -> None:
@@ -296,6 +327,9 @@ class Checked:
     published: bool = False  # by an earlier run of this completion
     stored: int = 0
     header: archive.SymHeader | None = None
+    # A native file: its objects with their keys, and its bytes on this disk until published.
+    natives: list[native.NativeObject] | None = None
+    spooled: Path | None = None
 
 
 @asynccontextmanager
@@ -339,22 +373,41 @@ async def _complete(rt: UploadServices, upload_id: int) -> None:
     # Each read holds a few chunks: the bound keeps a completion's memory small.
     reads = asyncio.Semaphore(rt.settings.upload_v2_verify_concurrency)
 
+    made: list[Checked] = []  # each one's temp file goes, whatever happens
+
     async def check(f: dict[str, Any]) -> Checked:
         async with reads:
-            return await _verify(rt, store, upload_id, destination, f)
+            checked = await _verify(rt, store, upload_id, destination, f)
+            made.append(checked)
+            return checked
 
-    checks = await _all(check(f) for f in pending)
-    errors = [c.problem for c in checks if c.problem]
-    if errors:
-        await store.delete([f["pending_key"] for f in pending if "pending_key" in f])
-        await fail(rt, upload_id, "Verification failed: " + "; ".join(errors), status=400)
-        return
+    try:
+        checks = await _all(check(f) for f in pending)
+        errors = [c.problem for c in checks if c.problem]
+        errors += _shared_keys(pending, checks)
+        if errors:
+            await store.delete([f["pending_key"] for f in pending if "pending_key" in f])
+            await fail(rt, upload_id, "Verification failed: " + "; ".join(errors), status=400)
+            return
 
-    async def publish(f: dict[str, Any], checked: Checked) -> None:
-        async with reads:
-            await _publish(rt, store, upload_id, destination, f, checked)
+        async def publish(f: dict[str, Any], checked: Checked) -> None:
+            async with reads:
+                await _publish(rt, store, upload_id, destination, f, checked)
 
-    await _all(publish(f, c) for f, c in zip(pending, checks, strict=True))
+        await _all(publish(f, c) for f, c in zip(pending, checks, strict=True))
+        # Native files' pending objects go last: until then a repeated completion reads them
+        # again (their rows are under keys known only from their content).
+        await store.delete(
+            [
+                f["pending_key"]
+                for f, c in zip(pending, checks, strict=True)
+                if c.natives and "pending_key" in f
+            ]
+        )
+    finally:
+        for checked in made:
+            if checked.spooled is not None:
+                await asyncio.to_thread(checked.spooled.unlink, missing_ok=True)
     await rt.db.execute(
         "UPDATE uploads SET completed_at = now() WHERE id = $1 AND failed_at IS NULL", upload_id
     )
@@ -385,8 +438,69 @@ async def _verify(
         if source_key == object_key:
             await store.delete([object_key])
         return Checked(f"{f['key']} does not match its declared size and MD5 (deleted)")
+    if f.get("candidate") or native.looks_native(bytes(read.head[: native.HEAD_BYTES])):
+        return await _identify(rt, store, source_key, f, read)
     header = archive.parse_sym_header(bytes(read.head)) if f["key"].endswith(".sym") else None
     return Checked(stored=read.stored, header=header)
+
+
+async def _identify(
+    rt: UploadServices, store: SymbolStore, source_key: str, f: dict[str, Any], read: Verified
+) -> Checked:
+    """Read a file that may be native again, into a temp file symbolic reads; its objects and
+    their keys, or the problem of a candidate that is no native file."""
+    not_native = (
+        f"{f['key']} is neither at <module>/<hex>/<file> nor a native debug file "
+        "(ELF, PE, PDB, Mach-O)"
+    )
+    if not native.looks_native(bytes(read.head[: native.HEAD_BYTES])):
+        return Checked(not_native)
+    rt.settings.staging_dir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="symbolon-native-", dir=rt.settings.staging_dir)
+    spooled = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            # Read again and checked again: the object may have been PUT anew meanwhile.
+            async with store.open(source_key, patient=True) as opened:
+                again = await read_verified(
+                    ChunkReader(opened.chunks), f["size"], f["gzip"], sink=out.write
+                )
+        if not again.whole or again.size != f["size"] or again.md5.hexdigest() != f["md5"]:
+            raise native.NotNative("it changed while it was read")
+        objects = await asyncio.to_thread(native.identify, spooled, f["key"])
+    except (native.NotNative, ObjectMissing) as exc:
+        await asyncio.to_thread(spooled.unlink, missing_ok=True)
+        if f.get("candidate"):
+            return Checked(f"{not_native}: {exc}")
+        return Checked(stored=read.stored)  # stored as it is, as any other file
+    except BaseException:
+        await asyncio.to_thread(spooled.unlink, missing_ok=True)
+        raise
+    if not f.get("candidate") and all(f["key"] not in o.keys for o in objects):
+        # Also kept where its uploader put it.
+        first = objects[0]
+        objects = [
+            native.NativeObject(**{**first.__dict__, "keys": (*first.keys, f["key"])}),
+            *objects[1:],
+        ]
+    return Checked(stored=read.stored, natives=objects, spooled=spooled)
+
+
+def _shared_keys(pending: list[dict[str, Any]], checks: list[Checked]) -> list[str]:
+    """Problems of files that would be stored under one key."""
+    owners: dict[str, str] = {}
+    problems: list[str] = []
+    for f, checked in zip(pending, checks, strict=True):
+        if checked.published:
+            continue
+        keys = (
+            [f["key"]] if checked.natives is None else [k for o in checked.natives for k in o.keys]
+        )
+        for key in dict.fromkeys(keys):
+            other = owners.setdefault(key, f["key"])
+            if other != f["key"]:
+                problems.append(f"{other} and {f['key']} would both be stored as {key}")
+    return problems
 
 
 async def _publish(
@@ -399,6 +513,9 @@ async def _publish(
 ) -> None:
     object_key = destination.object_key(f["key"])
     source_key = f.get("pending_key", object_key)
+    if checked.natives is not None and checked.spooled is not None:
+        await _publish_native(rt, store, upload_id, destination, f, checked)
+        return
     if not checked.published:
         if source_key != object_key:
             # Copies the content encoding, content type and metadata the PUT set.
@@ -425,6 +542,33 @@ async def _publish(
         await store.delete([source_key])
     await rt.lookup.invalidate([f["key"]])
     await rt.symbolication.forget_misses([f["key"]])
+
+
+async def _publish_native(
+    rt: UploadServices,
+    store: SymbolStore,
+    upload_id: int,
+    destination: SymbolSource,
+    f: dict[str, Any],
+    checked: Checked,
+) -> None:
+    """Store a native file from its verified bytes under its keys, then drop the pending one."""
+    assert checked.natives is not None and checked.spooled is not None
+    prepared = await asyncio.to_thread(archive.gzip_file, checked.spooled, rt.settings.staging_dir)
+    try:
+        skipped = await put_native(rt, upload_id, destination, f["key"], checked.natives, prepared)
+    except archive.ArchiveError as exc:
+        await fail(rt, upload_id, str(exc))
+        return
+    finally:
+        await asyncio.to_thread(prepared.path.unlink, missing_ok=True)
+    if skipped:
+        await rt.db.execute(
+            """UPDATE uploads SET skipped_keys = coalesce(skipped_keys, '{}') || $2::text[]
+               WHERE id = $1""",
+            upload_id,
+            skipped,
+        )
 
 
 @dataclass
