@@ -323,14 +323,16 @@ class SymbolTable:
         return (symbol, address - outer.sym_addr)
 
 
-COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
+# Symbols GCC adds for parts of a function, not clones of it: they take the function's name.
+PART_SUFFIX = re.compile(r"\.(cold|localalias)(\.\d+)?$")
 
 
 def demangle_outer(name: str) -> str:
-    """A native file's function name, demangled. GCC's hot/cold splitting gives a function a
-    ``.cold`` part whose symbol lies below the function's entry, and symbolic names the whole
-    function after it: the suffix goes, so the hot part keeps its function's name."""
-    return demangle(COLD_SUFFIX.sub("", name))
+    """A native file's function name, demangled. symbolic names a function after the symbol at
+    its lowest address: GCC's hot/cold splitting puts a ``.cold`` part below the function's
+    entry, and ``-fno-semantic-interposition`` builds give it a ``.localalias``. The suffix goes,
+    so every part keeps the function's own name."""
+    return demangle(PART_SUFFIX.sub("", name))
 
 
 class _Disagreement(Exception):
