@@ -1,6 +1,6 @@
 """Real native debug files for tests, built with the system's compilers: an ELF library with its
 split debug file, an executable with compressed DWARF and its stripped copy, a PE DLL with its
-PDB. A test calls a builder with its own directory, or the cached one (built once per session
+PDB, a fat Mach-O library (x86_64 and arm64) with its dSYM. A test calls a builder with its own directory, or the cached one (built once per session
 and tag: give a tag of its own to a test that needs ids no other test uploads).
 
 Each builder skips the test, saying why, when a tool it needs is missing.
@@ -23,6 +23,16 @@ def require(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} to build native test files")
+
+
+def tool(name: str) -> str:
+    """``name``, or its versioned spelling (``ld64.lld-14``) where only that is installed."""
+    if shutil.which(name):
+        return name
+    for version in range(30, 10, -1):
+        if shutil.which(f"{name}-{version}"):
+            return f"{name}-{version}"
+    pytest.skip(f"needs {name} to build native test files")
 
 
 def _run(*command: str | Path, cwd: Path) -> None:
@@ -130,6 +140,56 @@ def pe_pdb(directory: Path, name: str = "foo", tag: str = "") -> PePdb:
     return PePdb(dll, pdb)
 
 
+@dataclass(frozen=True)
+class MachO:
+    fat: Path  # <name>.dylib, x86_64 and arm64, without DWARF
+    dsym: Path  # <name>.dylib.dSYM/Contents/Resources/DWARF/<name>.dylib, both architectures
+
+
+def macho(directory: Path, name: str = "libbar", tag: str = "") -> MachO:
+    """A fat ``<name>.dylib`` and its dSYM bundle in ``directory``."""
+    require("clang")
+    ld, lipo, dsymutil = tool("ld64.lld"), tool("llvm-lipo"), tool("dsymutil")
+    directory.mkdir(parents=True, exist_ok=True)
+    source = directory / f"{name}.c"
+    source.write_text(
+        f'const char *{name}_tag(void) {{ return "{tag}"; }}\n'
+        f"int {name}_add(int a, int b) {{ return a + b; }}\n"
+    )
+    thin = []
+    for arch, target in (("x86_64", "x86_64-apple-macos11"), ("arm64", "arm64-apple-macos11")):
+        obj = directory / f"{name}-{arch}.o"
+        _run("clang", f"--target={target}", "-g", "-c", "-o", obj, source, cwd=directory)
+        dylib = directory / f"{name}-{arch}.dylib"
+        _run(
+            ld,
+            "-arch",
+            arch,
+            "-platform_version",
+            "macos",
+            "11.0",
+            "11.0",
+            "-dylib",
+            "-o",
+            dylib,
+            obj,
+            cwd=directory,
+        )
+        thin.append(dylib)
+    fat = directory / f"{name}.dylib"
+    _run(lipo, "-create", *thin, "-output", fat, cwd=directory)
+    # dsymutil makes a fat dSYM through lipo, which only macOS has: one per slice, joined here.
+    dwarfs = []
+    for dylib in thin:
+        _run(dsymutil, dylib, "-o", f"{dylib}.dSYM", cwd=directory)
+        dwarfs.append(Path(f"{dylib}.dSYM") / "Contents" / "Resources" / "DWARF" / dylib.name)
+    bundle = directory / f"{name}.dylib.dSYM"
+    (bundle / "Contents" / "Resources" / "DWARF").mkdir(parents=True, exist_ok=True)
+    dwarf = bundle / "Contents" / "Resources" / "DWARF" / fat.name
+    _run(lipo, "-create", *dwarfs, "-output", dwarf, cwd=directory)
+    return MachO(fat, bundle / "Contents" / "Resources" / "DWARF" / fat.name)
+
+
 @functools.cache
 def _session_dir() -> Path:
     path = tempfile.mkdtemp(prefix="symbolon-native-")
@@ -150,3 +210,8 @@ def cached_elf_exe(name: str = "prog", tag: str = "") -> ElfExe:
 @functools.cache
 def cached_pe_pdb(name: str = "foo", tag: str = "") -> PePdb:
     return pe_pdb(_session_dir() / f"pe-{name}-{tag}", name, tag)
+
+
+@functools.cache
+def cached_macho(name: str = "libbar", tag: str = "") -> MachO:
+    return macho(_session_dir() / f"macho-{name}-{tag}", name, tag)

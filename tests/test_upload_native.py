@@ -302,3 +302,69 @@ async def test_an_upload_v2_of_native_files(
     done = await v2_call(http_client, base_url, body["complete_url"], tokens["upload"], {})
     assert done.code == 400
     assert "notes/readme.txt" in json.loads(done.body)["error"]
+
+
+def macho_keys(path: Path, debug: bool) -> list[tuple[str, str]]:
+    """(arch, key) of each slice of a Mach-O file, as the contract names them."""
+    found = []
+    for obj in Archive.open(str(path)).iter_objects():
+        parts = obj.debug_id.split("-")
+        ident = ("".join(parts[:5]) + "0").upper()
+        d = path.name
+        found.append((obj.arch, f"{d}/{ident}/{d}.debug" if debug else f"{d}/{ident}/{d}"))
+    return found
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_fat_mach_o_library_and_its_dsym(
+    http_client, base_url, runtime, worker, tokens, tmp_path
+):
+    built = native_files.macho(tmp_path / "macho", tag=str(tmp_path))
+    dsym_member = "libbar.dylib.dSYM/Contents/Resources/DWARF/libbar.dylib"
+    members = {"lib/libbar.dylib": built.fat.read_bytes(), dsym_member: built.dsym.read_bytes()}
+    response = await send(http_client, base_url, tokens["upload"], members)
+    assert response.code == 201, response.body
+    upload = json.loads(response.body)["upload"]
+    library, debug = macho_keys(built.fat, False), macho_keys(built.dsym, True)
+    assert sorted(arch for arch, _ in library) == ["arm64", "x86_64"]
+    for member, keys in (("lib/libbar.dylib", library), (dsym_member, debug)):
+        for _, key in keys:
+            data, info = await read_stored(runtime, f"v1/{key}")
+            assert info.content_encoding == "gzip"
+            assert gzip.decompress(data) == members[member], key  # the whole fat file
+    rows = await runtime.db.fetch(
+        "SELECT key, arch, kind, file_format FROM file_uploads WHERE upload_id = $1",
+        upload["id"],
+    )
+    assert sorted((r["key"], r["arch"], r["kind"]) for r in rows) == sorted(
+        [(f"v1/{key}", arch, "lib") for arch, key in library]
+        + [(f"v1/{key}", arch, "dbg") for arch, key in debug]
+    )
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_two_members_one_key_is_refused_and_aliases_share_the_bytes(
+    http_client, base_url, runtime, worker, tokens, tmp_path, backend
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    # The unstripped library and its split debug file both give <id>/libfoo.so.debug.
+    response = await send(
+        http_client,
+        base_url,
+        tokens["upload"],
+        {"a/libfoo.so": lib.full.read_bytes(), "b/libfoo.so.debug": lib.debug.read_bytes()},
+    )
+    assert response.code == 400, response.body
+    error = json.loads(response.body)["error"]
+    assert "'a/libfoo.so' and 'b/libfoo.so.debug' would both be stored as" in error
+    facts = expected(lib.full)
+    assert await own(runtime).head(f"v1/{facts['keys'][0]}") is None
+
+    response = await send(
+        http_client, base_url, tokens["upload"], {"libfoo.so": lib.full.read_bytes()}
+    )
+    assert response.code == 201, response.body
+    if backend.kind == "directory":  # copies are hard links: one file, four names
+        root = Path(backend.url.removeprefix("file://"))
+        inodes = {(root / "v1" / key).stat().st_ino for key in facts["keys"]}
+        assert len(inodes) == 1
