@@ -16,6 +16,7 @@ from symbolic.debuginfo import Archive
 
 from symbolon.symbols import archive, native
 from tests import native_files
+from tests.downloads import get
 from tests.test_storage_backends import (  # noqa: F401 - the backends' fixtures, both of them
     backend,
     backend_settings,
@@ -213,6 +214,12 @@ async def test_an_archive_of_native_files_is_stored_under_every_key(
     assert (dll["file_format"], dll["kind"], dll["code_file"]) == ("pe", "lib", "foo.dll")
     prog = shown[f"v1/{wanted['bin/prog']['keys'][0]}"]
     assert "debug" in prog["features"] and len(prog["aliases"]) == 3
+
+    # The code-file lookup knows .sym headers only: a DLL's row would send it to <dll>/<id>/….
+    dll_id = wanted["win/foo.dll"]["id"]
+    syminfo = await get(http_client, base_url, f"/api/syminfo/foo.dll/{dll_id}")
+    assert syminfo.code == 404
+    assert (await get(http_client, base_url, f"/api/syminfo/xul.pdb/{ident}")).code == 200
 
     again = await send(http_client, base_url, tokens["upload"], members)
     assert again.code == 201, again.body

@@ -46,8 +46,10 @@ async def lookup(
         """SELECT f.debug_filename, f.debug_id, f.code_file, f.code_id, f.generator,
                   coalesce(u.try_symbols, false) AS try_symbols
            FROM file_uploads f LEFT JOIN uploads u ON u.id = f.upload_id
-           WHERE (f.debug_filename = $1 AND f.debug_id = $2)
-              OR (f.code_file = $1 AND f.code_id = $2)
+           WHERE ((f.debug_filename = $1 AND f.debug_id = $2)
+                  OR (f.code_file = $1 AND f.code_id = $2))
+             -- A native file's row names no .sym: a DLL's would redirect to <dll>/<id>/….
+             AND (f.file_format IS NULL OR f.file_format = 'breakpad')
            ORDER BY f.id DESC LIMIT 1""",
         file,
         ident,
