@@ -4,6 +4,8 @@ library built here, at DWARF 4 and 5."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from tests.native_truth import (
     strip_debug,
     tools_missing,
 )
-from tests.symbolication_support import put_own, sym, with_debug_id
+from tests.symbolication_support import new_id, put_own, sym, with_debug_id
 
 pytestmark = pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing()))
 
@@ -118,3 +120,69 @@ async def test_sym_file_is_preferred_over_a_bare_binary_which_serves_alone(
     answer = await symbolicate(http_client, base_url, other_id, [4104])
     assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{other_id}": f"{LIBRARY}.sym"}
     assert answer["results"][0]["stacks"][0][0]["function"] == "process_request"
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_upstream_is_asked_for_sym_files_only_and_after_own_native_debug_files(
+    http_client, base_url, settings, symbolication, upstream, tmp_path
+):
+    library = build_library(tmp_path, 4)
+    debug_id = breakpad_id(library)
+    upstream.put(LIBRARY, debug_id, with_debug_id(sym("examples/libdemo.so.sym"), debug_id))
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.debug", library.read_bytes())
+    answer = await symbolicate(http_client, base_url, debug_id, [4104])
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": f"{LIBRARY}.debug"}
+    assert upstream.hits == []
+
+    # Upstream's .sym comes before a bare binary of own storage; upstream never gets asked
+    # for a native file.
+    other = build_library(tmp_path / "other", 4)
+    other_id = breakpad_id(other)
+    upstream.put(LIBRARY, other_id, with_debug_id(sym("examples/libdemo.so.sym"), other_id))
+    put_own(
+        settings,
+        f"{LIBRARY}/{other_id}/{LIBRARY}",
+        strip_debug(other, tmp_path / "s.so").read_bytes(),
+    )
+    answer = await symbolicate(http_client, base_url, other_id, [4104])
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{other_id}": f"{LIBRARY}.sym"}
+    assert upstream.hits == [f"/symbols/{LIBRARY}/{other_id}/{LIBRARY}.sym"]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_cold_miss_looks_up_every_key_of_own_storage_at_once(
+    http_client, base_url, settings, symbolication
+):
+    lookup = symbolication.fetcher.lookup
+    original = lookup._exists
+    in_flight: list[str] = []
+    asked: list[str] = []
+    widest = 0
+    together = asyncio.Event()
+
+    async def exists(source, key):
+        nonlocal widest
+        asked.append(key)
+        in_flight.append(key)
+        widest = max(widest, len(in_flight))
+        if len(in_flight) >= 4:
+            together.set()
+        try:
+            # Answers are held until the native debug file's and the .sym's keys (both
+            # spellings) are all being looked up, or long enough to show they never are.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(together.wait(), 2.0)
+            return await original(source, key)
+        finally:
+            in_flight.remove(key)
+
+    lookup._exists = exists
+    try:
+        missing = new_id()
+        answer = await symbolicate(http_client, base_url, missing, [4104])
+    finally:
+        lookup._exists = original
+    assert answer["results"][0]["found_modules"] == {f"{LIBRARY}/{missing}": False}
+    assert widest >= 4
+    for name in (f"{LIBRARY}.debug", f"{LIBRARY}.sym", LIBRARY):
+        assert {f"{LIBRARY}/{missing}/{name}", f"{LIBRARY}/{missing.lower()}/{name}"} <= set(asked)

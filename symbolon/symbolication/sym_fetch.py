@@ -30,7 +30,7 @@ import aiohttp
 from yarl import URL
 
 from symbolon.metrics import symbolication_metrics as metrics
-from symbolon.storage.lookup import StorageUnavailable, SymbolLookup
+from symbolon.storage.lookup import Found, StorageUnavailable, SymbolLookup
 from symbolon.storage.store import ObjectMissing, StoreUnavailable
 from symbolon.storage.stores import Stores
 from symbolon.symbolication import inflate
@@ -274,10 +274,7 @@ class Fetcher:
             for spelling in key_spellings(filename, debug_id, name):
                 spellings.append(spelling)
                 kind_of[spelling] = (kind, name)
-        try:
-            hit = await self.lookup.find_any(spellings, include_try=self.include_try)
-        except StorageUnavailable as exc:
-            raise _SourceError(f"storage unavailable: {exc}") from None
+        hit = await self._first_stored(spellings)
         if hit is None:
             return None, None, None
         found, storage_key = hit
@@ -306,6 +303,23 @@ class Fetcher:
             TooLarge,
         ) as exc:
             raise _SourceError(f"{source.url}: {exc!r}") from None
+
+    async def _first_stored(self, keys: list[str]) -> tuple[Found, str] | None:
+        """The first of ``keys`` some location has. All are looked up at once: a cold module
+        that has none (most of a crash's system libraries) costs one round trip, not one per
+        key; the answers are remembered as downloads remember them."""
+        answers = await asyncio.gather(
+            *(self.lookup.find(key, self.include_try) for key in keys), return_exceptions=True
+        )
+        for key, answer in zip(keys, answers, strict=True):
+            if isinstance(answer, StorageUnavailable):
+                # An earlier key may be there: what comes after it cannot be taken for it.
+                raise _SourceError(f"storage unavailable: {answer}")
+            if isinstance(answer, BaseException):
+                raise answer
+            if answer is not None:
+                return answer, key
+        return None
 
     async def _http_once(self, url: str, dest: Path) -> Body | None:
         async with self.session().get(URL(url, encoded=True)) as response:
