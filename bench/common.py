@@ -1,12 +1,16 @@
-"""What the benchmark scripts share: ports, waiting for a server, reading /proc."""
+"""What the benchmark scripts share: ports, waiting for a server, reading /proc, the CPU of a
+server's web processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+import psutil
 
 
 def free_port() -> int:
@@ -48,3 +52,66 @@ def stop_servers(*procs: subprocess.Popen | None, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def web_pids(pid: int, processes: int, seconds: float = 60) -> list[int]:
+    """The web processes of ``symbolon serve`` running as ``pid``: itself with one, else the
+    ``processes`` it forked (their command line is its own; parse pools are their children)."""
+    if processes <= 1:
+        return [pid]
+    serve = psutil.Process(pid)
+    deadline = time.monotonic() + seconds
+    while True:
+        found = []
+        for child in serve.children():
+            try:
+                if child.cmdline() == serve.cmdline():
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+        if len(found) >= processes or time.monotonic() > deadline:
+            return sorted(found)
+        time.sleep(0.1)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (its threads, not its children); 0 once gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+class WebProcessCPU:
+    """CPU seconds each web process spends between ``start`` and ``stop``: with several, an
+    uneven spread of the clients' connections shows as a min/max ratio well under 1."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.seconds: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.seconds = {pid: process_cpu_seconds(pid) for pid in self.pids}
+
+    def stop(self) -> dict[int, float]:
+        self.seconds = {pid: process_cpu_seconds(pid) - s for pid, s in self.seconds.items()}
+        return self.seconds
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def ratio(self) -> float:
+        """The least busy process's CPU over the busiest's (1.0 with one process)."""
+        most = max(self.seconds.values(), default=0.0)
+        return min(self.seconds.values()) / most if most > 0 else 1.0
+
+    def describe(self) -> str:
+        each = " / ".join(f"{s:.1f}" for s in self.seconds.values())
+        return f"web processes CPU s {each} (min/max {self.ratio:.2f})"
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())

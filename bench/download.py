@@ -7,9 +7,12 @@ each backend (``--backend``: three private directories, three private buckets on
 emulator, or both, one after the other) it runs one ``symbolon serve`` process reading the three
 locations, the file in the second, and runs ``wrk`` against it; then against the bare app. It
 prints requests/s, latency percentiles and the server's CPU time per answer side by side, and
-each server's peak RSS.
+each server's peak RSS. With ``--processes N`` serve runs N web processes (WEB_PROCESSES), and
+each scenario also prints the CPU seconds each web process spent and the least busy one's over
+the busiest one's: wrk's keep-alive connections spread unevenly show there.
 
     .venv/bin/python bench/download.py [--duration 10] [--connections 32] [--backend both]
+        [--processes 1]
 
 Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -35,7 +38,15 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
+from common import (  # noqa: E402
+    WebProcessCPU,
+    free_port,
+    load_average,
+    proc_status_mb,
+    stop_servers,
+    wait_port,
+    web_pids,
+)
 
 from symbolon.conf import Settings, load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
@@ -51,12 +62,6 @@ HIT = "(a) cached hit, private location (signed 302)"
 UNCACHED_MISS = "(b) uncached miss through 3 locations (404)"
 CACHED_MISS = "(b') cached miss through 3 locations (404)"
 BARE = "(c) bare Tornado constant 302"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def found(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
@@ -116,7 +121,8 @@ def bucket_locations(endpoint: str) -> list[str]:
 def measure(
     live: Settings, urls: list[str], args: argparse.Namespace
 ) -> tuple[dict[str, dict[str, Any]], float]:
-    """One serve process reading ``urls``: each scenario's figures, and its peak RSS."""
+    """One serve reading ``urls``: each scenario's figures, and its peak RSS (its first web
+    process's with several)."""
     port = free_port()
     env: dict[str, str] = {
         **os.environ,
@@ -131,6 +137,7 @@ def measure(
         "SECRET_KEY": SECRET_KEY,
         "PORT": str(port),
         "WORKER_THREADS": "0",
+        "WEB_PROCESSES": str(args.processes),
         "LOGGING_LEVEL": "ERROR",
     }
     server = subprocess.Popen(
@@ -139,6 +146,7 @@ def measure(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_port(port, server)
+        web = WebProcessCPU(web_pids(server.pid, args.processes))
         hit = f"{base}/{HIT_KEY}"
         miss = f"{base}/xul.pdb/{'0' * 32}1/xul.sym"
         for url in (hit, miss):  # warm the caches: steady state is what is measured
@@ -151,12 +159,13 @@ def measure(
         }
         results = {}
         for name, (url, script) in scenarios.items():
-            before = cpu_seconds(server.pid)
+            web.start()
             results[name] = wrk(url, args, script)
-            used = cpu_seconds(server.pid) - before
+            web.stop()
             # The server's own CPU per answer: what the machine's other load does not change.
-            results[name]["cpu_us"] = used / (results[name]["rps"] * args.duration) * 1e6
-        return results, proc_status_mb(server.pid, "VmHWM")
+            results[name]["cpu_us"] = web.total / (results[name]["rps"] * args.duration) * 1e6
+            results[name]["web"] = web.describe()
+        return results, proc_status_mb(web.pids[0], "VmHWM")
     finally:
         stop_servers(server)
 
@@ -166,6 +175,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="web processes of symbolon serve (WEB_PROCESSES)"
+    )
     parser.add_argument(
         "--backend",
         choices=("directory", "s3", "both"),
@@ -209,7 +221,8 @@ def main() -> None:
 
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-        f"one server process, {os.cpu_count()} cores"
+        f"{args.processes} web process(es), {os.cpu_count()} cores; "
+        f"load average at the end {load_average()}"
     )
     header = "".join(
         f" {b + ' req/s':>15} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7}" for b in backends
@@ -223,6 +236,9 @@ def main() -> None:
         )
         errors = ", ".join(str(results[b][scenario]["socket_errors"]) for b in backends)
         print(f"{scenario:<46}{row}  {errors}")
+        if args.processes > 1:
+            for b in backends:
+                print(f"{'':<46} {b}: {results[b][scenario]['web']}")
     r = bare_result
     print(f"{BARE:<46} {r['rps']:>15.0f} {r['p50']:>7.2f} {r['p99']:>7.2f}  {r['socket_errors']}")
     print()
