@@ -16,6 +16,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -69,6 +70,7 @@ def module_filename(data: bytes, debug_filename: str) -> str:
 
 
 SYM_MAGIC = b"MODULE "
+CFI_INIT = re.compile(rb"^STACK CFI INIT ([0-9a-fA-F]+) ([0-9a-fA-F]+)", re.MULTILINE)
 
 
 def is_native(head: bytes) -> bool:
@@ -234,7 +236,12 @@ def native_cfi_text(obj: Any, symcache_entry: str) -> bytes:
     if text and not text.endswith(b"\n"):
         text += b"\n"
     lines = [text]
-    for start, size in SymbolTable(symcache_entry).function_ranges():
+    ranges = SymbolTable(symcache_entry).function_ranges()
+    if not ranges:
+        # An index with CFI but no functions would make the scanner refuse every address of
+        # the module: the unwind ranges, each a function's code, stand in.
+        ranges = [(int(m[1], 16), int(m[2], 16)) for m in CFI_INIT.finditer(text)]
+    for start, size in ranges:
         lines.append(b"FUNC %x %x 0 f\n" % (start, size))
     return b"".join(lines)
 
