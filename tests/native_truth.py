@@ -188,3 +188,32 @@ def compare(addresses: list[int], truth: list[Chain], ours: list[Chain | None]) 
         result.categories[category] += 1
         result.examples.setdefault(category, []).append(f"{address:#x}: llvm {want} / ours {got}")
     return result
+
+
+PDB_SOURCE = """
+static inline int sq(int x) { return x * x; }
+extern "C" __declspec(dllexport) int compute(int n) {
+    int s = 0;
+    for (int i = 0; i < n; ++i) s += sq(i) ^ n;
+    return s;
+}
+"""
+
+
+def build_pdb(directory: Path, name: str = "compute") -> Path | None:
+    """A Windows DLL's PDB built with clang in cl mode and lld-link, no C runtime needed;
+    None where those tools are missing."""
+    if shutil.which("clang") is None or shutil.which("lld-link") is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    source = directory / f"{name}.cpp"
+    source.write_text(PDB_SOURCE)
+    obj = directory / f"{name}.obj"
+    subprocess.run(
+        ["clang", "--driver-mode=cl", "/nologo", "/c", "/Zi", "/O2", str(source), f"/Fo{obj}"],
+        check=True,
+    )
+    pdb = directory / f"{name}.pdb"
+    link = ["lld-link", "/nologo", "/dll", "/noentry", "/nodefaultlib", "/debug", f"/pdb:{pdb}"]
+    subprocess.run([*link, str(obj), f"/out:{directory / name}.dll"], check=True)
+    return pdb

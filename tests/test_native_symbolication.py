@@ -15,6 +15,7 @@ from tests.native_truth import (
     LIBRARY,
     breakpad_id,
     build_library,
+    build_pdb,
     compare,
     frame_chain,
     llvm_chains,
@@ -186,3 +187,28 @@ async def test_a_cold_miss_looks_up_every_key_of_own_storage_at_once(
     assert widest >= 4
     for name in (f"{LIBRARY}.debug", f"{LIBRARY}.sym", LIBRARY):
         assert {f"{LIBRARY}/{missing}/{name}", f"{LIBRARY}/{missing.lower()}/{name}"} <= set(asked)
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_pdb_is_looked_up_under_its_own_name_before_the_sym_file(
+    http_client, base_url, settings, symbolication, tmp_path
+):
+    pdb = build_pdb(tmp_path, f"compute{new_id()[:8].lower()}")
+    if pdb is None:
+        pytest.skip("clang and lld-link are needed to build a PDB")
+    debug_id = breakpad_id(pdb)
+    put_own(settings, f"{pdb.name}/{debug_id}/{pdb.name}", pdb.read_bytes())
+    put_own(
+        settings,
+        f"{pdb.name}/{debug_id}/{pdb.stem}.sym",
+        with_debug_id(sym("examples/demo.sym"), debug_id),
+    )
+    body = {"memoryMap": [[pdb.name, debug_id]], "stacks": [[[0, 0x1000]]]}
+    response = await http_client.fetch(
+        base_url + "/symbolicate/v5", method="POST", body=json.dumps(body), headers={"Debug": "1"}
+    )
+    answer = json.loads(response.body)
+    frame = answer["results"][0]["stacks"][0][0]
+    assert answer["debug"]["symbol_files"] == {f"{pdb.name}/{debug_id}": pdb.name}
+    assert (frame["module"], frame["function"]) == (pdb.name, "compute(int)")
+    assert frame["file"] == str(pdb.with_suffix(".cpp"))
