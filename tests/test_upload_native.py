@@ -16,8 +16,7 @@ from symbolic.debuginfo import Archive
 
 from symbolon.symbols import archive, native
 from tests import native_files
-from tests.downloads import get
-from tests.test_storage_backends import (  # noqa: F401 - the backends' fixtures, both of them
+from tests.backends import (  # noqa: F401 - the backends' fixtures, both of them
     backend,
     backend_settings,
     io_loop,
@@ -30,6 +29,7 @@ from tests.test_storage_backends import (  # noqa: F401 - the backends' fixtures
     v2_put,
     worker,
 )
+from tests.downloads import get
 from tests.uploads import debug_id, make_zip, multipart, post, sym_text
 
 
