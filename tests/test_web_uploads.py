@@ -254,6 +254,33 @@ async def test_upload_page_shows_redirects_files_skipped_ignored_and_related(
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_a_native_files_page_shows_what_it_is_and_its_other_keys(
+    http_client, base_url, runtime
+):
+    me = await make_user(runtime)
+    ident = debug_id().upper()
+    key = f"v1/libfoo.so/{ident}/libfoo.so"
+    _, (file_id,) = await make_upload(runtime, me, files=(key,))
+    await runtime.db.execute(
+        """UPDATE file_uploads SET debug_filename = 'libfoo.so', debug_id = $2,
+                  file_format = 'elf', kind = 'lib', arch = 'x86_64',
+                  features = '{debug,symtab}', aliases = $3
+           WHERE id = $1""",
+        file_id,
+        ident,
+        [f"v1/libfoo.so/{ident}/libfoo.so.debug", "v1/buildid/ab12/executable"],
+    )
+    caller = await Caller.with_session(runtime, me)
+    page = await get(http_client, base_url, caller, f"/uploads/files/file/{file_id}")
+    assert page.status == 200
+    text = page.text
+    assert "Format" in text and "elf" in text and "(lib, x86_64)" in text
+    assert "debug, symtab" in text
+    assert "Also stored as" in text and "v1/buildid/ab12/executable" in text
+    assert f"v1/libfoo.so/{ident}/libfoo.so.debug" in text
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_what_uploaders_typed_is_shown_escaped(http_client, base_url, runtime):
     me = await make_user(runtime, superuser=True)
     evil = '<script>alert("x")</script>.zip'
