@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Server CPU per crash of ``POST /submit`` with the default settings, code against code.
+
+``bench/crashes.py`` measures throughput with ``LOGGING_LEVEL=WARNING``; this one runs ``symbolon
+serve`` as an operator would (``INFO`` logging, metrics to the log, publishing to the embedded
+Redis), storing to a directory (``CRASHMOVER_CRASHSTORAGE_CLASS=fs``), with ``WORKER_THREADS=0``
+so that no crash processing shares the process. Each ``--code`` is a source tree (a ``git
+worktree`` of another commit, say) put first on ``PYTHONPATH`` of the server; the runs of the
+trees are interleaved, ``--repeat`` times, and the median of each is printed with the load
+average.
+
+    .venv/bin/python bench/crash_cpu.py --code before=/tmp/old --code after=. --repeat 3
+
+``--profile DIR`` also records each server with ``py-spy`` (which costs CPU itself: profile runs
+are for finding where the time goes, not for the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import crashes
+
+
+class Bench(crashes.Bench):
+    def start_services(self) -> None:
+        # The embedded S3 server too, which bench/crashes.py's servers point their symbols at.
+        real = crashes.load_settings
+
+        def with_s3(environ: dict[str, str], **kwargs: object) -> object:
+            return real({**environ, "EMBEDDED_STORAGE": "s3"}, **kwargs)
+
+        crashes.load_settings = with_s3  # type: ignore[assignment]
+        try:
+            super().start_services()
+        finally:
+            crashes.load_settings = real
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--code", action="append", default=[], help="name=source tree")
+    parser.add_argument("--duration", type=int, default=12)
+    parser.add_argument("--connections", default="8,32")
+    parser.add_argument("--processes", default="1")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--logging-level", default="INFO")
+    parser.add_argument("--profile", type=Path, help="py-spy recordings go here")
+    args = parser.parse_args()
+    codes = [c.split("=", 1) for c in (args.code or ["current=."])]
+    work = Path(tempfile.mkdtemp(prefix="symbolon-bench-crash-cpu-"))
+    bench: Bench | None = None
+    results: dict[tuple[str, int, int], list[crashes.Run]] = {}
+    loads: list[float] = []
+    try:
+        body = work / "report.multipart"
+        crashes.make_report(body, 400 * 1024, 1)
+        bench = Bench(args, work, body)
+        bench.start_services()
+        for attempt in range(args.repeat):
+            for conns in [int(c) for c in args.connections.split(",")]:
+                for processes in [int(p) for p in args.processes.split(",")]:
+                    for name, tree in codes:
+                        os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+                        loads.append(os.getloadavg()[0])
+                        spy = start_profile(args, f"{name}-c{conns}-p{processes}-{attempt}")
+                        run = bench.symbolon("fs", conns, args.logging_level, processes)
+                        if spy is not None:
+                            spy.join()
+                        run.name = f"{name} {processes}p"
+                        results.setdefault((name, conns, processes), []).append(run)
+                        print(crashes.row(run), f" load {loads[-1]:.2f}", flush=True)
+    finally:
+        if bench is not None:
+            bench.stop_services()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nmedians of {args.repeat} (load average 1 min: {min(loads):.2f} to {max(loads):.2f})")
+    print(
+        f"{'code':<10} {'procs':>5} {'conns':>5} {'CPU ms/crash':>12} {'crashes/s':>9} "
+        f"{'p99 ms':>7}"
+    )
+    for (name, conns, processes), runs in results.items():
+        cpu = statistics.median(1000 * r.server_cpu_per_crash for r in runs)
+        rate = statistics.median(r.crashes_s for r in runs)
+        p99 = statistics.median(r.p99 for r in runs)
+        print(f"{name:<10} {processes:>5} {conns:>5} {cpu:>12.2f} {rate:>9.0f} {p99:>7.1f}")
+
+
+def start_profile(args: argparse.Namespace, label: str) -> threading.Thread | None:
+    """py-spy on the first server process that appears listening, during the run."""
+    if args.profile is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    before = set(os.listdir("/proc"))
+
+    def record() -> None:
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for pid in set(os.listdir("/proc")) - before:
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"serve" in cmd and b"symbolon" in cmd:
+                    while not crashes.child_pids(os.getpid()) or all(  # until wrk runs
+                        Path(f"/proc/{c}/comm").read_text().strip() != "wrk"
+                        for c in crashes.child_pids(os.getpid())
+                    ):
+                        time.sleep(0.1)
+                    out = args.profile / f"{label}.txt"
+                    subprocess.run(
+                        [spy, "record", "-p", pid, "-d", str(args.duration), "-r", "200",
+                         "-f", "raw", "-o", str(out), "--nonblocking"],
+                        capture_output=True,
+                    )  # fmt: skip
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    return thread
+
+
+if __name__ == "__main__":
+    main()
