@@ -7,16 +7,22 @@ which function, file and line, not how they are spelled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import shutil
 import subprocess
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import running_worker
+from tests.uploads import UPLOAD, make_zip, multipart, token_for
+from tests.uploads import post as post_upload
 
 SOURCE = Path(__file__).parent / "data" / "native" / "inlines_lib.cpp"
 LIBRARY = "libinlines.so"
@@ -217,3 +223,24 @@ def build_pdb(directory: Path, name: str = "compute") -> Path | None:
     link = ["lld-link", "/nologo", "/dll", "/noentry", "/nodefaultlib", "/debug", f"/pdb:{pdb}"]
     subprocess.run([*link, str(obj), f"/out:{directory / name}.dll"], check=True)
     return pdb
+
+
+async def upload_native(
+    http_client: Any, base_url: str, settings: Any, runtime: Any, members: dict[str, bytes]
+) -> None:
+    """Upload an archive as clients do, and wait for its files to be stored."""
+    token, _ = await token_for(runtime, UPLOAD)
+    body, content_type = multipart({"symbols.zip": make_zip(members)})
+    with running_worker(settings):
+        response = await post_upload(http_client, base_url, body, content_type, token)
+        assert response.code in (201, 202), response.body
+        upload_id = json.loads(response.body)["upload"]["id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = await runtime.db.fetchrow(
+                "SELECT completed_at FROM uploads WHERE id = $1", upload_id
+            )
+            if row is not None and row["completed_at"] is not None:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"upload {upload_id} was not completed")

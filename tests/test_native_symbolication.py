@@ -22,6 +22,7 @@ from tests.native_truth import (
     sample_addresses,
     strip_debug,
     tools_missing,
+    upload_native,
 )
 from tests.symbolication_support import new_id, put_own, sym, with_debug_id
 
@@ -58,11 +59,12 @@ async def symbolicate(http_client, base_url, debug_id: str, addresses: list[int]
 @pytest.mark.gen_test(timeout=120)
 @pytest.mark.parametrize("variant", ["dwarf4", "dwarf5"])
 async def test_native_debug_file_agrees_with_llvm_symbolizer(
-    http_client, base_url, settings, symbolication, libraries, variant
+    http_client, base_url, settings, runtime, symbolication, libraries, variant
 ):
     library = libraries[variant]
     debug_id = breakpad_id(library)
-    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.debug", library.read_bytes())
+    members = {f"lib/{LIBRARY}": library.read_bytes()}
+    await upload_native(http_client, base_url, settings, runtime, members)
     addresses = sample_addresses(library, 200)
     answer = await symbolicate(http_client, base_url, debug_id, addresses)
     frames = answer["results"][0]["stacks"][0]

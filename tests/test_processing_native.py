@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from symbolon.runtime import Runtime
+from tests.conftest import served
 from tests.crashpad_support import WITHIN, crashpad_handler, ptrace_refused  # noqa: F401
-from tests.native_truth import breakpad_id
+from tests.native_truth import upload_native
 from tests.processing_support import (
     App,
     Symbols,
@@ -20,7 +20,6 @@ from tests.processing_support import (
     crashing_frames,
     processing_settings,
 )
-from tests.symbolication_support import put_own
 
 # From the crash to main: each caller found by CFI (the program keeps no frame pointers).
 CHAIN = ["crash_here", "step_c", "step_b", "step_a", "mid_inner", "mid_call"]
@@ -52,16 +51,18 @@ async def test_a_crash_is_walked_and_named_from_native_debug_files_alone(
 ):
     binary, dump = crashed_program(crashpad_handler, tmp_path / "program")
     settings = processing_settings(live_settings, cache_dir)
+    members: dict[str, bytes] = {}
     for module in (binary, binary.with_name("libmid.so")):
-        key = f"{module.name}/{breakpad_id(module)}/{module.name}"
         if layout == "unstripped":
-            put_own(settings, f"{key}.debug", module.read_bytes())
+            members[f"bin/{module.name}"] = module.read_bytes()
         else:
             stripped, debug = split(module)
-            put_own(settings, key, stripped)
-            put_own(settings, f"{key}.debug", debug)
-    runtime = await Runtime.create(settings)
-    try:
+            members[f"bin/{module.name}"] = stripped
+            members[f"debug/{module.name}.debug"] = debug
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        await upload_native(http_client, base_url, settings, runtime, members)
         processed = await runtime.processor.process_dump(dump)
         frames = crashing_frames(processed.document)
         assert [f.get("function") for f in frames[: len(CHAIN)]] == CHAIN, frames
@@ -75,5 +76,3 @@ async def test_a_crash_is_walked_and_named_from_native_debug_files_alone(
         else:
             # The split debug file has no unwind information: the binary gave it.
             assert (stats.built_with_symcache, stats.built_alone) == (0, 2)
-    finally:
-        await runtime.close()
