@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from symbolic.debuginfo import Archive
 
 from symbolon.symbols import archive, native
+from symbolon.uploads import process
 from tests import native_files
 from tests.backends import (  # noqa: F401 - the backends' fixtures, both of them
     backend,
@@ -29,6 +31,7 @@ from tests.backends import (  # noqa: F401 - the backends' fixtures, both of the
     v2_put,
     worker,
 )
+from tests.conftest import unique_email
 from tests.downloads import get
 from tests.uploads import debug_id, make_zip, multipart, post, sym_text
 
@@ -375,3 +378,77 @@ async def test_two_members_one_key_is_refused_and_aliases_share_the_bytes(
         root = Path(backend.url.removeprefix("file://"))
         inodes = {(root / "v1" / key).stat().st_ino for key in facts["keys"]}
         assert len(inodes) == 1
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_other_content_under_a_key_is_replaced_and_marked_update(
+    http_client, base_url, runtime, worker, tokens, tmp_path
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    stripped = await send(
+        http_client, base_url, tokens["upload"], {"libfoo.so": lib.stripped.read_bytes()}
+    )
+    assert stripped.code == 201, stripped.body
+    # The unstripped library has the same id: its own key now holds other bytes.
+    full = await send(http_client, base_url, tokens["upload"], {"libfoo.so": lib.full.read_bytes()})
+    assert full.code == 201, full.body
+    upload = json.loads(full.body)["upload"]
+    assert upload["skipped_keys"] == []
+    facts = expected(lib.full)
+    (row,) = await runtime.db.fetch(
+        "SELECT key, update, aliases FROM file_uploads WHERE upload_id = $1", upload["id"]
+    )
+    assert row["key"] == f"v1/{facts['keys'][0]}" and row["update"] is True
+    for key in facts["keys"]:
+        data, _ = await read_stored(runtime, f"v1/{key}")
+        assert gzip.decompress(data) == lib.full.read_bytes(), key
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_an_attempt_that_died_between_keys_is_finished_by_the_next(
+    runtime, monkeypatch, tmp_path
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    facts = expected(lib.full)
+    staged = runtime.settings.staging_dir / f"upload-{uuid.uuid4().hex}.zip"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(make_zip({"lib/libfoo.so": lib.full.read_bytes()}))
+    user_id = await runtime.db.fetchval(
+        "INSERT INTO users (email) VALUES ($1) RETURNING id", unique_email()
+    )
+    destination = runtime.storage.upload_default
+    upload_id = await runtime.db.fetchval(
+        """INSERT INTO uploads (user_id, filename, bucket_name, staging_ref, destination_url)
+           VALUES ($1, 'n.zip', $2, $3, $4) RETURNING id""",
+        user_id,
+        destination.bucket,
+        str(staged),
+        destination.url,
+    )
+    store = runtime.stores.at(destination)
+    copies: list[str] = []
+    real = store.copy
+
+    async def dying(source: str, key: str) -> None:
+        copies.append(key)
+        if len(copies) > 1:
+            raise ConnectionError("the worker died here")
+        await real(source, key)
+
+    monkeypatch.setattr(store, "copy", dying)
+    with pytest.raises(ConnectionError):
+        await process.process_upload(runtime, upload_id)
+    monkeypatch.setattr(store, "copy", real)
+    await process.process_upload(runtime, upload_id)
+    await process.process_upload(runtime, upload_id)  # a duplicate delivery changes nothing
+    rows = await runtime.db.fetch(
+        "SELECT key, update FROM file_uploads WHERE upload_id = $1", upload_id
+    )
+    assert [(r["key"], r["update"]) for r in rows] == [(f"v1/{facts['keys'][0]}", False)]
+    for key in facts["keys"]:
+        data, _ = await read_stored(runtime, f"v1/{key}")
+        assert gzip.decompress(data) == lib.full.read_bytes(), key
+    upload = await runtime.db.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+    assert upload["completed_at"] is not None
+    # What the first attempt stored is found there: skipped by the second.
+    assert sorted(upload["skipped_keys"]) == sorted(f"v1/{k}" for k in facts["keys"][:2])

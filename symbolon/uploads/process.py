@@ -309,13 +309,10 @@ async def put_native(
     skipped: list[str] = []
     source: str | None = None  # the object key holding these bytes, once one does
     for obj in objects:
-        written = False
-        existing_primary = None
+        written = replaced = False
         for index, key in enumerate(obj.keys):
             object_key = destination.object_key(key)
             existing = await store.head(object_key, patient=True)
-            if index == 0:
-                existing_primary = existing
             if existing is not None and identical(existing, prepared):
                 metrics.incr("upload_file_upload_skip")
                 skipped.append(object_key)
@@ -340,10 +337,10 @@ async def put_native(
             except KeyRefused as exc:
                 raise archive.ArchiveError(f"{name} cannot be stored: {exc}") from exc
             written = True
+            # An update: other content was under the object's own key, and is replaced.
+            replaced = replaced or (index == 0 and existing is not None)
         if written:
-            await record_native(
-                rt, upload_id, destination, obj, existing_primary is not None, prepared.size
-            )
+            await record_native(rt, upload_id, destination, obj, replaced, prepared.size)
             metrics.incr("upload_file_upload_upload")
     keys = [key for obj in objects for key in obj.keys]
     await rt.lookup.invalidate(keys)
