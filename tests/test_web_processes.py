@@ -17,7 +17,7 @@ import pytest
 import tornado.netutil
 import tornado.web
 
-from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
+from symbolon.server.balance import NOT_SERVING, BalancingHTTPServer, ConnectionShares
 from tests.cli import env_for
 from tests.conftest import free_port, run_isolated, wait_until
 from tests.serving import REQUEST_WITHIN, START_WITHIN, heartbeat, start, stop
@@ -148,9 +148,13 @@ def test_a_process_gives_up_one_connection_at_a_time_until_the_client_comes_back
     assert not shares.over_share()  # one more than the least-loaded is a fair share
     shares.set_open(3, accepted=True)
     assert shares.over_share()
+    shares.gave_up()
     assert not shares.over_share()  # the first client has not come back yet
     shares.accepted[1] += 1  # it did, elsewhere
     assert shares.over_share()
+    shares.stopped(0)
+    shares.set_open(5)  # a stopping process's closes change nothing
+    assert shares.open[0] == NOT_SERVING and not shares.over_share()
 
 
 class Answer(tornado.web.RequestHandler):

@@ -43,34 +43,44 @@ class ConnectionShares:
         self.open = multiprocessing.RawArray(ctypes.c_long, [NOT_SERVING] * processes)
         self.accepted = multiprocessing.RawArray(ctypes.c_long, processes)
         self.slot = -1
+        self.serving = False
         self._waiting_since: tuple[int, float] | None = None
 
     def serve_as(self, slot: int) -> None:
         """This process is the one of ``slot`` from now on."""
-        self.slot = slot
+        self.slot, self.serving = slot, True
         self.open[slot] = 0
 
     def stopped(self, slot: int) -> None:
-        """The process of ``slot`` is gone: the others do not send connections its way."""
+        """The process of ``slot`` accepts no more: the others send no connections its way."""
+        if slot == self.slot:
+            self.serving = False  # the connections it closes while stopping change nothing
         self.open[slot] = NOT_SERVING
 
     def set_open(self, count: int, accepted: bool = False) -> None:
+        if not self.serving:
+            return
         self.open[self.slot] = count
         if accepted:
             self.accepted[self.slot] += 1
 
     def over_share(self) -> bool:
         """Whether this process should give one of its connections up now."""
+        if not self.serving:
+            return False
         others = [n for i, n in enumerate(self.open) if i != self.slot and n != NOT_SERVING]
         if not others or self.open[self.slot] < min(others) + MARGIN:
             return False
-        arrivals = sum(self.accepted)
         if self._waiting_since is not None:
             since, at = self._waiting_since
-            if arrivals == since and time.monotonic() - at < RECONNECT_WAIT_SECONDS:
+            if sum(self.accepted) == since and time.monotonic() - at < RECONNECT_WAIT_SECONDS:
                 return False
-        self._waiting_since = (arrivals, time.monotonic())
         return True
+
+    def gave_up(self) -> None:
+        """This process is closing a connection over its share: it waits for the client to
+        come back before giving up another."""
+        self._waiting_since = (sum(self.accepted), time.monotonic())
 
 
 def pipelined(stream: tornado.iostream.IOStream) -> bool:
@@ -121,11 +131,12 @@ class Rebalancing(httputil.HTTPMessageDelegate):
             and connection._response_start_line is None  # the answer has not started
             and not connection._disconnect_on_finish  # nor is it closing anyway
             and connection.stream is not None
-            and not pipelined(connection.stream)
             and self.shares.over_share()
+            and not pipelined(connection.stream)
         ):
             # Tornado then answers with ``Connection: close`` and closes once the answer is sent.
             connection._disconnect_on_finish = True
+            self.shares.gave_up()
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
