@@ -452,3 +452,37 @@ async def test_an_attempt_that_died_between_keys_is_finished_by_the_next(
     assert upload["completed_at"] is not None
     # What the first attempt stored is found there: skipped by the second.
     assert sorted(upload["skipped_keys"]) == sorted(f"v1/{k}" for k in facts["keys"][:2])
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_keys_a_directory_cannot_hold_refuse_the_upload_before_anything_is_stored(
+    http_client, base_url, runtime, worker, tokens, tmp_path, backend
+):
+    if backend.kind != "directory":
+        pytest.skip("an S3 bucket holds these keys")
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    other = native_files.elf_lib(tmp_path / "other", tag=f"{tmp_path}-other").stripped
+    # Its own name fits a directory; with ".debug" it passes the 250 bytes a file name may have.
+    name = "l" * 243 + ".so"
+    data = lib.full.read_bytes()
+    response = await send(
+        http_client,
+        base_url,
+        tokens["upload"],
+        {name: data, "libfoo.so": other.read_bytes()},
+    )
+    assert response.code == 400, response.body
+    assert "The destination cannot hold" in json.loads(response.body)["error"]
+    facts = expected(other)
+    assert await own(runtime).head(f"v1/{facts['keys'][0]}") is None
+
+    files = [planned(name, data), planned("libfoo.so", other.read_bytes())]
+    plan = await v2_call(http_client, base_url, "/upload/v2/", tokens["upload"], {"files": files})
+    assert plan.code == 201, plan.body
+    body = json.loads(plan.body)
+    for entry, content in zip(body["files"], (data, other.read_bytes()), strict=True):
+        assert await v2_put(entry["action"], content) == 200
+    done = await v2_call(http_client, base_url, body["complete_url"], tokens["upload"], {})
+    assert done.code == 400, done.body
+    assert f"{name} cannot be stored as" in json.loads(done.body)["error"]
+    assert await own(runtime).head(f"v1/{facts['keys'][0]}") is None

@@ -439,13 +439,18 @@ async def _verify(
             await store.delete([object_key])
         return Checked(f"{f['key']} does not match its declared size and MD5 (deleted)")
     if f.get("candidate") or native.looks_native(bytes(read.head[: native.HEAD_BYTES])):
-        return await _identify(rt, store, source_key, f, read)
+        return await _identify(rt, store, destination, source_key, f, read)
     header = archive.parse_sym_header(bytes(read.head)) if f["key"].endswith(".sym") else None
     return Checked(stored=read.stored, header=header)
 
 
 async def _identify(
-    rt: UploadServices, store: SymbolStore, source_key: str, f: dict[str, Any], read: Verified
+    rt: UploadServices,
+    store: SymbolStore,
+    destination: SymbolSource,
+    source_key: str,
+    f: dict[str, Any],
+    read: Verified,
 ) -> Checked:
     """Read a file that may be native again, into a temp file symbolic reads; its objects and
     their keys, or the problem of a candidate that is no native file."""
@@ -483,7 +488,18 @@ async def _identify(
             native.NativeObject(**{**first.__dict__, "keys": (*first.keys, f["key"])}),
             *objects[1:],
         ]
-    return Checked(stored=read.stored, natives=objects, spooled=spooled)
+    checked = Checked(stored=read.stored, natives=objects, spooled=spooled)
+    # Asked now, as the plan asks of other keys: a key refused once every file is published
+    # would leave the others published.
+    refused = [
+        f"{f['key']} cannot be stored as {key}: {problem}"
+        for obj in objects
+        for key in obj.keys
+        if (problem := store.accepts(destination.object_key(key))) is not None
+    ]
+    if refused:
+        checked.problem = "; ".join(refused)
+    return checked
 
 
 def _shared_keys(pending: list[dict[str, Any]], checks: list[Checked]) -> list[str]:
