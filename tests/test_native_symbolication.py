@@ -18,6 +18,7 @@ from tests.native_truth import (
     build_pdb,
     compare,
     frame_chain,
+    function_ranges,
     llvm_chains,
     sample_addresses,
     strip_debug,
@@ -77,6 +78,15 @@ async def test_native_debug_file_agrees_with_llvm_symbolizer(
     assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": f"{LIBRARY}.debug"}
     # Inlined calls come through: some frame has a chain of several.
     assert max(len(f.get("inlines", [])) for f in frames) >= 3
+    # Function offsets count from the symbol of the part holding the address, a .cold part's
+    # too.
+    starts = {
+        a: start for start, size, _ in function_ranges(library) for a in range(start, start + size)
+    }
+    offsets = [
+        (f["function_offset"], hex(a - starts[a])) for a, f in zip(addresses, frames, strict=True)
+    ]
+    assert [got for got, _ in offsets] == [want for _, want in offsets]
 
 
 @pytest.mark.gen_test(timeout=120)

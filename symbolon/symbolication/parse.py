@@ -188,7 +188,12 @@ def _build_native_entry(
             del symcache
             companion_ok = False
             if companion is not None and "unwind" in obj.features:
-                companion_ok = _build_companion(companion, native_cfi_text(obj, out_path))
+                try:
+                    text = native_cfi_text(obj, out_path)
+                except Exception:  # the symcache is still good
+                    logger.exception("reading the unwind information of %s failed", symbol_file)
+                else:
+                    companion_ok = _build_companion(companion, text)
     except DecodeError as exc:
         return failed("sym_malformed", f"the compressed body does not inflate: {exc}")
     except LookupError as exc:
