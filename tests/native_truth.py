@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import native_files
 from tests.conftest import running_worker
 from tests.uploads import UPLOAD, make_zip, multipart, token_for
 from tests.uploads import post as post_upload
@@ -244,3 +245,20 @@ async def upload_native(
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"upload {upload_id} was not completed")
+
+
+def mach_o_functions(path: Path, arch: str) -> list[tuple[str, int]]:
+    """(name, offset from the image's start) of the functions of one slice of a Mach-O file,
+    from its symbol table (names without the leading underscore)."""
+    listing = subprocess.run(
+        [native_files.tool("llvm-nm"), "--defined-only", f"--arch={arch}", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = []
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in ("T", "t"):
+            found.append((parts[2].removeprefix("_"), int(parts[0], 16)))
+    return sorted(found, key=lambda item: item[1])

@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from symbolic.debuginfo import Archive
 
+from symbolon.symbols import native
+from tests import native_files
 from tests.native_truth import (
     LIBRARY,
     breakpad_id,
@@ -20,6 +23,7 @@ from tests.native_truth import (
     frame_chain,
     function_ranges,
     llvm_chains,
+    mach_o_functions,
     sample_addresses,
     strip_debug,
     tools_missing,
@@ -224,3 +228,30 @@ async def test_a_pdb_is_looked_up_under_its_own_name_before_the_sym_file(
     assert answer["debug"]["symbol_files"] == {f"{pdb.name}/{debug_id}": pdb.name}
     assert (frame["module"], frame["function"]) == (pdb.name, "compute(int)")
     assert frame["file"] == str(pdb.with_suffix(".cpp"))
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_each_slice_of_a_fat_dsym_serves_its_own_module(
+    http_client, base_url, settings, runtime, symbolication, tmp_path
+):
+    built = native_files.macho(tmp_path, tag=new_id())
+    dsym_member = "libbar.dylib.dSYM/Contents/Resources/DWARF/libbar.dylib"
+    members = {"libbar.dylib": built.fat.read_bytes(), dsym_member: built.dsym.read_bytes()}
+    await upload_native(http_client, base_url, settings, runtime, members)
+    for obj in Archive.open(str(built.dsym)).iter_objects():
+        debug_id = native.breakpad_id(obj.debug_id)
+        wanted = dict(mach_o_functions(built.dsym, obj.arch))
+        body = {
+            "memoryMap": [["libbar.dylib", debug_id]],
+            "stacks": [[[0, offset] for offset in wanted.values()]],
+        }
+        response = await http_client.fetch(
+            base_url + "/symbolicate/v5",
+            method="POST",
+            body=json.dumps(body),
+            headers={"Debug": "1"},
+        )
+        answer = json.loads(response.body)
+        frames = answer["results"][0]["stacks"][0]
+        assert [f["function"] for f in frames] == list(wanted), obj.arch
+        assert answer["debug"]["symbol_files"] == {f"libbar.dylib/{debug_id}": "libbar.dylib.debug"}
