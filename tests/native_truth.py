@@ -8,6 +8,7 @@ which function, file and line, not how they are spelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -227,12 +228,18 @@ def build_pdb(directory: Path, name: str = "compute") -> Path | None:
 
 
 async def upload_native(
-    http_client: Any, base_url: str, settings: Any, runtime: Any, members: dict[str, bytes]
+    http_client: Any,
+    base_url: str,
+    settings: Any,
+    runtime: Any,
+    members: dict[str, bytes],
+    worker: bool = True,
 ) -> None:
-    """Upload an archive as clients do, and wait for its files to be stored."""
+    """Upload an archive as clients do, and wait for its files to be stored (by a task worker
+    of its own unless ``worker`` is False: the caller runs one)."""
     token, _ = await token_for(runtime, UPLOAD)
     body, content_type = multipart({"symbols.zip": make_zip(members)})
-    with running_worker(settings):
+    with running_worker(settings) if worker else contextlib.nullcontext():
         response = await post_upload(http_client, base_url, body, content_type, token)
         assert response.code in (201, 202), response.body
         upload_id = json.loads(response.body)["upload"]["id"]

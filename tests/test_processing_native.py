@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import served
+from tests.conftest import running_worker, served
 from tests.crashpad_support import WITHIN, crashpad_handler, ptrace_refused  # noqa: F401
 from tests.native_truth import upload_native
 from tests.processing_support import (
@@ -19,6 +19,8 @@ from tests.processing_support import (
     crash,
     crashing_frames,
     processing_settings,
+    submit,
+    wait_for_state,
 )
 
 # From the crash to main: each caller found by CFI (the program keeps no frame pointers).
@@ -76,3 +78,25 @@ async def test_a_crash_is_walked_and_named_from_native_debug_files_alone(
         else:
             # The split debug file has no unwind information: the binary gave it.
             assert (stats.built_with_symcache, stats.built_alone) == (0, 2)
+
+
+@pytest.mark.gen_test(timeout=4 * WITHIN)
+async def test_a_crash_lacking_symbols_is_processed_again_when_a_native_file_is_uploaded(
+    crashpad_handler, live_settings, cache_dir, tmp_path
+):
+    binary, dump = crashed_program(crashpad_handler, tmp_path / "program")
+    settings = processing_settings(live_settings, cache_dir)
+    server = served(settings)
+    with running_worker(settings):
+        async with server as (http_client, base_url):
+            runtime = server.runtime
+            crash_id = await submit(http_client, base_url, dump)
+            first = await wait_for_state(runtime, crash_id)
+            assert first["signature"] != "crash_here"  # no symbols anywhere yet
+
+            members = {
+                f"bin/{m.name}": m.read_bytes() for m in (binary, binary.with_name("libmid.so"))
+            }
+            await upload_native(http_client, base_url, settings, runtime, members, worker=False)
+            again = await wait_for_state(runtime, crash_id, after=first["processed_at"])
+            assert (again["state"], again["signature"]) == ("processed", "crash_here")

@@ -32,6 +32,7 @@ from symbolon.processing.pipeline.sandbox import WalkFailed, WalkPool
 from symbolon.processing.pipeline.signature import SignatureRules
 from symbolon.symbolication.request import ModuleKey
 from symbolon.symbolication.service import Symbolication
+from symbolon.symbolication.sym_fetch import native_debug_filename
 from symbolon.symbolication.symbolicate import symbolicate
 
 logger = logging.getLogger("symbolon.processing")
@@ -252,7 +253,7 @@ class CrashProcessor:
         wanted: list[str] = []
         for key in symbol_keys:
             parts = key.split("/")
-            if len(parts) != 3 or not parts[2].endswith(".sym"):
+            if len(parts) != 3 or not is_symbol_file(parts[0], parts[2]):
                 continue
             left = limit - len(wanted)
             if left <= 0:
@@ -265,6 +266,12 @@ class CrashProcessor:
         # The index files of the module, if any were made before: none, since it was missing.
         queued = await self.reprocess(wanted)
         logger.info("queued %d crash(es) lacking %s for processing again", queued, symbol_keys)
+
+
+def is_symbol_file(debug_file: str, name: str) -> bool:
+    """Whether ``<debug_file>/<id>/<name>`` holds a module's symbols: its ``.sym``, or a native
+    file symbolication reads (docs/symbolication.md, "Where symbols come from")."""
+    return name.endswith(".sym") or name in (debug_file, native_debug_filename(debug_file))
 
 
 class ByteBudget:
