@@ -255,3 +255,21 @@ async def test_each_slice_of_a_fat_dsym_serves_its_own_module(
         frames = answer["results"][0]["stacks"][0]
         assert [f["function"] for f in frames] == list(wanted), obj.arch
         assert answer["debug"]["symbol_files"] == {f"libbar.dylib/{debug_id}": "libbar.dylib.debug"}
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_native_file_of_another_module_or_no_file_at_all_is_not_found(
+    http_client, base_url, settings, symbolication, libraries
+):
+    # A native file stored under an id it does not hold, and bytes that are no debug file.
+    wrong = new_id()
+    put_own(settings, f"{LIBRARY}/{wrong}/{LIBRARY}.debug", libraries["dwarf4"].read_bytes())
+    junk = new_id()
+    put_own(settings, f"{LIBRARY}/{junk}/{LIBRARY}.debug", b"\x7fELF but not really" * 100)
+    for debug_id in (wrong, junk):
+        answer = await symbolicate(http_client, base_url, debug_id, [4104])
+        assert answer["results"][0]["found_modules"] == {f"{LIBRARY}/{debug_id}": False}
+        assert "symbol_files" not in answer["debug"]
+        assert list(answer["debug"]["parse_sym"]["fail_time_per_module"]) == [
+            f"{LIBRARY}/{debug_id}"
+        ]
