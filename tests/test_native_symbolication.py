@@ -273,3 +273,16 @@ async def test_a_native_file_of_another_module_or_no_file_at_all_is_not_found(
         assert list(answer["debug"]["parse_sym"]["fail_time_per_module"]) == [
             f"{LIBRARY}/{debug_id}"
         ]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_native_file_symbolic_cannot_read_leaves_the_sym_file_to_serve(
+    http_client, base_url, settings, symbolication
+):
+    debug_id = new_id()
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.debug", b"\x7fELF but not really" * 100)
+    fake_sym = with_debug_id(sym("examples/libdemo.so.sym"), debug_id)
+    put_own(settings, f"{LIBRARY}/{debug_id}/{LIBRARY}.sym", fake_sym)
+    answer = await symbolicate(http_client, base_url, debug_id, [4104])
+    assert answer["results"][0]["stacks"][0][0]["function"] == "process_request"
+    assert answer["debug"]["symbol_files"] == {f"{LIBRARY}/{debug_id}": f"{LIBRARY}.sym"}

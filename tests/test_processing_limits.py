@@ -67,9 +67,9 @@ async def test_one_crash_fetches_symbols_for_a_bounded_number_of_modules(live_se
         fetched: list[tuple[str, str]] = []
         original = fetcher.fetch
 
-        async def fetch(key: tuple[str, str], dest: Any) -> Any:
+        async def fetch(key: tuple[str, str], dest: Any, *kinds: Any) -> Any:
             fetched.append(key)
-            return await original(key, dest)
+            return await original(key, dest, *kinds)
 
         fetcher.fetch = fetch  # type: ignore[method-assign]
         processed = await runtime.processor.process_dump(many_modules_dump())

@@ -26,7 +26,7 @@ from symbolon.storage.sources import config_hash
 from symbolon.storage.stores import Stores
 from symbolon.symbolication.parse import Companion, ParsePool, physical_memory
 from symbolon.symbolication.request import ModuleKey
-from symbolon.symbolication.sym_fetch import Fetcher
+from symbolon.symbolication.sym_fetch import ALL_KINDS, Fetcher
 from symbolon.symbolication.symcaches import DiskCache, MissMemory, SymcacheStore, entry_name
 from symbolon.symbolication.table import EntryError, SymbolTable
 
@@ -333,14 +333,16 @@ class Symbolication:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _build(self, key: ModuleKey, outcome: Outcome) -> Path | None:
+    async def _build(
+        self, key: ModuleKey, outcome: Outcome, kinds: tuple[str, ...] = ALL_KINDS
+    ) -> Path | None:
         """Download and parse into L1; None (and a remembered miss) when that fails."""
         sym_tmp = self.disk.tmp_path(".sym")
         entry_tmp = self.disk.tmp_path()
         companion = self.companion.companion() if self.companion is not None else None
         try:
             outcome.downloaded = True
-            fetched = await self.fetcher.fetch(key, sym_tmp)
+            fetched = await self.fetcher.fetch(key, sym_tmp, kinds)
             outcome.download_seconds = fetched.seconds
             if not fetched.found:
                 if fetched.errors:
@@ -371,6 +373,8 @@ class Symbolication:
                     tag = f"reason:{parsed.reason}"
                     metrics.incr("symbolicate.parse_sym_file.error", tags=[tag])
                 logger.error("cannot parse %s/%s (%s): %s", *key, parsed.reason, parsed.error)
+                if later := kinds[kinds.index(fetched.kind) + 1 :]:
+                    return await self._build(key, outcome, later)  # the next kind may serve
                 await self.misses.remember(key)
                 return None
             outcome.parse_ok = True
