@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -83,19 +84,48 @@ def process_cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
+def established(pid: int, port: int) -> int:
+    """The connections to ``port`` that process ``pid`` holds open."""
+    try:
+        found = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for c in found if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
 class WebProcessCPU:
     """CPU seconds each web process spends between ``start`` and ``stop``: with several, an
-    uneven spread of the clients' connections shows as a min/max ratio well under 1."""
+    uneven spread of the clients' connections shows as a min/max ratio well under 1. With
+    ``port``, also the connections each one held, sampled twice a second: the machine's other
+    load can make the CPU uneven too, the connections it cannot."""
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, pids: list[int], port: int | None = None) -> None:
         self.pids = pids
+        self.port = port
         self.seconds: dict[int, float] = {}
+        self.samples: list[list[int]] = []
+        self._done = threading.Event()
+        self._sampler: threading.Thread | None = None
 
     def start(self) -> None:
         self.seconds = {pid: process_cpu_seconds(pid) for pid in self.pids}
+        self.samples = []
+        if self.port is not None and len(self.pids) > 1:
+            self._done.clear()
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+
+    def _sample(self) -> None:
+        assert self.port is not None
+        while not self._done.wait(0.5):
+            self.samples.append([established(pid, self.port) for pid in self.pids])
 
     def stop(self) -> dict[int, float]:
         self.seconds = {pid: process_cpu_seconds(pid) - s for pid, s in self.seconds.items()}
+        if self._sampler is not None:
+            self._done.set()
+            self._sampler.join()
+            self._sampler = None
         return self.seconds
 
     @property
@@ -110,7 +140,11 @@ class WebProcessCPU:
 
     def describe(self) -> str:
         each = " / ".join(f"{s:.1f}" for s in self.seconds.values())
-        return f"web processes CPU s {each} (min/max {self.ratio:.2f})"
+        text = f"web processes CPU s {each} (min/max {self.ratio:.2f})"
+        if self.samples:
+            means = [sum(column) / len(self.samples) for column in zip(*self.samples, strict=True)]
+            text += "; connections held, mean " + " / ".join(f"{m:.1f}" for m in means)
+        return text
 
 
 def load_average() -> str:

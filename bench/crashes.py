@@ -22,6 +22,8 @@ latency, errors (socket errors, non-200 answers and 200 answers without a CrashI
 the store holds every crash answered with a CrashID (raw crash and dump), the server's peak RSS
 and CPU time per crash, and the CPU (in cores) used by the server, the S3 server, Redis, the
 client and everything else on the machine. The client runs on the same cores as the server.
+With several web processes, each run also prints the CPU seconds each one spent and the least
+busy one's over the busiest one's (wrk's keep-alive connections spread unevenly show there).
 Each run gets a fresh server process, so the peak RSS is that run's. Everything it starts and
 writes is removed on exit, also after an error, Ctrl-C or SIGTERM (files are truncated
 between runs and deleted at the end, see ``empty_files``). About 14 minutes.
@@ -57,7 +59,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, wait_port  # noqa: E402
+from common import WebProcessCPU, free_port, load_average, proc_status_mb, wait_port  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
@@ -235,6 +237,7 @@ class Run:
     peak_rss: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # cores, by who
     server_cpu_per_crash: float = 0.0  # seconds
+    web: str = ""  # each web process's CPU, with several
 
     @property
     def errors(self) -> int:
@@ -296,7 +299,12 @@ def wrk(port: int, connections: int, duration: int, body: Path, run: Run) -> Non
 
 
 def measure(
-    port: int, groups: dict[str, list[int]], args: argparse.Namespace, body: Path, run: Run
+    port: int,
+    groups: dict[str, list[int]],
+    args: argparse.Namespace,
+    body: Path,
+    run: Run,
+    web: WebProcessCPU | None = None,
 ) -> None:
     """One wrk run, with the CPU each party spent during it, in cores: ``groups`` names the
     processes of the server, the S3 server and Redis; the client is wrk, the rest is the machine's
@@ -306,10 +314,15 @@ def measure(
         return {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
 
     before = used()
+    if web is not None:
+        web.start()
     client0, machine0, wall0 = children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     wrk(port, run.connections, args.duration, body, run)
     wall = time.monotonic() - wall0
     after = used()
+    if web is not None:
+        web.stop()
+        run.web = web.describe()
     run.cpu = {name: (after[name] - before[name]) / wall for name in groups}
     run.cpu["client"] = (children_cpu_seconds() - client0) / wall
     machine = (machine_busy_seconds() - machine0) / wall
@@ -411,7 +424,10 @@ class Bench:
         data_dir = self.work / "services"
         self.stack = EmbeddedStack(data_dir)
         self.live = self.stack.start(
-            load_settings({"SYMBOLON_DATA_DIR": str(data_dir)}, dotenv_path=None)
+            # The S3 emulator: the crash store and the symbols' bucket are in it.
+            load_settings(
+                {"SYMBOLON_DATA_DIR": str(data_dir), "EMBEDDED_STORAGE": "s3"}, dotenv_path=None
+            )
         )
         self.endpoint = self.live.symbol_urls[0].rsplit("/", 1)[0]
         self.s3 = boto3.client(
@@ -472,7 +488,8 @@ class Bench:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
             pids = server_pids(proc, processes)  # they fork after the start-up checks
             self.warm_up(port, log)
-            measure(port, {"server": pids, **self.services}, self.args, self.body, run)
+            web = WebProcessCPU(pids[1:], port) if processes > 1 else None
+            measure(port, {"server": pids, **self.services}, self.args, self.body, run, web)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
             run.peak_rss = sum(proc_status_mb(pid, "VmHWM") for pid in pids)
         finally:
@@ -508,7 +525,8 @@ class Bench:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
             pids = server_pids(proc, processes)
             self.warm_up(port, log)
-            measure(port, {"server": pids, **self.services}, self.args, self.body, run)
+            web = WebProcessCPU(pids[1:], port) if processes > 1 else None
+            measure(port, {"server": pids, **self.services}, self.args, self.body, run, web)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
             run.peak_rss = sum(proc_status_mb(pid, "VmHWM") for pid in pids)
         finally:
@@ -551,7 +569,8 @@ def row(run: Run) -> str:
         f"{cpu['server']:>13.2f} {cpu['s3']:>4.2f} {cpu['redis']:>5.2f} {cpu['client']:>6.2f} "
         f"{cpu['rest']:>4.2f}"
     )
-    return line + (f"  ({', '.join(details)})" if details else "")
+    line += f"  ({', '.join(details)})" if details else ""
+    return line + (f"\n{'':<28} {run.web}" if run.web else "")
 
 
 def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) -> None:
@@ -561,7 +580,8 @@ def report(runs: list[Run], args: argparse.Namespace, fields: int, size: int) ->
         f"-d{args.duration}s; symbolon serve with {args.processes} web process(es) "
         f"(WORKER_THREADS=0, LOGGING_LEVEL="
         f"{args.logging_level} unless marked); {os.cpu_count()} cores, shared by the server, the "
-        "S3 server, Redis, the client and anything else running"
+        f"S3 server, Redis, the client and anything else running; load average at the end "
+        f"{load_average()}"
     )
     print(HEADER)
     order = {name: i for i, name in enumerate(dict.fromkeys(r.name for r in runs))}

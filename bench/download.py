@@ -146,7 +146,7 @@ def measure(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_port(port, server)
-        web = WebProcessCPU(web_pids(server.pid, args.processes))
+        web = WebProcessCPU(web_pids(server.pid, args.processes), port)
         hit = f"{base}/{HIT_KEY}"
         miss = f"{base}/xul.pdb/{'0' * 32}1/xul.sym"
         for url in (hit, miss):  # warm the caches: steady state is what is measured

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Symbolication speed on 127.0.0.1, with real .sym files of real binaries.
 
-    .venv/bin/python bench/symbolicate.py [--seconds 20]
+    .venv/bin/python bench/symbolicate.py [--seconds 20] [--processes 1] [--clients 1]
 
 Builds (once, cached in .data/bench-syms) a .sym file of over 100 MB and a set of ten modules
 (bench/make_syms.py), starts the embedded PostgreSQL, Redis and S3 in a temporary directory, stores
@@ -15,6 +15,10 @@ measures:
       and the first (cold) request of that payload;
   (c) 20 concurrent cold requests for one big module: parses counted from the server's own
       metrics (a statsd listener), wall time against (a).
+
+With ``--processes N`` serve runs N web processes (WEB_PROCESSES), and (b) also prints the CPU
+seconds each one spent in the warm run and the least busy one's over the busiest one's; the
+warm run then keeps ``--clients`` keep-alive connections busy at once.
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, proc_status_mb, stop_servers, wait_port  # noqa: E402
+from common import (  # noqa: E402
+    WebProcessCPU,
+    free_port,
+    load_average,
+    proc_status_mb,
+    stop_servers,
+    wait_port,
+    web_pids,
+)
 from make_syms import make_big, module_set  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
@@ -171,6 +183,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the warm run")
     parser.add_argument("--syms", type=Path, default=ROOT / ".data" / "bench-syms")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="web processes of symbolon serve (WEB_PROCESSES)"
+    )
+    parser.add_argument("--clients", type=int, default=1, help="keep-alive connections, warm run")
     args = parser.parse_args()
 
     big = make_big(args.syms, 100)
@@ -189,7 +205,11 @@ def main() -> None:
     copy_gz.write_bytes(gzip.compress(copy_a.read_bytes(), 6))
 
     stack = EmbeddedStack(tmp / "stack")
-    live = stack.start(load_settings({"SYMBOLON_DATA_DIR": str(tmp / "stack")}, dotenv_path=None))
+    live = stack.start(  # the modules are in a bucket of the S3 emulator
+        load_settings(
+            {"SYMBOLON_DATA_DIR": str(tmp / "stack"), "EMBEDDED_STORAGE": "s3"}, dotenv_path=None
+        )
+    )
     endpoint = live.symbol_urls[0].rsplit("/", 1)[0]
     statsd = StatsdListener()
     server: subprocess.Popen | None = None
@@ -232,6 +252,7 @@ def main() -> None:
             "SECRET_KEY": "bench",
             "PORT": str(port),
             "WORKER_THREADS": "0",
+            "WEB_PROCESSES": str(args.processes),
             "ENABLE_CRASH_COLLECTOR": "false",  # not measured here
             "LOGGING_LEVEL": "ERROR",
             "STATSD_HOST": "127.0.0.1",
@@ -243,6 +264,7 @@ def main() -> None:
             [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
         )
         wait_port(port, server)
+        web = WebProcessCPU(web_pids(server.pid, args.processes), port)
         time.sleep(3)  # the parse processes start with the server
 
         # (a) one cold request for the big module, each run right after symbolic alone and the
@@ -281,27 +303,34 @@ def main() -> None:
         first = time.perf_counter() - started
         found = [all(r["found_modules"].values()) for r in answer["results"]]
         assert all(found), f"modules not found: {found}"
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        requests = 0
+
+        def client() -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            done = 0
+            while time.perf_counter() - started < args.seconds:
+                post(port, payload, conn)
+                done += 1
+            conn.close()
+            return done
+
+        web.start()
         started = time.perf_counter()
-        while time.perf_counter() - started < args.seconds:
-            post(port, payload, conn)
-            requests += 1
+        with ThreadPoolExecutor(args.clients) as pool:
+            requests = sum(pool.map(lambda _: client(), range(args.clients)))
         warm = time.perf_counter() - started
-        conn.close()
+        web.stop()
         addresses_per_request = MODULES * ADDRESSES_PER_MODULE
 
-        rss = proc_status_mb(server.pid, "VmHWM")
-        rss_now = {f: proc_status_mb(server.pid, f) for f in ("RssAnon", "RssFile")}
-        pool_rss = [proc_status_mb(pid, "VmHWM") for pid in children(server.pid)]
+        # The first web process's figures (serve itself with one).
+        rss = proc_status_mb(web.pids[0], "VmHWM")
+        rss_now = {f: proc_status_mb(web.pids[0], f) for f in ("RssAnon", "RssFile")}
+        pool_rss = [proc_status_mb(pid, "VmHWM") for pid in children(web.pids[0])]
 
         # The bare loop: symbolic's lookups of the same addresses, symcaches already open.
         import symbolic
 
         caches = [
-            symbolic.SymCache.open(
-                str(tmp / "symcache" / "cache" / namespace_dir(tmp) / entry_name((n, i)))
-            )
+            symbolic.SymCache.open(str(cache_entry(tmp, entry_name((n, i)))))
             for n, i in module_keys
         ]
         started = time.perf_counter()
@@ -323,7 +352,8 @@ def main() -> None:
     served = rps * addresses_per_request
     pool_peaks = ", ".join(f"{r:.0f}" for r in pool_rss)
     lines = [
-        f"one server process, {os.cpu_count()} cores; big module {len(big_data) / 1e6:.0f} MB",
+        f"{args.processes} web process(es), {os.cpu_count()} cores; big module "
+        f"{len(big_data) / 1e6:.0f} MB; load average at the end {load_average()}",
         f"(a) cold request, big module (median of {COLD_RUNS}): {cold:6.2f} s"
         f"   runs {', '.join(f'{r:.2f}' for r in cold_runs)}",
         f"    symbolic alone parsing it (median):  {alone:6.2f} s"
@@ -336,7 +366,8 @@ def main() -> None:
         f"parse (in the pool, file read and symcache written) {debug['parse_sym']['time']:.2f} s, "
         f"cache write {debug['save_symcache']['time']:.3f} s",
         f"(b) first request, 10 modules cold:     {first:7.2f} s",
-        f"    warm: {rps:.1f} requests/s, {served:,.0f} addresses/s ({requests} requests)",
+        f"    warm: {rps:.1f} requests/s, {served:,.0f} addresses/s ({requests} requests, "
+        f"{args.clients} keep-alive connection(s)); {web.describe()}",
         f"    bare loop of symbolic lookups:      {bare:,.0f} addresses/s"
         f"   ratio {served / bare:.2f}x",
         f"    reference service (1 worker):       {REFERENCE:,} addresses/s"
@@ -357,9 +388,12 @@ def uuid_id() -> str:
     return uuid.uuid4().hex.upper() + "0"
 
 
-def namespace_dir(tmp: Path) -> str:
-    (only,) = [p.name for p in (tmp / "symcache" / "cache").iterdir()]
-    return only
+def cache_entry(tmp: Path, name: str) -> Path:
+    """The server's symcache entry ``name``, in whichever namespace directory holds it."""
+    found = sorted((tmp / "symcache" / "cache").glob(f"*/{name}"))
+    if not found:
+        raise SystemExit(f"no symcache entry {name} in the server's cache")
+    return found[0]
 
 
 def check_identical(
