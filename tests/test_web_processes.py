@@ -21,7 +21,6 @@ from symbolon.server.balance import NOT_SERVING, BalancingHTTPServer, Connection
 from tests.cli import env_for
 from tests.conftest import free_port, run_isolated, wait_until
 from tests.serving import REQUEST_WITHIN, START_WITHIN, heartbeat, start, stop
-from tests.test_serve import children_of
 
 CONNECTIONS = 4
 ROUNDS = 5
@@ -41,6 +40,14 @@ def two_processes(live_settings) -> Iterator[tuple[subprocess.Popen[str], int, l
     finally:
         output = stop(proc)
         assert "Traceback" not in output, output
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` forked: serve's web processes (its services run elsewhere here)."""
+    try:
+        return sorted(child.pid for child in psutil.Process(pid).children())
+    except psutil.NoSuchProcess:
+        return []
 
 
 def holders(pids: list[int], port: int) -> dict[int, int]:
