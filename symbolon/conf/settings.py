@@ -766,13 +766,14 @@ class Settings:
         p.integer(0),
         "task-worker threads inside `serve` (0 disables them); default for `worker`",
     )
-    # Web processes of `serve`, forked after binding one socket.
+    # Web processes of `serve`, forked after binding a socket for each.
     web_processes: int = setting(
         "WEB_PROCESSES",
         1,
         p.integer(1),
-        "web processes of `serve` (`--processes`), sharing one socket: one per core for busy "
-        "collectors; only the first embeds the task worker, and one that dies is replaced",
+        "web processes of `serve` (`--processes`), each on a socket of its own, keep-alive "
+        "connections spread evenly (operations.md): one per core for busy collectors; only the "
+        "first embeds the task worker, and one that dies is replaced",
     )
     # The event loop of `serve`: uvloop, or the standard library's.
     event_loop: str = setting(
