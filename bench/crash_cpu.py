@@ -32,21 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import crashes
 
 
-class Bench(crashes.Bench):
-    def start_services(self) -> None:
-        # The embedded S3 server too, which bench/crashes.py's servers point their symbols at.
-        real = crashes.load_settings
-
-        def with_s3(environ: dict[str, str], **kwargs: object) -> object:
-            return real({**environ, "EMBEDDED_STORAGE": "s3"}, **kwargs)
-
-        crashes.load_settings = with_s3  # type: ignore[assignment]
-        try:
-            super().start_services()
-        finally:
-            crashes.load_settings = real
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--code", action="append", default=[], help="name=source tree")
@@ -59,13 +44,13 @@ def main() -> None:
     args = parser.parse_args()
     codes = [c.split("=", 1) for c in (args.code or ["current=."])]
     work = Path(tempfile.mkdtemp(prefix="symbolon-bench-crash-cpu-"))
-    bench: Bench | None = None
+    bench: crashes.Bench | None = None
     results: dict[tuple[str, int, int], list[crashes.Run]] = {}
     loads: list[float] = []
     try:
         body = work / "report.multipart"
         crashes.make_report(body, 400 * 1024, 1)
-        bench = Bench(args, work, body)
+        bench = crashes.Bench(args, work, body)
         bench.start_services()
         for attempt in range(args.repeat):
             for conns in [int(c) for c in args.connections.split(",")]:
