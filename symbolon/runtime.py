@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -27,6 +27,7 @@ from symbolon.storage.s3 import S3Clients
 from symbolon.storage.sources import StorageConfig, SymbolSource
 from symbolon.storage.stores import Stores
 from symbolon.symbolication.service import Symbolication
+from symbolon.symbols.debuginfod import SectionGate
 from symbolon.symbols.missing import MissingRecorder
 from symbolon.uploads.staging import Staging, make_staging
 
@@ -93,6 +94,8 @@ class Runtime:
     # Crash processing (docs/processing.md): its walking processes start on first use.
     processor: CrashProcessor
     collector: Collector | None = None
+    # debuginfod's section requests: each copies a stored file to disk, so a few at once.
+    sections: SectionGate = field(default_factory=SectionGate)
 
     @classmethod
     async def create(cls, settings: Settings, apply_migrations: bool = True) -> Runtime:

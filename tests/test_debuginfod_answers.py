@@ -3,6 +3,7 @@ broken, storage that does not answer, and the temporary copies a section is cut 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import secrets
@@ -13,7 +14,8 @@ import pytest
 
 from symbolon.conf import Settings
 from symbolon.storage.sources import StorageConfig
-from tests.conftest import s3_client, s3_endpoint, served
+from symbolon.symbols.debuginfod import SectionGate
+from tests.conftest import s3_client, s3_endpoint, served, wait_until
 from tests.downloads import get
 
 SOURCE = "int leaf(int n) { return n * 3 + 1; }\n"
@@ -105,3 +107,44 @@ async def test_metrics_for_lookups_sections_and_misses(
     metricsmock.assert_incr("symbolon.debuginfod_missing", tags=["artifact:debuginfo"])
     assert (await get(http_client, base_url, f"/buildid/{build_id}/section/.text")).code == 200
     metricsmock.assert_timing("symbolon.debuginfod_section")
+
+
+@pytest.mark.gen_test
+async def test_section_requests_beyond_the_slots_and_the_queue_are_a_503(
+    http_client, base_url, settings, elf, runtime
+):
+    build_id = secrets.token_hex(20)
+    put(settings, f"buildid/{build_id}/debuginfo", elf[0])
+    runtime.sections = SectionGate(slots=1, waiting=1)
+    url = f"/buildid/{build_id}/section/.text"
+    async with runtime.sections.slot():  # the one slot is taken
+        queued = asyncio.ensure_future(get(http_client, base_url, url))
+        assert await wait_until(lambda: runtime.sections.waiting == 1, seconds=30)
+        refused = await get(http_client, base_url, url)
+        assert refused.code == 503, refused.body
+        assert "Too many section requests" in refused.body.decode()
+        assert int(refused.headers["Retry-After"]) > 0
+        assert not queued.done()
+    answered = await queued  # the waiting one is answered once the slot is free
+    assert answered.code == 200 and answered.body == elf[1]
+    assert runtime.sections.waiting == 0
+    assert leftovers() == []
+
+
+@pytest.mark.gen_test
+async def test_a_cancelled_wait_for_a_section_slot_leaves_no_count_behind():
+    gate = SectionGate(slots=1, waiting=1)
+
+    async def take() -> None:
+        async with gate.slot():
+            pass
+
+    async with gate.slot():
+        waiter = asyncio.ensure_future(take())
+        assert await wait_until(lambda: gate.waiting == 1, seconds=30)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert gate.waiting == 0
+    async with gate.slot():  # the slot was released, not lost to the cancelled waiter
+        assert gate.waiting == 0

@@ -18,6 +18,7 @@ from symbolon.storage.lookup import StorageUnavailable
 from symbolon.storage.store import StoreUnavailable
 from symbolon.symbols.debuginfod import (
     SectionFound,
+    SectionsBusy,
     build_id_problem,
     buildid_key,
     section_of,
@@ -26,6 +27,7 @@ from symbolon.symbols.debuginfod import (
 CHUNK = 1024 * 1024
 PLAIN = "text/plain; charset=utf-8"
 UNAVAILABLE = "Symbol storage is unavailable; try again later."
+BUSY = "Too many section requests are being answered; try again shortly."
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:
@@ -100,10 +102,17 @@ class SectionHandler(DebuginfodHandler):
         runtime = self.runtime
         with metrics.timer("debuginfod_section"):
             try:
-                async with section_of(runtime.lookup, runtime.stores, build_id, name) as got:
+                async with (
+                    runtime.sections.slot(),
+                    section_of(runtime.lookup, runtime.stores, build_id, name) as got,
+                ):
                     if not isinstance(got, SectionFound):
                         return self._plain(404, got.reason)
                     await self._send(got, head)
+            except SectionsBusy:
+                metrics.incr("debuginfod_section_busy")
+                self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+                return self._plain(503, BUSY)
             except (StorageUnavailable, StoreUnavailable):
                 if self._headers_written:
                     raise

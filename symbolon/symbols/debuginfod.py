@@ -48,6 +48,42 @@ def buildid_key(build_id: str, artifact: str) -> str:
     return f"buildid/{build_id.lower()}/{artifact}"
 
 
+# Each section request copies a whole stored file to disk: a few at once per web process, a few
+# more waiting, and the rest answered 503 at once, so anonymous requests cannot pile up work.
+SECTION_SLOTS = 2
+SECTION_WAITING = 8
+
+
+class SectionsBusy(Exception):
+    """Every slot is taken and the queue is full: the client is asked to come back."""
+
+
+class SectionGate:
+    """Bounds the sections being cut at once in this process, and the requests waiting."""
+
+    def __init__(self, slots: int = SECTION_SLOTS, waiting: int = SECTION_WAITING):
+        self.slots, self.most_waiting = slots, waiting
+        self.waiting = 0
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._semaphore is None:  # made on the loop that uses it
+            self._semaphore = asyncio.Semaphore(self.slots)
+        semaphore = self._semaphore
+        if semaphore.locked() and self.waiting >= self.most_waiting:
+            raise SectionsBusy
+        self.waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+
 @dataclass(frozen=True)
 class SectionFound:
     """The section's bytes are ``size`` bytes at ``offset`` of ``path`` (a temporary file)."""
