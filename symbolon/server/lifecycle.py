@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -194,6 +195,9 @@ async def serve_forever(
             server.add_sockets(sockets)
         if shares is not None:
             shares.serve_as(slot)
+        # What start-up made lives as long as the process: out of the collector's full passes,
+        # which otherwise walk it again and again under load.
+        gc.freeze()
         loop = asyncio.get_running_loop()
         logger.info(
             "Symbolon serving on http://%s:%d (pid %d, event loop %s)",
