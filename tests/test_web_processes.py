@@ -216,3 +216,106 @@ def test_a_process_over_its_share_closes_after_a_complete_answer_and_never_drops
     # Still over its share, but closing after the first answer would drop the second request,
     # which the client has sent already; the second answer may close.
     assert b"Connection: close" not in pipelined[0]
+
+
+def test_connections_marked_to_close_count_as_gone_to_the_least_loaded():
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    shares.open[1] = 3
+    shares.set_open(7, accepted=True)
+    assert shares.over_share()
+    shares.set_closing(1)  # its client will come back: 6 here against 4 is still over
+    shares.accepted[1] += 1
+    assert shares.over_share()
+    shares.set_closing(2)  # 5 against 5
+    shares.accepted[1] += 1
+    assert not shares.over_share()
+    shares.stopped(0)
+    shares.serve_as(0)  # a replacement starts with nothing marked
+    assert shares.closing[0] == 0
+
+
+class Held(tornado.web.RequestHandler):
+    """Answers once the test lets it, counting the requests waiting."""
+
+    waiting = 0
+    release: asyncio.Event
+
+    async def get(self) -> None:
+        type(self).waiting += 1
+        await type(self).release.wait()
+        self.write("ok")
+
+
+async def slow_answers_closed(held: int, others: int) -> int:
+    """A process holding ``held`` connections, the other ``others``: each connection asks one
+    request, each arriving after a client came back elsewhere, and all are answered only once
+    every one has been read. How many answers say ``Connection: close``."""
+    Held.waiting, Held.release = 0, asyncio.Event()
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    shares.open[1] = others
+    server = BalancingHTTPServer(tornado.web.Application([("/", Held)]), shares=shares)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    port = sock.getsockname()[1]
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(held)]
+    try:
+        assert await wait_until(lambda: shares.open[0] == held, 30)
+        for number, (_, writer) in enumerate(streams, 1):
+            shares.accepted[1] += 1  # no waiting for a client to come back
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await wait_until(lambda n=number: Held.waiting == n, 30)
+        Held.release.set()
+        closed = 0
+        for reader, _ in streams:
+            [head] = await asyncio.wait_for(answers(reader, 1), 30)
+            closed += b"Connection: close" in head
+        assert await wait_until(lambda: shares.closing[0] == 0, 30)
+        return closed
+    finally:
+        for _, stream_writer in streams:
+            stream_writer.close()
+        server.stop()
+        await server.close_all_connections()
+
+
+def test_answers_slower_than_reconnections_close_only_what_moves_to_the_least_loaded():
+    """7 against 3 needs two connections moved (5 and 5), however long the answers take."""
+    assert run_isolated(slow_answers_closed(7, 3)) == 2
+    assert run_isolated(slow_answers_closed(6, 2)) == 2  # 4 and 4, not 2 and 6
+
+
+async def http10_answers() -> tuple[list[bytes], int]:
+    """A process over its share answering two HTTP/1.0 keep-alive requests on one connection:
+    the answers' headers, and the connections it holds then."""
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    shares.open[1] = 0
+    server = BalancingHTTPServer(tornado.web.Application([("/", Answer)]), shares=shares)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    port = sock.getsockname()[1]
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        assert await wait_until(lambda: shares.open[0] == 3, 30)
+        reader, writer = streams[0]
+        heads = []
+        for _ in range(2):
+            shares.accepted[1] += 1
+            writer.write(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            heads += await asyncio.wait_for(answers(reader, 1), 30)
+        return heads, shares.open[0]
+    finally:
+        for _, stream_writer in streams:
+            stream_writer.close()
+        server.stop()
+        await server.close_all_connections()
+
+
+def test_http10_keep_alive_connections_are_not_given_up():
+    """Tornado tells only HTTP/1.1 clients ``Connection: close``: an HTTP/1.0 keep-alive client
+    is told Keep-Alive, so its connection must stay open."""
+    heads, held = run_isolated(http10_answers())
+    assert all(b"Connection: Keep-Alive" in head for head in heads), heads
+    assert held == 3

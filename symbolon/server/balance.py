@@ -16,7 +16,7 @@ import multiprocessing
 import socket
 import termios
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.httpserver
@@ -42,6 +42,8 @@ class ConnectionShares:
     def __init__(self, processes: int) -> None:
         self.open = multiprocessing.RawArray(ctypes.c_long, [NOT_SERVING] * processes)
         self.accepted = multiprocessing.RawArray(ctypes.c_long, processes)
+        # Connections marked to close after their answer, not closed yet.
+        self.closing = multiprocessing.RawArray(ctypes.c_long, processes)
         self.slot = -1
         self.serving = False
         self._waiting_since: tuple[int, float] | None = None
@@ -50,12 +52,14 @@ class ConnectionShares:
         """This process is the one of ``slot`` from now on."""
         self.slot, self.serving = slot, True
         self.open[slot] = 0
+        self.closing[slot] = 0
 
     def stopped(self, slot: int) -> None:
         """The process of ``slot`` accepts no more: the others send no connections its way."""
         if slot == self.slot:
             self.serving = False  # the connections it closes while stopping change nothing
         self.open[slot] = NOT_SERVING
+        self.closing[slot] = 0
 
     def set_open(self, count: int, accepted: bool = False) -> None:
         if not self.serving:
@@ -64,12 +68,24 @@ class ConnectionShares:
         if accepted:
             self.accepted[self.slot] += 1
 
+    def set_closing(self, count: int) -> None:
+        if self.serving:
+            self.closing[self.slot] = count
+
     def over_share(self) -> bool:
         """Whether this process should give one of its connections up now."""
         if not self.serving:
             return False
-        others = [n for i, n in enumerate(self.open) if i != self.slot and n != NOT_SERVING]
-        if not others or self.open[self.slot] < min(others) + MARGIN:
+        serving = [i for i, n in enumerate(self.open) if n != NOT_SERVING]
+        others = [self.open[i] - self.closing[i] for i in serving if i != self.slot]
+        if not others:
+            return False
+        # A connection marked to close still counts where it is until its (maybe slow) answer
+        # is sent, yet its client is about to connect again: it is taken off its process and
+        # counted as coming to the least-loaded one, so that marks are not repeated for it.
+        coming = sum(self.closing[i] for i in serving)
+        mine = self.open[self.slot] - self.closing[self.slot]
+        if mine < min(others) + coming + MARGIN:
             return False
         if self._waiting_since is not None:
             since, at = self._waiting_since
@@ -109,16 +125,20 @@ class Rebalancing(httputil.HTTPMessageDelegate):
         delegate: httputil.HTTPMessageDelegate,
         connection: httputil.HTTPConnection,
         shares: ConnectionShares,
+        marked: Callable[[], None],
     ) -> None:
         self.delegate = delegate
         self.connection = connection
         self.shares = shares
+        self.marked = marked
+        self.version = ""
 
     def headers_received(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
+        self.version = start_line.version
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -128,6 +148,9 @@ class Rebalancing(httputil.HTTPMessageDelegate):
         connection = self.connection
         if (
             isinstance(connection, HTTP1Connection)
+            # Tornado says ``Connection: close`` only to HTTP/1.1; an HTTP/1.0 keep-alive client
+            # would be told Keep-Alive and then see the connection closed.
+            and self.version == "HTTP/1.1"
             and connection._response_start_line is None  # the answer has not started
             and not connection._disconnect_on_finish  # nor is it closing anyway
             and connection.stream is not None
@@ -137,6 +160,7 @@ class Rebalancing(httputil.HTTPMessageDelegate):
             # Tornado then answers with ``Connection: close`` and closes once the answer is sent.
             connection._disconnect_on_finish = True
             self.shares.gave_up()
+            self.marked()
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
@@ -152,6 +176,7 @@ class BalancingHTTPServer(tornado.httpserver.HTTPServer):
     ) -> None:
         super().initialize(*args, **kwargs)
         self.shares = shares
+        self._closing: set[object] = set()
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
         super().handle_stream(stream, address)
@@ -160,9 +185,17 @@ class BalancingHTTPServer(tornado.httpserver.HTTPServer):
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)
         self.shares.set_open(len(self._connections))
+        if server_conn in self._closing:
+            self._closing.discard(server_conn)
+            self.shares.set_closing(len(self._closing))
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
-        return Rebalancing(delegate, request_conn, self.shares)
+
+        def marked() -> None:
+            self._closing.add(server_conn)
+            self.shares.set_closing(len(self._closing))
+
+        return Rebalancing(delegate, request_conn, self.shares, marked)
