@@ -8,9 +8,12 @@ import http.client
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
 
 import psutil
 import pytest
@@ -319,3 +322,74 @@ def test_http10_keep_alive_connections_are_not_given_up():
     heads, held = run_isolated(http10_answers())
     assert all(b"Connection: Keep-Alive" in head for head in heads), heads
     assert held == 3
+
+
+# serve_processes with three web processes that only wait to be stopped (the checks need no
+# services), its forks held until a line arrives on stdin.
+FORKING = """
+import asyncio, os, sys, types
+from symbolon.server import lifecycle
+
+class Runtime:
+    async def close(self): pass
+
+async def connect(settings, checks=True):
+    return Runtime()
+
+async def serve_forever(settings, sockets=None, worker_threads=None, shares=None, slot=0):
+    await asyncio.sleep(3600)
+
+class HeldFork(types.ModuleType):
+    def __getattr__(self, name): return getattr(os, name)
+    def fork(self):
+        pid = os.fork()
+        if pid:
+            print("forked", pid, flush=True)
+            sys.stdin.readline()
+        return pid
+
+lifecycle.os = HeldFork("os")
+lifecycle.connect = connect
+lifecycle.serve_forever = serve_forever
+settings = types.SimpleNamespace(
+    port=0, host="127.0.0.1", web_processes=3, worker_threads=0, event_loop="asyncio"
+)
+lifecycle.serve_processes(settings)
+"""
+
+
+def test_a_stop_while_the_web_processes_are_forked_stops_every_one():
+    """SIGTERM arriving between one fork and the next: serve still tells the process it forked
+    to stop, forks no more, and exits."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORKING],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    forked: list[int] = []
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        first = proc.stdout.readline()
+        assert first.startswith("forked"), first
+        forked.append(int(first.split()[1]))
+        proc.send_signal(signal.SIGTERM)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(START_WITHIN) == 0
+        forked += [int(line.split()[1]) for line in proc.stdout if line.startswith("forked")]
+        assert len(forked) == 1, forked
+        assert run_isolated(wait_until(lambda: not any(map(alive, forked)), START_WITHIN))
+    finally:
+        for pid in [proc.pid, *forked]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -29,6 +29,7 @@ from symbolon.server.embedded import EmbeddedStack
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 10
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StartupError(RuntimeError):
@@ -273,32 +274,44 @@ def serve_processes(settings: Settings) -> None:
     stopping = False
 
     def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, signal.SIG_DFL)
-                for other, sockets in enumerate(slots):
-                    # Held only here and by their own process: they close when those do.
-                    if other != index:
-                        for sock in sockets:
-                            sock.close()
-                threads = settings.worker_threads if index == 0 else 0
-                main = serve_forever(
-                    settings,
-                    sockets=slots[index],
-                    worker_threads=threads,
-                    shares=shares,
-                    slot=index,
-                )
-                run_loop(settings, main)
-            except BaseException:
-                logger.exception("web process %d failed", os.getpid())
-                code = 1
-            finally:
-                os._exit(code)
-        children[pid] = index
+        # A stop signal is held back until the new process is recorded here (so that it is told
+        # to stop too), and in the new process until it has dropped this one's handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if stopping:  # the sockets are closed
+                return
+            pid = os.fork()
+            if pid == 0:
+                run_child(index)
+            children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def run_child(index: int) -> None:
+        code = 0
+        try:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            for other, sockets in enumerate(slots):
+                # Held only here and by their own process: they close when those do.
+                if other != index:
+                    for sock in sockets:
+                        sock.close()
+            threads = settings.worker_threads if index == 0 else 0
+            main = serve_forever(
+                settings,
+                sockets=slots[index],
+                worker_threads=threads,
+                shares=shares,
+                slot=index,
+            )
+            run_loop(settings, main)
+        except BaseException:
+            logger.exception("web process %d failed", os.getpid())
+            code = 1
+        finally:
+            os._exit(code)
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -314,10 +327,11 @@ def serve_processes(settings: Settings) -> None:
         for sock in (s for slot in slots for s in slot):
             sock.close()
 
+    # Before the first process exists, so that a stop during start-up reaches every one.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, forward)
     for index in range(settings.web_processes):
         spawn(index)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
     while children:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -329,6 +343,5 @@ def serve_processes(settings: Settings) -> None:
         shares.stopped(slot)
         logger.error("web process %d exited (status %d); starting another", pid, status)
         time.sleep(1)
-        if not stopping:  # a stop during the pause has closed the sockets
-            spawn(slot)
+        spawn(slot)  # unless a stop during the pause has closed the sockets
     close_all()
