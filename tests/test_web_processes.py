@@ -20,6 +20,8 @@ import pytest
 import tornado.netutil
 import tornado.web
 
+from symbolon.server import app as server_app
+from symbolon.server.app import make_app, make_server
 from symbolon.server.balance import NOT_SERVING, BalancingHTTPServer, ConnectionShares
 from tests.cli import env_for
 from tests.conftest import free_port, run_isolated, wait_until
@@ -393,3 +395,27 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_idle_keep_alive_connection_is_closed_and_stops_counting(runtime, monkeypatch):
+    """Connections are each process's share of the load: one left idle is closed (after
+    IDLE_CONNECTION_SECONDS, shortened here), not held for Tornado's default hour."""
+    monkeypatch.setattr(server_app, "IDLE_CONNECTION_SECONDS", 0.5)
+    shares = ConnectionShares(2)
+    server = make_server(make_app(runtime), shares)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    shares.serve_as(0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    try:
+        writer.write(b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert shares.open[0] == 1
+        await asyncio.wait_for(reader.read(), 30)  # the body, then the end
+        assert await wait_until(lambda: shares.open[0] == 0, 30)
+    finally:
+        writer.close()
+        server.stop()
+        await server.close_all_connections()

@@ -33,6 +33,11 @@ access_log = logging.getLogger("symbolon.access")
 # Tornado's own limit, for the routes that stream their bodies and raise it themselves (uploads,
 # crash reports); every other route has a smaller one of its own (BoundedBody).
 SERVER_MAX_BODY_SIZE = 100 * 1024 * 1024
+# A keep-alive connection idle this long is closed (Tornado's default is an hour): with several
+# web processes, the connections a process holds are its share of the load. Longer than the
+# idle timeouts of common proxies (60 s), so that they close first and never reuse a connection
+# as it closes.
+IDLE_CONNECTION_SECONDS = 75.0
 # Lifted while a refusal is answered, so that Tornado does not answer the unread body itself.
 UNLIMITED_BODY = 2**62
 # A body up to this many times the limit is read and dropped before the 413, so that a client
@@ -226,9 +231,14 @@ def make_server(
     limit = max(
         SERVER_MAX_BODY_SIZE, settings.request_max_body_size, settings.symbolication_max_body_size
     )
+    options: dict[str, Any] = {
+        "xheaders": True,
+        "max_body_size": limit,
+        "idle_connection_timeout": IDLE_CONNECTION_SECONDS,
+    }
     if shares is not None:
-        return BalancingHTTPServer(app, xheaders=True, max_body_size=limit, shares=shares)
-    return tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=limit)
+        return BalancingHTTPServer(app, shares=shares, **options)
+    return tornado.httpserver.HTTPServer(app, **options)
 
 
 def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:
