@@ -320,7 +320,7 @@ def serve_processes(settings: Settings) -> None:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         # No process will accept from them again: once the web processes close theirs too,
-        # connections still queued are refused at once rather than left waiting for our exit.
+        # connections still queued are reset at once rather than left waiting for our exit.
         close_all()
 
     def close_all() -> None:
