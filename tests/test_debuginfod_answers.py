@@ -7,14 +7,18 @@ import asyncio
 import gzip
 import os
 import secrets
+import socket
 import subprocess
 import tempfile
+import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from symbolon.conf import Settings
+from symbolon.handlers import debuginfod as debuginfod_handlers
 from symbolon.storage.sources import StorageConfig
-from symbolon.symbols.debuginfod import SectionGate
+from symbolon.symbols.debuginfod import SectionGate, _Inflater
 from tests.conftest import s3_client, s3_endpoint, served, wait_until
 from tests.downloads import get
 
@@ -148,3 +152,70 @@ async def test_a_cancelled_wait_for_a_section_slot_leaves_no_count_behind():
         assert gate.waiting == 0
     async with gate.slot():  # the slot was released, not lost to the cancelled waiter
         assert gate.waiting == 0
+
+
+def big_object(root: Path, mib: int) -> bytes:
+    """An ELF object with a ``.data`` section of ``mib`` MiB, mostly zeros."""
+    (root / "big.c").write_text(f"char blob[{mib} << 20] = {{1}};\n")
+    subprocess.run(["gcc", "-c", "-o", root / "big.o", root / "big.c"], check=True, timeout=120)
+    return (root / "big.o").read_bytes()
+
+
+def read_to_end(sock: socket.socket) -> int:
+    got = 0
+    while data := sock.recv(1 << 16):
+        got += len(data)
+    return got
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_client_that_does_not_read_is_cut_off_and_frees_its_slot(
+    http_client, base_url, settings, elf, runtime, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(debuginfod_handlers, "FLUSH_SECONDS", 0.5)
+    build_id = secrets.token_hex(20)
+    put(settings, f"buildid/{build_id}/debuginfo", big_object(tmp_path, 32))
+    runtime.sections = SectionGate(slots=1, waiting=0)
+    host, port = base_url.split("//")[1].split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, int(port)))
+    stalled.settimeout(60)
+    try:
+        stalled.sendall(
+            f"GET /buildid/{build_id}/section/.data HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        assert await wait_until(lambda: leftovers() != [], seconds=60)  # it holds the slot
+        # Once the stalled send runs out of time the slot is free again for others.
+        answered = False
+        for _ in range(600):
+            response = await get(http_client, base_url, f"/buildid/{build_id}/section/.bss")
+            if response.code != 503:
+                answered = True
+                break
+            await asyncio.sleep(0.05)
+        assert answered
+        assert await wait_until(lambda: leftovers() == [], seconds=30)
+        # The connection was closed before the 32 MiB were sent.
+        assert await asyncio.to_thread(read_to_end, stalled) < 32 << 20
+    finally:
+        stalled.close()
+
+
+def test_send_time_allows_a_slow_link():
+    assert debuginfod_handlers.send_seconds(0) >= 60
+    assert debuginfod_handlers.send_seconds(256 << 20) >= 60 + 1024
+
+
+def test_a_gzip_bomb_inflates_in_bounded_steps(tmp_path):
+    body = gzip.compress(bytes(256 << 20), compresslevel=1)
+    sink = _Inflater(tmp_path / "out", gzipped=True)
+    tracemalloc.start()
+    try:
+        sink.write(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    sink.finish()
+    assert (tmp_path / "out").stat().st_size == 256 << 20
+    assert peak < 64 << 20, peak

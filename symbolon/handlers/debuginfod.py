@@ -28,6 +28,16 @@ CHUNK = 1024 * 1024
 PLAIN = "text/plain; charset=utf-8"
 UNAVAILABLE = "Symbol storage is unavailable; try again later."
 BUSY = "Too many section requests are being answered; try again shortly."
+# A section is sent while its request holds a slot (docs/download.md, "Debuggers"): a client
+# that reads slower than this is cut off, so clients that never read cannot keep the slots.
+FLUSH_SECONDS = 30.0  # the longest wait for one chunk to be taken by the client
+SEND_BASE_SECONDS = 60.0
+SEND_BYTES_PER_SECOND = 256 * 1024
+
+
+def send_seconds(size: int) -> float:
+    """The longest a section of ``size`` bytes may take to send, generous for a slow link."""
+    return SEND_BASE_SECONDS + size / SEND_BYTES_PER_SECOND
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:
@@ -127,6 +137,10 @@ class SectionHandler(DebuginfodHandler):
         if head:
             self.finish()
             return
+        # Timers that close the connection rather than wait_for: the bytes, the clean-up and
+        # the metrics keep their order.
+        loop = asyncio.get_running_loop()
+        overall = loop.call_later(send_seconds(got.size), self._cut_off)
         offset, left = got.offset, got.size
         try:
             while left:
@@ -135,10 +149,26 @@ class SectionHandler(DebuginfodHandler):
                     raise OSError("the section's file ended early")
                 offset, left = offset + len(chunk), left - len(chunk)
                 self.write(chunk)
-                await self.flush()
+                stalled = loop.call_later(FLUSH_SECONDS, self._cut_off)
+                try:
+                    await self.flush()
+                finally:
+                    stalled.cancel()
+                if self.request.connection.stream.closed():  # type: ignore[union-attr]
+                    return  # cut off
         except StreamClosedError:
-            return  # the client went away
+            return  # the client went away, or was cut off
+        finally:
+            overall.cancel()
         self.finish()
+
+    def _cut_off(self) -> None:
+        """A client that does not read holds a slot and a temporary file: it is cut off."""
+        metrics.incr("debuginfod_section_too_slow")
+        # The stream itself: closing the HTTP connection would leave the pending flush unresolved.
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.close()
 
 
 class SourceHandler(DebuginfodHandler):

@@ -99,6 +99,9 @@ class SectionMissing:
     reason: str  # for a person or a debuginfod client's user
 
 
+INFLATE_STEP = 16 << 20  # the most inflated bytes held at once
+
+
 class _Inflater:
     """Writes an object's stored bytes to a file, inflating them if they were stored gzipped."""
 
@@ -111,7 +114,10 @@ class _Inflater:
             self.out.write(chunk)
             return
         try:
-            self.out.write(self.inflater.decompress(chunk))
+            # Bounded output per call: a chunk of zeros inflates a thousandfold.
+            while chunk:
+                self.out.write(self.inflater.decompress(chunk, INFLATE_STEP))
+                chunk = self.inflater.unconsumed_tail
         except zlib.error as exc:
             raise NotElf(f"stored gzipped but does not inflate: {exc}") from None
 
