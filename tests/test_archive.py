@@ -219,6 +219,15 @@ def test_unrecognized_pattern(tmp_path, name):
     assert rejection(path) == UNRECOGNIZED.format(name)
 
 
+@pytest.mark.parametrize("name", ["lib/libfoo[1].so", "libfoo%.so.debug"])
+def test_a_native_file_with_an_invalid_character_says_so(tmp_path, name):
+    path = make_zip(tmp_path, [(name, b"\x7fELF" + bytes(60))])
+    assert rejection(path) == f"Invalid character in filename '{name}'"
+    # The same name on a file that is no native file is an unrecognized pattern, as ever.
+    other = make_zip(tmp_path, [(name, b"x")], name="other.zip")
+    assert rejection(other) == UNRECOGNIZED.format(name)
+
+
 # --- inspect: hostile archives --------------------------------------------------------------
 
 

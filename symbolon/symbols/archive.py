@@ -158,6 +158,8 @@ def inspect(
             # Only a native file may lie elsewhere: its first bytes must say it may be one.
             if not native.looks_native(_peek(zf, name, native.HEAD_BYTES)):
                 raise ArchiveError(UNRECOGNIZED.format(name))
+            if has_invalid_characters(name.rsplit("/", 1)[-1]):
+                raise ArchiveError(f"Invalid character in filename '{name}'")
             members.append(member)
             continue
         other = keys.setdefault(member.key, name)
@@ -257,7 +259,7 @@ def _member(name: str, size: int, disallowed_snippets: Sequence[str]) -> Member:
             return Member(name, key, size, ignored)
     if len(parts) == 1 and ignored:
         return Member(name, name, size, ignored)
-    if ignored or has_invalid_characters(parts[-1]):
+    if ignored:
         raise ArchiveError(UNRECOGNIZED.format(name))
     return Member(name, name, size, ignored, candidate=True)
 
