@@ -126,6 +126,13 @@ def test_identify_reads_real_files_and_refuses_others(tmp_path):
         native.identify(text, "notes.txt")
 
 
+@pytest.mark.parametrize("name", ["...debug", "lib/..dbg"])
+def test_a_name_that_leaves_no_debug_file_name_is_refused(name):
+    lib = native_files.cached_elf_lib()
+    with pytest.raises(native.NotNative, match="as the debug file's name"):
+        native.identify(lib.debug, name)
+
+
 def test_a_member_outside_the_shape_is_inspected_by_its_first_bytes():
     lib = native_files.cached_elf_lib()
     data = make_zip(
@@ -486,3 +493,16 @@ async def test_keys_a_directory_cannot_hold_refuse_the_upload_before_anything_is
     assert done.code == 400, done.body
     assert f"{name} cannot be stored as" in json.loads(done.body)["error"]
     assert await own(runtime).head(f"v1/{facts['keys'][0]}") is None
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_member_named_dot_dot_debug_is_refused_on_every_backend(
+    http_client, base_url, runtime, worker, tokens, tmp_path, backend
+):
+    lib = native_files.elf_lib(tmp_path / "lib", tag=str(tmp_path))
+    response = await send(
+        http_client, base_url, tokens["upload"], {"x/...debug": lib.debug.read_bytes()}
+    )
+    assert response.code == 400, response.body
+    error = json.loads(response.body)["error"]
+    assert "leaves '..' as the debug file's name" in error, error

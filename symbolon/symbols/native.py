@@ -70,6 +70,9 @@ def breakpad_id(debug_id: str) -> str:
     return (uuid_hex + format(int(age, 16), "X")).upper()
 
 
+NOT_NAMES = frozenset({"", ".", ".."})  # a key's segments can be none of these
+
+
 def debug_file_name(file_format: str, basename: str) -> str:
     """The name a debugger asks for: a split ELF or Mach-O file without its ``.debug``."""
     if file_format in ("elf", "macho"):
@@ -124,6 +127,11 @@ def identify(path: str | os.PathLike[str], name: str) -> list[NativeObject]:
         if debug_id == NULL_ID:
             raise NotNative("it has no debug id")
         debug_file = debug_file_name(file_format, basename)
+        if debug_file in NOT_NAMES:  # "...debug" would be stored under "../<id>/.."
+            raise NotNative(
+                f"its name {basename!r} leaves {debug_file!r} as the debug file's name; "
+                "give the file its library's or program's name"
+            )
         if has_invalid_characters(debug_file):
             raise NotNative(f"its name {debug_file!r} holds an invalid character")
         kind = obj.kind
@@ -132,6 +140,11 @@ def identify(path: str | os.PathLike[str], name: str) -> list[NativeObject]:
         keys = object_keys(file_format, kind, "debug" in features, debug_file, debug_id, code_id)
         if not keys:
             raise NotNative("it has no id to store it under")
+        # Every backend must be able to hold every key the same way: no empty, "." or ".."
+        # segment, which a directory refuses and a bucket would keep as a name.
+        for key in keys:
+            if any(segment in NOT_NAMES for segment in key.split("/")):
+                raise NotNative(f"it would be stored under {key!r}, which is no storage key")
         binary = file_format != "pdb" and kind != "dbg"
         found.append(
             NativeObject(
