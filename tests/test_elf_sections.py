@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,44 @@ def test_headers_pointing_past_the_end_are_refused(tmp_path):
     truncated = obj.read_bytes()[: obj.stat().st_size // 2]
     with pytest.raises(NotElf):
         sections(io.BytesIO(truncated))
+
+
+ELF64_HEADER = struct.Struct("<HHIQQQIHHHHHH")  # e_type … e_shstrndx, after e_ident
+
+
+def plain_object(tmp_path: Path) -> bytearray:
+    source = tmp_path / "plain.c"
+    source.write_text(SOURCE)
+    obj = tmp_path / "plain.o"
+    run("gcc", "-c", "-o", obj, source)
+    return bytearray(obj.read_bytes())
+
+
+def test_an_entry_size_other_than_the_classes_is_refused(tmp_path):
+    data = plain_object(tmp_path)
+    fields = list(ELF64_HEADER.unpack_from(data, 16))
+    fields[10] = 65535  # e_shentsize: each entry would be read with 65 KiB of padding
+    ELF64_HEADER.pack_into(data, 16, *fields)
+    data += bytes(65535 * fields[11])  # so the table itself would fit in the file
+    with pytest.raises(NotElf, match="entries of 65535 bytes"):
+        sections(io.BytesIO(bytes(data)))
+
+
+def test_a_million_declared_sections_are_read_a_batch_at_a_time(tmp_path):
+    data = plain_object(tmp_path)
+    fields = list(ELF64_HEADER.unpack_from(data, 16))
+    count = 1_000_000
+    # A table of null sections at the end, counted by extended numbering (e_shnum 0).
+    fields[5], fields[11], fields[12] = len(data), 0, 0
+    ELF64_HEADER.pack_into(data, 16, *fields)
+    data += struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, count, 0, 0, 0, 0)
+    data += bytes(count * 64 - 64)
+    f = io.BytesIO(bytes(data))
+    del data
+    tracemalloc.start()
+    try:
+        assert find_section(f, ".text") is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak

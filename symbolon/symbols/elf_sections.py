@@ -8,6 +8,7 @@ Pure functions over a seekable binary file: the caller decides where the file co
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ SECTION_FIELDS = {ELFCLASS32: "IIIIIIIIII", ELFCLASS64: "IIQQQQIIQQ"}
 # -ffunction-sections); bounds what a hostile file makes us read.
 MAX_SECTIONS = 1_000_000
 MAX_NAMES_SIZE = 64 * 1024 * 1024
+BATCH = 4096  # section header entries read at once
 
 
 class NotElf(ValueError):
@@ -47,7 +49,7 @@ class Section:
 
 def find_section(f: BinaryIO, name: str) -> Section | None:
     """The section called ``name``, or None if the file has none by that name."""
-    for section in sections(f):
+    for section in _iter_sections(f):
         if section.name == name:
             return section
     return None
@@ -55,6 +57,12 @@ def find_section(f: BinaryIO, name: str) -> Section | None:
 
 def sections(f: BinaryIO) -> list[Section]:
     """Every section of the file, in table order (the null section 0 left out)."""
+    return list(_iter_sections(f))
+
+
+def _iter_sections(f: BinaryIO) -> Iterator[Section]:
+    """The sections in table order, the table read a batch of entries at a time: a hostile file
+    may declare a million of them."""
     file_size = f.seek(0, 2)
     f.seek(0)
     ident = f.read(16)
@@ -74,32 +82,30 @@ def sections(f: BinaryIO) -> list[Section]:
     shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
     entry = struct.Struct(order + SECTION_FIELDS[elf_class])
     if shoff == 0:
-        return []  # no section header table
-    if shentsize < entry.size:
-        raise NotElf(f"section header entries of {shentsize} bytes")
+        return  # no section header table
+    # The entry size is fixed per class: any other would only make us read padding.
+    if shentsize != entry.size:
+        raise NotElf(f"section header entries of {shentsize} bytes, not {entry.size}")
 
-    def read_entry(index: int) -> tuple[int, ...]:
-        f.seek(shoff + index * shentsize)
-        raw = f.read(entry.size)
-        if len(raw) < entry.size:
+    def read_entries(index: int, count: int) -> list[tuple[int, ...]]:
+        f.seek(shoff + index * entry.size)
+        raw = f.read(count * entry.size)
+        if len(raw) < count * entry.size:
             raise NotElf("section header table past the end of the file")
-        return entry.unpack(raw)
+        return list(entry.iter_unpack(raw))
 
     if shnum == 0 or shstrndx == SHN_XINDEX:
         # Extended numbering: the real values are in the null section's header.
-        first = read_entry(0)
+        (first,) = read_entries(0, 1)
         shnum = shnum or first[5]
         if shstrndx == SHN_XINDEX:
             shstrndx = first[6]
-    if shnum > MAX_SECTIONS or shoff + shnum * shentsize > file_size:
+    if shnum > MAX_SECTIONS or shoff + shnum * entry.size > file_size:
         raise NotElf("section header table past the end of the file")
-    f.seek(shoff)
-    table = f.read(shnum * shentsize)
-    headers = [entry.unpack_from(table, i * shentsize) for i in range(shnum)]
 
     names = b""
     if SHN_UNDEF < shstrndx < shnum:
-        names_header = headers[shstrndx]
+        (names_header,) = read_entries(shstrndx, 1)
         if names_header[1] != SHT_NOBITS:
             names_offset, names_size = names_header[4], names_header[5]
             if names_size > MAX_NAMES_SIZE or names_offset + names_size > file_size:
@@ -107,12 +113,13 @@ def sections(f: BinaryIO) -> list[Section]:
             f.seek(names_offset)
             names = f.read(names_size)
 
-    found = []
-    for values in headers[1:]:
-        name_at, kind, offset, size = values[0], values[1], values[4], values[5]
-        if kind != SHT_NOBITS and offset + size > file_size:
-            raise NotElf("a section past the end of the file")
-        end = names.find(b"\0", name_at)
-        label = names[name_at : end if end >= 0 else len(names)] if name_at < len(names) else b""
-        found.append(Section(label.decode("utf-8", "replace"), kind, offset, size))
-    return found
+    for batch_start in range(1, shnum, BATCH):
+        for values in read_entries(batch_start, min(BATCH, shnum - batch_start)):
+            name_at, kind, offset, size = values[0], values[1], values[4], values[5]
+            if kind != SHT_NOBITS and offset + size > file_size:
+                raise NotElf("a section past the end of the file")
+            end = names.find(b"\0", name_at)
+            label = (
+                names[name_at : end if end >= 0 else len(names)] if name_at < len(names) else b""
+            )
+            yield Section(label.decode("utf-8", "replace"), kind, offset, size)
