@@ -21,6 +21,7 @@ import tornado.netutil
 import tornado.web
 
 from symbolon.server import app as server_app
+from symbolon.server import balance
 from symbolon.server.app import make_app, make_server
 from symbolon.server.balance import NOT_SERVING, BalancingHTTPServer, ConnectionShares
 from tests.cli import env_for
@@ -419,3 +420,50 @@ async def test_an_idle_keep_alive_connection_is_closed_and_stops_counting(runtim
         writer.close()
         server.stop()
         await server.close_all_connections()
+
+
+async def idle_then_active(held: int, others: int) -> tuple[int, int, bytes, int]:
+    """A process holding ``held`` connections that never ask, the other ``others``: the load it
+    publishes once they are idle, while a new connection's request is in progress (past the
+    idle time too), what that request is answered, and the load once all are idle again."""
+    Held.waiting, Held.release = 0, asyncio.Event()
+    shares = ConnectionShares(2)
+    shares.serve_as(0)
+    shares.open[1] = others
+    server = BalancingHTTPServer(tornado.web.Application([("/", Held)]), shares=shares)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    port = sock.getsockname()[1]
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(held)]
+    try:
+        assert await wait_until(lambda: shares.accepted[0] == held, 30)
+        assert await wait_until(lambda: shares.open[0] == 0, 30)
+        idle = shares.open[0]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        streams.append((reader, writer))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await wait_until(lambda: Held.waiting == 1, 30)
+        began = time.monotonic()
+        # Past the idle time, a request still in progress counts.
+        assert await wait_until(
+            lambda: time.monotonic() - began > 3 * balance.ACTIVE_WITHIN_SECONDS, 30
+        )
+        busy = shares.open[0]
+        Held.release.set()
+        [head] = await asyncio.wait_for(answers(reader, 1), 30)
+        assert await wait_until(lambda: shares.open[0] == 0, 30)
+        return idle, busy, head, shares.open[0]
+    finally:
+        for _, stream_writer in streams:
+            stream_writer.close()
+        server.stop()
+        await server.close_all_connections()
+
+
+def test_idle_connections_stop_counting_as_load(monkeypatch):
+    """Four connections left idle do not make their process give up an active one."""
+    monkeypatch.setattr(balance, "ACTIVE_WITHIN_SECONDS", 0.3)
+    monkeypatch.setattr(balance, "AGING_EVERY_SECONDS", 0.05)
+    idle, busy, head, after = run_isolated(idle_then_active(4, 2))
+    assert (idle, busy, after) == (0, 1, 0)
+    assert b"Connection: close" not in head

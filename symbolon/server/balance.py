@@ -2,10 +2,10 @@
 
 Each web process accepts from a SO_REUSEPORT socket of its own, where the kernel places a new
 connection by a hash of its addresses and ports, so a few long-lived connections can all land
-on one process. Every process publishes how many connections it holds in memory shared by the
-processes; one holding at least ``MARGIN`` more than the least-loaded answers one request with
-``Connection: close`` and closes after that response, and the client's next connection is hashed
-again.
+on one process. Every process publishes how many connections it holds (those carrying load) in
+memory shared by the processes; one holding at least ``MARGIN`` more than the least-loaded
+answers one request with ``Connection: close`` and closes after that response, and the client's
+next connection is hashed again.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.iostream
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -31,6 +32,10 @@ MARGIN = 2
 # back) before closing another; this long at most, for a client that does not come back.
 RECONNECT_WAIT_SECONDS = 1.0
 NOT_SERVING = -1
+# A connection counts as load while a request is in progress on it, or for this long after one
+# ended or it was accepted; the counts are brought up to date this often.
+ACTIVE_WITHIN_SECONDS = 10.0
+AGING_EVERY_SECONDS = 1.0
 
 
 class ConnectionShares:
@@ -125,11 +130,13 @@ class Rebalancing(httputil.HTTPMessageDelegate):
         delegate: httputil.HTTPMessageDelegate,
         connection: httputil.HTTPConnection,
         shares: ConnectionShares,
+        began: Callable[[], None],
         marked: Callable[[], None],
     ) -> None:
         self.delegate = delegate
         self.connection = connection
         self.shares = shares
+        self.began = began
         self.marked = marked
         self.version = ""
 
@@ -139,6 +146,7 @@ class Rebalancing(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
         self.version = start_line.version
+        self.began()
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -168,7 +176,11 @@ class Rebalancing(httputil.HTTPMessageDelegate):
 
 
 class BalancingHTTPServer(tornado.httpserver.HTTPServer):
-    """An HTTP server that keeps ``shares`` up to date and gives up connections over its share."""
+    """An HTTP server that keeps ``shares`` up to date and gives up connections over its share.
+
+    The connections it publishes are those carrying load: with a request in progress, or one
+    that ended (or was accepted) within ``ACTIVE_WITHIN_SECONDS``; an idle connection, until it
+    is closed, would otherwise make this process give up the active ones."""
 
     # Its own keyword beside HTTPServer's (Configurable passes the constructor's arguments).
     def initialize(  # type: ignore[override]
@@ -177,14 +189,41 @@ class BalancingHTTPServer(tornado.httpserver.HTTPServer):
         super().initialize(*args, **kwargs)
         self.shares = shares
         self._closing: set[object] = set()
+        # Per connection: when it last began or ended a request, and the request in progress.
+        self._activity: dict[object, tuple[float, HTTP1Connection | None]] = {}
+        self._aging: tornado.ioloop.PeriodicCallback | None = None
+
+    def active(self) -> int:
+        """The connections carrying load now."""
+        now = time.monotonic()
+        count = 0
+        for conn in self._connections:
+            at, request = self._activity.get(conn, (now, None))
+            if now - at < ACTIVE_WITHIN_SECONDS or (
+                request is not None and not request._finish_future.done()
+            ):
+                count += 1
+        return count
+
+    def publish(self, accepted: bool = False) -> None:
+        self.shares.set_open(self.active(), accepted=accepted)
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
         super().handle_stream(stream, address)
-        self.shares.set_open(len(self._connections), accepted=True)
+        self.publish(accepted=True)
+        if self._aging is None:  # here, on the event loop that serves
+            self._aging = tornado.ioloop.PeriodicCallback(self.publish, AGING_EVERY_SECONDS * 1000)
+            self._aging.start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._aging is not None:
+            self._aging.stop()
 
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)
-        self.shares.set_open(len(self._connections))
+        self._activity.pop(server_conn, None)
+        self.publish()
         if server_conn in self._closing:
             self._closing.discard(server_conn)
             self.shares.set_closing(len(self._closing))
@@ -192,10 +231,17 @@ class BalancingHTTPServer(tornado.httpserver.HTTPServer):
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
+        # Called once the connection is accepted or its previous answer is sent.
+        self._activity[server_conn] = (time.monotonic(), None)
         delegate = super().start_request(server_conn, request_conn)
+
+        def began() -> None:
+            if isinstance(request_conn, HTTP1Connection):
+                self._activity[server_conn] = (time.monotonic(), request_conn)
+                self.publish()
 
         def marked() -> None:
             self._closing.add(server_conn)
             self.shares.set_closing(len(self._closing))
 
-        return Rebalancing(delegate, request_conn, self.shares, marked)
+        return Rebalancing(delegate, request_conn, self.shares, began, marked)
