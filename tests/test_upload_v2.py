@@ -302,6 +302,27 @@ async def test_a_gzip_bomb_put_is_refused(http_client, base_url, runtime, worker
     assert s3.list_objects_v2(Bucket="symbols", Prefix=pending_prefix(action))["KeyCount"] == 0
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_file_inflating_past_the_archive_ratio_is_refused(
+    http_client, base_url, runtime, worker, s3
+):
+    token, _ = await token_for(runtime, UPLOAD)
+    debug = ident()
+    content = b"MODULE windows x86_64 zeros.pdb\n" + bytes(8 << 20)  # honest size and MD5
+    body = await plan_files(
+        http_client, base_url, token, [entry(f"zeros.pdb/{debug}/zeros.sym", content)]
+    )
+    action = body["files"][0]["action"]
+    assert action["content_encoding"] == "gzip"
+    assert await put(action, content) == 200
+    done = await call(http_client, base_url, body["complete_url"], token)
+    assert done.code == 400, done.body
+    error = json.loads(done.body)["error"]
+    assert "inflates" in error and "(the limit is 200, UPLOAD_MAX_COMPRESSION_RATIO)" in error
+    assert "ask the server's operator to raise the limit" in error
+    assert s3.list_objects_v2(Bucket="symbols", Prefix=f"v1/zeros.pdb/{debug}/")["KeyCount"] == 0
+
+
 def pending_key(action: dict) -> str:
     """The object key a presigned PUT URL writes to."""
     path = urllib.parse.urlsplit(action["url"]).path

@@ -438,10 +438,30 @@ async def _verify(
         if source_key == object_key:
             await store.delete([object_key])
         return Checked(f"{f['key']} does not match its declared size and MD5 (deleted)")
+    problem = _ratio_problem(
+        f["key"], read.size, read.stored, rt.settings.upload_max_compression_ratio
+    )
+    if f["gzip"] and problem:
+        return Checked(problem)
     if f.get("candidate") or native.looks_native(bytes(read.head[: native.HEAD_BYTES])):
         return await _identify(rt, store, destination, source_key, f, read)
     header = archive.parse_sym_header(bytes(read.head)) if f["key"].endswith(".sym") else None
     return Checked(stored=read.stored, header=header)
+
+
+def _ratio_problem(key: str, size: int, stored: int, max_ratio: float) -> str | None:
+    """The archive route's limit on a member, for a file sent gzipped: inflating it would cost
+    every reader (a debuginfod section, a symbolication) this many times its stored size."""
+    if size <= archive.RATIO_FLOOR:
+        return None
+    ratio = size / max(stored, 1)
+    if ratio <= max_ratio:
+        return None
+    return (
+        f"{key} inflates {ratio:.0f} times its gzip-compressed size (the limit is {max_ratio:g}, "
+        "UPLOAD_MAX_COMPRESSION_RATIO); it looks like a compression bomb. Check that it is the "
+        "file meant, or ask the server's operator to raise the limit"
+    )
 
 
 async def _identify(
