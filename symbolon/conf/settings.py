@@ -281,8 +281,9 @@ class Settings:
         "UPLOAD_MAX_COMPRESSION_RATIO",
         200.0,
         p.positive,
-        "a member (over 1 MiB), or an archive's members together (over 16 MiB), inflating more "
-        "than this many times its compressed size is refused as a zip bomb",
+        "a member (over 1 MiB), an archive's members together (over 16 MiB), or a file sent "
+        "gzipped with upload v2 (over 1 MiB), inflating more than this many times its compressed "
+        "size is refused as a compression bomb",
     )
     upload_v2_plan_concurrency: int = setting(
         "UPLOAD_V2_PLAN_CONCURRENCY",
