@@ -237,8 +237,13 @@ class BalancingHTTPServer(tornado.httpserver.HTTPServer):
 
         def began() -> None:
             if isinstance(request_conn, HTTP1Connection):
-                self._activity[server_conn] = (time.monotonic(), request_conn)
-                self.publish()
+                now = time.monotonic()
+                previous = self._activity.get(server_conn)
+                self._activity[server_conn] = (now, request_conn)
+                # The count changes only when an idle connection wakes: counting every
+                # connection on each request would cost the busiest process the most.
+                if previous is None or now - previous[0] >= ACTIVE_WITHIN_SECONDS:
+                    self.publish()
 
         def marked() -> None:
             self._closing.add(server_conn)
