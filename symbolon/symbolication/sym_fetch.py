@@ -35,7 +35,7 @@ from symbolon.storage.store import ObjectMissing, StoreUnavailable
 from symbolon.storage.stores import Stores
 from symbolon.symbolication import inflate
 from symbolon.symbolication.request import ModuleKey
-from symbolon.symbols.keys import has_invalid_characters, key_spellings
+from symbolon.symbols.keys import NATIVE_DEBUG_SUFFIX, has_invalid_characters, key_spellings
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def native_debug_filename(debug_filename: str) -> str:
     """The stored name of a module's native file with debug info: a PDB is its own name."""
     if debug_filename.endswith(".pdb"):
         return debug_filename
-    return debug_filename + ".debug"
+    return debug_filename + NATIVE_DEBUG_SUFFIX
 
 
 # Which files a fetch may find, in the order they are preferred.

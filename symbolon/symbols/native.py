@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from symbolic.debuginfo import Archive
 from symbolic.exceptions import SymbolicError
 
-from symbolon.symbols.keys import has_invalid_characters
+from symbolon.symbols.debuginfod import DEBUGINFO, EXECUTABLE, buildid_key
+from symbolon.symbols.keys import NATIVE_DEBUG_SUFFIX, has_invalid_characters, make_key
 
 FORMATS = frozenset({"elf", "pe", "pdb", "macho"})
 # How each format starts: only a file starting so is handed to symbolic.
@@ -93,19 +94,19 @@ def object_keys(
     """Every key one object is stored under, the primary first."""
     d = debug_file
     if file_format == "pdb":
-        return (f"{d}/{debug_id}/{d}",)
+        return (make_key(d, debug_id, d),)
     if file_format == "pe":
-        return (f"{d}/{code_id.upper()}/{d}",) if code_id else ()
+        return (make_key(d, code_id, d),) if code_id else ()
     keys: list[str] = []
     if kind != "dbg":
-        keys.append(f"{d}/{debug_id}/{d}")
+        keys.append(make_key(d, debug_id, d))
     if has_debug_info:
-        keys.append(f"{d}/{debug_id}/{d}.debug")
+        keys.append(make_key(d, debug_id, d + NATIVE_DEBUG_SUFFIX))
     if file_format == "elf" and code_id:
         if kind != "dbg":
-            keys.append(f"buildid/{code_id}/executable")
+            keys.append(buildid_key(code_id, EXECUTABLE))
         if has_debug_info:
-            keys.append(f"buildid/{code_id}/debuginfo")
+            keys.append(buildid_key(code_id, DEBUGINFO))
     return tuple(keys)
 
 
