@@ -27,6 +27,7 @@ from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, de
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
+from symbolon.server.routing import IndexedRouter
 from symbolon.web import routes as web_routes
 
 access_log = logging.getLogger("symbolon.access")
@@ -162,6 +163,16 @@ tornado.web.stream_request_body(BodyRefusal)
 
 
 class Application(tornado.web.Application):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Tornado's default router has one rule, to the router of every route (wildcard_router),
+        # which tries them in order; IndexedRouter gives the same answers trying only those that
+        # can match the path. It becomes that rule's target rather than replacing the routers,
+        # so that add_handlers (host rules go in front) and default_handler_class still apply.
+        for rule in self.default_router.rules:
+            if rule.target is self.wildcard_router:
+                rule.target = IndexedRouter(self.wildcard_router)
+
     # Tornado types the answer as its own delegate class; its router takes any delegate.
     def get_handler_delegate(  # type: ignore[override]
         self,
