@@ -53,14 +53,14 @@ class BatchingStatsClient(StatsClient):
         port: int,
         prefix: str | None,
         maxudpsize: int = MAX_DATAGRAM,
-        interval: float = FLUSH_SECONDS,
+        interval: float | None = None,
     ) -> None:
         super().__init__(host=host, port=port, prefix=prefix, maxudpsize=maxudpsize)
         self._connected = False
         with suppress(OSError):  # connected, the kernel looks the route up once
             self._sock.connect(self._addr)
             self._connected = True
-        self._interval = interval
+        self._interval = FLUSH_SECONDS if interval is None else interval
         self._closed = threading.Event()
         self._reset()
         _clients.add(self)

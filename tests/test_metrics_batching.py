@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +23,11 @@ from symbolon.metrics import (
     flush_metrics,
     metrics,
 )
-from tests.conftest import repo_root
+from tests.cli import env_for
+from tests.conftest import free_port, repo_root
+from tests.serving import heartbeat, stop
+
+MISSING = "nothing.pdb/44E4EC8C2F41492B9369D6B9A059577C2/nothing.sym"
 
 
 class Listener:
@@ -186,3 +192,43 @@ def test_no_listener_does_not_raise() -> None:
         flush_metrics()
     finally:
         configure_metrics(Settings())
+
+
+def test_web_processes_send_what_they_hold_when_they_stop(live_settings: Settings) -> None:
+    """serve's web processes end with os._exit, which skips atexit: they send before it."""
+    listener = Listener()
+    port = free_port()
+    env = env_for(
+        live_settings,
+        PORT=str(port),
+        WEB_PROCESSES="2",
+        WORKER_THREADS="0",
+        STATSD_HOST="127.0.0.1",
+        STATSD_PORT=str(listener.port),
+    )
+    # Flushed by the hour: what arrives was sent as the processes stopped.
+    script = "import sys, symbolon.metrics as m; m.FLUSH_SECONDS = 3600; sys.argv[1:] = ['serve'];"
+    script += " from symbolon.admin_cli.main import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert heartbeat(port, proc)["code"] == 200
+        for _ in range(3):
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/{MISSING}", timeout=30)
+    finally:
+        output = stop(proc)
+    try:
+        received = lines_of(listener.datagrams(3, timeout=10))
+    finally:
+        listener.sock.close()
+    assert len([line for line in received if "download_symbol:" in line]) == 3, (
+        received,
+        output,
+    )

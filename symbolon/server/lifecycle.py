@@ -20,7 +20,7 @@ from symbolon.crashes.collector import Collector
 from symbolon.crashes.publish import TEST_MESSAGE
 from symbolon.crashes.store import StorageError
 from symbolon.logs import configure_logging
-from symbolon.metrics import configure_metrics
+from symbolon.metrics import configure_metrics, flush_metrics
 from symbolon.runtime import Runtime
 from symbolon.sentry import configure_sentry
 from symbolon.server.app import make_app, make_server
@@ -311,6 +311,7 @@ def serve_processes(settings: Settings) -> None:
             logger.exception("web process %d failed", os.getpid())
             code = 1
         finally:
+            flush_metrics()  # os._exit skips atexit
             os._exit(code)
 
     def forward(signum: int, frame: object) -> None:
