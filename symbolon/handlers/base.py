@@ -17,6 +17,7 @@ from symbolon.accounts.blocked import BLOCKED_MESSAGE, BlockedCheckError
 from symbolon.accounts.permissions import Permission
 from symbolon.accounts.sessions import SESSION_COOKIE
 from symbolon.conf import Settings
+from symbolon.handlers.dates import CachedDate
 from symbolon.runtime import Runtime
 
 # How long a client is asked to wait when storage or the task queue is away.
@@ -33,7 +34,7 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
 
 
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(CachedDate):
     @property
     def runtime(self) -> Runtime:
         return self.application.settings["runtime"]
