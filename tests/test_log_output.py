@@ -105,3 +105,28 @@ logging.getLogger("symbolon.test").warning("done")
         ("symbolon.test", "symbolon", entries[0]["Pid"])
     }
     assert entries[-1]["Severity"] == "WARNING"
+
+
+def test_records_skip_the_lookups_no_format_shows() -> None:
+    """The caller's frame, thread and process are looked up for every record unless told not to:
+    neither format shows them, and the JSON lines' pid is the process's all the same."""
+    script = """
+import logging, os
+from symbolon.conf import Settings
+from symbolon.logs import configure_logging
+configure_logging(Settings(log_format="json", logging_level="INFO"))
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+logging.getLogger().addHandler(Keep())
+logging.getLogger("symbolon.test").info("one")
+r = records[0]
+print(r.funcName, r.lineno, r.threadName, r.process, r.processName, os.getpid(), sep="|")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo_root(), capture_output=True, check=True, timeout=60
+    )
+    *looked_up, pid = done.stdout.decode().strip().split("|")
+    assert looked_up == ["(unknown function)", "0", "None", "None", "None"]
+    assert json.loads(done.stderr)["Pid"] == int(pid)
