@@ -191,6 +191,9 @@ def test_rules_added_later_are_routed(routed):
     # Before the download route, which would also match it.
     routed.wildcard_router.rules.insert(0, Rule(PathMatches("/added/ABC/x"), Added))
     assert dispatched(routed, "GET", "/added/ABC/x")[0] is Added
+    routed.wildcard_router.add_rules([Rule(PathMatches(r"/named/(\d+)"), Added, name="named")])
+    assert dispatched(routed, "GET", "/named/1")[0] is Added
+    assert routed.reverse_url("named", 7) == "/named/7"
     routed.add_handlers(r"other\.example$", [("/xul.pdb/ABC/xul.sym", Added)])
     req = request("GET", "/xul.pdb/ABC/xul.sym", host="other.example")
     delegate: Any = routed.find_handler(req)
