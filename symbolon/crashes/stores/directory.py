@@ -376,10 +376,22 @@ class FSCrashStorage:
         return ids[:limit]
 
     async def clear_publishing(self, crash_id: str) -> None:
+        mark = self._publishing_dir / crash_id
         try:
-            (self._publishing_dir / crash_id).unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                if mark.stat().st_size == 0:  # the save never filled ``dump_names``
+                    self._remove_unfilled_dump_names(crash_id)
+                mark.unlink()
         except OSError as exc:
             raise StorageError(f"cannot clear the mark of {crash_id}: {exc}") from exc
+
+    def _remove_unfilled_dump_names(self, crash_id: str) -> None:
+        """The empty ``dump_names`` file the mark made, when the request stopped before its save
+        wrote it (a save always writes it, never empty, before the raw crash): not left behind."""
+        names = Path(self._dump_names_file(crash_id)[1])
+        with suppress(FileNotFoundError):
+            if names.stat().st_size == 0:
+                names.unlink()
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
