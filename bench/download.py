@@ -12,7 +12,10 @@ each scenario also prints the CPU seconds each web process spent and the least b
 the busiest one's: wrk's keep-alive connections spread unevenly show there.
 
     .venv/bin/python bench/download.py [--duration 10] [--connections 32] [--backend both]
-        [--processes 1]
+        [--processes 1] [--logging-level ERROR]
+
+The server inherits the environment: ``STATSD_HOST=127.0.0.1`` (and a listener) measures the
+metrics sent to statsd too.
 
 Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -138,7 +141,7 @@ def measure(
         "PORT": str(port),
         "WORKER_THREADS": "0",
         "WEB_PROCESSES": str(args.processes),
-        "LOGGING_LEVEL": "ERROR",
+        "LOGGING_LEVEL": args.logging_level,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "symbolon.admin_cli.main", "serve"], env=env, cwd=ROOT
@@ -183,6 +186,9 @@ def main() -> None:
         choices=("directory", "s3", "both"),
         default="both",
         help="where the three locations are: directories, buckets on the S3 emulator, or each",
+    )
+    parser.add_argument(
+        "--logging-level", default="ERROR", help="INFO writes the access log, a line an answer"
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):
