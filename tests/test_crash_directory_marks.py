@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,13 +46,43 @@ async def test_clearing_the_mark_of_a_crash_never_saved_leaves_no_dump_names(
     names = tmp_path / ("20" + stopped[-6:]) / "dump_names" / f"{stopped}.json"
     assert names.read_bytes() == b""  # what a request stopped here leaves
 
-    await store.clear_publishing(stopped)
+    # The re-publishing loop found no raw crash for it, its mark older than the grace period.
+    await store.clear_publishing(stopped, unsaved_before=time.time() + 1)
     await store.clear_publishing(saved)
     assert files(tmp_path, stopped) == []
     assert await store.load_dump_names(saved) == ["upload_file_minidump"]  # a saved crash's stays
     assert await store.load_dump(saved, "upload_file_minidump") == MINIDUMP["upload_file_minidump"]
     assert await store.publishing(older_than=-60) == []
-    await store.clear_publishing(stopped)  # cleared twice: nothing to do
+    await store.clear_publishing(stopped, unsaved_before=time.time() + 1)  # twice: nothing to do
+    await store.close()
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_resend_at_work_keeps_its_dump_names_when_an_earlier_mark_is_cleared(
+    tmp_path, monkeypatch, hard_links
+):
+    """A resend under the same crash id marks it again (an empty ``dump_names``) while the first
+    request publishes, or the re-publishing loop clears the first, stale, mark: the file the
+    resend is about to fill stays."""
+    if not hard_links:
+
+        def refuse(*args, **kwargs):
+            raise PermissionError("injected: no hard links here")
+
+        monkeypatch.setattr(os, "link", refuse)
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    names = tmp_path / ("20" + crash_id[-6:]) / "dump_names" / f"{crash_id}.json"
+    stale = time.time() - 60
+    await store.mark_publishing(crash_id)  # the resend, at work
+    await store.clear_publishing(crash_id)  # the first request published
+    assert names.exists()
+    await store.mark_publishing(crash_id)
+    await store.clear_publishing(crash_id, unsaved_before=stale)  # a mark renewed since then
+    assert names.exists()
+    await store.save(crash_id, b'{"ProductName": "X"}', MINIDUMP)
+    assert await store.load_dump_names(crash_id) == ["upload_file_minidump"]
     await store.close()
 
 

@@ -297,14 +297,16 @@ class Collector:
             await self.storage.clear_unpublished(crash_id)
             published += 1
         for crash_id in await self.storage.publishing(self.publish_grace_seconds):
+            unsaved_before = None
             if await self.storage.load_raw_crash(crash_id) is None:
                 # Stopped before the raw crash was written: its client got no crash id.
                 logger.warning("%s: its request stopped before the crash was stored", crash_id)
+                unsaved_before = time.time() - self.publish_grace_seconds
             elif await self._republish(crash_id):
                 published += 1
             else:
                 return published
-            await self.storage.clear_publishing(crash_id)
+            await self.storage.clear_publishing(crash_id, unsaved_before)
         return published
 
     async def _republish(self, crash_id: str) -> bool:

@@ -375,23 +375,29 @@ class FSCrashStorage:
                     ids.append(path.name)
         return ids[:limit]
 
-    async def clear_publishing(self, crash_id: str) -> None:
+    async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
         mark = self._publishing_dir / crash_id
         try:
             with suppress(FileNotFoundError):
-                if mark.stat().st_size == 0:  # the save never filled ``dump_names``
-                    self._remove_unfilled_dump_names(crash_id)
+                if unsaved_before is not None:
+                    self._remove_unfilled_dump_names(crash_id, mark, unsaved_before)
                 mark.unlink()
         except OSError as exc:
             raise StorageError(f"cannot clear the mark of {crash_id}: {exc}") from exc
 
-    def _remove_unfilled_dump_names(self, crash_id: str) -> None:
+    def _remove_unfilled_dump_names(self, crash_id: str, mark: Path, before: float) -> None:
         """The empty ``dump_names`` file the mark made, when the request stopped before its save
-        wrote it (a save always writes it, never empty, before the raw crash): not left behind."""
+        wrote it: not left behind. Only one untouched since ``before``, and (with hard links)
+        still the mark's own file: a resend of the same id at work renews both."""
         names = Path(self._dump_names_file(crash_id)[1])
         with suppress(FileNotFoundError):
-            if names.stat().st_size == 0:
-                names.unlink()
+            found = names.stat()
+            if found.st_size or found.st_mtime >= before:
+                return
+            marked = mark.stat()
+            if marked.st_nlink > 1 and not os.path.samestat(found, marked):
+                return
+            names.unlink()
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

@@ -192,7 +192,8 @@ class S3CrashStorage:
         keys = await self._list(PUBLISHING_PREFIX, limit, before)
         return [key[len(PUBLISHING_PREFIX) :] for key in keys]
 
-    async def clear_publishing(self, crash_id: str) -> None:
+    async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
+        # Nothing is written before the save here: no partial crash to remove.
         await self._delete(PUBLISHING_PREFIX + crash_id)
 
     async def check(self) -> str | None:
