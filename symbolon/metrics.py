@@ -69,6 +69,12 @@ class BatchingStatsClient(StatsClient):
         # Also in a forked child: the parent's lines are the parent's to send, and its lock may
         # have been held by a thread that does not exist here.
         self._lock = threading.Lock()
+        # A new event too: a fork while the parent's flusher was inside wait() leaves its lock
+        # held here for good.
+        closed = self._closed.is_set()
+        self._closed = threading.Event()
+        if closed:
+            self._closed.set()
         self._lines: list[bytes] = []
         self._size = -1  # length of the lines joined by newlines; -1 for none
         self._flushing = False
@@ -95,13 +101,19 @@ class BatchingStatsClient(StatsClient):
                 self._size = -1
 
     def _transmit(self, packet: bytes) -> None:
-        try:
-            if self._connected:
-                self._sock.send(packet)
-            else:
-                self._sock.sendto(packet, self._addr)
-        except (OSError, AttributeError):  # no listener (ECONNREFUSED), or closed
-            pass
+        for _ in range(2):
+            try:
+                if self._connected:
+                    self._sock.send(packet)
+                else:
+                    self._sock.sendto(packet, self._addr)
+            except ConnectionRefusedError:
+                # A connected socket reports an earlier datagram's refusal on the next send,
+                # which is then not sent: once statsd is back, this one must be.
+                continue
+            except (OSError, AttributeError):  # closed, or the network is away
+                pass
+            return
 
     def _start_flusher(self) -> None:
         with self._lock:
@@ -114,7 +126,10 @@ class BatchingStatsClient(StatsClient):
             name="statsd-flush",
             daemon=True,
         )
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (shutting down): lines go when full
+            self._flushing = False
 
     def close(self) -> None:
         self._closed.set()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from symbolon import metrics as metrics_module
 from symbolon.conf import Settings
 from symbolon.metrics import (
     FLUSH_SECONDS,
@@ -157,6 +158,50 @@ def test_a_forked_process_sends_its_own(listener: Listener) -> None:
         b"ns.symbolon.before:1|c",
         b"ns.symbolon.child:1|c\n" * 2 + b"ns.symbolon.child:1|c",
     ]
+
+
+def test_a_child_forked_while_the_flusher_waited_still_flushes(listener: Listener) -> None:
+    metrics.incr("before")
+    metrics_module.flush_metrics()
+    assert listener.datagrams(1) == [b"ns.symbolon.before:1|c"]
+    (client,) = list(metrics_module._clients)
+    # The parent's flusher inside Event.wait() at the fork: its lock is held in the child.
+    with client._closed._cond:  # type: ignore[attr-defined]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                metrics.incr("child")
+                time.sleep(60)  # only the child's flusher can send it
+            finally:
+                os._exit(1)
+    try:
+        datagrams = listener.datagrams(1)
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert datagrams == [b"ns.symbolon.child:1|c"]
+
+
+def test_the_first_lines_after_statsd_comes_back_are_sent() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    configure_metrics(Settings(statsd_host="127.0.0.1", statsd_port=port))
+    listener = Listener.__new__(Listener)
+    try:
+        metrics.incr("while.away")
+        flush_metrics()  # refused: the connected socket holds the error for the next send
+        listener.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.sock.bind(("127.0.0.1", port))
+        listener.port = port
+        metrics.incr("back")
+        flush_metrics()
+        assert listener.datagrams(1, timeout=10) == [b"symbolon.back:1|c"]
+    finally:
+        configure_metrics(Settings())
+        if hasattr(listener, "sock"):
+            listener.sock.close()
 
 
 def test_what_is_buffered_is_sent_at_exit() -> None:
