@@ -80,6 +80,7 @@ def configure_logging(settings: Settings) -> None:
         )
     # What neither format shows is not looked up for every record (the caller's frame, thread
     # and process): the logging HOWTO's "Optimization". The JSON lines' pid is the formatter's.
+    # A caller's stack_info=True is then not collected either; nothing here asks for it.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
