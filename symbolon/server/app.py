@@ -27,6 +27,7 @@ from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, de
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
+from symbolon.server.proxy import believe_proxy_headers
 from symbolon.server.routing import IndexedRouter
 from symbolon.web import routes as web_routes
 
@@ -163,6 +164,9 @@ tornado.web.stream_request_body(BodyRefusal)
 
 
 class Application(tornado.web.Application):
+    # Set by make_server: the proxy in front's word on the client and scheme is believed.
+    behind_proxy = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Tornado's default router has one rule, to the router of every route (wildcard_router),
@@ -172,6 +176,13 @@ class Application(tornado.web.Application):
         for rule in self.default_router.rules:
             if rule.target is self.wildcard_router:
                 rule.target = IndexedRouter(self.wildcard_router)
+
+    def find_handler(  # type: ignore[override]
+        self, request: httputil.HTTPServerRequest, **kwargs: Any
+    ) -> httputil.HTTPMessageDelegate:
+        if self.behind_proxy:  # before the handler, its transforms or the access log see it
+            believe_proxy_headers(request)
+        return super().find_handler(request, **kwargs)
 
     # Tornado types the answer as its own delegate class; its router takes any delegate.
     def get_handler_delegate(  # type: ignore[override]
@@ -217,7 +228,7 @@ def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:
 
     class SecurityHeaders(tornado.web.OutputTransform):
         def __init__(self, request: httputil.HTTPServerRequest):
-            # With xheaders (make_server), the protocol is the one the proxy in front was asked.
+            # Behind a proxy (make_server), the protocol is the one the proxy in front was asked.
             self.https = request.protocol == "https"
 
         def transform_first_chunk(
@@ -236,16 +247,18 @@ def make_server(
     app: tornado.web.Application, shares: ConnectionShares | None = None
 ) -> tornado.httpserver.HTTPServer:
     """The HTTP server ``serve`` runs: behind a proxy, whose ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` are believed. With ``shares`` (one of several web processes), it
-    gives up keep-alive connections beyond its share (server/balance.py)."""
+    ``X-Forwarded-Proto`` are believed (server/proxy.py). With ``shares`` (one of several web
+    processes), it gives up keep-alive connections beyond its share (server/balance.py)."""
     settings: Settings = app.settings["runtime"].settings
     limit = max(
         SERVER_MAX_BODY_SIZE, settings.request_max_body_size, settings.symbolication_max_body_size
     )
+    if isinstance(app, Application):
+        app.behind_proxy = True
     options: dict[str, Any] = {
-        "xheaders": True,
         "max_body_size": limit,
         "idle_connection_timeout": IDLE_CONNECTION_SECONDS,
+        "chunk_size": 256 * 1024,
     }
     if shares is not None:
         return BalancingHTTPServer(app, shares=shares, **options)
