@@ -190,6 +190,37 @@ async def test_a_symcache_made_without_its_cfi_index_gets_one_built_alone(
         await runtime.close()
 
 
+@pytest.mark.gen_test(timeout=4 * WITHIN)
+async def test_a_symbolication_request_does_not_wait_for_the_cfi_index(
+    crashpad_handler, live_settings, cache_dir, tmp_path
+):
+    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
+    settings = processing_settings(live_settings, cache_dir)
+    put_own(settings, program.app.key, program.app.data)
+    put_own(settings, program.libmid.key, program.libmid.data)
+    keys = [(program.app.debug_file, program.app.debug_id), libmid_key(program)]
+    server = served(settings)
+    async with server as (http_client, base_url):
+        runtime = server.runtime
+        processor = runtime.processor
+        body = {"jobs": [{"memoryMap": [list(k) for k in keys], "stacks": [[[0, 0], [1, 0]]]}]}
+        response = await http_client.fetch(
+            base_url + "/symbolicate/v5", method="POST", body=json.dumps(body)
+        )
+        found = json.loads(response.body)["results"][0]["found_modules"]
+        assert found == {f"{name}/{ident}": True for name, ident in keys}
+        # The symcaches are made; their parse made no index.
+        assert all(runtime.symbolication.disk.path((n, i.upper())).is_file() for n, i in keys)
+        assert not any(processor.cfi.disk.path((n, i.upper())).exists() for n, i in keys)
+        assert processor.cfi.stats.built_with_symcache == 0
+        # A crash needing them has the indexes built then, each from one more fetch.
+        fetched = FetchCounter(runtime)
+        processed = await processor.process_dump(program_dump)
+        assert processed.signature == CRASHING_FUNCTION
+        assert processor.cfi.stats.built_alone == 2
+        assert sorted(fetched.keys) == sorted(keys)
+
+
 def libmid_key(program: Any) -> tuple[str, str]:
     return (program.libmid.debug_file, program.libmid.debug_id)
 

@@ -45,8 +45,8 @@ return 0
 
 
 class CompanionBuilder(Protocol):
-    """Something else a module's parse makes from the same sym file, in the same job (the crash
-    processor's CFI index, docs/processing.md)."""
+    """Something else a module's parse makes from the same sym file, in the same job, when the
+    crash processor asked for the module (its CFI index, docs/processing.md)."""
 
     def companion(self) -> Companion:
         """The pool function and the temporary file it writes."""
@@ -155,8 +155,12 @@ class Symbolication:
 
     # -- the one entry point -----------------------------------------------------------------
 
-    async def module(self, key: ModuleKey) -> Outcome:
-        """The symcache of ``(debug_filename, debug_id)``, or an Outcome without a table."""
+    async def module(self, key: ModuleKey, unwind: bool = False) -> Outcome:
+        """The symcache of ``(debug_filename, debug_id)``, or an Outcome without a table.
+
+        With ``unwind`` (the crash processor's walk is asking), a parse this call starts makes
+        the companion's file too, from the same sym file. A symbolication request does not wait
+        for that: building a big module's CFI index takes longer than its symcache."""
         started = time.perf_counter()
         ident = _identity(key)
         table = self._open.get(ident)
@@ -170,13 +174,13 @@ class Symbolication:
         if flight is None:
             flight = _Flight(asyncio.get_running_loop().create_future())
             self._flights[key] = flight
-            task = asyncio.ensure_future(self._fly(key, flight))
+            task = asyncio.ensure_future(self._fly(key, flight, unwind))
             task.add_done_callback(lambda _: self._flights.pop(key, None))
         return await asyncio.shield(flight.future)
 
-    async def _fly(self, key: ModuleKey, flight: _Flight) -> None:
+    async def _fly(self, key: ModuleKey, flight: _Flight, unwind: bool) -> None:
         try:
-            outcome = await self._obtain(key, flight.outcome)
+            outcome = await self._obtain(key, flight.outcome, unwind)
         except Exception:
             # A module that cannot be had is "not found" for the client, not a 500.
             logger.exception("obtaining the symcache of %s/%s failed", *key)
@@ -195,7 +199,7 @@ class Symbolication:
         while len(self._open) > self.open_limit:
             self._open.popitem(last=False)
 
-    async def _obtain(self, key: ModuleKey, outcome: Outcome) -> Outcome:
+    async def _obtain(self, key: ModuleKey, outcome: Outcome, unwind: bool) -> Outcome:
         await self._prepare()
         ident = _identity(key)
         started = time.perf_counter()
@@ -208,7 +212,7 @@ class Symbolication:
             return outcome
         if await self.misses.known_missing(key):
             return outcome
-        return await self._build_once(key, outcome)
+        return await self._build_once(key, outcome, unwind)
 
     # -- L1 and L2 -----------------------------------------------------------------------------
 
@@ -256,7 +260,7 @@ class Symbolication:
     def _lock_key(self, ident: ModuleKey) -> str:
         return f"symbolication:lock:{self.namespace}:{entry_name(ident)}"
 
-    async def _build_once(self, key: ModuleKey, outcome: Outcome) -> Outcome:
+    async def _build_once(self, key: ModuleKey, outcome: Outcome, unwind: bool) -> Outcome:
         ident = _identity(key)
         lock = self._lock_key(ident)
         token = uuid.uuid4().hex
@@ -281,7 +285,7 @@ class Symbolication:
             if table is not None:
                 outcome.table, outcome.cache_hit = table, True
                 return outcome
-            path = await self._build(key, outcome)
+            path = await self._build(key, outcome, unwind=unwind)
             if path is not None:
                 outcome.table = await asyncio.to_thread(_open_table, path)
                 if self.store is not None:
@@ -334,12 +338,18 @@ class Symbolication:
         task.add_done_callback(self._background.discard)
 
     async def _build(
-        self, key: ModuleKey, outcome: Outcome, kinds: tuple[str, ...] = ALL_KINDS
+        self,
+        key: ModuleKey,
+        outcome: Outcome,
+        kinds: tuple[str, ...] = ALL_KINDS,
+        unwind: bool = False,
     ) -> Path | None:
         """Download and parse into L1; None (and a remembered miss) when that fails."""
         sym_tmp = self.disk.tmp_path(".sym")
         entry_tmp = self.disk.tmp_path()
-        companion = self.companion.companion() if self.companion is not None else None
+        companion = None
+        if unwind and self.companion is not None:
+            companion = self.companion.companion()
         try:
             outcome.downloaded = True
             fetched = await self.fetcher.fetch(key, sym_tmp, kinds)
@@ -374,7 +384,8 @@ class Symbolication:
                     metrics.incr("symbolicate.parse_sym_file.error", tags=[tag])
                 logger.error("cannot parse %s/%s (%s): %s", *key, parsed.reason, parsed.error)
                 if later := kinds[kinds.index(fetched.kind) + 1 :]:
-                    return await self._build(key, outcome, later)  # the next kind may serve
+                    # The next kind may serve.
+                    return await self._build(key, outcome, later, unwind)
                 await self.misses.remember(key)
                 return None
             outcome.parse_ok = True

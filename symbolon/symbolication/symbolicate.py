@@ -38,7 +38,11 @@ class Symbolicated:
     seconds: float = 0.0
 
 
-async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
+async def symbolicate(
+    service: Symbolication, jobs: list[Job], unwind: bool = False
+) -> Symbolicated:
+    """The frames of ``jobs`` named from their modules' symcaches; ``unwind`` when a crash's walk
+    asks (cold modules' parses make their CFI indexes too, Symbolication.module)."""
     started = time.perf_counter()
     wanted: dict[ModuleKey, list[Frame]] = {}
     out_jobs: list[list[list[Frame]]] = []
@@ -73,7 +77,7 @@ async def symbolicate(service: Symbolication, jobs: list[Job]) -> Symbolicated:
     async def obtain(group: list[ModuleKey]) -> None:
         async with gate:
             for key in group:
-                outcomes[key] = await service.module(key)
+                outcomes[key] = await service.module(key, unwind)
 
     await asyncio.gather(*(obtain(group) for group in groups.values()))
     found: dict[ModuleKey, bool] = {}

@@ -239,7 +239,7 @@ class CfiCache:
 
     async def _build(self, key: ModuleKey, ident: ModuleKey) -> Path | None:
         # The symcache's parse makes the index too: a cold module is parsed once.
-        outcome = await self.symbolication.module(key)
+        outcome = await self.symbolication.module(key, unwind=True)
         found = await self._cached(ident)
         if found is not None:
             return found

@@ -139,13 +139,13 @@ class CrashProcessor:
             if key[0] and key[1] and not budget.allows(key):
                 budget.skipped.add(key)
                 job.modules[index] = (key[0], "")
-        done = await symbolicate(self.symbolication, [job])
+        done = await symbolicate(self.symbolication, [job], unwind=True)
         looked_up = set(done.found) | (set(walked.cfi_requests) & budget.granted)
         missing: set[ModuleKey] = set()
         for key in looked_up:
             found = done.found.get(key)
             if found is None:  # asked for by the walk only: the lookup is remembered
-                found = (await self.symbolication.module(key)).table is not None
+                found = (await self.symbolication.module(key, unwind=True)).table is not None
             if not found:
                 missing.add(key)
         dump_json = shape.json_dump(result, done, missing)
