@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--logging-level", default="INFO")
     parser.add_argument("--profile", type=Path, help="py-spy recordings go here")
     args = parser.parse_args()
+    # A SIGTERM (or a timeout's kill) must still stop the services it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     codes = [c.split("=", 1) for c in (args.code or ["current=."])]
     work = Path(tempfile.mkdtemp(prefix="symbolon-bench-crash-cpu-"))
     bench: crashes.Bench | None = None
