@@ -258,6 +258,8 @@ def make_server(
     options: dict[str, Any] = {
         "max_body_size": limit,
         "idle_connection_timeout": IDLE_CONNECTION_SECONDS,
+        # Read 256 KiB at a time, not 64: a crash's 400 KB body reaches its handler in two
+        # pieces rather than seven, each a turn of Tornado's read loop (docs/benchmarks.md).
         "chunk_size": 256 * 1024,
     }
     if shares is not None:
