@@ -32,6 +32,9 @@ CASES = [
     ["X-Forwarded-For: 198.51.100.1", "X-Real-Ip: 192.0.2.9"],
     ["X-Forwarded-For: 198.51.100.1", "X-Real-Ip: garbage"],
     ["X-Real-Ip: 192.0.2.9"],
+    ['X-Real-Ip: ::1%" 200 GET admin (10.0.0.1'],  # a scope of any text, into the logs
+    ["X-Forwarded-For: fe80::1%" + "x" * 5000],
+    ["X-Forwarded-For: ::ffff:255.255.255.255"],  # the longest address there is
     ["X-Forwarded-Proto: https"],
     ["X-Forwarded-Proto: http, https"],
     ["X-Forwarded-Proto: https, ftp"],

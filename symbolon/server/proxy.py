@@ -13,10 +13,18 @@ import ipaddress
 from tornado import httputil
 
 SCHEMES = ("http", "https")
+# The longest address written out: an IPv6 one ending in IPv4 form.
+LONGEST_ADDRESS = 45
+
+
+def is_ip_address(text: str) -> bool:
+    """A plain IPv4 or IPv6 address. Not a scoped one (``fe80::1%eth0``): ``ipaddress`` takes any
+    text after the ``%``, and the address is written into log lines."""
+    return len(text) <= LONGEST_ADDRESS and "%" not in text and _parses(text)
 
 
 @functools.lru_cache(maxsize=1024)  # a proxy forwards the same few addresses again and again
-def is_ip_address(text: str) -> bool:
+def _parses(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
