@@ -119,14 +119,25 @@ class FetchCounter:
         fetcher.fetch = fetch  # type: ignore[method-assign]
 
 
+def stored_crash(
+    handler: Any, directory: Any, live_settings: Any, cache_dir: Any, **changes: Any
+) -> tuple[Any, bytes, Any]:
+    """A fresh crash of the test program, and processing settings whose own storage holds both
+    of its modules' symbols."""
+    program, dump = fresh_crash(handler, directory)
+    settings = processing_settings(live_settings, cache_dir, **changes)
+    put_own(settings, program.app.key, program.app.data)
+    put_own(settings, program.libmid.key, program.libmid.data)
+    return program, dump, settings
+
+
 @pytest.mark.gen_test(timeout=4 * WITHIN)
 async def test_cfi_is_built_with_the_symcache_and_a_warm_crash_reads_no_sym_file(
     crashpad_handler, live_settings, cache_dir, tmp_path
 ):
-    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
-    settings = processing_settings(live_settings, cache_dir)
-    put_own(settings, program.app.key, program.app.data)
-    put_own(settings, program.libmid.key, program.libmid.data)
+    program, program_dump, settings = stored_crash(
+        crashpad_handler, tmp_path, live_settings, cache_dir
+    )
     ours = {(program.app.debug_file, program.app.debug_id), libmid_key(program)}
 
     runtime = await Runtime.create(settings)
@@ -167,10 +178,9 @@ async def test_cfi_is_built_with_the_symcache_and_a_warm_crash_reads_no_sym_file
 async def test_a_symcache_made_without_its_cfi_index_gets_one_built_alone(
     crashpad_handler, live_settings, cache_dir, tmp_path
 ):
-    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
-    settings = processing_settings(live_settings, cache_dir, symbolication_store_symcaches=False)
-    put_own(settings, program.app.key, program.app.data)
-    put_own(settings, program.libmid.key, program.libmid.data)
+    program, program_dump, settings = stored_crash(
+        crashpad_handler, tmp_path, live_settings, cache_dir, symbolication_store_symcaches=False
+    )
     runtime = await Runtime.create(settings)
     try:
         processor = runtime.processor
@@ -194,10 +204,9 @@ async def test_a_symcache_made_without_its_cfi_index_gets_one_built_alone(
 async def test_a_symbolication_request_does_not_wait_for_the_cfi_index(
     crashpad_handler, live_settings, cache_dir, tmp_path
 ):
-    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
-    settings = processing_settings(live_settings, cache_dir)
-    put_own(settings, program.app.key, program.app.data)
-    put_own(settings, program.libmid.key, program.libmid.data)
+    program, program_dump, settings = stored_crash(
+        crashpad_handler, tmp_path, live_settings, cache_dir
+    )
     keys = [(program.app.debug_file, program.app.debug_id), libmid_key(program)]
     server = served(settings)
     async with server as (http_client, base_url):
@@ -229,10 +238,9 @@ def libmid_key(program: Any) -> tuple[str, str]:
 async def test_a_damaged_cfi_index_is_deleted_and_rebuilt(
     crashpad_handler, live_settings, cache_dir, tmp_path
 ):
-    program, program_dump = fresh_crash(crashpad_handler, tmp_path)
-    settings = processing_settings(live_settings, cache_dir)
-    put_own(settings, program.app.key, program.app.data)
-    put_own(settings, program.libmid.key, program.libmid.data)
+    program, program_dump, settings = stored_crash(
+        crashpad_handler, tmp_path, live_settings, cache_dir
+    )
     keys = [(program.app.debug_file, program.app.debug_id.upper()), libmid_key(program)]
     runtime = await Runtime.create(settings)
     try:
