@@ -6,7 +6,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import tornado.httpserver
 import tornado.web
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -27,6 +26,7 @@ from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, de
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
+from symbolon.server.keepalive import KeepAliveHTTPServer
 from symbolon.server.proxy import believe_proxy_headers
 from symbolon.server.routing import IndexedRouter
 from symbolon.web import routes as web_routes
@@ -245,9 +245,10 @@ def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:
 
 def make_server(
     app: tornado.web.Application, shares: ConnectionShares | None = None
-) -> tornado.httpserver.HTTPServer:
+) -> KeepAliveHTTPServer:
     """The HTTP server ``serve`` runs: behind a proxy, whose ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` are believed (server/proxy.py). With ``shares`` (one of several web
+    ``X-Forwarded-Proto`` are believed (server/proxy.py), its keep-alive connections closed
+    when idle (server/keepalive.py). With ``shares`` (one of several web
     processes), it gives up keep-alive connections beyond its share (server/balance.py)."""
     settings: Settings = app.settings["runtime"].settings
     limit = max(
@@ -264,7 +265,7 @@ def make_server(
     }
     if shares is not None:
         return BalancingHTTPServer(app, shares=shares, **options)
-    return tornado.httpserver.HTTPServer(app, **options)
+    return KeepAliveHTTPServer(app, **options)
 
 
 def make_app(runtime: Runtime, extra_routes: list[Any] | None = None) -> tornado.web.Application:

@@ -19,11 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import tornado.httpserver
 import tornado.ioloop
 import tornado.iostream
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
+
+from symbolon.server.keepalive import KeepAliveHTTPServer
 
 # A process closes a connection only when it holds this many more than the least-loaded one, so
 # shares that differ by one (an odd count) stay put.
@@ -175,7 +176,7 @@ class Rebalancing(httputil.HTTPMessageDelegate):
         self.delegate.on_connection_close()
 
 
-class BalancingHTTPServer(tornado.httpserver.HTTPServer):
+class BalancingHTTPServer(KeepAliveHTTPServer):
     """An HTTP server that keeps ``shares`` up to date and gives up connections over its share.
 
     The connections it publishes are those carrying load: with a request in progress, or one

@@ -1,0 +1,148 @@
+"""Keep-alive connections of ``serve``'s HTTP server (server/keepalive.py): idle ones and slow
+headers are cut off by a sweep rather than a timer per request, a request under way is not,
+and TCP_NODELAY stays set between answers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import pytest
+import tornado.ioloop
+import tornado.netutil
+import tornado.web
+
+from symbolon.server import app as server_app
+from symbolon.server.app import make_app, make_server
+from symbolon.server.keepalive import KeepAliveHTTPServer
+
+IDLE = 0.5
+WITHIN = 30
+REQUEST = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Slow(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        await asyncio.sleep(4 * IDLE)  # longer than a connection may wait for its headers
+        self.finish("done")
+
+
+@asynccontextmanager
+async def serving(runtime: Any) -> AsyncIterator[tuple[KeepAliveHTTPServer, int]]:
+    """``serve``'s server for one web process, with a short idle time."""
+    server = make_server(make_app(runtime, [(r"/slow", Slow)]))
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_socket(sock)
+    try:
+        yield server, sock.getsockname()[1]
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+async def answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer's head and body (its Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await asyncio.wait_for(reader.readexactly(length), WITHIN)
+
+
+@pytest.fixture(autouse=True)
+def short_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_app, "IDLE_CONNECTION_SECONDS", IDLE)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_idle_keep_alive_connection_is_closed(runtime):
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(REQUEST)
+            assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+            # Nothing more is asked: the server closes the connection.
+            assert await asyncio.wait_for(reader.read(), WITHIN) == b""
+        finally:
+            writer.close()
+
+
+async def trickle(writer: asyncio.StreamWriter) -> None:
+    """Header lines, one every 0.1 s, never the blank line that ends them."""
+    with suppress(ConnectionError):
+        while not writer.is_closing():
+            writer.write(b"X-Slow: 1\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_headers_sent_too_slowly_are_cut_off(runtime):
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /__lbheartbeat__ HTTP/1.1\r\n")
+        began = time.monotonic()
+        sending = asyncio.create_task(trickle(writer))
+        try:
+            assert await asyncio.wait_for(reader.read(), WITHIN) == b""  # closed, unanswered
+            assert time.monotonic() - began >= IDLE
+        finally:
+            writer.close()
+            await sending
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_request_under_way_longer_than_the_idle_time_is_answered(runtime):
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = await answer(reader)
+            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"done"), got
+        finally:
+            writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_connections_keep_tcp_nodelay_between_answers(runtime):
+    async with serving(runtime) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(3):
+                writer.write(REQUEST)
+                assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+            [connection] = server._connections
+            sock = connection.stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_waiting_for_requests_sets_no_timer_per_request(runtime, monkeypatch):
+    """The idle time is kept by one sweep, not a timer made and cancelled per request."""
+    loop = tornado.ioloop.IOLoop.current()
+    timers = 0
+    add_timeout = loop.add_timeout
+
+    def counting(*args: Any, **kwargs: Any) -> object:
+        nonlocal timers
+        timers += 1
+        return add_timeout(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "add_timeout", counting)
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(50):
+                writer.write(REQUEST)
+                assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
+    assert timers < 10
