@@ -40,6 +40,8 @@ SERVER_MAX_BODY_SIZE = 100 * 1024 * 1024
 # idle timeouts of common proxies (60 s), so that they close first and never reuse a connection
 # as it closes.
 IDLE_CONNECTION_SECONDS = 75.0
+# A request with neither has no body (RFC 9112, 6.3). As HTTPHeaders spells them.
+BODY_HEADERS = frozenset({"Content-Length", "Transfer-Encoding"})
 # Lifted while a refusal is answered, so that Tornado does not answer the unread body itself.
 UNLIMITED_BODY = 2**62
 # A body up to this many times the limit is read and dropped before the 413, so that a client
@@ -198,6 +200,8 @@ class Application(tornado.web.Application):
         )
         if getattr(target_class, "_stream_request_body", False):
             return delegate  # reads its body as it comes, within limits of its own
+        if BODY_HEADERS.isdisjoint(request.headers):
+            return delegate  # no body can follow: nothing to bound
         settings: Settings = self.settings["runtime"].settings
         if issubclass(target_class, BaseHandler):
             limit = target_class.max_body_size(settings)

@@ -13,6 +13,8 @@ import ipaddress
 from tornado import httputil
 
 SCHEMES = ("http", "https")
+# As HTTPHeaders spells names it holds.
+PROXY_HEADERS = frozenset({"X-Real-Ip", "X-Forwarded-For", "X-Scheme", "X-Forwarded-Proto"})
 # The longest address written out: an IPv6 one ending in IPv4 form.
 LONGEST_ADDRESS = 45
 
@@ -34,6 +36,8 @@ def _parses(text: str) -> bool:
 
 def believe_proxy_headers(request: httputil.HTTPServerRequest) -> None:
     headers = request.headers
+    if PROXY_HEADERS.isdisjoint(headers):
+        return  # most requests: four lookups, each a KeyError inside HTTPHeaders, spared
     address = headers.get("X-Real-Ip")
     if address is None:
         forwarded_for = headers.get("X-Forwarded-For")
