@@ -299,12 +299,8 @@ class Collector:
         for crash_id in await self.storage.publishing(self.publish_grace_seconds):
             unsaved_before = None
             if await self.storage.load_raw_crash(crash_id) is None:
-                # Stopped before the raw crash was written: its client got no crash id, and
-                # what the request wrote goes with the mark.
-                logger.warning(
-                    "%s: its request stopped before the crash was stored; removing what it wrote",
-                    crash_id,
-                )
+                # Stopped before the raw crash was written: its client got no crash id.
+                logger.warning("%s: its request stopped before the crash was stored", crash_id)
                 unsaved_before = time.time() - self.publish_grace_seconds
             elif await self._republish(crash_id):
                 published += 1

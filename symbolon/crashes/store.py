@@ -70,8 +70,7 @@ class CrashStorage(Protocol):
 
     async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
         """Remove the mark; with ``unsaved_before`` (a time), the crash was never stored, and
-        what its request left (by the mark, or a save it stopped in the middle of) that nothing
-        touched since then goes too."""
+        what its mark left that nothing touched since then goes too."""
         ...
 
     async def check(self) -> str | None: ...

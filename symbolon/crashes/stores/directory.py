@@ -380,35 +380,24 @@ class FSCrashStorage:
         try:
             with suppress(FileNotFoundError):
                 if unsaved_before is not None:
-                    self._remove_unsaved(crash_id, mark, unsaved_before)
+                    self._remove_unfilled_dump_names(crash_id, mark, unsaved_before)
                 mark.unlink()
         except OSError as exc:
             raise StorageError(f"cannot clear the mark of {crash_id}: {exc}") from exc
 
-    def _remove_unsaved(self, crash_id: str, mark: Path, before: float) -> None:
-        """What a request that stopped before writing its raw crash left: the ``dump_names``
-        file (empty, the mark's, if it stopped before its save) and any dumps. Only files
-        untouched since ``before``, and (with hard links) a ``dump_names`` still the mark's own:
-        a resend of the same id at work renews them."""
+    def _remove_unfilled_dump_names(self, crash_id: str, mark: Path, before: float) -> None:
+        """The empty ``dump_names`` file the mark made, when the request stopped before its save
+        wrote it: not left behind. Only one untouched since ``before``, and (with hard links)
+        still the mark's own file: a resend of the same id at work renews both."""
         names = Path(self._dump_names_file(crash_id)[1])
         with suppress(FileNotFoundError):
             found = names.stat()
-            if found.st_mtime >= before:
+            if found.st_size or found.st_mtime >= before:
                 return
             marked = mark.stat()
             if marked.st_nlink > 1 and not os.path.samestat(found, marked):
                 return
-            # Found by where dumps go, a directory of the day per dump name, rather than by the
-            # names file, which the request may have stopped writing.
-            day = names.parent.parent
-            dumps = [path for path in day.glob(f"*/{crash_id}") if path.is_file()]
-            if any(dump.stat().st_mtime >= before for dump in dumps):
-                return  # still being written
-            if Path(self._raw_crash_file(crash_id)[1]).exists():
-                return  # saved after all
-            for path in [*dumps, names]:
-                with suppress(FileNotFoundError):
-                    path.unlink()
+            names.unlink()
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

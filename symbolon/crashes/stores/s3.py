@@ -193,40 +193,8 @@ class S3CrashStorage:
         return [key[len(PUBLISHING_PREFIX) :] for key in keys]
 
     async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
-        if unsaved_before is not None:
-            await self._remove_unsaved(crash_id, datetime.fromtimestamp(unsaved_before, UTC))
+        # Nothing is written before the save here: no partial crash to remove.
         await self._delete(PUBLISHING_PREFIX + crash_id)
-
-    async def _remove_unsaved(self, crash_id: str, before: datetime) -> None:
-        """What a request that stopped in the middle of its save left: ``dump_names`` (written
-        first, whole or not at all) and the dumps it names. Not if written since ``before``: a
-        resend of the same id at work."""
-        names_key = dump_names_key(crash_id)
-        written = await self._last_modified(names_key)
-        if written is None or written >= before:
-            return
-        keys = [dump_key(crash_id, name) for name in await self.load_dump_names(crash_id)]
-        for key in keys:
-            written = await self._last_modified(key)
-            if written is not None and written >= before:
-                return  # still being written
-        if await self._last_modified(raw_crash_key(crash_id)) is not None:
-            return  # saved after all
-        for key in [*keys, names_key]:
-            await self._delete(key)
-
-    async def _last_modified(self, key: str) -> datetime | None:
-        client = await self.client()
-        try:
-            head = await client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND_CODES | {"NoSuchKey"}:
-                return None
-            raise StorageError(f"cannot read {key} from {self.description}: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise StorageError(f"cannot read {key} from {self.description}: {exc}") from exc
-        when: datetime = head["LastModified"]
-        return when
 
     async def check(self) -> str | None:
         """None if HeadBucket answers, else what is wrong."""
