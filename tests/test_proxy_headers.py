@@ -42,6 +42,10 @@ CASES = [
     ["X-Scheme: https", "X-Forwarded-Proto: http"],
     ["X-Scheme: ", "X-Forwarded-Proto: https"],
     ["X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https"],
+    # Spelled as clients do: the names are found whatever their case.
+    ["x-real-ip: 192.0.2.9", "x-forwarded-proto: https"],
+    ["X-REAL-IP: 192.0.2.9", "X-SCHEME: https"],
+    ["X-Forwarded-FOR: 198.51.100.1"],
 ]
 
 

@@ -28,7 +28,8 @@ LONGEST_SWEEP_SECONDS = 5.0
 def _keep_nodelay(value: bool) -> None:
     """Tornado's toggles around each answer, ignored: the socket keeps TCP_NODELAY, so every
     write goes out at once. Tornado writes an answer's headers and body together, and a
-    streamed one in large pieces, so Nagle's algorithm would save no packets here."""
+    streamed one in large pieces, so Nagle's algorithm would save no packets here. (A handler
+    asking for Nagle's algorithm with ``set_nodelay(False)`` is ignored too; none does.)"""
 
 
 class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
