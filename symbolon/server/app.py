@@ -252,8 +252,8 @@ def make_server(
 ) -> KeepAliveHTTPServer:
     """The HTTP server ``serve`` runs: behind a proxy, whose ``X-Forwarded-For`` and
     ``X-Forwarded-Proto`` are believed (server/proxy.py), its keep-alive connections closed
-    when idle (server/keepalive.py). With ``shares`` (one of several web
-    processes), it gives up keep-alive connections beyond its share (server/balance.py)."""
+    when idle (server/keepalive.py). With ``shares`` (one of several web processes), it gives
+    up keep-alive connections beyond its share (server/balance.py)."""
     settings: Settings = app.settings["runtime"].settings
     limit = max(
         SERVER_MAX_BODY_SIZE, settings.request_max_body_size, settings.symbolication_max_body_size

@@ -5,7 +5,7 @@ becomes its header timeout), and turns Nagle's algorithm off and on again around
 Together these were about a quarter of the CPU a small answer costs (docs/benchmarks.md). Here
 ``TCP_NODELAY`` is set once per connection and stays set, and one sweep per server closes the
 connections that have waited longer than the idle time for a request's headers: the same rule,
-checked every ``SWEEP_FRACTION`` of it rather than timed per request.
+checked every tenth of the idle time (every 5 s at most) rather than timed per request.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
         time: an idle keep-alive connection, or a client sending its headers too slowly."""
         oldest = time.monotonic() - self.idle_seconds
         for server_conn, (since, request_conn) in list(self._waits.items()):
-            # Tornado sets the start line once the headers are read: from then on the request
-            # is under way, however long it takes.
+            # Tornado sets the start line once the headers are read: from then on this rule no
+            # longer applies to the request.
             if since < oldest and request_conn._request_start_line is None:
                 server_conn.stream.close()
 
