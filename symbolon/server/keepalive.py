@@ -2,7 +2,7 @@
 
 Tornado times each wait for a request's headers with a timer of its own (``idle_connection_timeout``
 becomes its header timeout), and turns Nagle's algorithm off and on again around every answer.
-Together these were about a quarter of the CPU a small answer costs (docs/benchmarks.md). Here
+Together these were about a tenth of the CPU a small answer costs (bench/keepalive.py). Here
 ``TCP_NODELAY`` is set once per connection and stays set, and one sweep per server closes the
 connections that have waited longer than the idle time for a request's headers: the same rule,
 checked every tenth of the idle time (every 5 s at most) rather than timed per request.
