@@ -46,7 +46,7 @@ def serve(port: int, mode: str) -> None:
     import tornado.web
     import uvloop
 
-    from symbolon.server.keepalive import KeepAliveHTTPServer, _keep_nodelay
+    from symbolon.server.keepalive import KeepAliveHTTPServer, keep_nodelay
 
     class Redirect(tornado.web.RequestHandler):
         def get(self, *_: str) -> None:
@@ -56,8 +56,7 @@ def serve(port: int, mode: str) -> None:
 
     class OnlyNoDelay(tornado.httpserver.HTTPServer):
         def handle_stream(self, stream, address):  # type: ignore[no-untyped-def]
-            stream.set_nodelay(True)
-            stream.set_nodelay = _keep_nodelay  # type: ignore[method-assign]
+            keep_nodelay(stream)
             super().handle_stream(stream, address)
 
     class OnlySweep(KeepAliveHTTPServer):

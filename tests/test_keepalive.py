@@ -55,6 +55,13 @@ async def answer(reader: asyncio.StreamReader) -> bytes:
     return head + await asyncio.wait_for(reader.readexactly(length), WITHIN)
 
 
+async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, times: int) -> None:
+    """``times`` requests on one keep-alive connection, each answered 200."""
+    for _ in range(times):
+        writer.write(REQUEST)
+        assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+
+
 @pytest.fixture(autouse=True)
 def short_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_app, "IDLE_CONNECTION_SECONDS", IDLE)
@@ -65,8 +72,7 @@ async def test_an_idle_keep_alive_connection_is_closed(runtime):
     async with serving(runtime) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(REQUEST)
-            assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+            await ask(reader, writer, 1)
             # Nothing more is asked: the server closes the connection.
             assert await asyncio.wait_for(reader.read(), WITHIN) == b""
         finally:
@@ -116,9 +122,7 @@ async def test_connections_keep_tcp_nodelay_between_answers(runtime):
     async with serving(runtime) as (server, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for _ in range(3):
-                writer.write(REQUEST)
-                assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+            await ask(reader, writer, 3)
             [connection] = server._connections
             sock = connection.stream.socket
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
@@ -144,9 +148,7 @@ async def test_waiting_for_requests_sets_no_timer_per_request(runtime, monkeypat
     async with serving(runtime) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for _ in range(50):
-                writer.write(REQUEST)
-                assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+            await ask(reader, writer, 50)
         finally:
             writer.close()
     assert timers < 10

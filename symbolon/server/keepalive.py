@@ -25,7 +25,13 @@ SWEEP_FRACTION = 0.1
 LONGEST_SWEEP_SECONDS = 5.0
 
 
-def _keep_nodelay(value: bool) -> None:
+def keep_nodelay(stream: tornado.iostream.IOStream) -> None:
+    """Set TCP_NODELAY on ``stream`` for good: Tornado's toggles around each answer do nothing."""
+    stream.set_nodelay(True)
+    stream.set_nodelay = _ignore_nodelay  # type: ignore[method-assign]
+
+
+def _ignore_nodelay(value: bool) -> None:
     """Tornado's toggles around each answer, ignored: the socket keeps TCP_NODELAY, so every
     write goes out at once. Tornado writes an answer's headers and body together, and a
     streamed one in large pieces, so Nagle's algorithm would save no packets here. (A handler
@@ -46,8 +52,7 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
         self._sweep: tornado.ioloop.PeriodicCallback | None = None
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
-        stream.set_nodelay(True)
-        stream.set_nodelay = _keep_nodelay  # type: ignore[method-assign]
+        keep_nodelay(stream)
         super().handle_stream(stream, address)
         if self._sweep is None:  # here, on the event loop that serves
             every = min(LONGEST_SWEEP_SECONDS, SWEEP_FRACTION * self.idle_seconds)
