@@ -1,6 +1,6 @@
-"""Keep-alive connections of ``serve``'s HTTP server (server/keepalive.py): idle ones and slow
-headers are cut off by a sweep rather than a timer per request, a request under way is not,
-and TCP_NODELAY stays set between answers."""
+"""Keep-alive connections of ``serve``'s HTTP server (server/keepalive.py): idle ones, slow
+headers and bodies that stop coming are cut off by a sweep rather than a timer per request, a
+request under way is not, and TCP_NODELAY stays set between answers."""
 
 from __future__ import annotations
 
@@ -30,11 +30,31 @@ class Slow(tornado.web.RequestHandler):
         await asyncio.sleep(4 * IDLE)  # longer than a connection may wait for its headers
         self.finish("done")
 
+    def post(self) -> None:
+        self.finish(str(len(self.request.body)))
+
+
+@tornado.web.stream_request_body
+class Pausing(tornado.web.RequestHandler):
+    """Takes longer than the idle time over the body's first piece: its client is held back
+    meanwhile, not idle."""
+
+    def prepare(self) -> None:
+        self.received = 0
+
+    async def data_received(self, chunk: bytes) -> None:
+        if not self.received:
+            await asyncio.sleep(4 * IDLE)
+        self.received += len(chunk)
+
+    def post(self) -> None:
+        self.finish(str(self.received))
+
 
 @asynccontextmanager
 async def serving(runtime: Any) -> AsyncIterator[tuple[KeepAliveHTTPServer, int]]:
     """``serve``'s server for one web process, with a short idle time."""
-    server = make_server(make_app(runtime, [(r"/slow", Slow)]))
+    server = make_server(make_app(runtime, [(r"/slow", Slow), (r"/pausing", Pausing)]))
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_socket(sock)
     try:
@@ -152,3 +172,51 @@ async def test_waiting_for_requests_sets_no_timer_per_request(runtime, monkeypat
         finally:
             writer.close()
     assert timers < 10
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_body_that_stops_coming_is_cut_off(runtime):
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            writer.write(b"x" * 10)  # and nothing more
+            began = time.monotonic()
+            with suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), WITHIN) == b""
+            assert time.monotonic() - began >= IDLE
+        finally:
+            writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_body_sent_slowly_but_steadily_is_answered(runtime):
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+            for _ in range(20):  # 4 times the idle time in all, a byte every fifth of it
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(IDLE / 5)
+            got = await answer(reader)
+            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n20"), got
+        finally:
+            writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_client_held_back_by_a_slow_handler_is_not_cut_off(runtime):
+    size = 32 * 1024 * 1024  # more than the sockets' buffers hold: the client has to wait
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            piece = b"x" * (1024 * 1024)
+            for _ in range(size // len(piece)):
+                writer.write(piece)
+                await asyncio.wait_for(writer.drain(), WITHIN)
+            got = await answer(reader)
+            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"%d" % size), got
+        finally:
+            writer.close()

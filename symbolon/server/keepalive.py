@@ -6,10 +6,17 @@ Together these were about a tenth of the CPU a small answer costs (bench/keepali
 ``TCP_NODELAY`` is set once per connection and stays set, and one sweep per server closes the
 connections that have waited longer than the idle time for a request's headers: the same rule,
 checked every tenth of the idle time (every 5 s at most) rather than timed per request.
+
+The sweep also closes a connection whose request body has stopped coming: the server is waiting
+to read it and the kernel has received none of its bytes for the idle time, at two sweeps in a
+row (Tornado itself never bounds a body's pauses). A handler that takes its time over a piece of
+the body is not waiting to read, so its client, held back meanwhile, is not cut off.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from typing import Any
 
@@ -23,6 +30,10 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 # waiting; the sweep runs at least this often.
 SWEEP_FRACTION = 0.1
 LONGEST_SWEEP_SECONDS = 5.0
+# Linux's struct tcp_info: tcpi_last_data_recv, milliseconds since data last came, at this offset.
+TCP_INFO = getattr(socket, "TCP_INFO", None)
+LAST_DATA_RECV = struct.Struct("=I")
+LAST_DATA_RECV_OFFSET = 52
 
 
 def keep_nodelay(stream: tornado.iostream.IOStream) -> None:
@@ -49,6 +60,8 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
         self.conn_params.header_timeout = None
         # Per connection: when it began waiting for a request, and that request.
         self._waits: dict[HTTP1ServerConnection, tuple[float, HTTP1Connection]] = {}
+        # Connections whose body had stopped coming at the last sweep: closed if still so.
+        self._stalled: set[HTTP1ServerConnection] = set()
         self._sweep: tornado.ioloop.PeriodicCallback | None = None
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
@@ -72,18 +85,45 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
 
     def close_idle(self) -> None:
         """Close each connection whose request's headers have not all come within the idle
-        time: an idle keep-alive connection, or a client sending its headers too slowly."""
+        time (an idle keep-alive connection, or a client sending its headers too slowly), and
+        each whose request body has stopped coming for the idle time."""
         oldest = time.monotonic() - self.idle_seconds
+        stalled = set()
         for server_conn, (since, request_conn) in list(self._waits.items()):
-            # Tornado sets the start line once the headers are read: from then on this rule no
-            # longer applies to the request.
-            if since < oldest and request_conn._request_start_line is None:
+            if since >= oldest:
+                continue  # neither rule can apply yet
+            # Tornado sets the start line once the headers are read, and _read_finished once
+            # the body is.
+            if request_conn._request_start_line is None:
                 server_conn.stream.close()
+            elif not request_conn._read_finished and self._body_stalled(server_conn.stream):
+                if server_conn in self._stalled:
+                    server_conn.stream.close()
+                else:
+                    # Once more at the next sweep: the kernel's clock may predate a pause the
+                    # handler ended just now, and the client's next bytes are on their way.
+                    stalled.add(server_conn)
+        self._stalled = stalled
+
+    def _body_stalled(self, stream: tornado.iostream.IOStream) -> bool:
+        """Whether the server waits to read from ``stream`` and no data came for the idle time
+        (False where the kernel does not say: not Linux, or not TCP)."""
+        if not stream.reading() or TCP_INFO is None:
+            return False
+        try:
+            info = stream.socket.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 104)
+        except OSError:
+            return False
+        if len(info) < LAST_DATA_RECV_OFFSET + LAST_DATA_RECV.size:
+            return False
+        [quiet_ms] = LAST_DATA_RECV.unpack_from(info, LAST_DATA_RECV_OFFSET)
+        return bool(quiet_ms >= self.idle_seconds * 1000)
 
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)
         if isinstance(server_conn, HTTP1ServerConnection):
             self._waits.pop(server_conn, None)
+            self._stalled.discard(server_conn)
 
     def stop(self) -> None:
         super().stop()
