@@ -16,9 +16,12 @@ import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
+from symbolon.conf import Settings
 from symbolon.server import app as server_app
 from symbolon.server.app import make_app, make_server
 from symbolon.server.keepalive import KeepAliveHTTPServer
+from tests.conftest import wait_until
+from tests.crashes import headers_for, report
 
 IDLE = 0.5
 WITHIN = 30
@@ -85,6 +88,12 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, times:
 @pytest.fixture(autouse=True)
 def short_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_app, "IDLE_CONNECTION_SECONDS", IDLE)
+
+
+@pytest.fixture
+def settings(live_settings: Settings) -> Settings:
+    # Longer than the idle time: the crash collector's own rule must still answer.
+    return live_settings.replace(collector_body_timeout=4 * IDLE)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -218,5 +227,52 @@ async def test_a_client_held_back_by_a_slow_handler_is_not_cut_off(runtime):
                 await asyncio.wait_for(writer.drain(), WITHIN)
             got = await answer(reader)
             assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"%d" % size), got
+        finally:
+            writer.close()
+
+
+def in_body(server: KeepAliveHTTPServer) -> bool:
+    """Whether the server has read a request's headers and waits for its body."""
+    return any(
+        conn._request_start_line is not None and not conn._read_finished
+        for _, conn in server._waits.values()
+    )
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stalled_body_is_closed_at_the_second_sweep_that_finds_it(runtime):
+    async with serving(runtime) as (server, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            writer.write(b"x" * 10)
+            assert await wait_until(lambda: in_body(server), WITHIN)
+            assert server._sweep is not None
+            server._sweep.stop()  # swept by hand from here
+            await asyncio.sleep(1.5 * IDLE)
+            [connection] = server._connections
+            server.close_idle()
+            assert not connection.stream.closed()  # marked only
+            server.close_idle()
+            assert connection.stream.closed()
+        finally:
+            writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_crash_report_body_keeps_the_collectors_own_timeout(runtime):
+    """COLLECTOR_BODY_TIMEOUT, here longer than the idle time, answers 408 itself."""
+    body = report({"ProductName": "Firefox"})
+    head = "POST /submit HTTP/1.1\r\nHost: x\r\n"
+    for name, value in headers_for(**{"Content-Length": str(len(body) + 1000)}).items():
+        head += f"{name}: {value}\r\n"
+    async with serving(runtime) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head.encode() + b"\r\n" + body)  # and the rest never comes
+            began = time.monotonic()
+            got = await asyncio.wait_for(reader.read(), WITHIN)
+            assert got.startswith(b"HTTP/1.1 408"), got
+            assert time.monotonic() - began >= 4 * IDLE
         finally:
             writer.close()

@@ -27,6 +27,7 @@ from symbolon.crashes.collector import (
     metrics,
 )
 from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
+from symbolon.server.keepalive import times_own_body
 
 logger = logging.getLogger("symbolon.crashes")
 # Above this, the parse runs in a thread, off the event loop (the checksums always do).
@@ -82,6 +83,7 @@ class SubmitHandler(tornado.web.RequestHandler):
         # Tornado's HTTP/1 server serves it: its connection lets a handler raise the limit.
         cast(HTTP1Connection, self.request.connection).set_max_body_size(UNLIMITED_BODY)
         self._arm_watchdog(settings.collector_body_timeout)
+        times_own_body(self.request)  # answered 408 by the watchdog, however long it is set
         if declared > settings.collector_max_body_size:
             return self.too_large(now=declared > DRAIN_FACTOR * settings.collector_max_body_size)
         try:

@@ -9,8 +9,10 @@ checked every tenth of the idle time (every 5 s at most) rather than timed per r
 
 The sweep also closes a connection whose request body has stopped coming: the server is waiting
 to read it and the kernel has received none of its bytes for the idle time, at two sweeps in a
-row (Tornado itself never bounds a body's pauses). A handler that takes its time over a piece of
-the body is not waiting to read, so its client, held back meanwhile, is not cut off.
+row (Tornado itself never bounds a body's pauses). While a handler works on a piece of a body of
+declared length, the server is not waiting to read, so its client, held back meanwhile, is not
+cut off; with a chunked body Tornado asks for the next piece first, so a client that also pauses
+for the idle time then is. A handler that bounds the pauses itself says so (``times_own_body``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+import weakref
 from typing import Any
 
 import tornado.httpserver
@@ -35,6 +38,16 @@ TCP_INFO = getattr(socket, "TCP_INFO", None)
 LAST_DATA_RECV = struct.Struct("=I")
 LAST_DATA_RECV_OFFSET = 52
 
+# Requests whose handler bounds the pauses in their body itself: the sweep leaves them be.
+_OWN_BODY_TIMERS: weakref.WeakSet[HTTP1Connection] = weakref.WeakSet()
+
+
+def times_own_body(request: httputil.HTTPServerRequest) -> None:
+    """The handler of ``request`` bounds the pauses in its body with a rule (and an answer) of
+    its own: the sweep does not close its connection for them, whichever rule is longer."""
+    if isinstance(request.connection, HTTP1Connection):
+        _OWN_BODY_TIMERS.add(request.connection)
+
 
 def keep_nodelay(stream: tornado.iostream.IOStream) -> None:
     """Set TCP_NODELAY on ``stream`` for good: Tornado's toggles around each answer do nothing."""
@@ -50,8 +63,9 @@ def _ignore_nodelay(value: bool) -> None:
 
 
 class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
-    """An HTTP server whose idle keep-alive connections, and connections still sending their
-    headers, are closed after ``idle_connection_timeout`` seconds by a periodic sweep."""
+    """An HTTP server whose idle keep-alive connections, connections still sending their headers
+    and requests whose body has stopped coming are closed after ``idle_connection_timeout``
+    seconds by a periodic sweep."""
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
@@ -96,7 +110,11 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
             # the body is.
             if request_conn._request_start_line is None:
                 server_conn.stream.close()
-            elif not request_conn._read_finished and self._body_stalled(server_conn.stream):
+            elif (
+                not request_conn._read_finished
+                and request_conn not in _OWN_BODY_TIMERS
+                and self._body_stalled(server_conn.stream)
+            ):
                 if server_conn in self._stalled:
                     server_conn.stream.close()
                 else:
