@@ -37,6 +37,7 @@ LONGEST_SWEEP_SECONDS = 5.0
 TCP_INFO = getattr(socket, "TCP_INFO", None)
 LAST_DATA_RECV = struct.Struct("=I")
 LAST_DATA_RECV_OFFSET = 52
+TCP_INFO_ASKED = 104  # bytes of it asked for: the kernel gives what it has, up to that
 
 # Requests whose handler bounds the pauses in their body itself: the sweep leaves them be.
 _OWN_BODY_TIMERS: weakref.WeakSet[HTTP1Connection] = weakref.WeakSet()
@@ -129,7 +130,7 @@ class KeepAliveHTTPServer(tornado.httpserver.HTTPServer):
         if not stream.reading() or TCP_INFO is None:
             return False
         try:
-            info = stream.socket.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 104)
+            info = stream.socket.getsockopt(socket.IPPROTO_TCP, TCP_INFO, TCP_INFO_ASKED)
         except OSError:
             return False
         if len(info) < LAST_DATA_RECV_OFFSET + LAST_DATA_RECV.size:
