@@ -54,17 +54,31 @@ class Pausing(tornado.web.RequestHandler):
         self.finish(str(self.received))
 
 
+Client = tuple[KeepAliveHTTPServer, asyncio.StreamReader, asyncio.StreamWriter]
+
+
 @asynccontextmanager
-async def serving(runtime: Any) -> AsyncIterator[tuple[KeepAliveHTTPServer, int]]:
-    """``serve``'s server for one web process, with a short idle time."""
+async def connected(runtime: Any) -> AsyncIterator[Client]:
+    """``serve``'s server for one web process, with a short idle time, and a connection to it."""
     server = make_server(make_app(runtime, [(r"/slow", Slow), (r"/pausing", Pausing)]))
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_socket(sock)
     try:
-        yield server, sock.getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        try:
+            yield server, reader, writer
+        finally:
+            writer.close()
     finally:
         server.stop()
         await server.close_all_connections()
+
+
+async def cut_off(reader: asyncio.StreamReader) -> None:
+    """Until the server closes the connection unanswered; with bytes it left unread, Linux
+    closes it with a reset."""
+    with suppress(ConnectionResetError):
+        assert await asyncio.wait_for(reader.read(), WITHIN) == b""
 
 
 async def answer(reader: asyncio.StreamReader) -> bytes:
@@ -98,14 +112,10 @@ def settings(live_settings: Settings) -> Settings:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_an_idle_keep_alive_connection_is_closed(runtime):
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            await ask(reader, writer, 1)
-            # Nothing more is asked: the server closes the connection.
-            assert await asyncio.wait_for(reader.read(), WITHIN) == b""
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        await ask(reader, writer, 1)
+        # Nothing more is asked: the server closes the connection.
+        assert await asyncio.wait_for(reader.read(), WITHIN) == b""
 
 
 async def trickle(writer: asyncio.StreamWriter) -> None:
@@ -119,44 +129,33 @@ async def trickle(writer: asyncio.StreamWriter) -> None:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_headers_sent_too_slowly_are_cut_off(runtime):
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(runtime) as (_, reader, writer):
         writer.write(b"GET /__lbheartbeat__ HTTP/1.1\r\n")
         began = time.monotonic()
         sending = asyncio.create_task(trickle(writer))
         try:
-            # Closed unanswered; with a header line unread, Linux closes it with a reset.
-            with suppress(ConnectionResetError):
-                assert await asyncio.wait_for(reader.read(), WITHIN) == b""
+            await cut_off(reader)
             assert time.monotonic() - began >= IDLE
         finally:
-            writer.close()
+            writer.close()  # the trickle stops
             await sending
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_request_under_way_longer_than_the_idle_time_is_answered(runtime):
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            got = await answer(reader)
-            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"done"), got
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = await answer(reader)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"done"), got
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_connections_keep_tcp_nodelay_between_answers(runtime):
-    async with serving(runtime) as (server, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            await ask(reader, writer, 3)
-            [connection] = server._connections
-            sock = connection.stream.socket
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        finally:
-            writer.close()
+    async with connected(runtime) as (server, reader, writer):
+        await ask(reader, writer, 3)
+        [connection] = server._connections
+        sock = connection.stream.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -174,61 +173,44 @@ async def test_waiting_for_requests_sets_no_timer_per_request(runtime, monkeypat
     monkeypatch.setattr(loop, "add_timeout", counting)
     # The sweep's own timer is counted too: with the real idle time it runs every 5 s.
     monkeypatch.setattr(server_app, "IDLE_CONNECTION_SECONDS", 75.0)
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            await ask(reader, writer, 50)
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        await ask(reader, writer, 50)
     assert timers < 10
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_body_that_stops_coming_is_cut_off(runtime):
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-            writer.write(b"x" * 10)  # and nothing more
-            began = time.monotonic()
-            with suppress(ConnectionResetError):
-                assert await asyncio.wait_for(reader.read(), WITHIN) == b""
-            assert time.monotonic() - began >= IDLE
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        writer.write(b"x" * 10)  # and nothing more
+        began = time.monotonic()
+        await cut_off(reader)
+        assert time.monotonic() - began >= IDLE
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_body_sent_slowly_but_steadily_is_answered(runtime):
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
-            for _ in range(20):  # 4 times the idle time in all, a byte every fifth of it
-                writer.write(b"x")
-                await writer.drain()
-                await asyncio.sleep(IDLE / 5)
-            got = await answer(reader)
-            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n20"), got
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+        for _ in range(20):  # 4 times the idle time in all, a byte every fifth of it
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(IDLE / 5)
+        got = await answer(reader)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n20"), got
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_client_held_back_by_a_slow_handler_is_not_cut_off(runtime):
     size = 32 * 1024 * 1024  # more than the sockets' buffers hold: the client has to wait
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
-            piece = b"x" * (1024 * 1024)
-            for _ in range(size // len(piece)):
-                writer.write(piece)
-                await asyncio.wait_for(writer.drain(), WITHIN)
-            got = await answer(reader)
-            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"%d" % size), got
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        writer.write(b"POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        piece = b"x" * (1024 * 1024)
+        for _ in range(size // len(piece)):
+            writer.write(piece)
+            await asyncio.wait_for(writer.drain(), WITHIN)
+        got = await answer(reader)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"%d" % size), got
 
 
 def in_body(server: KeepAliveHTTPServer) -> bool:
@@ -241,22 +223,18 @@ def in_body(server: KeepAliveHTTPServer) -> bool:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_stalled_body_is_closed_at_the_second_sweep_that_finds_it(runtime):
-    async with serving(runtime) as (server, port):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-            writer.write(b"x" * 10)
-            assert await wait_until(lambda: in_body(server), WITHIN)
-            assert server._sweep is not None
-            server._sweep.stop()  # swept by hand from here
-            await asyncio.sleep(1.5 * IDLE)
-            [connection] = server._connections
-            server.close_idle()
-            assert not connection.stream.closed()  # marked only
-            server.close_idle()
-            assert connection.stream.closed()
-        finally:
-            writer.close()
+    async with connected(runtime) as (server, _, writer):
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        writer.write(b"x" * 10)
+        assert await wait_until(lambda: in_body(server), WITHIN)
+        assert server._sweep is not None
+        server._sweep.stop()  # swept by hand from here
+        await asyncio.sleep(1.5 * IDLE)
+        [connection] = server._connections
+        server.close_idle()
+        assert not connection.stream.closed()  # marked only
+        server.close_idle()
+        assert connection.stream.closed()
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -266,13 +244,9 @@ async def test_a_crash_report_body_keeps_the_collectors_own_timeout(runtime):
     head = "POST /submit HTTP/1.1\r\nHost: x\r\n"
     for name, value in headers_for(**{"Content-Length": str(len(body) + 1000)}).items():
         head += f"{name}: {value}\r\n"
-    async with serving(runtime) as (_, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(head.encode() + b"\r\n" + body)  # and the rest never comes
-            began = time.monotonic()
-            got = await asyncio.wait_for(reader.read(), WITHIN)
-            assert got.startswith(b"HTTP/1.1 408"), got
-            assert time.monotonic() - began >= 4 * IDLE
-        finally:
-            writer.close()
+    async with connected(runtime) as (_, reader, writer):
+        writer.write(head.encode() + b"\r\n" + body)  # and the rest never comes
+        began = time.monotonic()
+        got = await asyncio.wait_for(reader.read(), WITHIN)
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert time.monotonic() - began >= 4 * IDLE
