@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import tornado.web
+from tornado import httputil
 
 from symbolon.accounts import admin, csrf
 from symbolon.accounts.auth import AuthError, Principal, authenticate_session, authenticate_token
@@ -34,6 +36,16 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A bodiless answer given without a handler (``BaseHandler.answer_from_memory``): its
+    status and the headers the handler would set besides Tornado's own (``Server``,
+    ``Content-Type`` and ``Date``, which these may override, and ``Content-Length``)."""
+
+    status: int
+    headers: dict[str, str]
+
+
 class BaseHandler(CachedDate):
     @property
     def runtime(self) -> Runtime:
@@ -44,6 +56,21 @@ class BaseHandler(CachedDate):
     uses_session = True
     # A session cookie came with a state-changing request but without its CSRF token.
     csrf_failed = False
+
+    @classmethod
+    def answer_from_memory(
+        cls,
+        runtime: Runtime,
+        request: httputil.HTTPServerRequest,
+        path_args: list[bytes],
+        kwargs: dict[str, object],
+    ) -> Answer | None:
+        """The answer this route would give ``request`` (which has no body), when the process
+        holds all it needs to decide it without awaiting anything; None to run the handler.
+        ``path_args`` are the route's groups, percent-decoded; ``kwargs`` its ``initialize``
+        arguments. Written without a handler (server/immediate.py), so it must be the answer
+        the handler would write, header for header."""
+        return None
 
     @classmethod
     def max_body_size(cls, settings: Settings) -> int:

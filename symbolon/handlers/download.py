@@ -9,8 +9,12 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from symbolon.handlers.base import RETRY_AFTER_SECONDS, BaseHandler
+from tornado import httputil
+
+from symbolon.conf import Settings
+from symbolon.handlers.base import RETRY_AFTER_SECONDS, Answer, BaseHandler
 from symbolon.metrics import metrics
+from symbolon.runtime import Runtime
 from symbolon.storage.lookup import StorageUnavailable
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import syminfo
@@ -33,6 +37,17 @@ TRUTHY = {"1", "true", "yes"}
 
 def segment(name: str) -> str:
     return quote(name, safe="")
+
+
+def _refusal(
+    settings: Settings, debug_file: str, debug_id: str, symbol_file: str
+) -> tuple[int, str] | None:
+    """The answer to a request that storage is not asked about, if it is one."""
+    if is_ignorable(debug_file, debug_id, symbol_file, settings.download_file_extensions_allowed):
+        return 404, "Symbol Not Found (and ignored)"
+    if has_invalid_characters(debug_file, symbol_file):
+        return 400, "Symbol name lookup contains invalid characters and will never be found."
+    return None
 
 
 def with_cors(handler: BaseHandler) -> None:
@@ -63,18 +78,49 @@ class DownloadHandler(BaseHandler):
         self.set_status(status)
         self.finish(body)
 
+    @classmethod
+    def answer_from_memory(
+        cls,
+        runtime: Runtime,
+        request: httputil.HTTPServerRequest,
+        path_args: list[bytes],
+        kwargs: dict[str, object],
+    ) -> Answer | None:
+        """A hit whose location this process remembers, as ``get`` would answer it: the
+        hottest request there is, so it skips the handler. Anything else is the handler's."""
+        headers = request.headers
+        if request.method != "GET" or "Auth-Token" in headers or "Debug" in headers:
+            return None  # HEAD, a token to check, timings asked for
+        try:
+            debug_file, debug_id, symbol_file = (arg.decode("utf-8") for arg in path_args)
+        except UnicodeDecodeError:
+            return None  # the handler's 400
+        debug_id = debug_id.upper()
+        settings = runtime.settings
+        if _refusal(settings, debug_file, debug_id, symbol_file) is not None:
+            return None
+        args = request.query_arguments
+        if "_refresh" in args:
+            return None
+        keys = key_spellings(debug_file, debug_id, symbol_file)
+        started = time.perf_counter()
+        hit = runtime.lookup.remembered_any(keys, bool(kwargs.get("try_route")) or "try" in args)
+        if hit is None:
+            return None
+        found, key = hit
+        expires = settings.download_presigned_url_expiry_seconds
+        location = runtime.lookup.remembered_url(found.source, key, expires)
+        if location is None:
+            return None
+        metrics.timing("download_symbol", 1000.0 * (time.perf_counter() - started))
+        return Answer(302, {**DOWNLOAD_HEADERS, "Location": location})
+
     async def _download(self, debug_file: str, debug_id: str, symbol_file: str, head: bool) -> None:
         settings = self.runtime.settings
         debug_id = debug_id.upper()
-        allowed = settings.download_file_extensions_allowed
-        if is_ignorable(debug_file, debug_id, symbol_file, allowed):
-            return self._answer(404, "Symbol Not Found (and ignored)", debug_time=0)
-        if has_invalid_characters(debug_file, symbol_file):
-            return self._answer(
-                400,
-                "Symbol name lookup contains invalid characters and will never be found.",
-                debug_time=0,
-            )
+        refused = _refusal(settings, debug_file, debug_id, symbol_file)
+        if refused is not None:
+            return self._answer(*refused, debug_time=0)
         args = self.request.query_arguments
         include_try = self.try_route or "try" in args
         refresh = "_refresh" in args

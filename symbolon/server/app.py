@@ -22,15 +22,23 @@ from symbolon.handlers import storage_files as storage_file_handlers
 from symbolon.handlers import submit as submit_handlers
 from symbolon.handlers import symbolicate as symbolicate_handlers
 from symbolon.handlers import upload as upload_handlers
-from symbolon.handlers.base import BaseHandler, BodyRefusal, NotFoundHandler, declared_length
+from symbolon.handlers.base import (
+    Answer,
+    BaseHandler,
+    BodyRefusal,
+    NotFoundHandler,
+    declared_length,
+)
 from symbolon.health import version_info
 from symbolon.runtime import Runtime
 from symbolon.server.balance import BalancingHTTPServer, ConnectionShares
+from symbolon.server.immediate import ImmediateAnswer
 from symbolon.server.keepalive import KeepAliveHTTPServer
 from symbolon.server.proxy import believe_proxy_headers
 from symbolon.server.routing import IndexedRouter
 from symbolon.web import routes as web_routes
 
+logger = logging.getLogger(__name__)
 access_log = logging.getLogger("symbolon.access")
 # Tornado's own limit, for the routes that stream their bodies and raise it themselves (uploads,
 # crash reports); every other route has a smaller one of its own (BoundedBody).
@@ -51,21 +59,19 @@ DRAIN_FACTOR = 2
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
+    log_answer(handler.request, handler.get_status())
+
+
+def log_answer(request: httputil.HTTPServerRequest, status: int) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if handler.request.path == "/__lbheartbeat__" and status == 200:
+    if request.path == "/__lbheartbeat__" and status == 200:
         level = logging.DEBUG  # the load balancer asks every few seconds
     # A sign-in callback's query holds a one-time code and the state, a storage URL's its
     # signature: not for the logs.
-    path = handler.request.path
-    uri = path if path.startswith(("/oidc/", "/storage/")) else handler.request.uri
+    path = request.path
+    uri = path if path.startswith(("/oidc/", "/storage/")) else request.uri
     access_log.log(
-        level,
-        "%s %s %d %.1fms",
-        handler.request.method,
-        uri,
-        status,
-        1000.0 * handler.request.request_time(),
+        level, "%s %s %d %.1fms", request.method, uri, status, 1000.0 * request.request_time()
     )
 
 
@@ -195,12 +201,17 @@ class Application(tornado.web.Application):
         path_args: list[bytes] | None = None,
         path_kwargs: dict[str, bytes] | None = None,
     ) -> httputil.HTTPMessageDelegate:
+        bodiless = BODY_HEADERS.isdisjoint(request.headers)
+        if bodiless and issubclass(target_class, BaseHandler):
+            answer = self._answer_from_memory(request, target_class, target_kwargs, path_args)
+            if answer is not None:
+                return ImmediateAnswer(request, answer, self.transforms, log_answer)
         delegate = super().get_handler_delegate(
             request, target_class, target_kwargs, path_args, path_kwargs
         )
         if getattr(target_class, "_stream_request_body", False):
             return delegate  # reads its body as it comes, within limits of its own
-        if BODY_HEADERS.isdisjoint(request.headers):
+        if bodiless:
             return delegate  # no body can follow: nothing to bound
         settings: Settings = self.settings["runtime"].settings
         if issubclass(target_class, BaseHandler):
@@ -216,6 +227,22 @@ class Application(tornado.web.Application):
             )
 
         return BoundedBody(delegate, request, limit, refusal)
+
+    def _answer_from_memory(
+        self,
+        request: httputil.HTTPServerRequest,
+        target_class: type[BaseHandler],
+        target_kwargs: dict[str, Any] | None,
+        path_args: list[bytes] | None,
+    ) -> Answer | None:
+        try:
+            return target_class.answer_from_memory(
+                self.settings["runtime"], request, path_args or [], target_kwargs or {}
+            )
+        except Exception:
+            # The handler then answers, as it would have: a 500 in the route's own shape.
+            logger.exception("%s could not answer from memory", target_class.__name__)
+            return None
 
 
 def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:

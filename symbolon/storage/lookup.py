@@ -10,6 +10,7 @@ every subscriber drops them from its memo, so a new upload is visible at once ev
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +27,15 @@ logger = logging.getLogger(__name__)
 FOUND, MISSING = b"1", b"0"
 # Download URLs kept for reuse, per process.
 SIGNED_URL_MEMO_SIZE = 10_000
+
+
+class Unknown(enum.Enum):
+    """A memo's answer when it does not hold the source's answer."""
+
+    UNKNOWN = enum.auto()
+
+
+UNKNOWN = Unknown.UNKNOWN
 
 
 class StorageUnavailable(Exception):
@@ -116,20 +126,38 @@ class SymbolLookup:
 
     # -- lookups -----------------------------------------------------------------------------
 
+    def remembered(self, key: str, include_try: bool) -> Found | Unknown | None:
+        """What :meth:`find` would answer, from this process's memo alone: ``UNKNOWN`` when
+        a source's answer is not there (or the memo is off)."""
+        if not self.memo.active:
+            return UNKNOWN
+        sources = self.with_try if include_try else self.regular
+        known = [self.memo.get(self.cache_key(s, key)) for s in sources]
+        hit = _first_found(known)
+        if hit is not None:
+            return Found(sources[hit], hit)
+        return UNKNOWN if None in known else None
+
+    def remembered_any(self, keys: list[str], include_try: bool) -> tuple[Found, str] | None:
+        """The hit :meth:`find_any` would answer, when the memo alone tells it; else None."""
+        for key in keys:
+            found = self.remembered(key, include_try)
+            if found is UNKNOWN:
+                return None
+            if found is not None:
+                return found, key
+        return None
+
     async def find(self, key: str, include_try: bool, refresh: bool = False) -> Found | None:
         """The first source, in configured order, that has the key; try sources come last.
 
         Concurrent lookups of the same key in this process share one: a burst of requests for
         a file nobody asked for yet costs one trip to storage, not one per request.
         """
-        if not refresh and self.memo.active:  # the hot path: answered without awaiting
-            sources = self.with_try if include_try else self.regular
-            known = [self.memo.get(self.cache_key(s, key)) for s in sources]
-            hit = _first_found(known)
-            if hit is not None:
-                return Found(sources[hit], hit)
-            if None not in known:
-                return None
+        if not refresh:  # the hot path: answered without awaiting
+            found = self.remembered(key, include_try)
+            if found is not UNKNOWN:
+                return found
         flight = (key, include_try, refresh)
         shared = self._inflight.get(flight)
         if shared is not None:
@@ -217,16 +245,21 @@ class SymbolLookup:
         everything else a cached hit does, popular files are asked for over and over, and a
         reused URL still has over 90% of its validity left.
         """
-        memo_key = (source.url, key, expires)
-        now = time.monotonic()
-        entry = self._signed.get(memo_key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        url = self.remembered_url(source, key, expires)
+        if url is not None:
+            return url
         url = await self.stores.at(source).download_url(source.object_key(key), expires)
-        self._signed[memo_key] = (now + expires / 12, url)
+        self._signed[(source.url, key, expires)] = (time.monotonic() + expires / 12, url)
         if len(self._signed) > SIGNED_URL_MEMO_SIZE:
             self._signed.popitem(last=False)
         return url
+
+    def remembered_url(self, source: SymbolSource, key: str, expires: int) -> str | None:
+        """The URL :meth:`download_url` would answer, if it is still here to reuse."""
+        entry = self._signed.get((source.url, key, expires))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return None
 
     # -- invalidation ------------------------------------------------------------------------
 
