@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
+from symbolon.handlers.base import Answer, BaseHandler
 from symbolon.handlers.download import DownloadHandler
 from symbolon.runtime import Runtime
+from symbolon.server.app import nothing_to_prepare
 from tests.conftest import s3_client, s3_endpoint, wait_until
 from tests.downloads import behind_a_proxy
 
@@ -46,20 +50,33 @@ def stored(bucket, name: str = "xul") -> str:
 
 @asynccontextmanager
 async def connection(runtime: Runtime) -> AsyncIterator[Exchange]:
-    """One connection to the app served as ``serve`` serves it, once the memo is trusted."""
+    """The app served as ``serve`` serves it, once the memo is trusted, and one connection to
+    it; ``Exchange.another`` opens more."""
     assert await wait_until(lambda: runtime.lookup.memo.active)
     with behind_a_proxy(runtime) as base:
         host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        first = await Exchange.open(host, int(port))
         try:
-            yield Exchange(reader, writer)
+            yield first
         finally:
-            writer.close()
+            first.close()
 
 
 class Exchange:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(
+        self, address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.address, self.reader, self.writer = address, reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Exchange:
+        return cls((host, port), *await asyncio.open_connection(host, port))
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def another(self) -> Exchange:
+        return await Exchange.open(*self.address)
 
     async def ask(
         self, path: str, version: str = "HTTP/1.1", method: str = "GET", **headers: str
@@ -74,6 +91,14 @@ class Exchange:
         body = b"" if method == "HEAD" else await self.reader.readexactly(int(length[1]))
         dated = (line for line in head.split(b"\r\n") if not line.startswith(b"Date:"))
         return b"\r\n".join(dated) + body
+
+    async def ask_alone(self, path: str, version: str = "HTTP/1.1", **headers: str) -> bytes:
+        """Asked on a connection of its own, which the answer may close."""
+        other = await self.another()
+        try:
+            return await other.ask(path, version, **headers)
+        finally:
+            other.close()
 
 
 @pytest.fixture
@@ -117,21 +142,24 @@ async def test_the_answer_is_the_handlers_byte_for_byte(runtime, bucket, handler
         (lower, "HTTP/1.1", {}),
         (path, "HTTP/1.1", {"X_Forwarded_Proto": "https"}),  # HSTS, behind the proxy
         (path, "HTTP/1.0", {"Connection": "keep-alive"}),
+        (path, "HTTP/1.1", {"Connection": "close"}),
+        (path, "HTTP/1.0", {}),
     ]
     answers = []
     async with connection(runtime) as http:
         await http.ask(path)  # remembered from now on
         for target, version, headers in cases:
             made = len(handlers)
-            immediate = await http.ask(target, version, **headers)
+            immediate = await http.ask_alone(target, version, **headers)
             assert len(handlers) == made, target
-            handled = await http.ask(target, version, Debug="no", **headers)
+            handled = await http.ask_alone(target, version, Debug="no", **headers)
             assert len(handlers) == made + 1, target
             assert immediate == handled, target
             assert immediate.startswith(b"HTTP/1.1 302 Found\r\n")
             answers.append(immediate)
-    assert b"\r\nStrict-Transport-Security: max-age=3600\r\n" in answers[-2]
-    assert b"\r\nConnection: Keep-Alive\r\n" in answers[-1]
+    assert b"\r\nStrict-Transport-Security: max-age=3600\r\n" in answers[6]
+    assert b"\r\nConnection: Keep-Alive\r\n" in answers[7]
+    assert b"\r\nConnection: close\r\n" in answers[8]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -153,22 +181,56 @@ async def test_what_memory_cannot_answer_goes_to_the_handler(runtime, bucket, ha
         assert (await http.ask(missing)).startswith(b"HTTP/1.1 404 ")
         assert (await http.ask(missing)).startswith(b"HTTP/1.1 404 ")  # misses are recorded
         assert len(handlers) == made + 6
-        # A HEAD of the remembered file.
+        # Other methods: a HEAD of the remembered file, and one the route does not take.
         head = await http.ask(path, method="HEAD")
         assert head.startswith(b"HTTP/1.1 200 ") and b"Location" not in head
-        assert len(handlers) == made + 7
+        assert (await http.ask(path, method="DELETE")).startswith(b"HTTP/1.1 405 ")
+        assert len(handlers) == made + 8
+        # A reused URL past its reuse.
+        signed = runtime.lookup._signed
+        for memo_key, (_, url) in list(signed.items()):
+            signed[memo_key] = (time.monotonic() - 1, url)
+        assert (await http.ask(path)).startswith(b"HTTP/1.1 302 ")
+        assert len(handlers) == made + 9
+        # The memo off (invalidations not reaching this process).
+        runtime.lookup.memo.deactivate()
+        assert (await http.ask(path)).startswith(b"HTTP/1.1 302 ")
+        assert len(handlers) == made + 10
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_an_immediate_answer_is_logged_and_timed(runtime, bucket, caplog, metricsmock):
+async def test_a_try_symbol_is_remembered_for_try_lookups_only(runtime, bucket, handlers):
+    """Try symbols live under the upload location's try prefix and are looked in only when
+    asked for (``?try``, ``/try/``): once remembered for such a lookup, a plain one still
+    misses."""
+    ident = uuid.uuid4().hex.upper() + "1"
+    key = f"t.pdb/{ident}/t.sym"
+    prefix = runtime.storage.upload_try.object_key(key)
+    bucket.put_object(Bucket=runtime.storage.upload_try.bucket, Key=prefix, Body=b"MODULE")
+    async with connection(runtime) as http:
+        assert (await http.ask(f"/{key}?try")).startswith(b"HTTP/1.1 302 ")
+        made = len(handlers)
+        assert (await http.ask(f"/try/{key}")).startswith(b"HTTP/1.1 302 ")
+        assert len(handlers) == made  # remembered
+        assert (await http.ask(f"/{key}")).startswith(b"HTTP/1.1 404 ")
+        assert len(handlers) == made + 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_immediate_answer_is_logged_and_timed(
+    runtime, bucket, handlers, caplog, metricsmock
+):
     path = stored(bucket)
     async with connection(runtime) as http:
         await http.ask(path)
+        made = len(handlers)
         metricsmock.clear_records()
         with caplog.at_level(logging.INFO, logger="symbolon.access"):
             await http.ask(path + "?x=1")
-    lines = [r.getMessage() for r in caplog.records if r.name == "symbolon.access"]
-    assert len(lines) == 1 and lines[0].startswith(f"GET {path}?x=1 302 ")
+    assert len(handlers) == made  # answered without one
+    records = [r for r in caplog.records if r.name == "symbolon.access"]
+    assert [r.levelno for r in records] == [logging.INFO]
+    assert records[0].getMessage().startswith(f"GET {path}?x=1 302 ")
     metricsmock.assert_timing_once("symbolon.download_symbol")
 
 
@@ -187,3 +249,43 @@ async def test_a_failing_memory_answer_is_left_to_the_handler(
         assert await http.ask(path) == expected
     assert len(handlers) == 2
     assert "DownloadHandler could not answer from memory" in caplog.text
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_header_value_tornado_refuses_is_left_to_the_handler(
+    runtime, bucket, handlers, monkeypatch
+):
+    """Tornado's ``set_header`` refuses control characters; so is the immediate answer, and the
+    handler answers (here its 500) rather than a connection broken mid-answer."""
+    path = stored(bucket)
+    async with connection(runtime) as http:
+        await http.ask(path)
+        monkeypatch.setattr(
+            runtime.lookup, "remembered_url", lambda *args: "http://symbols.example.com/\x01"
+        )
+        made = len(handlers)
+        assert (await http.ask(path)).startswith(b"HTTP/1.1 500 ")
+    assert len(handlers) == made + 1
+
+
+def test_only_requests_prepare_would_let_through_skip_the_handler():
+    def request(method: str = "GET", **headers: str) -> HTTPServerRequest:
+        start = RequestStartLine(method, "/a.pdb/1/a.sym", "HTTP/1.1")
+        return HTTPServerRequest(start_line=start, headers=HTTPHeaders(Host="x", **headers))
+
+    class WithSessions(BaseHandler):
+        uses_session = True
+
+    assert nothing_to_prepare(request(), DownloadHandler)
+    assert nothing_to_prepare(request(Cookie="session=1"), DownloadHandler)  # never reads it
+    assert not nothing_to_prepare(request("HEAD"), DownloadHandler)
+    assert not nothing_to_prepare(request(**{"Auth-Token": "x"}), DownloadHandler)
+    assert nothing_to_prepare(request(), WithSessions)
+    assert not nothing_to_prepare(request(Cookie="session=1"), WithSessions)
+
+
+def test_an_answer_is_a_redirect():
+    assert Answer(302, {}).status == 302
+    for status in (200, 204, 304, 404):
+        with pytest.raises(ValueError):
+            Answer(status, {})

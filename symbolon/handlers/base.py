@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,14 +37,26 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
 
 
+# What Tornado's set_header lets through; a value it refuses goes to the handler to refuse.
+VALID_HEADER_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
+
+
 @dataclass(frozen=True)
 class Answer:
-    """A bodiless answer given without a handler (``BaseHandler.answer_from_memory``): its
-    status and the headers the handler would set besides Tornado's own (``Server``,
-    ``Content-Type`` and ``Date``, which these may override, and ``Content-Length``)."""
+    """A redirect given without a handler (``BaseHandler.answer_from_memory``): its status and
+    the headers the handler would set besides Tornado's own (``Server``, ``Content-Type`` and
+    ``Date``, which these may override, and ``Content-Length``)."""
 
     status: int
     headers: dict[str, str]
+
+    def __post_init__(self) -> None:
+        if not 300 <= self.status < 400 or self.status == 304:
+            raise ValueError(f"not a redirect: {self.status}")
+
+    def is_valid(self) -> bool:
+        """Whether every header value is one Tornado's ``set_header`` would take."""
+        return all(VALID_HEADER_VALUE.fullmatch(value) for value in self.headers.values())
 
 
 class BaseHandler(CachedDate):
@@ -65,11 +78,13 @@ class BaseHandler(CachedDate):
         path_args: list[bytes],
         kwargs: dict[str, object],
     ) -> Answer | None:
-        """The answer this route would give ``request`` (which has no body), when the process
-        holds all it needs to decide it without awaiting anything; None to run the handler.
-        ``path_args`` are the route's groups, percent-decoded; ``kwargs`` its ``initialize``
-        arguments. Written without a handler (server/immediate.py), so it must be the answer
-        the handler would write, header for header."""
+        """The redirect this route would answer ``request`` with, when the process holds all
+        it needs to decide it without awaiting anything; None to run the handler. Asked only
+        for a ``GET`` without a body, an ``Auth-Token`` or (for a handler that reads sessions)
+        a session cookie, since ``prepare`` does not run. ``path_args`` are the route's groups,
+        percent-decoded; ``kwargs`` its ``initialize`` arguments. Written without a handler
+        (server/immediate.py), so it must be the answer the handler would write, header for
+        header."""
         return None
 
     @classmethod

@@ -50,6 +50,12 @@ def _refusal(
     return None
 
 
+def _lookup_terms(request: httputil.HTTPServerRequest, try_route: bool) -> tuple[bool, bool]:
+    """Whether try symbols are looked in too, and whether past the caches (``_refresh``)."""
+    args = request.query_arguments
+    return try_route or "try" in args, "_refresh" in args
+
+
 def with_cors(handler: BaseHandler) -> None:
     for name, value in CORS_HEADERS.items():
         handler.set_header(name, value)
@@ -88,9 +94,8 @@ class DownloadHandler(BaseHandler):
     ) -> Answer | None:
         """A hit whose location this process remembers, as ``get`` would answer it: the
         hottest request there is, so it skips the handler. Anything else is the handler's."""
-        headers = request.headers
-        if request.method != "GET" or "Auth-Token" in headers or "Debug" in headers:
-            return None  # HEAD, a token to check, timings asked for
+        if "Debug" in request.headers:
+            return None  # timings asked for
         try:
             debug_file, debug_id, symbol_file = (arg.decode("utf-8") for arg in path_args)
         except UnicodeDecodeError:
@@ -99,12 +104,13 @@ class DownloadHandler(BaseHandler):
         settings = runtime.settings
         if _refusal(settings, debug_file, debug_id, symbol_file) is not None:
             return None
-        args = request.query_arguments
-        if "_refresh" in args:
+        include_try, refresh = _lookup_terms(request, bool(kwargs.get("try_route")))
+        if refresh:
             return None
         keys = key_spellings(debug_file, debug_id, symbol_file)
         started = time.perf_counter()
-        hit = runtime.lookup.remembered_any(keys, bool(kwargs.get("try_route")) or "try" in args)
+        hit = runtime.lookup.remembered_any(keys, include_try)
+        elapsed = time.perf_counter() - started
         if hit is None:
             return None
         found, key = hit
@@ -112,7 +118,7 @@ class DownloadHandler(BaseHandler):
         location = runtime.lookup.remembered_url(found.source, key, expires)
         if location is None:
             return None
-        metrics.timing("download_symbol", 1000.0 * (time.perf_counter() - started))
+        metrics.timing("download_symbol", 1000.0 * elapsed)
         return Answer(302, {**DOWNLOAD_HEADERS, "Location": location})
 
     async def _download(self, debug_file: str, debug_id: str, symbol_file: str, head: bool) -> None:
@@ -121,9 +127,7 @@ class DownloadHandler(BaseHandler):
         refused = _refusal(settings, debug_file, debug_id, symbol_file)
         if refused is not None:
             return self._answer(*refused, debug_time=0)
-        args = self.request.query_arguments
-        include_try = self.try_route or "try" in args
-        refresh = "_refresh" in args
+        include_try, refresh = _lookup_terms(self.request, self.try_route)
         keys = key_spellings(debug_file, debug_id, symbol_file)
 
         started = time.perf_counter()

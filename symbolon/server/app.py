@@ -75,6 +75,15 @@ def log_answer(request: httputil.HTTPServerRequest, status: int) -> None:
     )
 
 
+def nothing_to_prepare(request: httputil.HTTPServerRequest, handler: type[BaseHandler]) -> bool:
+    """Whether ``BaseHandler.prepare`` would let ``request`` through unchecked: a ``GET`` with
+    no ``Auth-Token`` (checked on every path) and, for a handler that reads sessions, no cookie.
+    Only then may an answer skip the handler."""
+    if request.method != "GET" or "Auth-Token" in request.headers:
+        return False
+    return not handler.uses_session or "Cookie" not in request.headers
+
+
 def with_slash_redirects(routes: list[Any]) -> list[Any]:
     """Paths listed with a trailing slash answer 301 to it without one, as the reference did."""
     redirects = [
@@ -202,7 +211,11 @@ class Application(tornado.web.Application):
         path_kwargs: dict[str, bytes] | None = None,
     ) -> httputil.HTTPMessageDelegate:
         bodiless = BODY_HEADERS.isdisjoint(request.headers)
-        if bodiless and issubclass(target_class, BaseHandler):
+        if (
+            bodiless
+            and issubclass(target_class, BaseHandler)
+            and nothing_to_prepare(request, target_class)
+        ):
             answer = self._answer_from_memory(request, target_class, target_kwargs, path_args)
             if answer is not None:
                 return ImmediateAnswer(request, answer, self.transforms, log_answer)
@@ -236,13 +249,15 @@ class Application(tornado.web.Application):
         path_args: list[bytes] | None,
     ) -> Answer | None:
         try:
-            return target_class.answer_from_memory(
+            answer = target_class.answer_from_memory(
                 self.settings["runtime"], request, path_args or [], target_kwargs or {}
             )
         except Exception:
             # The handler then answers, as it would have: a 500 in the route's own shape.
             logger.exception("%s could not answer from memory", target_class.__name__)
             return None
+        # A header value the handler's set_header would refuse: its 500, not a broken answer.
+        return answer if answer is not None and answer.is_valid() else None
 
 
 def security_headers(settings: Settings) -> type[tornado.web.OutputTransform]:

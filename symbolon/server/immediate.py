@@ -1,4 +1,4 @@
-"""Answers a route gives from what the process holds, written without a request handler.
+"""Redirects a route gives from what the process holds, written without a request handler.
 
 A cached download hit does little work of its own: most of its cost was Tornado's handler
 machinery around it (a RequestHandler, its coroutine, its header bookkeeping), more than twice
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-import tornado
 import tornado.web
 from tornado import httputil
 
 from symbolon.handlers.base import Answer
-from symbolon.handlers.dates import http_date
+from symbolon.handlers.dates import default_headers
 
 
 class ImmediateAnswer(httputil.HTTPMessageDelegate):
-    """Writes ``answer`` to a request without a body, as a RequestHandler's ``finish`` would:
-    the same headers in the same order, the application's output transforms applied, the same
-    access log line."""
+    """Writes ``answer`` (a redirect) to a request without a body, as a RequestHandler's
+    ``finish`` would: the same headers in the same order, the application's output transforms
+    applied, the same access log line. (A 200 would also need Tornado's ``Etag``, a 304 no
+    ``Content-Length``: ``Answer`` holds redirects only.)"""
 
     def __init__(
         self,
@@ -48,13 +48,7 @@ class ImmediateAnswer(httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         status = self.answer.status
-        headers = httputil.HTTPHeaders(
-            {
-                "Server": f"TornadoServer/{tornado.version}",
-                "Content-Type": "text/html; charset=UTF-8",
-                "Date": http_date(),
-            }
-        )
+        headers = default_headers()
         headers.update(self.answer.headers)
         headers["Content-Length"] = "0"
         chunk = b""

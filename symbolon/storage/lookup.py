@@ -248,8 +248,9 @@ class SymbolLookup:
         url = self.remembered_url(source, key, expires)
         if url is not None:
             return url
+        signed_at = time.monotonic()
         url = await self.stores.at(source).download_url(source.object_key(key), expires)
-        self._signed[(source.url, key, expires)] = (time.monotonic() + expires / 12, url)
+        self._signed[(source.url, key, expires)] = (signed_at + expires / 12, url)
         if len(self._signed) > SIGNED_URL_MEMO_SIZE:
             self._signed.popitem(last=False)
         return url
