@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Server CPU per cached download hit with the default settings, code against code.
+
+``bench/download.py`` measures throughput with ``LOGGING_LEVEL=ERROR``; this one runs ``symbolon
+serve`` as an operator would (``INFO`` logging, so an access log line a request) behind a proxy
+(every request carries ``X-Forwarded-Proto: https``), one web process per ``--code`` (a source
+tree, a ``git worktree`` of another commit say, put first on the server's ``PYTHONPATH``), all on
+one embedded PostgreSQL, Redis and S3. The hit is a file in a private bucket (a presigned
+redirect). Runs of ``wrk -t1 -c16`` alternate between the servers, ``--repeat`` times each, so
+that the host's speed, which moves from minute to minute on a virtual machine, moves for all of
+them; each run's server CPU time (user and system, from ``/proc``) per answer is recorded.
+Printed: each server's median and minimum, the share of its CPU spent in user space, and the
+median of the runs' ratios against the first ``--code``.
+
+    .venv/bin/python bench/hit_cpu.py --code before=/tmp/old --code after=. --repeat 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import download  # noqa: E402
+from common import free_port, load_average, stop_servers, wait_port  # noqa: E402
+
+from symbolon.conf import load_settings  # noqa: E402
+from symbolon.server.embedded import EmbeddedStack  # noqa: E402
+
+BEHIND_PROXY = 'wrk.headers["X-Forwarded-Proto"] = "https"\n'
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """User and system time of a process, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def start(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
+            env={**env, "PORT": str(port), "PYTHONPATH": str(tree)},
+            cwd=tree,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_port(port, server)
+    return server, port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--code", action="append", default=[], help="name=source tree")
+    parser.add_argument("--duration", type=int, default=3, help="seconds a run")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--logging-level", default="INFO")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    trees = {name: Path(tree).resolve() for name, tree in (c.split("=", 1) for c in args.code)}
+    if not trees:
+        trees = {"this": ROOT}
+
+    data_dir = Path(tempfile.mkdtemp(prefix="symbolon-bench-"))
+    stack = EmbeddedStack(data_dir)
+    live = stack.start(
+        load_settings({"SYMBOLON_DATA_DIR": str(data_dir), "EMBEDDED_STORAGE": "s3"}, None)
+    )
+    urls = download.bucket_locations(live.symbol_urls[0].rsplit("/", 1)[0])
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(live.database_url),
+        "REDIS_URL": str(live.redis_url),
+        "REDIS_STORE_URL": str(live.redis_store_url),
+        "SYMBOL_URLS": ",".join(urls),
+        "UPLOAD_DEFAULT_URL": urls[0],
+        "ENABLE_CRASH_COLLECTOR": "false",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "SECRET_KEY": download.SECRET_KEY,
+        "WORKER_THREADS": "0",
+        "WEB_PROCESSES": "1",
+        "LOGGING_LEVEL": args.logging_level,
+    }
+    script = data_dir / "behind_proxy.lua"
+    script.write_text(BEHIND_PROXY)
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    per_hit: dict[str, list[float]] = {name: [] for name in trees}
+    user = dict.fromkeys(trees, 0)
+    system = dict.fromkeys(trees, 0)
+    try:
+        for name, tree in trees.items():
+            servers[name] = start(tree, env, data_dir / f"{name}.log")
+        hits = {
+            name: f"http://127.0.0.1:{port}/{download.HIT_KEY}"
+            for name, (_, port) in servers.items()
+        }
+        for url in hits.values():  # remembered from now on
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+        for _ in range(args.repeat):
+            for name, (server, _) in servers.items():
+                before = cpu_ticks(server.pid)
+                out = subprocess.run(
+                    ["wrk", "-t1", "-c16", f"-d{args.duration}s", "-s", str(script), hits[name]],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                after = cpu_ticks(server.pid)
+                answers = float(download.found(r"Requests/sec:\s+([\d.]+)", out)[1]) * args.duration
+                user[name] += after[0] - before[0]
+                system[name] += after[1] - before[1]
+                ticks = sum(after) - sum(before)
+                per_hit[name].append(ticks / os.sysconf("SC_CLK_TCK") / answers * 1e6)
+    finally:
+        stop_servers(*(server for server, _ in servers.values()))
+        stack.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print(
+        f"\nwrk -t1 -c16, {args.repeat} runs of {args.duration} s a server, LOGGING_LEVEL="
+        f"{args.logging_level}; load average at the end {load_average()}"
+    )
+    first = next(iter(trees))
+    print(f"{'code':<12} {'median µs':>10} {'min µs':>8} {'user share':>11} {'vs ' + first:>10}")
+    for name, values in per_hit.items():
+        ratios = [v / f for v, f in zip(values, per_hit[first], strict=True)]
+        share = user[name] / max(user[name] + system[name], 1)
+        print(
+            f"{name:<12} {statistics.median(values):>10.0f} {min(values):>8.0f} {share:>11.2f}"
+            f" {statistics.median(ratios):>10.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
