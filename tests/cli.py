@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import markus.main
 from click.testing import CliRunner
 
-from symbolon.admin_cli.main import cli
+from symbolon.admin_cli.commands import cli
 from symbolon.conf import Settings
 from symbolon.conf.settings import declarations
 from tests.environment import OPERATOR_CONFIGURATION

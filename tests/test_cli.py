@@ -2,6 +2,7 @@ import hashlib
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 import pytest
 
@@ -153,6 +154,20 @@ def test_the_entry_point_lists_the_commands():
     assert "Usage: symbolon" in result.stdout
     for command in ("serve", "worker", "migrate", "superuser", "token", "user", "crashes"):
         assert f"  {command} " in result.stdout
+
+
+def test_the_installed_command_imports_no_server_until_it_runs():
+    """A process started with multiprocessing's spawn (parse processes, crash walkers) imports
+    its parent's main module again: for ``symbolon serve``, the installed script, which imports
+    the entry point's module. Nothing of the server may come with it."""
+    (point,) = entry_points(group="console_scripts", name="symbolon")
+    assert point.attr == "main"
+    heavy = ("tornado", "click", "asyncpg", "symbolon.server", "symbolon.admin_cli.commands")
+    code = f"import sys, {point.module}; print([m for m in sys.modules if m.startswith({heavy})])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_migrate_reports_an_up_to_date_database(env):

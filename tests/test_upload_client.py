@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from symbolon.admin_cli import upload as client
-from symbolon.admin_cli.main import cli
+from symbolon.admin_cli.commands import cli
 from symbolon.uploads.multipart import UploadForm
 from tests.cli import Outcome
 from tests.cli import invoke as run_symbolon
