@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,24 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, seconds: float = 
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"nothing answers on port {port}")
+
+
+def start_serve(
+    env: dict[str, str], log: Path, cwd: Path, seconds: float = 60
+) -> tuple[subprocess.Popen, int]:
+    """``symbolon serve`` of the source tree ``cwd`` on a free port, its output written to
+    ``log``; once it accepts connections."""
+    port = free_port()
+    with open(log, "a") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
+            env={**env, "PORT": str(port)},
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    wait_port(port, server, seconds)
+    return server, port
 
 
 def proc_status_mb(pid: int, field: str) -> float:

@@ -27,37 +27,19 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import download  # noqa: E402
-from common import free_port, load_average, stop_servers, wait_port  # noqa: E402
+from common import load_average, start_serve, stop_servers  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
 
 BEHIND_PROXY = 'wrk.headers["X-Forwarded-Proto"] = "https"\n'
-
-
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """User and system time of a process, in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
-
-
-def start(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
-            env={**env, "PORT": str(port), "PYTHONPATH": str(tree)},
-            cwd=tree,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_port(port, server)
-    return server, port
 
 
 def main() -> None:
@@ -98,11 +80,14 @@ def main() -> None:
     script.write_text(BEHIND_PROXY)
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     per_hit: dict[str, list[float]] = {name: [] for name in trees}
-    user = dict.fromkeys(trees, 0)
-    system = dict.fromkeys(trees, 0)
+    user = dict.fromkeys(trees, 0.0)
+    system = dict.fromkeys(trees, 0.0)
     try:
         for name, tree in trees.items():
-            servers[name] = start(tree, env, data_dir / f"{name}.log")
+            # Its tree first on the path: ``python -m`` imports from the working directory.
+            servers[name] = start_serve(
+                {**env, "PYTHONPATH": str(tree)}, log=data_dir / f"{name}.log", cwd=tree
+            )
         hits = {
             name: f"http://127.0.0.1:{port}/{download.HIT_KEY}"
             for name, (_, port) in servers.items()
@@ -111,19 +96,19 @@ def main() -> None:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
         for _ in range(args.repeat):
             for name, (server, _) in servers.items():
-                before = cpu_ticks(server.pid)
+                before = psutil.Process(server.pid).cpu_times()
                 out = subprocess.run(
                     ["wrk", "-t1", "-c16", f"-d{args.duration}s", "-s", str(script), hits[name]],
                     capture_output=True,
                     text=True,
                     check=True,
                 ).stdout
-                after = cpu_ticks(server.pid)
+                after = psutil.Process(server.pid).cpu_times()
                 answers = float(download.found(r"Requests/sec:\s+([\d.]+)", out)[1]) * args.duration
-                user[name] += after[0] - before[0]
-                system[name] += after[1] - before[1]
-                ticks = sum(after) - sum(before)
-                per_hit[name].append(ticks / os.sysconf("SC_CLK_TCK") / answers * 1e6)
+                user[name] += after.user - before.user
+                system[name] += after.system - before.system
+                spent = after.user + after.system - before.user - before.system
+                per_hit[name].append(spent / answers * 1e6)
     finally:
         stop_servers(*(server for server, _ in servers.values()))
         stack.stop()
@@ -137,7 +122,7 @@ def main() -> None:
     print(f"{'code':<12} {'median µs':>10} {'min µs':>8} {'user share':>11} {'vs ' + first:>10}")
     for name, values in per_hit.items():
         ratios = [v / f for v, f in zip(values, per_hit[first], strict=True)]
-        share = user[name] / max(user[name] + system[name], 1)
+        share = user[name] / max(user[name] + system[name], 1e-9)
         print(
             f"{name:<12} {statistics.median(values):>10.0f} {min(values):>8.0f} {share:>11.2f}"
             f" {statistics.median(ratios):>10.3f}"

@@ -52,7 +52,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, stop_servers, wait_port  # noqa: E402
+from common import start_serve, stop_servers  # noqa: E402
 
 from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
@@ -307,16 +307,7 @@ COUNTS = {"crashes": "crashes", "downloads": "downloads", "symbolication": "symb
 
 def serve(env: dict[str, str], processes: int, log: Path) -> tuple[subprocess.Popen, int]:
     """A fresh serve, its output (access lines included) written to ``log``."""
-    port = free_port()
-    with open(log, "a") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "symbolon.admin_cli.main", "serve"],
-            env={**env, "PORT": str(port), "WEB_PROCESSES": str(processes)},
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    wait_port(port, server, seconds=120)
+    server, port = start_serve({**env, "WEB_PROCESSES": str(processes)}, log, ROOT, seconds=120)
     deadline = time.monotonic() + 120
     while request(port, "GET", "/__heartbeat__")[0] != 200:
         if time.monotonic() > deadline:
