@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -37,10 +36,6 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
 
 
-# What Tornado's set_header lets through; a value it refuses goes to the handler to refuse.
-VALID_HEADER_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
-
-
 @dataclass(frozen=True)
 class Answer:
     """A redirect given without a handler (``BaseHandler.answer_from_memory``): its status and
@@ -55,8 +50,10 @@ class Answer:
             raise ValueError(f"not a redirect: {self.status}")
 
     def is_valid(self) -> bool:
-        """Whether every header value is one Tornado's ``set_header`` would take."""
-        return all(VALID_HEADER_VALUE.fullmatch(value) for value in self.headers.values())
+        """Whether every header value is one Tornado's ``set_header`` would take (its own
+        pattern: a value it refuses goes to the handler to refuse)."""
+        valid = tornado.web.RequestHandler._VALID_HEADER_CHARS
+        return all(valid.fullmatch(value) for value in self.headers.values())
 
 
 class BaseHandler(CachedDate):
