@@ -1,9 +1,14 @@
 """A request stopped between the directory crash store's publishing mark, which makes the crash's
-``dump_names`` file empty, and its save leaves no empty ``dump_names`` behind (docs/crashes.md)."""
+``dump_names`` file empty, and its raw crash leaves nothing behind once the re-publishing loop
+cleared its mark; a save at work on the same id keeps everything (docs/crashes.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import fcntl
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,11 +16,14 @@ from pathlib import Path
 import pytest
 
 from symbolon.crashes.crashid import create_crash_id
-from symbolon.crashes.stores.directory import FSCrashStorage
+from symbolon.crashes.store import StorageError
+from symbolon.crashes.stores.directory import FSCrashStorage, stored_dump_names
 from tests.conftest import served
 from tests.crashes import unique_queue
 
 MINIDUMP = {"upload_file_minidump": b"MDMP\x93\xa7"}
+DUMPS = {"upload_file_minidump": b"MDMP" * 3000, "memory_report": b"{}" * 10}
+RAW_CRASH = b'{"ProductName": "X"}'
 
 
 def an_id() -> str:
@@ -24,6 +32,146 @@ def an_id() -> str:
 
 def files(root: Path, crash_id: str) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(f"*{crash_id}*"))
+
+
+def dump_names_path(root: Path, crash_id: str) -> Path:
+    return root / ("20" + crash_id[-6:]) / "dump_names" / f"{crash_id}.json"
+
+
+def stop_before_the_raw_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Injected: the request stops once its dumps are written, before its raw crash is."""
+    real = os.replace
+
+    def stopped(source, target, *args, **kwargs):
+        if "/raw_crash/" in str(target):
+            raise OSError(errno.EIO, "injected: the process stopped here")
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", stopped)
+
+
+def no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise PermissionError("injected: no hard links here")
+
+    monkeypatch.setattr(os, "link", refuse)
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_request_stopped_after_its_dumps_leaves_nothing_once_its_mark_is_cleared(
+    tmp_path, monkeypatch, hard_links
+):
+    if not hard_links:
+        no_hard_links(monkeypatch)
+    store = FSCrashStorage(tmp_path)
+    stopped, saved = an_id(), an_id()
+    await store.mark_publishing(stopped)
+    with monkeypatch.context() as m:
+        stop_before_the_raw_crash(m)
+        with pytest.raises(StorageError):
+            await store.save(stopped, RAW_CRASH, DUMPS)
+    left = files(tmp_path, stopped)
+    assert [f for f in left if "/dump/" in f or "/memory_report/" in f] != []
+    assert [f for f in left if "raw_crash" in f] == []
+    await store.mark_publishing(saved)
+    await store.save(saved, RAW_CRASH, DUMPS)
+
+    await store.clear_publishing(stopped, unsaved_before=time.time() + 1)
+    assert files(tmp_path, stopped) == []
+    assert await store.publishing(older_than=-60) == [saved]
+    assert await store.load_dump(saved, "memory_report") == DUMPS["memory_report"]
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_save_at_work_keeps_its_crash_and_its_mark_when_the_clean_up_comes(
+    tmp_path, monkeypatch
+):
+    """The clean-up of an old mark meets a resend of the same id writing its dumps: it removes
+    nothing, and the mark stays the resend's."""
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    writing, go_on = threading.Event(), threading.Event()
+    write_dumps = store._write_dumps
+
+    def slow_write(*args):
+        writing.set()
+        assert go_on.wait(10)
+        return write_dumps(*args)
+
+    monkeypatch.setattr(store, "_write_dumps", slow_write)
+    await store.mark_publishing(crash_id)
+    saving = asyncio.ensure_future(store.save(crash_id, RAW_CRASH, DUMPS))
+    assert await asyncio.to_thread(writing.wait, 10)
+    await store.clear_publishing(crash_id, unsaved_before=time.time() + 1)
+    assert await store.publishing(older_than=-60) == [crash_id]
+    go_on.set()
+    await saving
+    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
+    for name, data in DUMPS.items():
+        assert await store.load_dump(crash_id, name) == data
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_clean_up_at_work_fails_a_save_attempt_and_the_next_one_saves(tmp_path):
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    cleaning = os.open(dump_names_path(tmp_path, crash_id), os.O_RDONLY)
+    fcntl.flock(cleaning, fcntl.LOCK_EX)  # as the clean-up holds it
+    with pytest.raises(StorageError):
+        await store.save(crash_id, RAW_CRASH, DUMPS)
+    os.close(cleaning)
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    assert await store.load_dump(crash_id, "upload_file_minidump") == DUMPS["upload_file_minidump"]
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_dump_names_removed_while_a_save_locks_it_fails_that_attempt(tmp_path, monkeypatch):
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    names = dump_names_path(tmp_path, crash_id)
+    real = fcntl.flock
+
+    def removed_first(fd, operation):
+        if operation & fcntl.LOCK_SH:
+            names.unlink()  # injected: a clean-up removed it between the open and the lock
+        return real(fd, operation)
+
+    await store.mark_publishing(crash_id)
+    with monkeypatch.context() as m:
+        m.setattr(fcntl, "flock", removed_first)
+        with pytest.raises(StorageError):
+            await store.save(crash_id, RAW_CRASH, DUMPS)
+    await store.mark_publishing(crash_id)  # what the collector's next attempt does
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_crash_stored_after_all_keeps_its_files_and_its_mark(tmp_path):
+    """The re-publishing loop saw no raw crash; by the time it clears the mark, a resend stored
+    the crash: it is published from the mark, not removed."""
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    await store.clear_publishing(crash_id, unsaved_before=time.time() + 1)
+    assert await store.publishing(older_than=-60) == [crash_id]
+    assert await store.load_raw_crash(crash_id) == RAW_CRASH
+    assert await store.load_dump(crash_id, "memory_report") == DUMPS["memory_report"]
+    await store.close()
+
+
+def test_only_dump_names_are_taken_from_a_dump_names_file():
+    stored = b'["dump", "../../x", "raw_crash", 5, "", "memory_report", "a/b"]'
+    assert stored_dump_names(stored) == ["dump", "", "memory_report"]
+    for broken in (b"", b"not json", b'{"dump": 1}', b"[1, 2]"):
+        assert stored_dump_names(broken) == []
 
 
 @pytest.mark.parametrize("hard_links", [True, False])
@@ -98,9 +246,21 @@ async def test_a_request_stopped_before_its_save_leaves_nothing_once_republishin
     async with server:
         collector = server.runtime.collector
         assert collector is not None
-        stopped = an_id()
+        stopped, stopped_later = an_id(), an_id()
         await collector.storage.mark_publishing(stopped)  # then the process was killed
+        await collector.storage.mark_publishing(stopped_later)
+        with pytest.MonkeyPatch.context() as m:
+            stop_before_the_raw_crash(m)  # killed once its dumps were written
+            with pytest.raises(StorageError):
+                await collector.storage.save(stopped_later, RAW_CRASH, DUMPS)
         assert files(root, stopped) != []
+        left = files(root, stopped_later)
+        assert [f.split("/")[1] for f in left if f.startswith("20")] == [
+            "dump_names",
+            "memory_report",
+            "upload_file_minidump",
+        ]
         collector.publish_grace_seconds = 0
         assert await collector.republish_pending() == 0
         assert files(root, stopped) == []
+        assert files(root, stopped_later) == []

@@ -70,7 +70,8 @@ class CrashStorage(Protocol):
 
     async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
         """Remove the mark; with ``unsaved_before`` (a time), the crash was never stored, and
-        what its mark left that nothing touched since then goes too."""
+        what its request left that nothing touched since then may go too (the mark stays if a
+        request is at work on the id)."""
         ...
 
     async def check(self) -> str | None: ...

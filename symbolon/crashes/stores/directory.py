@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from symbolon.crashes.crashid import crash_date
+from symbolon.crashes.payload import RESERVED_DUMP_NAMES, sanitize_dump_name
 from symbolon.crashes.store import (
     PUBLISHING_PREFIX,
     UNPUBLISHED_PREFIX,
@@ -41,6 +42,22 @@ DUMP_WRITERS = 2
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 DIRECT_ALIGNMENT = 4096
 DIRECT_CHUNK = 1 << 20  # each writer thread's aligned buffer: larger dumps go through in chunks
+
+
+def stored_dump_names(data: bytes) -> list[str]:
+    """The dump names a ``dump_names`` file holds, leaving out anything that is not one (it
+    names files to remove)."""
+    try:
+        names = json.loads(data) if data else []
+    except ValueError:
+        return []
+    if not isinstance(names, list):
+        return []
+    return [
+        n
+        for n in names
+        if isinstance(n, str) and n == sanitize_dump_name(n) and n not in RESERVED_DUMP_NAMES
+    ]
 
 
 def fs_dump_dir(name: str) -> str:
@@ -198,25 +215,51 @@ class FSCrashStorage:
             # Also for an aligned dump with ``fsync``: O_DIRECT does not make the size durable.
             self._write_fd(fd, whole[done:])
 
-    def _open_dumps(self, crash_id: str, dumps: Mapping[str, Dump]) -> list[tuple[int, Dump, bool]]:
-        """Write ``dump_names`` and open the dump files (all closed again on failure)."""
-        self._write(self._dump_names_file(crash_id), dump_names_json(dumps))
+    def _lock_names(self, crash_id: str) -> int:
+        """The crash's ``dump_names`` file, open and share-locked for the rest of a save, so that
+        the clean-up of a stopped request (:meth:`_remove_unsaved`) leaves this crash alone. A
+        clean-up at work, or one that removed the file between its opening and its locking,
+        fails this attempt: the collector tries again, marking it anew."""
+        directory, path = self._dump_names_file(crash_id)
+        fd = self._open(directory, path, MARK_FLAGS)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if not os.path.samestat(os.fstat(fd), os.stat(path)):
+                raise FileNotFoundError(errno.ENOENT, "removed while being saved", path)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_dumps(
+        self, crash_id: str, dumps: Mapping[str, Dump]
+    ) -> tuple[int, list[tuple[int, Dump, bool]]]:
+        """Write ``dump_names`` and open the dump files (all closed again on failure). The
+        ``dump_names`` file stays open and locked until the raw crash is written."""
+        names = self._lock_names(crash_id)
         files: list[tuple[int, Dump, bool]] = []
         try:
+            os.ftruncate(names, 0)
+            self._write_fd(names, dump_names_json(dumps))
             for name, data in dumps.items():
                 fd, direct = self._create_dump(*self._dump_file(crash_id, name), len(data))
                 files.append((fd, data, direct))
         except OSError:
             for fd, _, _ in files:
                 os.close(fd)
+            os.close(names)
             raise
-        return files
+        return names, files
 
     def _save_sync(self, crash_id: str, raw_crash: RawCrash, dumps: Mapping[str, Dump]) -> None:
         # Only the raw crash, written last, needs to appear whole: readers start from it.
         try:
-            rendered = self._write_dumps(self._open_dumps(crash_id, dumps), raw_crash)
-            self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
+            names, files = self._open_dumps(crash_id, dumps)
+            try:
+                rendered = self._write_dumps(files, raw_crash)
+                self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
+            finally:
+                os.close(names)
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
 
@@ -241,17 +284,19 @@ class FSCrashStorage:
         if self._writers is None:
             self._writers = ThreadPoolExecutor(DUMP_WRITERS, thread_name_prefix="crash-writer")
         try:
-            files = self._open_dumps(crash_id, dumps)
+            names, files = self._open_dumps(crash_id, dumps)
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
-        write = partial(self._write_dumps, files, raw_crash)
-        # Shielded: cancelling a write not yet started would leave its files open.
-        writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
         try:
+            write = partial(self._write_dumps, files, raw_crash)
+            # Shielded: cancelling a write not yet started would leave its files open.
+            writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
             rendered = await asyncio.shield(writing)
             self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
         except OSError as exc:
             raise self._failed(crash_id, exc) from exc
+        finally:
+            os.close(names)
 
     def _paths(self, crash_id: str, dump_names: Iterable[str]) -> list[Path]:
         files = [self._raw_crash_file(crash_id)]
@@ -378,26 +423,47 @@ class FSCrashStorage:
     async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
         mark = self._publishing_dir / crash_id
         try:
-            with suppress(FileNotFoundError):
-                if unsaved_before is not None:
-                    self._remove_unfilled_dump_names(crash_id, mark, unsaved_before)
-                mark.unlink()
+            if unsaved_before is not None and not self._remove_unsaved(
+                crash_id, mark, unsaved_before
+            ):
+                return  # a request is at work on this id: the mark is its own now
+            mark.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot clear the mark of {crash_id}: {exc}") from exc
 
-    def _remove_unfilled_dump_names(self, crash_id: str, mark: Path, before: float) -> None:
-        """The empty ``dump_names`` file the mark made, when the request stopped before its save
-        wrote it: not left behind. Only one untouched since ``before``, and (with hard links)
-        still the mark's own file: a resend of the same id at work renews both."""
-        names = Path(self._dump_names_file(crash_id)[1])
-        with suppress(FileNotFoundError):
-            found = names.stat()
-            if found.st_size or found.st_mtime >= before:
-                return
-            marked = mark.stat()
-            if marked.st_nlink > 1 and not os.path.samestat(found, marked):
-                return
-            names.unlink()
+    def _remove_unsaved(self, crash_id: str, mark: Path, before: float) -> bool:
+        """Remove what a request that stopped before writing its raw crash left: its
+        ``dump_names`` file and the dumps it names. Only if no save holds the file (a resend of
+        the same id), nothing touched it since ``before``, it is still the mark's own file (with
+        hard links) and the raw crash is still missing; False, and nothing removed, otherwise."""
+        _, path = self._dump_names_file(crash_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a save is writing this crash
+            found = os.fstat(fd)
+            if found.st_nlink == 0:  # removed meanwhile
+                return True
+            if found.st_mtime >= before:  # marked again, or written, since
+                return False
+            with suppress(FileNotFoundError):
+                marked = mark.stat()
+                if marked.st_nlink > 1 and not os.path.samestat(found, marked):
+                    return False
+            if os.path.exists(self._raw_crash_file(crash_id)[1]):
+                return False  # stored after all: published from its mark
+            for name in stored_dump_names(os.pread(fd, found.st_size, 0)):
+                with suppress(FileNotFoundError):
+                    os.unlink(self._dump_file(crash_id, name)[1])
+            os.unlink(path)
+            return True
+        finally:
+            os.close(fd)
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

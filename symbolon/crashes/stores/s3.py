@@ -193,7 +193,9 @@ class S3CrashStorage:
         return [key[len(PUBLISHING_PREFIX) :] for key in keys]
 
     async def clear_publishing(self, crash_id: str, unsaved_before: float | None = None) -> None:
-        # Nothing is written before the save here: no partial crash to remove.
+        # The mark alone goes. Dumps a stopped save left are not removed: without a lock, they
+        # cannot be told from those of a resend of the same id at work, and readers start from
+        # the raw crash, which they lack.
         await self._delete(PUBLISHING_PREFIX + crash_id)
 
     async def check(self) -> str | None:
