@@ -74,6 +74,9 @@ async def test_a_request_stopped_after_its_dumps_leaves_nothing_once_its_mark_is
     left = files(tmp_path, stopped)
     assert [f for f in left if "/dump/" in f or "/memory_report/" in f] != []
     assert [f for f in left if "raw_crash" in f] == []
+    # Stopped while writing the raw crash, the process leaves it under a temporary name.
+    raw_crashes = tmp_path / ("20" + stopped[-6:]) / "raw_crash"
+    (raw_crashes / f".{stopped}.json.0123456789abcdef.tmp").write_bytes(b'{"Prod')
     await store.mark_publishing(saved)
     await store.save(saved, RAW_CRASH, DUMPS)
 
@@ -84,13 +87,31 @@ async def test_a_request_stopped_after_its_dumps_leaves_nothing_once_its_mark_is
     await store.close()
 
 
+def clean_up_elsewhere(root: Path, crash_id: str) -> None:
+    """Another process's re-publishing loop, clearing the mark as stale, now (from a thread of
+    its own: the caller may hold the event loop)."""
+
+    def clean_up() -> None:
+        other = FSCrashStorage(root)
+        asyncio.run(other.clear_publishing(crash_id, unsaved_before=time.time() + 1))
+
+    thread = threading.Thread(target=clean_up)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+@pytest.mark.parametrize("hard_links", [True, False])
 @pytest.mark.gen_test(timeout=30)
 async def test_a_save_at_work_keeps_its_crash_and_its_mark_when_the_clean_up_comes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, fsync, hard_links
 ):
     """The clean-up of an old mark meets a resend of the same id writing its dumps: it removes
     nothing, and the mark stays the resend's."""
-    store = FSCrashStorage(tmp_path)
+    if not hard_links:
+        no_hard_links(monkeypatch)
+    store = FSCrashStorage(tmp_path, fsync=fsync)
     crash_id = an_id()
     writing, go_on = threading.Event(), threading.Event()
     write_dumps = store._write_dumps
@@ -111,6 +132,95 @@ async def test_a_save_at_work_keeps_its_crash_and_its_mark_when_the_clean_up_com
     assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
     for name, data in DUMPS.items():
         assert await store.load_dump(crash_id, name) == data
+    await store.close()
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+@pytest.mark.gen_test(timeout=30)
+async def test_the_save_holds_its_crash_until_the_raw_crash_is_in_place(
+    tmp_path, monkeypatch, fsync
+):
+    store = FSCrashStorage(tmp_path, fsync=fsync)
+    crash_id = an_id()
+    real = os.replace
+
+    def clean_up_first(source, target, *args, **kwargs):
+        if "/raw_crash/" in str(target):
+            clean_up_elsewhere(tmp_path, crash_id)
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", clean_up_first)
+    await store.mark_publishing(crash_id)
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    assert await store.publishing(older_than=-60) == [crash_id]
+    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
+    for name, data in DUMPS.items():
+        assert await store.load_dump(crash_id, name) == data
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_clean_up_keeps_a_resends_new_dump_names_made_after_another_clean_up(
+    tmp_path, monkeypatch
+):
+    """Two clean-ups of the same stale mark (two processes): the first removed the files, a
+    resend made new ones; the second, which opened the old file, removes nothing."""
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    with monkeypatch.context() as m:
+        stop_before_the_raw_crash(m)
+        with pytest.raises(StorageError):
+            await store.save(crash_id, RAW_CRASH, DUMPS)
+    names = dump_names_path(tmp_path, crash_id)
+    minidump = tmp_path / ("20" + crash_id[-6:]) / "upload_file_minidump" / crash_id
+    real = fcntl.flock
+
+    def replaced_first(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            # Injected, between this clean-up's open and its lock: another clean-up removed the
+            # files, and a resend wrote its own (not yet its mark).
+            names.unlink()
+            minidump.unlink()
+            names.write_bytes(b'["upload_file_minidump"]')
+            minidump.write_bytes(b"MDMP resent")
+        return real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", replaced_first)
+    await store.clear_publishing(crash_id, unsaved_before=time.time() + 1)
+    assert names.read_bytes() == b'["upload_file_minidump"]'
+    assert minidump.read_bytes() == b"MDMP resent"
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_without_hard_links_a_renewed_mark_keeps_the_files_and_itself(tmp_path, monkeypatch):
+    """Without hard links the mark is a file of its own, renewed apart from ``dump_names``."""
+    no_hard_links(monkeypatch)
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    with monkeypatch.context() as m:
+        stop_before_the_raw_crash(m)
+        with pytest.raises(StorageError):
+            await store.save(crash_id, RAW_CRASH, DUMPS)
+    long_ago = time.time() - 3600
+    for path in tmp_path.rglob(f"*{crash_id}*"):
+        os.utime(path, (long_ago, long_ago))
+    await store.mark_publishing(crash_id)  # a resend, at work
+    await store.clear_publishing(crash_id, unsaved_before=time.time() - 60)
+    assert await store.publishing(older_than=-60) == [crash_id]
+    assert await store.load_dump(crash_id, "memory_report") == DUMPS["memory_report"]
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_resend_with_fewer_dumps_stores_only_their_names(tmp_path):
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    await store.save(crash_id, RAW_CRASH, MINIDUMP)
+    assert await store.load_dump_names(crash_id) == ["upload_file_minidump"]
     await store.close()
 
 

@@ -64,6 +64,11 @@ def sanitize_dump_name(name: str) -> str:
     return _NOT_DUMP_NAME_CHARS.sub("", name)[:MAX_DUMP_NAME]
 
 
+def is_dump_name(name: str) -> bool:
+    """Whether ``name`` is one a dump can be stored under."""
+    return name == sanitize_dump_name(name) and name not in RESERVED_DUMP_NAMES
+
+
 _HEADER_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import glob
 import json
 import logging
 import mmap
@@ -20,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from symbolon.crashes.crashid import crash_date
-from symbolon.crashes.payload import RESERVED_DUMP_NAMES, sanitize_dump_name
+from symbolon.crashes.payload import is_dump_name
 from symbolon.crashes.store import (
     PUBLISHING_PREFIX,
     UNPUBLISHED_PREFIX,
@@ -49,15 +50,11 @@ def stored_dump_names(data: bytes) -> list[str]:
     names files to remove)."""
     try:
         names = json.loads(data) if data else []
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     if not isinstance(names, list):
         return []
-    return [
-        n
-        for n in names
-        if isinstance(n, str) and n == sanitize_dump_name(n) and n not in RESERVED_DUMP_NAMES
-    ]
+    return [n for n in names if isinstance(n, str) and is_dump_name(n)]
 
 
 def fs_dump_dir(name: str) -> str:
@@ -67,6 +64,8 @@ def fs_dump_dir(name: str) -> str:
 
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 MARK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+# Read and write: NFS makes flock() byte-range locks, which need both for either kind.
+LOCK_FLAGS = os.O_RDWR | os.O_CLOEXEC
 
 
 class FSCrashStorage:
@@ -219,9 +218,11 @@ class FSCrashStorage:
         """The crash's ``dump_names`` file, open and share-locked for the rest of a save, so that
         the clean-up of a stopped request (:meth:`_remove_unsaved`) leaves this crash alone. A
         clean-up at work, or one that removed the file between its opening and its locking,
-        fails this attempt: the collector tries again, marking it anew."""
+        fails this attempt: the collector tries again, marking it anew. (Removed before the
+        opening, it is made again, without its mark: the crash is only not re-published, should
+        this process stop before publishing it.)"""
         directory, path = self._dump_names_file(crash_id)
-        fd = self._open(directory, path, MARK_FLAGS)
+        fd = self._open(directory, path, LOCK_FLAGS | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             if not os.path.samestat(os.fstat(fd), os.stat(path)):
@@ -244,7 +245,7 @@ class FSCrashStorage:
             for name, data in dumps.items():
                 fd, direct = self._create_dump(*self._dump_file(crash_id, name), len(data))
                 files.append((fd, data, direct))
-        except OSError:
+        except BaseException:
             for fd, _, _ in files:
                 os.close(fd)
             os.close(names)
@@ -289,8 +290,13 @@ class FSCrashStorage:
             raise self._failed(crash_id, exc) from exc
         try:
             write = partial(self._write_dumps, files, raw_crash)
+            try:
+                writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
+            except BaseException:  # the writers shut down (the store closing)
+                for fd, _, _ in files:
+                    os.close(fd)
+                raise
             # Shielded: cancelling a write not yet started would leave its files open.
-            writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
             rendered = await asyncio.shield(writing)
             self._write(self._raw_crash_file(crash_id), rendered, atomic=True)
         except OSError as exc:
@@ -383,9 +389,10 @@ class FSCrashStorage:
 
     def _mark_publishing(self, crash_id: str) -> None:
         """The mark is a second name of the crash's ``dump_names`` file, made here (empty) before
-        the save fills it: a file created and deleted per crash made ext4 scan ever more freed
-        inodes at every file creation, the collector's largest cost. Its modification time,
-        renewed by each attempt's write of ``dump_names``, is the mark's age."""
+        the save fills it: a file created and deleted per crash made ext4 (without a journal)
+        scan ever more freed inodes at every file creation, the collector's largest cost. Its
+        modification time, renewed by each attempt's write of ``dump_names``, is the mark's
+        age."""
         directory = str(self._publishing_dir)
         mark = f"{directory}/{crash_id}"
         names = self._dump_names_file(crash_id)
@@ -433,37 +440,54 @@ class FSCrashStorage:
 
     def _remove_unsaved(self, crash_id: str, mark: Path, before: float) -> bool:
         """Remove what a request that stopped before writing its raw crash left: its
-        ``dump_names`` file and the dumps it names. Only if no save holds the file (a resend of
-        the same id), nothing touched it since ``before``, it is still the mark's own file (with
-        hard links) and the raw crash is still missing; False, and nothing removed, otherwise."""
+        ``dump_names`` file, the dumps it names and a temporary raw crash. Only if no save holds
+        the file, neither it nor the mark was touched since ``before``, the name still leads to
+        it (another clean-up may have removed it, and a resend made a new one) and the raw crash
+        is still missing; False, and nothing removed, otherwise."""
         _, path = self._dump_names_file(crash_id)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, LOCK_FLAGS)
         except FileNotFoundError:
-            return True
+            return not self._renewed(mark, before)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False  # a save is writing this crash
             found = os.fstat(fd)
-            if found.st_nlink == 0:  # removed meanwhile
-                return True
-            if found.st_mtime >= before:  # marked again, or written, since
-                return False
-            with suppress(FileNotFoundError):
-                marked = mark.stat()
-                if marked.st_nlink > 1 and not os.path.samestat(found, marked):
-                    return False
-            if os.path.exists(self._raw_crash_file(crash_id)[1]):
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:  # removed meanwhile, by another clean-up
+                return not self._renewed(mark, before)
+            if (
+                not os.path.samestat(found, current)
+                or found.st_mtime >= before
+                or self._renewed(mark, before)
+            ):
+                return False  # a request at work: marked, or written, since
+            directory, raw_crash = self._raw_crash_file(crash_id)
+            if os.path.exists(raw_crash):
                 return False  # stored after all: published from its mark
             for name in stored_dump_names(os.pread(fd, found.st_size, 0)):
                 with suppress(FileNotFoundError):
                     os.unlink(self._dump_file(crash_id, name)[1])
+            # A process stopped while writing the raw crash leaves it under a temporary name.
+            for temporary in glob.glob(f"{glob.escape(directory)}/.{crash_id}.json.*.tmp"):
+                with suppress(FileNotFoundError):
+                    os.unlink(temporary)
             os.unlink(path)
             return True
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _renewed(mark: Path, since: float) -> bool:
+        """Whether the mark was written since then: a request is at work on its id (a separate
+        mark file, without hard links, is renewed apart from ``dump_names``)."""
+        try:
+            return mark.stat().st_mtime >= since
+        except FileNotFoundError:
+            return False
 
     async def check(self) -> str | None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
