@@ -215,6 +215,24 @@ async def test_without_hard_links_a_renewed_mark_keeps_the_files_and_itself(tmp_
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_dump_names_file_written_since_is_kept_though_the_mark_is_old(tmp_path):
+    """A save made ``dump_names`` anew (a clean-up had removed it) while the mark stayed on the
+    old file: the new one is a request's at work."""
+    store = FSCrashStorage(tmp_path)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    long_ago = time.time() - 3600
+    os.utime(tmp_path / "symbolon" / "publishing" / crash_id, (long_ago, long_ago))
+    names = dump_names_path(tmp_path, crash_id)
+    names.unlink()
+    names.write_bytes(b"")  # what the save's open made, just now
+    await store.clear_publishing(crash_id, unsaved_before=time.time() - 60)
+    assert names.exists()
+    assert await store.publishing(older_than=-60) == [crash_id]
+    await store.close()
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_resend_with_fewer_dumps_stores_only_their_names(tmp_path):
     store = FSCrashStorage(tmp_path)
     crash_id = an_id()
