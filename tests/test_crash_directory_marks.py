@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from symbolon.crashes.crashid import create_crash_id
-from symbolon.crashes.store import StorageError
+from symbolon.crashes.store import CrashStorage, StorageError
 from symbolon.crashes.stores.directory import FSCrashStorage, stored_dump_names
 from tests.conftest import served
 from tests.crashes import unique_queue
@@ -50,6 +50,21 @@ def stop_before_the_raw_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "replace", stopped)
 
 
+async def a_stopped_save(store: CrashStorage, crash_id: str) -> None:
+    """What a request that stopped after its dumps, before its raw crash, leaves."""
+    await store.mark_publishing(crash_id)
+    with pytest.MonkeyPatch.context() as m:
+        stop_before_the_raw_crash(m)
+        with pytest.raises(StorageError):
+            await store.save(crash_id, RAW_CRASH, DUMPS)
+
+
+async def assert_stored_whole(store: FSCrashStorage, crash_id: str) -> None:
+    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
+    for name, data in DUMPS.items():
+        assert await store.load_dump(crash_id, name) == data
+
+
 def no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise PermissionError("injected: no hard links here")
@@ -66,11 +81,7 @@ async def test_a_request_stopped_after_its_dumps_leaves_nothing_once_its_mark_is
         no_hard_links(monkeypatch)
     store = FSCrashStorage(tmp_path)
     stopped, saved = an_id(), an_id()
-    await store.mark_publishing(stopped)
-    with monkeypatch.context() as m:
-        stop_before_the_raw_crash(m)
-        with pytest.raises(StorageError):
-            await store.save(stopped, RAW_CRASH, DUMPS)
+    await a_stopped_save(store, stopped)
     left = files(tmp_path, stopped)
     assert [f for f in left if "/dump/" in f or "/memory_report/" in f] != []
     assert [f for f in left if "raw_crash" in f] == []
@@ -129,9 +140,7 @@ async def test_a_save_at_work_keeps_its_crash_and_its_mark_when_the_clean_up_com
     assert await store.publishing(older_than=-60) == [crash_id]
     go_on.set()
     await saving
-    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
-    for name, data in DUMPS.items():
-        assert await store.load_dump(crash_id, name) == data
+    await assert_stored_whole(store, crash_id)
     await store.close()
 
 
@@ -153,9 +162,7 @@ async def test_the_save_holds_its_crash_until_the_raw_crash_is_in_place(
     await store.mark_publishing(crash_id)
     await store.save(crash_id, RAW_CRASH, DUMPS)
     assert await store.publishing(older_than=-60) == [crash_id]
-    assert await store.load_dump_names(crash_id) == ["memory_report", "upload_file_minidump"]
-    for name, data in DUMPS.items():
-        assert await store.load_dump(crash_id, name) == data
+    await assert_stored_whole(store, crash_id)
     await store.close()
 
 
@@ -167,11 +174,7 @@ async def test_a_clean_up_keeps_a_resends_new_dump_names_made_after_another_clea
     resend made new ones; the second, which opened the old file, removes nothing."""
     store = FSCrashStorage(tmp_path)
     crash_id = an_id()
-    await store.mark_publishing(crash_id)
-    with monkeypatch.context() as m:
-        stop_before_the_raw_crash(m)
-        with pytest.raises(StorageError):
-            await store.save(crash_id, RAW_CRASH, DUMPS)
+    await a_stopped_save(store, crash_id)
     names = dump_names_path(tmp_path, crash_id)
     minidump = tmp_path / ("20" + crash_id[-6:]) / "upload_file_minidump" / crash_id
     real = fcntl.flock
@@ -199,11 +202,7 @@ async def test_without_hard_links_a_renewed_mark_keeps_the_files_and_itself(tmp_
     no_hard_links(monkeypatch)
     store = FSCrashStorage(tmp_path)
     crash_id = an_id()
-    await store.mark_publishing(crash_id)
-    with monkeypatch.context() as m:
-        stop_before_the_raw_crash(m)
-        with pytest.raises(StorageError):
-            await store.save(crash_id, RAW_CRASH, DUMPS)
+    await a_stopped_save(store, crash_id)
     long_ago = time.time() - 3600
     for path in tmp_path.rglob(f"*{crash_id}*"):
         os.utime(path, (long_ago, long_ago))
@@ -308,18 +307,14 @@ async def test_clearing_the_mark_of_a_crash_never_saved_leaves_no_dump_names(
     tmp_path, monkeypatch, hard_links
 ):
     if not hard_links:
-
-        def refuse(*args, **kwargs):
-            raise PermissionError("injected: no hard links here")
-
-        monkeypatch.setattr(os, "link", refuse)
+        no_hard_links(monkeypatch)
     store = FSCrashStorage(tmp_path)
     stopped, saved = an_id(), an_id()
     for crash_id in (stopped, saved):
         await store.mark_publishing(crash_id)
     await store.save(saved, b'{"ProductName": "X"}', MINIDUMP)
     assert await store.publishing(older_than=-60) == sorted([stopped, saved])
-    names = tmp_path / ("20" + stopped[-6:]) / "dump_names" / f"{stopped}.json"
+    names = dump_names_path(tmp_path, stopped)
     assert names.read_bytes() == b""  # what a request stopped here leaves
 
     # The re-publishing loop found no raw crash for it, its mark older than the grace period.
@@ -342,14 +337,10 @@ async def test_a_resend_at_work_keeps_its_dump_names_when_an_earlier_mark_is_cle
     request publishes, or the re-publishing loop clears the first, stale, mark: the file the
     resend is about to fill stays."""
     if not hard_links:
-
-        def refuse(*args, **kwargs):
-            raise PermissionError("injected: no hard links here")
-
-        monkeypatch.setattr(os, "link", refuse)
+        no_hard_links(monkeypatch)
     store = FSCrashStorage(tmp_path)
     crash_id = an_id()
-    names = tmp_path / ("20" + crash_id[-6:]) / "dump_names" / f"{crash_id}.json"
+    names = dump_names_path(tmp_path, crash_id)
     stale = time.time() - 60
     await store.mark_publishing(crash_id)  # the resend, at work
     await store.clear_publishing(crash_id)  # the first request published
@@ -376,11 +367,7 @@ async def test_a_request_stopped_before_its_save_leaves_nothing_once_republishin
         assert collector is not None
         stopped, stopped_later = an_id(), an_id()
         await collector.storage.mark_publishing(stopped)  # then the process was killed
-        await collector.storage.mark_publishing(stopped_later)
-        with pytest.MonkeyPatch.context() as m:
-            stop_before_the_raw_crash(m)  # killed once its dumps were written
-            with pytest.raises(StorageError):
-                await collector.storage.save(stopped_later, RAW_CRASH, DUMPS)
+        await a_stopped_save(collector.storage, stopped_later)  # killed after its dumps
         assert files(root, stopped) != []
         left = files(root, stopped_later)
         assert [f.split("/")[1] for f in left if f.startswith("20")] == [
