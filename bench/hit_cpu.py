@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Server CPU per cached download hit with the default settings, code against code.
+"""Server CPU per cached download hit (or, with ``--miss``, remembered miss) with the default
+settings, code against code.
 
 ``bench/download.py`` measures throughput with ``LOGGING_LEVEL=ERROR``; this one runs ``symbolon
 serve`` as an operator would (``INFO`` logging, so an access log line a request) behind a proxy
 (every request carries ``X-Forwarded-Proto: https``), one web process per ``--code`` (a source
-tree, a ``git worktree`` of another commit say, put first on the server's ``PYTHONPATH``), all on
-one embedded PostgreSQL, Redis and S3. The hit is a file in a private bucket (a presigned
-redirect). Runs of ``wrk -t1 -c16`` alternate between the servers, ``--repeat`` times each, so
-that the host's speed, which moves from minute to minute on a virtual machine, moves for all of
-them; each run's server CPU time (user and system, from ``/proc``) per answer is recorded.
-Printed: each server's median and minimum, the share of its CPU spent in user space, and the
-median of the runs' ratios against the first ``--code``.
+tree, a ``git worktree`` of another commit say, put first on the server's ``PYTHONPATH``), all
+on one embedded PostgreSQL, Redis and S3. The hit is a file in a private bucket (a presigned
+redirect); the miss, a file no bucket has, asked before (a 404, its missing symbol counted).
+Runs of ``wrk -t1 -c16`` alternate between the servers, ``--repeat`` times each, so that the
+host's speed, which moves from minute to minute on a virtual machine, moves for all of them;
+each run's server CPU time (user and system, from ``/proc``) per answer is recorded. Printed:
+each server's median and minimum, the share of its CPU spent in user space, and the median of
+the runs' ratios against the first ``--code``.
 
-    .venv/bin/python bench/hit_cpu.py --code before=/tmp/old --code after=. --repeat 10
+    .venv/bin/python bench/hit_cpu.py --code before=/tmp/old --code after=. --repeat 10 [--miss]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from symbolon.conf import load_settings  # noqa: E402
 from symbolon.server.embedded import EmbeddedStack  # noqa: E402
 
 BEHIND_PROXY = 'wrk.headers["X-Forwarded-Proto"] = "https"\n'
+MISS_KEY = f"xul.pdb/{'0' * 31}11/xul.sym"
 
 
 def main() -> None:
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=3, help="seconds a run")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--logging-level", default="INFO")
+    parser.add_argument("--miss", action="store_true", help="a remembered miss, not a hit")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -88,12 +93,14 @@ def main() -> None:
             servers[name] = start_serve(
                 {**env, "PYTHONPATH": str(tree)}, log=data_dir / f"{name}.log", cwd=tree
             )
-        hits = {
-            name: f"http://127.0.0.1:{port}/{download.HIT_KEY}"
-            for name, (_, port) in servers.items()
-        }
-        for url in hits.values():  # remembered from now on
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+        key = MISS_KEY if args.miss else download.HIT_KEY
+        hits = {name: f"http://127.0.0.1:{port}/{key}" for name, (_, port) in servers.items()}
+        for url in hits.values():  # remembered (and a miss counted) from now on
+            try:
+                urllib.request.urlopen(url)
+            except urllib.error.HTTPError as exc:
+                if not args.miss or exc.code != 404:
+                    raise
         for _ in range(args.repeat):
             for name, (server, _) in servers.items():
                 before = psutil.Process(server.pid).cpu_times()
@@ -115,8 +122,9 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print(
-        f"\nwrk -t1 -c16, {args.repeat} runs of {args.duration} s a server, LOGGING_LEVEL="
-        f"{args.logging_level}; load average at the end {load_average()}"
+        f"\n{'misses' if args.miss else 'hits'}: wrk -t1 -c16, {args.repeat} runs of "
+        f"{args.duration} s a server, LOGGING_LEVEL={args.logging_level}; load average at the "
+        f"end {load_average()}"
     )
     first = next(iter(trees))
     print(f"{'code':<12} {'median µs':>10} {'min µs':>8} {'user share':>11} {'vs ' + first:>10}")

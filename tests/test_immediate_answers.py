@@ -1,5 +1,6 @@
-"""Cached download hits answered without a request handler (server/immediate.py): the same
-answer, byte for byte, as the handler's, against real S3 (moto) and Redis."""
+"""Download answers given without a request handler (server/immediate.py): remembered hits and
+misses and refused names, the same answer, byte for byte, as the handler's, against real S3
+(moto), Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from symbolon.handlers.base import Answer, BaseHandler
 from symbolon.handlers.download import DownloadHandler
 from symbolon.runtime import Runtime
 from symbolon.server.app import nothing_to_prepare
+from symbolon.storage.lookup import UNKNOWN
+from symbolon.symbols.keys import key_spellings
 from tests.conftest import s3_client, s3_endpoint, wait_until
 from tests.downloads import behind_a_proxy
 
@@ -162,6 +165,126 @@ async def test_the_answer_is_the_handlers_byte_for_byte(runtime, bucket, handler
     assert b"\r\nConnection: close\r\n" in answers[8]
 
 
+def absent() -> str:
+    """The download path of a file no storage has."""
+    return f"/gone.pdb/{uuid.uuid4().hex.upper()}1/gone.sym"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_remembered_miss_is_the_handlers_404_byte_for_byte(runtime, bucket, handlers):
+    path = absent()
+    query = "?code_file=gone.dll&code_id=5A"
+    cases: list[tuple[str, str, dict[str, str]]] = [
+        (path, "HTTP/1.1", {}),
+        (path + query, "HTTP/1.1", {}),
+        ("/try" + path, "HTTP/1.1", {}),
+        (path, "HTTP/1.1", {"X_Forwarded_Proto": "https"}),
+        (path, "HTTP/1.0", {"Connection": "keep-alive"}),
+        (path, "HTTP/1.1", {"Connection": "close"}),
+    ]
+    async with connection(runtime) as http:
+        for target in (path, path + query, "/try" + path):  # looked up and counted
+            assert (await http.ask(target)).startswith(b"HTTP/1.1 404 ")
+        made = len(handlers)
+        for target, version, headers in cases:
+            immediate = await http.ask_alone(target, version, **headers)
+            assert len(handlers) == made, target
+            handled = await http.ask_alone(target, version, Debug="no", **headers)
+            assert len(handlers) == made + 1, target
+            made += 1
+            assert immediate == handled, target
+            assert immediate.startswith(b"HTTP/1.1 404 Not Found\r\n")
+            assert immediate.endswith(b"\r\n\r\nSymbol Not Found")
+    rows = await runtime.db.fetch(
+        "SELECT code_file, count FROM missing_symbols WHERE debugid = $1 ORDER BY code_file",
+        path.split("/")[2],
+    )
+    assert [tuple(r) for r in rows] == [("gone.dll", 1), (None, 1)]  # each counted once
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_refused_name_is_the_handlers_answer_byte_for_byte(runtime, bucket, handlers):
+    ident = uuid.uuid4().hex.upper() + "1"
+    cases = {
+        f"/xul.pdb/{ident}/xul.ptr": b"HTTP/1.1 404 ",  # ignored
+        f"/xul.pdb/{'0' * 33}/xul.sym": b"HTTP/1.1 404 ",  # ignored
+        f"/xul.pdb/{ident}/xul.exe": b"HTTP/1.1 404 ",  # an ending not allowed
+        f"/x%5E.pdb/{ident}/xul.sym": b"HTTP/1.1 400 ",  # invalid characters
+    }
+    async with connection(runtime) as http:
+        for target, status in cases.items():
+            immediate = await http.ask(target)
+            assert not handlers, target
+            handled = await http.ask(target, Debug="no")
+            assert len(handlers) == 1, target
+            handlers.clear()
+            assert immediate == handled, target
+            assert immediate.startswith(status), target
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_immediate_miss_is_logged_and_timed(runtime, handlers, caplog, metricsmock):
+    path = absent()
+    async with connection(runtime) as http:
+        await http.ask(path)
+        made = len(handlers)
+        metricsmock.clear_records()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="symbolon.access"):
+            await http.ask(path)
+    assert len(handlers) == made
+    records = [r for r in caplog.records if r.name == "symbolon.access"]
+    assert [r.levelno for r in records] == [logging.WARNING]  # as every 4xx
+    assert records[0].getMessage().startswith(f"GET {path} 404 ")
+    metricsmock.assert_timing_once("symbolon.download_symbol")
+    metricsmock.assert_timing_once("symbolon.download_store_missing_symbol")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_upload_ends_a_remembered_miss_in_every_process(settings, runtime, bucket):
+    """An upload in another process (a second runtime on the same Redis) makes this process
+    forget the miss: the next request finds the file rather than answering 404 from memory."""
+    path = absent()
+    key = path.lstrip("/")
+    other = await Runtime.create(settings)
+    try:
+        async with connection(runtime) as http:
+            assert (await http.ask(path)).startswith(b"HTTP/1.1 404 ")
+            assert (await http.ask(path)).startswith(b"HTTP/1.1 404 ")  # from memory
+            bucket.put_object(Bucket=BUCKET, Key=f"v1/{key}", Body=b"MODULE")
+            assert await wait_until(lambda: other.lookup.memo.active)
+            await other.lookup.invalidate([key])  # what the upload does
+            keys = key_spellings(*key.split("/"))
+            assert await wait_until(lambda: runtime.lookup.remembered_any(keys, False) is UNKNOWN)
+            assert (await http.ask(path)).startswith(b"HTTP/1.1 302 ")
+    finally:
+        await other.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_misses_are_answered_from_memory_when_none_are_counted(
+    settings, runtime, bucket, handlers
+):
+    """With ``ENABLE_STORE_MISSING_SYMBOLS=false`` a remembered miss has nothing to count."""
+    path = absent()
+    quiet = await Runtime.create(settings.replace(enable_store_missing_symbols=False))
+    try:
+        async with connection(quiet) as http:
+            assert (await http.ask(path)).startswith(b"HTTP/1.1 404 ")
+            assert len(handlers) == 1
+            assert (await http.ask(path + "?code_file=x.dll")).startswith(b"HTTP/1.1 404 ")
+            assert len(handlers) == 1
+            # Still the handler's 400 for a null character.
+            assert (await http.ask(path + "?code_id=5%00")).startswith(b"HTTP/1.1 400 ")
+            assert len(handlers) == 2
+    finally:
+        await quiet.close()
+    debug_id = path.split("/")[2]
+    assert (
+        await runtime.db.fetch("SELECT 1 FROM missing_symbols WHERE debugid = $1", debug_id) == []
+    )
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_what_memory_cannot_answer_goes_to_the_handler(runtime, bucket, handlers):
     path = stored(bucket)
@@ -179,23 +302,32 @@ async def test_what_memory_cannot_answer_goes_to_the_handler(runtime, bucket, ha
         assert (await http.ask(stored(bucket, "new"))).startswith(b"HTTP/1.1 302 ")
         missing = path.replace(".sym", ".nope.sym")
         assert (await http.ask(missing)).startswith(b"HTTP/1.1 404 ")
-        assert (await http.ask(missing)).startswith(b"HTTP/1.1 404 ")  # misses are recorded
-        assert len(handlers) == made + 6
+        assert len(handlers) == made + 5
+        # A remembered miss asked with code file and id not yet counted for it: counted.
+        assert (await http.ask(missing + "?code_file=a.dll")).startswith(b"HTTP/1.1 404 ")
+        # A null character in them: the handler's 400.
+        assert (await http.ask(missing + "?code_id=5%00")).startswith(b"HTTP/1.1 400 ")
+        # A debug id that may be a code id: looked up by code id, in Redis.
+        code_id = f"/xul.dll/{uuid.uuid4().hex[:16].upper()}/xul.sym"
+        assert (await http.ask(code_id)).startswith(b"HTTP/1.1 404 ")
+        assert (await http.ask(code_id)).startswith(b"HTTP/1.1 404 ")
+        assert len(handlers) == made + 9
         # Other methods: a HEAD of the remembered file, and one the route does not take.
         head = await http.ask(path, method="HEAD")
         assert head.startswith(b"HTTP/1.1 200 ") and b"Location" not in head
         assert (await http.ask(path, method="DELETE")).startswith(b"HTTP/1.1 405 ")
-        assert len(handlers) == made + 8
+        assert len(handlers) == made + 11
         # A reused URL past its reuse.
         signed = runtime.lookup._signed
         for memo_key, (_, url) in list(signed.items()):
             signed[memo_key] = (time.monotonic() - 1, url)
         assert (await http.ask(path)).startswith(b"HTTP/1.1 302 ")
-        assert len(handlers) == made + 9
+        assert len(handlers) == made + 12
         # The memo off (invalidations not reaching this process).
         runtime.lookup.memo.deactivate()
         assert (await http.ask(path)).startswith(b"HTTP/1.1 302 ")
-        assert len(handlers) == made + 10
+        assert (await http.ask(missing)).startswith(b"HTTP/1.1 404 ")
+        assert len(handlers) == made + 14
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -284,8 +416,9 @@ def test_only_requests_prepare_would_let_through_skip_the_handler():
     assert not nothing_to_prepare(request(Cookie="session=1"), WithSessions)
 
 
-def test_an_answer_is_a_redirect():
+def test_an_answer_is_a_redirect_or_a_refusal():
     assert Answer(302, {}).status == 302
-    for status in (200, 204, 304, 404):
+    assert Answer(404, {}, b"Symbol Not Found").body == b"Symbol Not Found"
+    for status in (101, 200, 204, 304, 500, 503):
         with pytest.raises(ValueError):
             Answer(status, {})

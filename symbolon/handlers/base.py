@@ -38,16 +38,20 @@ class ApiError(tornado.web.HTTPError):
 
 @dataclass(frozen=True)
 class Answer:
-    """A redirect given without a handler (``BaseHandler.answer_from_memory``): its status and
-    the headers the handler would set besides Tornado's own (``Server``, ``Content-Type`` and
-    ``Date``, which these may override, and ``Content-Length``)."""
+    """A redirect or a refusal given without a handler (``BaseHandler.answer_from_memory``): its
+    status, the headers the handler would set besides Tornado's own (``Server``,
+    ``Content-Type`` and ``Date``, which these may override, and ``Content-Length``), and its
+    body."""
 
     status: int
     headers: dict[str, str]
+    body: bytes = b""
 
     def __post_init__(self) -> None:
-        if not 300 <= self.status < 400 or self.status == 304:
-            raise ValueError(f"not a redirect: {self.status}")
+        # Tornado gives a 200 an ``Etag`` and a 304 no ``Content-Length``: neither is written
+        # here.
+        if not 300 <= self.status < 500 or self.status == 304:
+            raise ValueError(f"neither a redirect nor a refusal: {self.status}")
 
     def is_valid(self) -> bool:
         """Whether every header value is one Tornado's ``set_header`` would take (its own

@@ -15,7 +15,7 @@ from symbolon.conf import Settings
 from symbolon.handlers.base import RETRY_AFTER_SECONDS, Answer, BaseHandler
 from symbolon.metrics import metrics
 from symbolon.runtime import Runtime
-from symbolon.storage.lookup import StorageUnavailable
+from symbolon.storage.lookup import UNKNOWN, StorageUnavailable
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import syminfo
 from symbolon.symbols.keys import has_invalid_characters, is_ignorable, key_spellings
@@ -33,6 +33,7 @@ LEGACY_PRODUCTS = "firefox|seamonkey|sunbird|thunderbird|xulrunner|fennec|b2g"
 SEGMENT = r"([^/]+)"
 DEBUG_ID = r"([0-9A-Fa-f]+)"
 TRUTHY = {"1", "true", "yes"}
+NOT_FOUND = b"Symbol Not Found"
 
 
 def segment(name: str) -> str:
@@ -59,6 +60,40 @@ def _lookup_terms(request: httputil.HTTPServerRequest, try_route: bool) -> tuple
 def with_cors(handler: BaseHandler) -> None:
     for name, value in CORS_HEADERS.items():
         handler.set_header(name, value)
+
+
+def _raw_argument(request: httputil.HTTPServerRequest, name: str) -> str | None:
+    """A query value as sent: Tornado's own accessors silently drop control characters."""
+    values = request.query_arguments.get(name)
+    return values[-1].decode("utf-8", "replace") if values else None
+
+
+def _remembered_miss(
+    runtime: Runtime,
+    request: httputil.HTTPServerRequest,
+    debug_file: str,
+    debug_id: str,
+    symbol_file: str,
+    elapsed: float,
+) -> Answer | None:
+    """The 404 of a miss that needs no lookup by code id (it would ask Redis) and no counting
+    (counted here recently), as ``get`` would answer it; else None."""
+    if syminfo.eligible(debug_id, symbol_file):
+        return None
+    code_file, code_id = _raw_argument(request, "code_file"), _raw_argument(request, "code_id")
+    if any(value and "\x00" in value for value in (code_file, code_id)):
+        return None  # the handler's 400
+    counting = runtime.settings.enable_store_missing_symbols
+    started = time.perf_counter()
+    if counting and not runtime.missing.remembers(
+        debug_file, debug_id, symbol_file, code_file, code_id
+    ):
+        return None
+    counted = time.perf_counter() - started
+    metrics.timing("download_symbol", 1000.0 * elapsed)
+    if counting:
+        metrics.timing("download_store_missing_symbol", 1000.0 * counted)
+    return Answer(404, DOWNLOAD_HEADERS, NOT_FOUND)
 
 
 class DownloadHandler(BaseHandler):
@@ -92,8 +127,10 @@ class DownloadHandler(BaseHandler):
         path_args: list[bytes],
         kwargs: dict[str, object],
     ) -> Answer | None:
-        """A hit whose location this process remembers, as ``get`` would answer it: the
-        hottest request there is, so it skips the handler. Anything else is the handler's."""
+        """What ``get`` would answer, when this process holds all it takes: a hit whose
+        location it remembers, a miss it remembers (and has counted), a name it refuses.
+        Those are most requests, stack walkers asking for the same files over and over, so
+        they skip the handler. Anything else is the handler's."""
         if "Debug" in request.headers:
             return None  # timings asked for
         try:
@@ -102,8 +139,10 @@ class DownloadHandler(BaseHandler):
             return None  # the handler's 400
         debug_id = debug_id.upper()
         settings = runtime.settings
-        if _refusal(settings, debug_file, debug_id, symbol_file) is not None:
-            return None
+        refused = _refusal(settings, debug_file, debug_id, symbol_file)
+        if refused is not None:
+            status, message = refused
+            return Answer(status, DOWNLOAD_HEADERS, message.encode())
         include_try, refresh = _lookup_terms(request, bool(kwargs.get("try_route")))
         if refresh:
             return None
@@ -111,8 +150,10 @@ class DownloadHandler(BaseHandler):
         started = time.perf_counter()
         hit = runtime.lookup.remembered_any(keys, include_try)
         elapsed = time.perf_counter() - started
-        if hit is None:
+        if hit is UNKNOWN:
             return None
+        if hit is None:
+            return _remembered_miss(runtime, request, debug_file, debug_id, symbol_file, elapsed)
         found, key = hit
         expires = settings.download_presigned_url_expiry_seconds
         location = runtime.lookup.remembered_url(found.source, key, expires)
@@ -153,7 +194,8 @@ class DownloadHandler(BaseHandler):
             return self._answer(302, debug_time=elapsed)
 
         if not head:
-            code_file, code_id = self._raw_argument("code_file"), self._raw_argument("code_id")
+            code_file = _raw_argument(self.request, "code_file")
+            code_id = _raw_argument(self.request, "code_id")
             for name, value in (("code_file", code_file), ("code_id", code_id)):
                 if value and "\x00" in value:
                     return self._answer(400, f"{name}: Null characters are not allowed.")
@@ -166,12 +208,7 @@ class DownloadHandler(BaseHandler):
                         code_file,
                         code_id,
                     )
-        return self._answer(404, "Symbol Not Found", debug_time=elapsed)
-
-    def _raw_argument(self, name: str) -> str | None:
-        """A query value as sent: Tornado's own accessors silently drop control characters."""
-        values = self.request.query_arguments.get(name)
-        return values[-1].decode("utf-8", "replace") if values else None
+        return self._answer(404, NOT_FOUND.decode(), debug_time=elapsed)
 
     async def _location(self, source: SymbolSource, key: str) -> str:
         """The store's URL as it is: a path on this server (a directory's) stays relative, so

@@ -1,4 +1,4 @@
-"""Redirects a route gives from what the process holds, written without a request handler.
+"""Answers a route gives from what the process holds, written without a request handler.
 
 A cached download hit does little work of its own: most of its cost was Tornado's handler
 machinery around it (a RequestHandler, its coroutine, its header bookkeeping), more than twice
@@ -19,10 +19,10 @@ from symbolon.handlers.dates import default_headers
 
 
 class ImmediateAnswer(httputil.HTTPMessageDelegate):
-    """Writes ``answer`` (a redirect) to a request without a body, as a RequestHandler's
-    ``finish`` would: the same headers in the same order, the application's output transforms
-    applied, the same access log line. (A 200 would also need Tornado's ``Etag``, a 304 no
-    ``Content-Length``: ``Answer`` holds redirects only.)"""
+    """Writes ``answer`` (a redirect or a refusal) to a ``GET`` without a body, as a
+    RequestHandler's ``finish`` would: the same headers in the same order, the application's
+    output transforms applied, the same access log line. (A 200 would also need Tornado's
+    ``Etag``, a 304 no ``Content-Length``: ``Answer`` holds neither.)"""
 
     def __init__(
         self,
@@ -50,8 +50,8 @@ class ImmediateAnswer(httputil.HTTPMessageDelegate):
         status = self.answer.status
         headers = default_headers()
         headers.update(self.answer.headers)
-        headers["Content-Length"] = "0"
-        chunk = b""
+        chunk = self.answer.body
+        headers["Content-Length"] = str(len(chunk))
         for transform_class in self.transforms:
             status, headers, chunk = transform_class(self.request).transform_first_chunk(
                 status, headers, chunk, True

@@ -138,12 +138,15 @@ class SymbolLookup:
             return Found(sources[hit], hit)
         return UNKNOWN if None in known else None
 
-    def remembered_any(self, keys: list[str], include_try: bool) -> tuple[Found, str] | None:
-        """The hit :meth:`find_any` would answer, when the memo alone tells it; else None."""
+    def remembered_any(
+        self, keys: list[str], include_try: bool
+    ) -> tuple[Found, str] | Unknown | None:
+        """What :meth:`find_any` would answer, from this process's memo alone: ``UNKNOWN``
+        when the memo does not tell it."""
         for key in keys:
             found = self.remembered(key, include_try)
             if found is UNKNOWN:
-                return None
+                return UNKNOWN
             if found is not None:
                 return found, key
         return None

@@ -40,6 +40,16 @@ def missing_hash(values: list[str | None]) -> str:
     return hashlib.md5(joined.encode(), usedforsecurity=False).hexdigest()
 
 
+def recordable(
+    symbol: str, debugid: str, filename: str, code_file: str | None, code_id: str | None
+) -> list[str | None] | None:
+    """A miss's values as the table keeps them; None when one is too long to keep."""
+    values = [symbol, debugid, filename, code_file or None, code_id or None]
+    if any(v and len(v) > MAX_LENGTH for v in values):
+        return None
+    return values
+
+
 class MissingRecorder:
     """Counts misses; remembers recent ones locally too, so a repeated 404 costs no I/O."""
 
@@ -61,12 +71,12 @@ class MissingRecorder:
         code_id: str | None = None,
     ) -> bool:
         """Count one miss; returns True if the database was written. Never raises."""
-        values = [symbol, debugid, filename, code_file or None, code_id or None]
-        if any(v and len(v) > MAX_LENGTH for v in values):
+        values = recordable(symbol, debugid, filename, code_file, code_id)
+        if values is None:
             return False
         digest = missing_hash(values)
         now = time.monotonic()
-        if self._recent.get(digest, 0.0) > now:
+        if self._remembered(digest, now):
             return False
         guard = await self.cache.add(f"download:missing:{digest}", b"1", ttl=self.guard_seconds)
         self._remember(digest, now)
@@ -87,6 +97,24 @@ class MissingRecorder:
             )
             return False
         return True
+
+    def remembers(
+        self,
+        symbol: str,
+        debugid: str,
+        filename: str,
+        code_file: str | None = None,
+        code_id: str | None = None,
+    ) -> bool:
+        """Whether :meth:`record` would leave this miss uncounted now, without any I/O: it
+        was counted here recently, or it has a value too long to keep."""
+        values = recordable(symbol, debugid, filename, code_file, code_id)
+        if values is None:
+            return True
+        return self._remembered(missing_hash(values), time.monotonic())
+
+    def _remembered(self, digest: str, now: float) -> bool:
+        return self._recent.get(digest, 0.0) > now
 
     def _remember(self, digest: str, now: float) -> None:
         if self.local_size <= 0:
