@@ -95,10 +95,13 @@ def main() -> None:
             )
         key = MISS_KEY if args.miss else download.HIT_KEY
         hits = {name: f"http://127.0.0.1:{port}/{key}" for name, (_, port) in servers.items()}
-        for url in hits.values():  # remembered (and a miss counted) from now on
+        for url in hits.values():  # remembered (and a miss counted: a GET) from now on
             try:
-                urllib.request.urlopen(url)
+                urllib.request.urlopen(
+                    url if args.miss else urllib.request.Request(url, method="HEAD")
+                ).close()
             except urllib.error.HTTPError as exc:
+                exc.close()
                 if not args.miss or exc.code != 404:
                     raise
         for _ in range(args.repeat):

@@ -262,8 +262,22 @@ async def test_an_upload_ends_a_remembered_miss_in_every_process(settings, runti
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_miss_is_remembered_only_once_every_spelling_is(runtime, bucket, handlers):
+    """A file is looked for under the upper-cased debug id, then the lower-cased one: the first
+    remembered missing while the second is not known leaves the answer to the handler."""
+    ident = uuid.uuid4().hex.upper() + "1"
+    upper, lower = key_spellings("old.pdb", ident, "old.sym")
+    async with connection(runtime) as http:
+        assert (await http.ask(f"/{upper}")).startswith(b"HTTP/1.1 404 ")  # counted
+        bucket.put_object(Bucket=BUCKET, Key=f"v1/{lower}", Body=b"MODULE")
+        await runtime.lookup.invalidate([lower])  # the lower-cased spelling only
+        assert (await http.ask(f"/{upper}")).startswith(b"HTTP/1.1 302 ")
+        assert len(handlers) == 2
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_misses_are_answered_from_memory_when_none_are_counted(
-    settings, runtime, bucket, handlers
+    settings, runtime, bucket, handlers, metricsmock
 ):
     """With ``ENABLE_STORE_MISSING_SYMBOLS=false`` a remembered miss has nothing to count."""
     path = absent()
@@ -272,8 +286,11 @@ async def test_misses_are_answered_from_memory_when_none_are_counted(
         async with connection(quiet) as http:
             assert (await http.ask(path)).startswith(b"HTTP/1.1 404 ")
             assert len(handlers) == 1
+            metricsmock.clear_records()
             assert (await http.ask(path + "?code_file=x.dll")).startswith(b"HTTP/1.1 404 ")
             assert len(handlers) == 1
+            metricsmock.assert_timing_once("symbolon.download_symbol")
+            metricsmock.assert_not_timing("symbolon.download_store_missing_symbol")
             # Still the handler's 400 for a null character.
             assert (await http.ask(path + "?code_id=5%00")).startswith(b"HTTP/1.1 400 ")
             assert len(handlers) == 2

@@ -79,13 +79,13 @@ class BaseHandler(CachedDate):
         path_args: list[bytes],
         kwargs: dict[str, object],
     ) -> Answer | None:
-        """The redirect this route would answer ``request`` with, when the process holds all
-        it needs to decide it without awaiting anything; None to run the handler. Asked only
-        for a ``GET`` without a body, an ``Auth-Token`` or (for a handler that reads sessions)
-        a session cookie, since ``prepare`` does not run. ``path_args`` are the route's groups,
-        percent-decoded; ``kwargs`` its ``initialize`` arguments. Written without a handler
-        (server/immediate.py), so it must be the answer the handler would write, header for
-        header."""
+        """The redirect or refusal this route would answer ``request`` with, when the process
+        holds all it needs to decide it without awaiting anything; None to run the handler.
+        Asked only for a ``GET`` without a body, an ``Auth-Token`` or (for a handler that reads
+        sessions) a session cookie, since ``prepare`` does not run. ``path_args`` are the
+        route's groups, percent-decoded; ``kwargs`` its ``initialize`` arguments. Written
+        without a handler (server/immediate.py), so it must be the answer the handler would
+        write, header for header and byte for byte, with the handler's side effects."""
         return None
 
     @classmethod
