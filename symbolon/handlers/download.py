@@ -129,8 +129,8 @@ class DownloadHandler(BaseHandler):
     ) -> Answer | None:
         """What ``get`` would answer, when this process holds all it takes: a hit whose
         location it remembers, a miss it remembers (and has counted), a name it refuses.
-        Those are most requests, stack walkers asking for the same files over and over, so
-        they skip the handler. Anything else is the handler's."""
+        Stack walkers ask for the same files over and over, found or not, so these skip the
+        handler. Anything else is the handler's."""
         if "Debug" in request.headers:
             return None  # timings asked for
         try:
