@@ -19,6 +19,7 @@ from symbolon.storage.lookup import UNKNOWN, StorageUnavailable
 from symbolon.storage.sources import SymbolSource
 from symbolon.symbols import syminfo
 from symbolon.symbols.keys import has_invalid_characters, is_ignorable, key_spellings
+from symbolon.symbols.missing import Miss
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -68,6 +69,18 @@ def _raw_argument(request: httputil.HTTPServerRequest, name: str) -> str | None:
     return values[-1].decode("utf-8", "replace") if values else None
 
 
+def _miss(
+    request: httputil.HTTPServerRequest, debug_file: str, debug_id: str, symbol_file: str
+) -> Miss | str:
+    """The miss to count, with the code file and id the request names; or the 400's message
+    when one of those holds a null character."""
+    code_file, code_id = _raw_argument(request, "code_file"), _raw_argument(request, "code_id")
+    for name, value in (("code_file", code_file), ("code_id", code_id)):
+        if value and "\x00" in value:
+            return f"{name}: Null characters are not allowed."
+    return Miss(debug_file, debug_id, symbol_file, code_file, code_id)
+
+
 def _remembered_miss(
     runtime: Runtime,
     request: httputil.HTTPServerRequest,
@@ -80,14 +93,12 @@ def _remembered_miss(
     (counted here recently), as ``get`` would answer it; else None."""
     if syminfo.eligible(debug_id, symbol_file):
         return None
-    code_file, code_id = _raw_argument(request, "code_file"), _raw_argument(request, "code_id")
-    if any(value and "\x00" in value for value in (code_file, code_id)):
+    miss = _miss(request, debug_file, debug_id, symbol_file)
+    if isinstance(miss, str):
         return None  # the handler's 400
     counting = runtime.settings.enable_store_missing_symbols
     started = time.perf_counter()
-    if counting and not runtime.missing.remembers(
-        debug_file, debug_id, symbol_file, code_file, code_id
-    ):
+    if counting and not runtime.missing.remembers(miss):
         return None
     counted = time.perf_counter() - started
     metrics.timing("download_symbol", 1000.0 * elapsed)
@@ -194,20 +205,12 @@ class DownloadHandler(BaseHandler):
             return self._answer(302, debug_time=elapsed)
 
         if not head:
-            code_file = _raw_argument(self.request, "code_file")
-            code_id = _raw_argument(self.request, "code_id")
-            for name, value in (("code_file", code_file), ("code_id", code_id)):
-                if value and "\x00" in value:
-                    return self._answer(400, f"{name}: Null characters are not allowed.")
+            miss = _miss(self.request, debug_file, debug_id, symbol_file)
+            if isinstance(miss, str):
+                return self._answer(400, miss)
             if settings.enable_store_missing_symbols:
                 with metrics.timer("download_store_missing_symbol"):
-                    await self.runtime.missing.record(
-                        debug_file,
-                        debug_id,
-                        symbol_file,
-                        code_file,
-                        code_id,
-                    )
+                    await self.runtime.missing.record(miss)
         return self._answer(404, NOT_FOUND.decode(), debug_time=elapsed)
 
     async def _location(self, source: SymbolSource, key: str) -> str:

@@ -13,6 +13,7 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,14 +41,29 @@ def missing_hash(values: list[str | None]) -> str:
     return hashlib.md5(joined.encode(), usedforsecurity=False).hexdigest()
 
 
-def recordable(
-    symbol: str, debugid: str, filename: str, code_file: str | None, code_id: str | None
-) -> list[str | None] | None:
-    """A miss's values as the table keeps them; None when one is too long to keep."""
-    values = [symbol, debugid, filename, code_file or None, code_id or None]
-    if any(v and len(v) > MAX_LENGTH for v in values):
-        return None
-    return values
+@dataclass(frozen=True)
+class Miss:
+    """A download answered 404, as the table counts it."""
+
+    symbol: str
+    debugid: str
+    filename: str
+    code_file: str | None = None
+    code_id: str | None = None
+
+    def counted_as(self) -> tuple[list[str | None], str] | None:
+        """Its values as the table keeps them, and its row's hash; None when a value is too
+        long to keep."""
+        values = [
+            self.symbol,
+            self.debugid,
+            self.filename,
+            self.code_file or None,
+            self.code_id or None,
+        ]
+        if any(v and len(v) > MAX_LENGTH for v in values):
+            return None
+        return values, missing_hash(values)
 
 
 class MissingRecorder:
@@ -62,19 +78,12 @@ class MissingRecorder:
         self.local_size = local_size
         self._recent: OrderedDict[str, float] = OrderedDict()
 
-    async def record(
-        self,
-        symbol: str,
-        debugid: str,
-        filename: str,
-        code_file: str | None = None,
-        code_id: str | None = None,
-    ) -> bool:
+    async def record(self, miss: Miss) -> bool:
         """Count one miss; returns True if the database was written. Never raises."""
-        values = recordable(symbol, debugid, filename, code_file, code_id)
-        if values is None:
+        counted = miss.counted_as()
+        if counted is None:
             return False
-        digest = missing_hash(values)
+        values, digest = counted
         now = time.monotonic()
         if self._remembered(digest, now):
             return False
@@ -93,25 +102,20 @@ class MissingRecorder:
             )
         except (asyncpg.PostgresError, OSError) as exc:
             logger.error(
-                "could not record missing symbol %s/%s/%s: %r", symbol, debugid, filename, exc
+                "could not record missing symbol %s/%s/%s: %r",
+                miss.symbol,
+                miss.debugid,
+                miss.filename,
+                exc,
             )
             return False
         return True
 
-    def remembers(
-        self,
-        symbol: str,
-        debugid: str,
-        filename: str,
-        code_file: str | None = None,
-        code_id: str | None = None,
-    ) -> bool:
+    def remembers(self, miss: Miss) -> bool:
         """Whether :meth:`record` would leave this miss uncounted now, without any I/O: it
         was counted here recently, or it has a value too long to keep."""
-        values = recordable(symbol, debugid, filename, code_file, code_id)
-        if values is None:
-            return True
-        return self._remembered(missing_hash(values), time.monotonic())
+        counted = miss.counted_as()
+        return counted is None or self._remembered(counted[1], time.monotonic())
 
     def _remembered(self, digest: str, now: float) -> bool:
         return self._recent.get(digest, 0.0) > now
