@@ -57,6 +57,11 @@ def stored_dump_names(data: bytes) -> list[str]:
     return [n for n in names if isinstance(n, str) and is_dump_name(n)]
 
 
+def _close(files: list[tuple[int, Dump, bool]]) -> None:
+    for fd, _, _ in files:
+        os.close(fd)
+
+
 def fs_dump_dir(name: str) -> str:
     """The directory of a dump: here the main minidump keeps its name."""
     return name or "dump"
@@ -246,8 +251,7 @@ class FSCrashStorage:
                 fd, direct = self._create_dump(*self._dump_file(crash_id, name), len(data))
                 files.append((fd, data, direct))
         except BaseException:
-            for fd, _, _ in files:
-                os.close(fd)
+            _close(files)
             os.close(names)
             raise
         return names, files
@@ -270,8 +274,7 @@ class FSCrashStorage:
             for fd, data, direct in files:
                 self._write_dump(fd, data, direct)
         finally:
-            for fd, _, _ in files:
-                os.close(fd)
+            _close(files)
         return raw_crash() if callable(raw_crash) else raw_crash
 
     def _failed(self, crash_id: str, exc: OSError) -> StorageError:
@@ -293,8 +296,7 @@ class FSCrashStorage:
             try:
                 writing = asyncio.get_running_loop().run_in_executor(self._writers, write)
             except BaseException:  # the writers shut down (the store closing)
-                for fd, _, _ in files:
-                    os.close(fd)
+                _close(files)
                 raise
             # Shielded: cancelling a write not yet started would leave its files open.
             rendered = await asyncio.shield(writing)
