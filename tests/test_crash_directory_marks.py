@@ -379,3 +379,29 @@ async def test_a_request_stopped_before_its_save_leaves_nothing_once_republishin
         assert await collector.republish_pending() == 0
         assert files(root, stopped) == []
         assert files(root, stopped_later) == []
+
+
+@pytest.mark.gen_test
+async def test_dump_names_is_truncated_only_when_it_holds_an_earlier_list(tmp_path, monkeypatch):
+    """ext4 writes a file truncated to nothing out to the disk when it is closed: a fresh crash's
+    empty ``dump_names`` is not truncated, one holding a longer list from before is."""
+    store = FSCrashStorage(tmp_path)
+    truncated: list[int] = []
+    real = os.ftruncate
+
+    def ftruncate(fd: int, length: int) -> None:
+        truncated.append(length)
+        real(fd, length)
+
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    crash_id = an_id()
+    await store.mark_publishing(crash_id)
+    await store.save(crash_id, RAW_CRASH, DUMPS)
+    assert truncated == []
+    assert await store.load_dump_names(crash_id) == sorted(DUMPS)
+
+    await store.mark_publishing(crash_id)  # sent again with fewer dumps: the shorter list
+    await store.save(crash_id, RAW_CRASH, MINIDUMP)
+    assert truncated == [0]
+    assert dump_names_path(tmp_path, crash_id).read_bytes() == b'["upload_file_minidump"]'
+    await store.close()

@@ -219,33 +219,37 @@ class FSCrashStorage:
             # Also for an aligned dump with ``fsync``: O_DIRECT does not make the size durable.
             self._write_fd(fd, whole[done:])
 
-    def _lock_names(self, crash_id: str) -> int:
-        """The crash's ``dump_names`` file, open and share-locked for the rest of a save, so that
-        the clean-up of a stopped request (:meth:`_remove_unsaved`) leaves this crash alone. A
-        clean-up at work, or one that removed the file between its opening and its locking,
-        fails this attempt: the collector tries again, marking it anew. (Removed before the
-        opening, it is made again, without its mark: the crash is only not re-published, should
-        this process stop before publishing it.)"""
+    def _lock_names(self, crash_id: str) -> tuple[int, int]:
+        """The crash's ``dump_names`` file, open and share-locked for the rest of a save (so that
+        the clean-up of a stopped request, :meth:`_remove_unsaved`, leaves this crash alone), and
+        its size. A clean-up at work, or one that removed the file between its opening and its
+        locking, fails this attempt: the collector tries again, marking it anew. (Removed before
+        the opening, it is made again, without its mark: the crash is only not re-published,
+        should this process stop before publishing it.)"""
         directory, path = self._dump_names_file(crash_id)
         fd = self._open(directory, path, LOCK_FLAGS | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            if not os.path.samestat(os.fstat(fd), os.stat(path)):
+            found = os.fstat(fd)
+            if not os.path.samestat(found, os.stat(path)):
                 raise FileNotFoundError(errno.ENOENT, "removed while being saved", path)
         except OSError:
             os.close(fd)
             raise
-        return fd
+        return fd, found.st_size
 
     def _open_dumps(
         self, crash_id: str, dumps: Mapping[str, Dump]
     ) -> tuple[int, list[tuple[int, Dump, bool]]]:
         """Write ``dump_names`` and open the dump files (all closed again on failure). The
         ``dump_names`` file stays open and locked until the raw crash is written."""
-        names = self._lock_names(crash_id)
+        names, size = self._lock_names(crash_id)
         files: list[tuple[int, Dump, bool]] = []
         try:
-            os.ftruncate(names, 0)
+            if size:
+                # An earlier attempt's list, or a resend's. An empty file is left alone: ext4
+                # writes a file truncated to nothing out to the disk when it is closed.
+                os.ftruncate(names, 0)
             self._write_fd(names, dump_names_json(dumps))
             for name, data in dumps.items():
                 fd, direct = self._create_dump(*self._dump_file(crash_id, name), len(data))
