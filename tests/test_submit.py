@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -492,3 +493,30 @@ async def test_a_burst_of_gzip_bombs_shares_one_spool_budget(live_settings):
         assert status == 200 and answer.startswith(b"CrashID=bp-")
         assert budget.used == 0
         assert len(published(settings)) == 2
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_body_received_in_one_buffer_gives_its_memory_back(live_settings):
+    settings = live_settings.replace(crashpublish_queue_name=unique_queue())
+    dump = os.urandom(300_000)
+    body = report({"ProductName": "X"}, {"upload_file_minidump": dump})
+    headers = headers_for(**{"Content-Length": str(len(body))})
+    head = "POST /submit HTTP/1.1\r\nHost: localhost\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    server = served(settings)
+    async with server as (_, base_url):
+        budget = server.runtime.collector.placed_budget
+        # Held in the middle of its body: the whole buffer is set aside, then the client goes.
+        _, writer = await asyncio.open_connection("127.0.0.1", int(base_url.rsplit(":", 1)[1]))
+        writer.write(head.encode() + body[: len(body) // 2])
+        await writer.drain()
+        assert await wait_until(lambda: budget.used == len(body), seconds=30)
+        writer.close()
+        assert await wait_until(lambda: budget.used == 0, seconds=30)
+
+        status, _, answer = await send_raw(base_url, body, headers)
+        assert status == 200 and answer.startswith(b"CrashID=bp-")
+        crash_id = answer.decode().strip().removeprefix("CrashID=bp-")
+        storage = server.runtime.collector.storage
+        assert await storage.load_dump(crash_id, "upload_file_minidump") == dump
+        assert budget.used == 0

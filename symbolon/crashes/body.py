@@ -17,6 +17,10 @@ from symbolon.crashes.payload import Malformed
 
 SPOOL_AFTER_BYTES = 4 * 1024 * 1024
 INFLATE_STEP = 1024 * 1024  # inflate in bounded steps, so a bomb is stopped at the cap
+# A plain body of declared length up to SPOOL_AFTER_BYTES is received in one buffer of that length,
+# made before its bytes come. The buffers of one process hold at most this much memory together,
+# until their reports are stored; past it, bodies are kept piece by piece as they come.
+PLACED_BUDGET = 64 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -52,6 +56,23 @@ class SpoolBudget:
         self.used -= amount
 
 
+class MemoryBudget:
+    """Bytes of memory set aside before they are received, for one process."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+
+    def take(self, amount: int) -> bool:
+        if self.used + amount > self.total:
+            return False
+        self.used += amount
+        return True
+
+    def give_back(self, amount: int) -> None:
+        self.used -= amount
+
+
 class ReceivedBody:
     def __init__(
         self,
@@ -69,18 +90,39 @@ class ReceivedBody:
         self.spool_after = spool_after
         self.size = 0  # bytes kept (inflated when gzipped)
         self._chunks: list[bytes] = []  # joined once at the end: cheaper than growing a buffer
+        self._placed: bytearray | None = None  # the body's buffer, when made beforehand
+        self._placed_budget: MemoryBudget | None = None
         self._file: Any = None
         self._map: mmap.mmap | None = None
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
         self.inflate_seconds = 0.0
 
-    def feed(self, chunk: bytes) -> None:
+    def place(self, length: int, budget: MemoryBudget) -> memoryview | None:
+        """A buffer of ``length`` bytes for a plain body of that declared length, for the
+        connection to read it into; None when the body is kept as it comes (too large for one
+        buffer, gzipped, or the budget taken)."""
+        if self._inflater is not None or not 0 < length <= self.spool_after:
+            return None
+        if not budget.take(length):
+            return None
+        self._placed, self._placed_budget = bytearray(length), budget
+        return memoryview(self._placed)
+
+    def feed(self, chunk: bytes | memoryview) -> None:
         """Add bytes as received; raises Malformed("bad_gzip") or BodyTooLarge."""
         inflater = self._inflater
         if inflater is None:
-            self._keep(chunk)
+            placed = self._placed
+            if placed is not None and self.size + len(chunk) <= len(placed):
+                # Read into the buffer by the connection already, or else copied there.
+                if not (isinstance(chunk, memoryview) and chunk.obj is placed):
+                    placed[self.size : self.size + len(chunk)] = chunk
+                self.size += len(chunk)
+                return
+            self._unplace()
+            self._keep(bytes(chunk))
             return
-        data: bytes = chunk
+        data: bytes | memoryview = chunk
         started = time.perf_counter()
         try:
             while data and not inflater.eof:  # bytes after the first gzip member are ignored
@@ -114,10 +156,26 @@ class ReceivedBody:
             self.budget.take(self.spooled, amount, self.gzipped)
             self.spooled += amount
 
+    def _unplace(self) -> None:
+        """Keep what the buffer holds as a piece (more came than declared): the rest as usual."""
+        if self._placed is not None:
+            if self.size:
+                self._chunks.append(bytes(memoryview(self._placed)[: self.size]))
+            self._release_placed()
+
+    def _release_placed(self) -> None:
+        if self._placed is not None and self._placed_budget is not None:
+            self._placed_budget.give_back(len(self._placed))
+        self._placed = self._placed_budget = None
+
     def finish(self) -> Any:
         """The whole (inflated) body: bytes-like, with ``find``."""
         if self._inflater is not None and not self._inflater.eof:
             raise Malformed("bad_gzip")  # truncated, or not gzip at all
+        if self._placed is not None:
+            if self.size == len(self._placed):
+                return self._placed
+            return bytes(memoryview(self._placed)[: self.size])
         if self._file is None:
             body = b"".join(self._chunks)
             self._chunks = [body]
@@ -129,6 +187,7 @@ class ReceivedBody:
     def close(self) -> None:
         """Release the spool; views into the body must be released first."""
         self._chunks = []
+        self._release_placed()
         if self._map is not None:
             with suppress(BufferError):  # a view is still alive: unmapped when collected
                 self._map.close()

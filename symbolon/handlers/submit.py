@@ -27,6 +27,7 @@ from symbolon.crashes.collector import (
     metrics,
 )
 from symbolon.crashes.payload import Malformed, Payload, boundary_of, parse
+from symbolon.server.body_buffer import read_body_into
 from symbolon.server.keepalive import times_own_body
 
 logger = logging.getLogger("symbolon.crashes")
@@ -99,6 +100,10 @@ class SubmitHandler(tornado.web.RequestHandler):
         self.body = ReceivedBody(
             gzipped, settings.collector_max_decompressed_size, budget=self.collector.spool_budget
         )
+        if not self.chunked:
+            buffer = self.body.place(declared, self.collector.placed_budget)
+            if buffer is not None:
+                read_body_into(self.request, buffer)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
