@@ -13,6 +13,14 @@ average.
 
 ``--profile DIR`` also records each server with ``py-spy`` (which costs CPU itself: profile runs
 are for finding where the time goes, not for the figures).
+
+``--alternate CYCLES`` starts every tree's server at once and, for each cell, runs the load
+against one after the other for ``--duration`` seconds, CYCLES times, in the reverse order every
+other cycle. The runs of one cycle share the host's speed of the moment, which changes by tens of
+percent within minutes here: the paired ratio against the first tree is the figure to read.
+
+    .venv/bin/python bench/crash_cpu.py --code before=/tmp/old --code after=. --alternate 10 \
+        --duration 3 --connections 8 --processes 2
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--logging-level", default="INFO")
     parser.add_argument("--profile", type=Path, help="py-spy recordings go here")
+    parser.add_argument("--alternate", type=int, metavar="CYCLES", help="servers up together")
     args = parser.parse_args()
     # A SIGTERM (or a timeout's kill) must still stop the services it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -55,6 +64,11 @@ def main() -> None:
         crashes.make_report(body, 400 * 1024, 1)
         bench = crashes.Bench(args, work, body)
         bench.start_services()
+        if args.alternate:
+            for conns in [int(c) for c in args.connections.split(",")]:
+                for processes in [int(p) for p in args.processes.split(",")]:
+                    alternate(args, bench, codes, conns, processes)
+            return
         for attempt in range(args.repeat):
             for conns in [int(c) for c in args.connections.split(",")]:
                 for processes in [int(p) for p in args.processes.split(",")]:
@@ -82,6 +96,59 @@ def main() -> None:
         rate = statistics.median(r.crashes_s for r in runs)
         p99 = statistics.median(r.p99 for r in runs)
         print(f"{name:<10} {processes:>5} {conns:>5} {cpu:>12.2f} {rate:>9.0f} {p99:>7.1f}")
+
+
+def alternate(
+    args: argparse.Namespace,
+    bench: crashes.Bench,
+    codes: list[list[str]],
+    conns: int,
+    processes: int,
+) -> None:
+    """Every tree's server up at once, runs alternating between them (see ``--alternate``)."""
+    servers: dict[str, crashes.Server] = {}
+    runs: dict[str, list[crashes.Run]] = {}
+    try:
+        for name, tree in codes:
+            os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+            servers[name] = bench.start_symbolon("fs", args.logging_level, processes)
+            runs[name] = []
+        for cycle in range(args.alternate):
+            order = list(servers) if cycle % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                server = servers[name]
+                run = crashes.Run(f"{name} {processes}p", conns)
+                groups = {"server": server.pids, **bench.services}
+                crashes.measure(server.port, groups, args, bench.body, run)
+                runs[name].append(run)
+                print(crashes.row(run), flush=True)
+    finally:
+        for server in servers.values():
+            crashes.stop(server.proc)
+    print(f"\n{processes} processes, {conns} connections, {args.alternate} cycles of "
+          f"{args.duration} s a server (medians)")  # fmt: skip
+    print(f"{'code':<10} {'CPU ms/crash':>12} {'crashes/s':>9} {'p99 ms':>7}  stored")
+    first = next(iter(runs))
+    for name, done in runs.items():
+        # Each run may leave one late crash per connection stored without its answer counted.
+        total = crashes.Run(name, conns * len(done))
+        total.accepted = sum(r.accepted for r in done)
+        total.expected = total.accepted + 1  # the warm-up
+        bench.check(servers[name], total)
+        cpu = statistics.median(1000 * r.server_cpu_per_crash for r in done)
+        rate = statistics.median(r.crashes_s for r in done)
+        p99 = statistics.median(r.p99 for r in done)
+        print(f"{name:<10} {cpu:>12.2f} {rate:>9.0f} {p99:>7.1f}  {total.storage_check()}")
+    for name, done in runs.items():
+        if name == first:
+            continue
+        ratios = sorted(
+            r.server_cpu_per_crash / f.server_cpu_per_crash
+            for r, f in zip(done, runs[first], strict=True)
+        )
+        shown = ", ".join(f"{v:.2f}" for v in ratios)
+        print(f"CPU a crash, {name} / {first}, cycle by cycle: median "
+              f"{statistics.median(ratios):.3f} ({shown})")  # fmt: skip
 
 
 def start_profile(args: argparse.Namespace, label: str) -> threading.Thread | None:

@@ -220,6 +220,15 @@ def child_pids(pid: int) -> list[int]:
 
 
 @dataclass
+class Server:
+    proc: subprocess.Popen
+    pids: list[int]  # the server's, then its web processes' (with several)
+    port: int
+    store: str
+    fs_root: Path
+
+
+@dataclass
 class Run:
     name: str
     connections: int
@@ -445,11 +454,10 @@ class Bench:
         if self.stack is not None:
             self.stack.stop()
 
-    def symbolon(self, store: str, connections: int, level: str, processes: int = 1) -> Run:
+    def start_symbolon(self, store: str, level: str, processes: int = 1) -> Server:
+        """``symbolon serve`` on a free port, warmed up: a crash store of its own (a directory, or
+        the embedded S3 bucket) and the shared services."""
         self.runs += 1
-        name = f"symbolon {store}" + (f" {processes} proc" if processes > 1 else "")
-        name += f" ({level})" if level != self.args.logging_level else ""
-        run = Run(name, connections)
         port = free_port()
         env = {
             **os.environ,
@@ -488,19 +496,35 @@ class Bench:
                 raise SystemExit(f"{exc}\n{tail(log)}") from None
             pids = server_pids(proc, processes)  # they fork after the start-up checks
             self.warm_up(port, log)
-            web = WebProcessCPU(pids[1:], port) if processes > 1 else None
-            measure(port, {"server": pids, **self.services}, self.args, self.body, run, web)
+        except BaseException:
+            stop(proc)
+            raise
+        return Server(proc, pids, port, store, fs_root)
+
+    def symbolon(self, store: str, connections: int, level: str, processes: int = 1) -> Run:
+        name = f"symbolon {store}" + (f" {processes} proc" if processes > 1 else "")
+        name += f" ({level})" if level != self.args.logging_level else ""
+        run = Run(name, connections)
+        server = self.start_symbolon(store, level, processes)
+        try:
+            pids = server.pids
+            web = WebProcessCPU(pids[1:], server.port) if processes > 1 else None
+            measure(server.port, {"server": pids, **self.services}, self.args, self.body, run, web)
             # One process: its peak. Several: the sum of each one's peak (the parent included).
             run.peak_rss = sum(proc_status_mb(pid, "VmHWM") for pid in pids)
         finally:
-            stop(proc)  # in-flight saves finish first: count after the stop
+            stop(server.proc)  # in-flight saves finish first: count after the stop
         run.expected = run.accepted + 1
-        if store == "fs":
-            check_store(run, *count_fs(fs_root))
-            empty_files(fs_root)
+        self.check(server, run)
+        return run
+
+    def check(self, server: Server, run: Run) -> None:
+        """Whether the stopped server stored every crash it answered (``run.expected``)."""
+        if server.store == "fs":
+            check_store(run, *count_fs(server.fs_root))
+            empty_files(server.fs_root)
         else:
             check_store(run, *count_s3(self.s3))
-        return run
 
     def bare(self, processes: int, connections: int, variant: str = "") -> Run:
         self.runs += 1
