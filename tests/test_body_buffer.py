@@ -4,9 +4,11 @@ every piece a view into that buffer, the body whole, and the connection's next r
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,7 @@ class Into(tornado.web.RequestHandler):
     ``?short=1`` its buffer is one byte short."""
 
     closed = asyncio.Event()
+    connections: list[weakref.ref] = []
 
     def prepare(self) -> None:
         length = int(self.request.headers["Content-Length"])
@@ -33,6 +36,7 @@ class Into(tornado.web.RequestHandler):
             length -= 1
         self.buffer = bytearray(length)
         self.in_place = read_body_into(self.request, memoryview(self.buffer))
+        self.connections.append(weakref.ref(self.request.connection))
         self.pieces: list[bool] = []
         self.received = bytearray()
 
@@ -130,3 +134,22 @@ async def test_a_buffer_of_another_length_leaves_the_body_to_tornado():
         await writer.drain()
         digest, length, in_place, _ = (await answer(reader)).split()
         assert (digest, length, in_place) == expected(body, in_place=False)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_request_read_in_place_is_freed_without_the_cyclic_collector():
+    """Else each request's buffer would stay in memory until a full collection."""
+    Into.connections = []
+    gc.collect()
+    gc.disable()
+    try:
+        async with connection() as (reader, writer):
+            for _ in range(3):
+                writer.write(request(os.urandom(100_000)))
+                await writer.drain()
+                await answer(reader)
+            # The first two are over: the server reads the third with a connection object of
+            # its own.
+            assert [ref() for ref in Into.connections[:2]] == [None, None]
+    finally:
+        gc.enable()

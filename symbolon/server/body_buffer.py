@@ -11,6 +11,7 @@ the end, the keep-alive connection's next request.
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -23,11 +24,15 @@ def read_body_into(request: httputil.HTTPServerRequest, buffer: memoryview) -> b
     """Have the rest of ``request``'s body read into ``buffer``, which must be its declared
     length; called before the body is read (in ``prepare``). False, and the body read as usual,
     where the connection cannot (not Tornado's HTTP/1 server connection)."""
-    connection = request.connection
-    if not isinstance(connection, HTTP1Connection) or connection.is_client:
+    if not isinstance(request.connection, HTTP1Connection) or request.connection.is_client:
         return False
+    # Weakly: the connection holds this function, which must not keep it (and the buffer) alive
+    # until the cyclic garbage collector runs.
+    connection_ref = weakref.ref(request.connection)
 
     async def read_fixed_body(content_length: int, delegate: httputil.HTTPMessageDelegate) -> None:
+        connection = connection_ref()
+        assert connection is not None  # it is the one calling
         if content_length != len(buffer):
             # Not the length the handler was told: Tornado's way, whatever that is.
             await HTTP1Connection._read_fixed_body(connection, content_length, delegate)
@@ -47,5 +52,5 @@ def read_body_into(request: httputil.HTTPServerRequest, buffer: memoryview) -> b
                 await asyncio.sleep(0)
 
     # This request's connection object only: the next request on the connection gets a new one.
-    connection._read_fixed_body = read_fixed_body  # type: ignore[method-assign]
+    request.connection._read_fixed_body = read_fixed_body  # type: ignore[method-assign]
     return True
