@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from symbolon.crashes.body import BodyTooLarge, MemoryBudget, ReceivedBody, SpoolBudget, SpoolFull
+from symbolon.crashes.body import BodyTooLarge, ByteBudget, ReceivedBody, SpoolBudget, SpoolFull
 from symbolon.crashes.payload import Malformed
 
 SPOOL_AFTER = 64 * 1024
@@ -87,14 +87,14 @@ def test_a_body_larger_than_the_whole_budget_is_too_large(tmp_path):
     assert budget.used == 0
 
 
-def placed_body(budget: MemoryBudget, length: int, gzipped: bool = False):
+def placed_body(budget: ByteBudget, length: int, gzipped: bool = False):
     body = ReceivedBody(gzipped, 100 * SPOOL_AFTER, spool_after=SPOOL_AFTER)
     return body, body.place(length, budget)
 
 
 def test_a_plain_body_of_declared_length_is_received_in_one_buffer_without_copies():
     data = os.urandom(SPOOL_AFTER)
-    budget = MemoryBudget(SPOOL_AFTER)
+    budget = ByteBudget(SPOOL_AFTER)
     body, buffer = placed_body(budget, len(data))
     assert buffer is not None and budget.used == len(data)
     buffer[: len(data) // 2] = data[: len(data) // 2]  # read there by the connection
@@ -107,7 +107,7 @@ def test_a_plain_body_of_declared_length_is_received_in_one_buffer_without_copie
 
 
 def test_buffers_made_beforehand_share_a_budget_and_the_rest_come_piece_by_piece():
-    budget = MemoryBudget(SPOOL_AFTER)
+    budget = ByteBudget(SPOOL_AFTER)
     first, buffer = placed_body(budget, SPOOL_AFTER // 2 + 1)
     assert buffer is not None
     second, refused = placed_body(budget, SPOOL_AFTER // 2)
@@ -121,14 +121,14 @@ def test_buffers_made_beforehand_share_a_budget_and_the_rest_come_piece_by_piece
 
 @pytest.mark.parametrize(("length", "gzipped"), [(0, False), (SPOOL_AFTER + 1, False), (10, True)])
 def test_no_buffer_beforehand_for_an_empty_a_large_or_a_gzip_body(length, gzipped):
-    budget = MemoryBudget(100 * SPOOL_AFTER)
+    budget = ByteBudget(100 * SPOOL_AFTER)
     body, buffer = placed_body(budget, length, gzipped)
     assert buffer is None and budget.used == 0
     body.close()
 
 
 def test_more_bytes_than_declared_are_kept_whole_and_the_buffer_given_back():
-    budget = MemoryBudget(SPOOL_AFTER)
+    budget = ByteBudget(SPOOL_AFTER)
     body, buffer = placed_body(budget, 10)
     assert buffer is not None
     body.feed(b"0123456789")

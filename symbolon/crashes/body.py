@@ -56,8 +56,8 @@ class SpoolBudget:
         self.used -= amount
 
 
-class MemoryBudget:
-    """Bytes of memory set aside before they are received, for one process."""
+class ByteBudget:
+    """Bytes that requests being received may hold together in one process."""
 
     def __init__(self, total: int):
         self.total = total
@@ -91,13 +91,13 @@ class ReceivedBody:
         self.size = 0  # bytes kept (inflated when gzipped)
         self._chunks: list[bytes] = []  # joined once at the end: cheaper than growing a buffer
         self._placed: bytearray | None = None  # the body's buffer, when made beforehand
-        self._placed_budget: MemoryBudget | None = None
+        self._placed_budget: ByteBudget | None = None
         self._file: Any = None
         self._map: mmap.mmap | None = None
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
         self.inflate_seconds = 0.0
 
-    def place(self, length: int, budget: MemoryBudget) -> memoryview | None:
+    def place(self, length: int, budget: ByteBudget) -> memoryview | None:
         """A buffer of ``length`` bytes for a plain body of that declared length, for the
         connection to read it into; None when the body is kept as it comes (too large for one
         buffer, gzipped, or the budget taken)."""

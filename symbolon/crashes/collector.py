@@ -25,7 +25,7 @@ from typing import Any
 import markus
 
 from symbolon.conf import Settings
-from symbolon.crashes.body import PLACED_BUDGET, MemoryBudget, SpoolBudget
+from symbolon.crashes.body import PLACED_BUDGET, ByteBudget, SpoolBudget
 from symbolon.crashes.crashid import create_crash_id, is_valid_crash_id, submitted_timestamp
 from symbolon.crashes.payload import Malformed, Payload
 from symbolon.crashes.publish import Publisher
@@ -93,7 +93,7 @@ class Collector:
         # The temporary disk the bodies being received share (docs/crashes.md).
         self.spool_budget = SpoolBudget(settings.collector_spool_budget)
         # The memory set aside for bodies before they come (docs/crashes.md).
-        self.placed_budget = MemoryBudget(PLACED_BUDGET)
+        self.placed_budget = ByteBudget(PLACED_BUDGET)
         self.publish_grace_seconds: float = PUBLISH_GRACE_SECONDS
         self.save_queue_size = 0
         self._in_flight = 0

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from symbolon.conf import Settings
+from symbolon.crashes.body import ByteBudget
 from symbolon.crashes.publish import TEST_MESSAGE, Publisher
 from symbolon.crashes.store import CrashStorage
 from symbolon.metrics import metrics
@@ -272,23 +273,6 @@ def is_symbol_file(debug_file: str, name: str) -> bool:
     """Whether ``<debug_file>/<id>/<name>`` holds a module's symbols: its ``.sym``, or a native
     file symbolication reads (docs/symbolication.md, "Where symbols come from")."""
     return name.endswith(".sym") or name in (debug_file, native_debug_filename(debug_file))
-
-
-class ByteBudget:
-    """Bytes that requests being received may hold together in one process."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.used = 0
-
-    def take(self, amount: int) -> bool:
-        if self.used + amount > self.total:
-            return False
-        self.used += amount
-        return True
-
-    def give_back(self, amount: int) -> None:
-        self.used -= amount
 
 
 class _SymbolBudget:
