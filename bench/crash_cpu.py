@@ -64,24 +64,27 @@ def main() -> None:
         crashes.make_report(body, 400 * 1024, 1)
         bench = crashes.Bench(args, work, body)
         bench.start_services()
+        cells = [
+            (int(conns), int(processes))
+            for conns in args.connections.split(",")
+            for processes in args.processes.split(",")
+        ]
         if args.alternate:
-            for conns in [int(c) for c in args.connections.split(",")]:
-                for processes in [int(p) for p in args.processes.split(",")]:
-                    alternate(args, bench, codes, conns, processes)
+            for conns, processes in cells:
+                alternate(args, bench, codes, conns, processes)
             return
         for attempt in range(args.repeat):
-            for conns in [int(c) for c in args.connections.split(",")]:
-                for processes in [int(p) for p in args.processes.split(",")]:
-                    for name, tree in codes:
-                        os.environ["PYTHONPATH"] = str(Path(tree).resolve())
-                        loads.append(os.getloadavg()[0])
-                        spy = start_profile(args, f"{name}-c{conns}-p{processes}-{attempt}")
-                        run = bench.symbolon("fs", conns, args.logging_level, processes)
-                        if spy is not None:
-                            spy.join()
-                        run.name = f"{name} {processes}p"
-                        results.setdefault((name, conns, processes), []).append(run)
-                        print(crashes.row(run), f" load {loads[-1]:.2f}", flush=True)
+            for conns, processes in cells:
+                for name, tree in codes:
+                    os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+                    loads.append(os.getloadavg()[0])
+                    spy = start_profile(args, f"{name}-c{conns}-p{processes}-{attempt}")
+                    run = bench.symbolon("fs", conns, args.logging_level, processes)
+                    if spy is not None:
+                        spy.join()
+                    run.name = f"{name} {processes}p"
+                    results.setdefault((name, conns, processes), []).append(run)
+                    print(crashes.row(run), f" load {loads[-1]:.2f}", flush=True)
     finally:
         if bench is not None:
             bench.stop_services()
